@@ -1,0 +1,250 @@
+"""Recipes: one YAML per run, typed and validated before anything runs.
+
+A recipe names the run directory, the shard count, the executor, the teachers and an ordered mapping of
+steps. Each step is a registered stage type (the step's name, or its `type:` field) with that stage's own
+typed config. Every error names the file, the field (and its line) and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+
+from distillery.core.stage import Stage, StageConfig, stage_types
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: says where (file, field, line) and what was expected."""
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = Path(os.path.expandvars(str(value))).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _existing(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve_path(value, info)
+    if (info.context or {}).get("check_paths", True) and not path.exists():
+        raise ValueError(f"path does not exist: {path}")
+    return path
+
+
+InputPath = Annotated[Path, AfterValidator(_existing)]
+"""A path that must exist when the recipe is loaded; relative paths are taken from the working directory."""
+OutputPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path the run will create; made absolute at load time so every task agrees on it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """What one task of a step asks the cluster for; the cluster profile adds partition, account, qos."""
+
+    cpus_per_task: int = Field(1, ge=1, description="CPU cores per task.")
+    mem_gb: float = Field(4, gt=0, description="Memory per node in GiB.")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node.")
+    tasks_per_node: int = Field(1, ge=1, description="Tasks (ranks) per node: >1 for MPI or torch.distributed.")
+    nodes: int = Field(1, ge=1, description="Nodes per task group.")
+    time_min: int = Field(60, ge=1, description="Wall-clock limit per task in minutes; the task checkpoints and requeues.")
+    job_kind: str | None = Field(None, description="Cluster-profile entry to use (cpu, gpu, mpi); defaults to the stage's kind.")
+
+
+class Sampling(_Strict):
+    temperature: float = Field(0.6, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(32768, ge=1, description="Most tokens generated per answer.")
+
+
+class TeacherConfig(_Strict):
+    """One teacher model: how to reach it and how to sample it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Short name, used in paths and reports.")
+    model: str = Field(description="Model folder, hub id, served model name, or a dataset file for replay.")
+    backend: Literal["vllm", "openai", "transformers", "replay"] = Field("vllm", description="Generation backend.")
+    sampling: Sampling = Field(default_factory=Sampling)
+    system_prompt: str | None = Field(None, description="System prompt; the default asks for <think>/<answer>.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options (tensor_parallel_size, base_url, ...).")
+    resources: Resources | None = Field(None, description="Resources per generation shard; overrides the step's.")
+
+
+class ExecutorConfig(_Strict):
+    kind: Literal["local", "slurm"] = Field("local", description="local: this machine; slurm: submitit job arrays.")
+    workers: int = Field(1, ge=1, description="Local only: shards run at once (1 = in this process).")
+    profile: InputPath | None = Field(None, description="Cluster profile YAML (partition, account, qos, gres per job kind).")
+    array_parallelism: int = Field(256, ge=1, description="SLURM only: most array tasks running at once (%N).")
+    submitit_dir: OutputPath | None = Field(None, description="Where submitit keeps job files; defaults to <run>/_submitit.")
+
+
+class StepSpec(_Strict):
+    """One validated step of the recipe."""
+
+    step: str
+    type: str
+    config: StageConfig
+    resources: Resources
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class Recipe(_Strict):
+    name: str = Field(description="Run name, shown in status and reports.")
+    run_dir: OutputPath = Field(description="Run directory; created on first run.")
+    num_shards: int = Field(1, ge=1, description="Shards per step (array size).")
+    seed: int = Field(0, description="Base seed; every sample's seed derives from it and the record id.")
+    compress: bool = Field(False, description="Write shards as .jsonl.gz.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    steps: list[StepSpec] = Field(default_factory=list, exclude=True)
+    source: str = Field("", exclude=True)
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    def step(self, name: str) -> StepSpec:
+        for spec in self.steps:
+            if spec.step == name:
+                return spec
+        raise KeyError(f"recipe {self.source} has no step {name!r}; it has {[s.step for s in self.steps]}")
+
+    def previous_step(self, name: str) -> str | None:
+        names = [s.step for s in self.steps]
+        index = names.index(name)
+        return names[index - 1] if index > 0 else None
+
+    def teacher(self, name: str) -> TeacherConfig:
+        for teacher in self.teachers:
+            if teacher.name == name:
+                return teacher
+        raise KeyError(f"recipe {self.source} has no teacher {name!r}")
+
+    def build_stage(self, step: str, teacher: str | None = None) -> Stage:
+        spec = self.step(step)
+        cls = stage_types()[spec.type]
+        return cls(step, spec.config, self, self.teacher(teacher) if teacher else None)
+
+    def teachers_of(self, step: str) -> list[str | None]:
+        """Teachers a step runs for: each teacher for per-teacher stages, else a single None."""
+        cls = stage_types()[self.step(step).type]
+        return [t.name for t in self.teachers] if cls.per_teacher else [None]
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each YAML node's path (keys and list indices) to its 1-based line, for error messages."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[path + (key.value,)] = key.start_mark.line + 1
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, path + (index,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _format_errors(source: str, error: ValidationError, prefix: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    messages = []
+    for item in error.errors():
+        loc = prefix + tuple(item["loc"])
+        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        where = f"{source}:{line}" if line else source
+        expected = item["msg"]
+        if item["type"] == "extra_forbidden":
+            expected = "unknown field (check the spelling; see `distillery explain`)"
+        messages.append(f"{where}: {field or '<top>'}: {expected} (got {item.get('input')!r:.80})")
+    return "\n".join(messages)
+
+
+def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
+                 check_paths: bool = True, text: str | None = None) -> Recipe:
+    lines = _line_index(text) if text else {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    context = {"base_dir": base_dir or Path.cwd(), "check_paths": check_paths}
+    raw_steps = data.get("steps") or {}
+    if not isinstance(raw_steps, dict):
+        raise RecipeError(f"{source}:{lines.get(('steps',), '?')}: steps: expected a mapping of step name -> config")
+    top = {k: v for k, v in data.items() if k != "steps"}
+    try:
+        recipe = Recipe.model_validate(top, context=context)
+    except ValidationError as error:
+        raise RecipeError(_format_errors(source, error, (), lines)) from None
+    known = stage_types()
+    errors: list[str] = []
+    steps: list[StepSpec] = []
+    for step_name, body in raw_steps.items():
+        body = dict(body or {})
+        stage_type = body.pop("type", step_name)
+        where = f"{source}:{lines.get(('steps', step_name), '?')}"
+        if stage_type not in known:
+            errors.append(f"{where}: steps.{step_name}: unknown stage type {stage_type!r}; expected one of {sorted(known)}")
+            continue
+        resources_raw = body.pop("resources", {})
+        try:
+            config = known[stage_type].Config.model_validate(body, context=context)
+            resources = Resources.model_validate(resources_raw or {})
+        except ValidationError as error:
+            errors.append(_format_errors(source, error, ("steps", step_name), lines))
+            continue
+        steps.append(StepSpec(step=step_name, type=stage_type, config=config, resources=resources))
+    if errors:
+        raise RecipeError("\n".join(errors))
+    if not steps:
+        raise RecipeError(f"{source}: steps: expected at least one step")
+    teacher_names = [t.name for t in recipe.teachers]
+    if len(set(teacher_names)) != len(teacher_names):
+        raise RecipeError(f"{source}: teachers: names must be unique, got {teacher_names}")
+    if any(known[s.type].per_teacher for s in steps) and not recipe.teachers:
+        raise RecipeError(f"{source}: teachers: per-teacher steps need at least one teacher")
+    recipe.steps = steps
+    recipe.source = source
+    recipe.raw = data
+    return recipe
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
+    """Read and validate a recipe file; `overrides` are `dotted.key=yaml_value` strings."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    for override in overrides or []:
+        key, _, value = override.partition("=")
+        if not _:
+            raise RecipeError(f"override {override!r}: expected dotted.key=value")
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = yaml.safe_load(value)
+        text = None  # line numbers no longer match the file
+    return parse_recipe(data, source=str(path), base_dir=Path.cwd(), check_paths=check_paths, text=text)
+
+
+def snapshot(recipe: Recipe) -> dict[str, Any]:
+    """The recipe with every path made absolute, as written to <run>/recipe.yaml for tasks to read."""
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    data["steps"] = {}
+    for spec in recipe.steps:
+        body = spec.config.model_dump(mode="json", exclude_none=True)
+        if spec.type != spec.step:
+            body["type"] = spec.type
+        body["resources"] = spec.resources.model_dump(mode="json", exclude_none=True)
+        data["steps"][spec.step] = body
+    return data

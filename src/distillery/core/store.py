@@ -1,0 +1,270 @@
+"""The run directory: sharded JSONL, atomic writes, manifests written last, item journals.
+
+Layout (DESIGN.md):
+    <run>/recipe.yaml                                the recipe snapshot every task reads
+    <run>/<stage>[/<teacher>]/shard-00042.jsonl      kept records
+    <run>/<stage>[/<teacher>]/shard-00042.done.json  manifest: written last, its presence means done
+    <run>/<stage>[/<teacher>]/shard-00042.journal    append-only item journal of an unfinished shard
+    <run>/<stage>[/<teacher>]/rejected/shard-00042.jsonl     dropped records with their reason
+    <run>/<stage>[/<teacher>]/quarantine/shard-00042.jsonl   malformed input with file:line and reason
+    <run>/<stage>[/<teacher>]/_global/                       scan/merge files of two-pass stages
+    <run>/logs/<stage>[/<teacher>]/                          one log per shard task
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+def shard_name(shard_index: int) -> str:
+    return f"shard-{shard_index:05d}"
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w", compress: bool = False) -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path`, fsync, then rename: a killed writer leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            if compress:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                    yield gz if "b" in mode else _TextOut(gz)
+            elif "b" in mode:
+                yield raw
+            else:
+                text = _TextOut(raw)
+                yield text
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _TextOut:
+    """Minimal text adapter over a binary stream (keeps one code path for plain and gzip output)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        return self._raw.write(text.encode("utf-8"))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path) as out:
+        out.write(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a JSONL file for reading, transparently gunzipping `.gz` files."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open_text(path) as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]], compress: bool = False) -> tuple[int, str]:
+    """Atomically write rows; return (count, sha256 of the file's logical content)."""
+    digest = hashlib.sha256()
+    count = 0
+    with atomic_write(path, compress=compress) as out:
+        for row in rows:
+            line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+            digest.update(line.encode("utf-8"))
+            out.write(line)
+            count += 1
+    return count, digest.hexdigest()
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """Order-independent digest of a set of record ids: keys a shard by what it was made from."""
+    digest = hashlib.sha256()
+    for record_id in sorted(ids):
+        digest.update(record_id.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def config_digest(config: Any) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Manifest:
+    """Written last for a shard; its presence means the shard is done."""
+
+    stage: str
+    teacher: str | None
+    shard_index: int
+    num_shards: int
+    inputs: int
+    kept: int
+    rejected: int
+    quarantined: int
+    sha256: str
+    input_ids_digest: str
+    output_ids_digest: str
+    config_digest: str
+    code_version: str
+    elapsed_s: float
+    resumed_items: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def reconciles(self) -> bool:
+        return self.inputs == self.kept + self.rejected + self.quarantined
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        return cls(**read_json(path))
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+@dataclass(frozen=True)
+class ShardPaths:
+    directory: Path
+    shard_index: int
+    compress: bool = False
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.shard_index)
+
+    @property
+    def output(self) -> Path:
+        return self.directory / (self.name + (".jsonl.gz" if self.compress else ".jsonl"))
+
+    @property
+    def manifest(self) -> Path:
+        return self.directory / f"{self.name}.done.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.directory / f"{self.name}.journal"
+
+    @property
+    def rejected(self) -> Path:
+        return self.directory / "rejected" / f"{self.name}.jsonl"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.directory / "quarantine" / f"{self.name}.jsonl"
+
+
+class RunDir:
+    """Paths inside one run directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    def stage_dir(self, stage: str, teacher: str | None = None) -> Path:
+        return self.root / stage / teacher if teacher else self.root / stage
+
+    def shard(self, stage: str, teacher: str | None, shard_index: int, compress: bool = False) -> ShardPaths:
+        return ShardPaths(self.stage_dir(stage, teacher), shard_index, compress)
+
+    def global_dir(self, stage: str, teacher: str | None = None) -> Path:
+        return self.stage_dir(stage, teacher) / "_global"
+
+    def log_dir(self, stage: str, teacher: str | None = None) -> Path:
+        return self.root / "logs" / (f"{stage}/{teacher}" if teacher else stage)
+
+    def jobs_file(self) -> Path:
+        return self.root / "_jobs.jsonl"
+
+
+class Journal:
+    """Append-only record of finished items of one shard.
+
+    The first line is a header keyed by what the shard is made from; a journal whose header does not match
+    the current task is stale and is discarded. A line cut short by a kill is dropped on reopen, so an item
+    counts as done only once its whole line is on disk.
+    """
+
+    def __init__(self, path: Path, header: dict[str, Any], fsync_every: int = 1) -> None:
+        self.path = path
+        self.header = header
+        self.fsync_every = fsync_every
+        self._pending = 0
+        self.entries: list[dict[str, Any]] = self._load()
+        self._handle = self.path.open("ab")
+
+    def _load(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            self._start_fresh()
+            return []
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        lines = complete.splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if header != self.header:
+            self._start_fresh()
+            return []
+        if len(complete) != len(data):
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
+        return [json.loads(line) for line in lines[1:]]
+
+    def _start_fresh(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.path) as out:
+            out.write(json.dumps(self.header, sort_keys=True) + "\n")
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self._handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+        self.entries.append(entry)
+        self._pending += 1
+        if self._pending >= self.fsync_every:
+            self.flush()
+
+    def flush(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._pending = 0
+
+    def close(self) -> None:
+        self.flush()
+        self._handle.close()
+
+    def remove(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
