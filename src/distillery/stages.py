@@ -1,0 +1,3 @@
+"""Importing this module registers every stage type (one import per stage module)."""
+
+from distillery.ingest import stage as _ingest  # noqa: F401
