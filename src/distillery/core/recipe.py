@@ -7,6 +7,7 @@ typed config. Every error names the file, the field (and its line) and what was 
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -101,6 +102,7 @@ class Recipe(_Strict):
     compress: bool = Field(False, description="Write shards as .jsonl.gz.")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     teachers: list[TeacherConfig] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list, description="Python modules to import first: they register extra stage types.")
     steps: list[StepSpec] = Field(default_factory=list, exclude=True)
     source: str = Field("", exclude=True)
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
@@ -181,6 +183,11 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
         recipe = Recipe.model_validate(top, context=context)
     except ValidationError as error:
         raise RecipeError(_format_errors(source, error, (), lines)) from None
+    for module in recipe.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise RecipeError(f"{source}:{lines.get(('plugins',), '?')}: plugins: cannot import {module!r}: {error}") from None
     known = stage_types()
     errors: list[str] = []
     steps: list[StepSpec] = []

@@ -1,0 +1,123 @@
+"""From a recipe to task groups (one job array each), and the state of every shard of a run.
+
+A task group is one step x teacher x phase: a two-pass step becomes scan (array) -> merge (one task) ->
+process (array); a record step one process array; a task step one array of whole-shard tasks. A group depends
+on the last group of the previous step for the same teacher. `pending_groups` keeps only shards that are
+missing or stale, which is all `resume` submits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from distillery.core.recipe import Recipe, Resources
+from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_header
+from distillery.core.stage import RecordStage, ShardContext, TaskStage, TwoPassStage
+from distillery.core.store import Manifest, RunDir
+
+
+@dataclass
+class TaskGroup:
+    step: str
+    teacher: str | None
+    phase: str
+    shards: list[int]
+    num_shards: int
+    resources: Resources
+    job_kind: str
+    depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.step}{'/' + self.teacher if self.teacher else ''}:{self.phase}"
+
+    @property
+    def world_size(self) -> int:
+        return self.resources.tasks_per_node * self.resources.nodes
+
+
+def _phases(stage: object) -> list[str]:
+    if isinstance(stage, TwoPassStage):
+        return ["scan", "merge", "process"]
+    if isinstance(stage, RecordStage):
+        return ["process"]
+    if isinstance(stage, TaskStage):
+        return ["task"]
+    raise TypeError(f"{type(stage).__name__} is neither a record nor a task stage")
+
+
+def build_groups(recipe: Recipe) -> list[TaskGroup]:
+    """Every group of the recipe, in dependency order, with all shards."""
+    groups: list[TaskGroup] = []
+    last_of: dict[tuple[str, str | None], str] = {}
+    for spec in recipe.steps:
+        previous = recipe.previous_step(spec.step)
+        for teacher in recipe.teachers_of(spec.step):
+            stage = recipe.build_stage(spec.step, teacher)
+            resources = (stage.teacher.resources if stage.teacher and stage.teacher.resources and stage.kind == "gpu"
+                         else spec.resources)
+            deps: list[str] = []
+            if previous is not None:
+                upstream = [t for t in recipe.teachers_of(previous) if t in (teacher, None)] or recipe.teachers_of(previous)
+                deps = [last_of[(previous, t)] for t in upstream]
+            for phase in _phases(stage):
+                num = 1 if phase == "merge" else stage.num_shards()
+                group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, resources,
+                                  resources.job_kind or stage.kind, deps)
+                groups.append(group)
+                deps = [group.key]
+            last_of[(spec.step, teacher)] = groups[-1].key
+    return groups
+
+
+@dataclass
+class ShardState:
+    state: str
+    """done, stale, partial (journal present), waiting (input not ready) or missing."""
+    detail: str = ""
+    manifest: Manifest | None = None
+    journal_items: int = 0
+
+
+def shard_state(run: RunDir, recipe: Recipe, group: TaskGroup, shard_index: int, check_inputs: bool = True) -> ShardState:
+    stage = recipe.build_stage(group.step, group.teacher)
+    if group.phase in ("scan", "merge"):
+        name = "merge.done.json" if group.phase == "merge" else f"scan-{shard_index:05d}.done.json"
+        done = (run.global_dir(group.step, group.teacher) / name).exists()
+        return ShardState("done" if done else "missing")
+    paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
+    if paths.manifest.exists():
+        manifest = Manifest.load(paths.manifest)
+        if not check_inputs:
+            return ShardState("done", manifest=manifest)
+        probe = ShardContext(run, group.step, group.teacher, shard_index, stage.num_shards(), logging.getLogger("distillery.plan"))
+        try:
+            header = task_header(stage, probe, input_digest(stage, probe))
+        except InputNotReady as error:
+            return ShardState("stale", f"input not ready: {error}", manifest)
+        why = manifest_is_fresh(manifest, header)
+        return ShardState("stale", why, manifest) if why else ShardState("done", manifest=manifest)
+    if paths.journal.exists():
+        with paths.journal.open("rb") as handle:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        return ShardState("partial", journal_items=max(lines - 1, 0))
+    return ShardState("missing")
+
+
+def pending_groups(run: RunDir, recipe: Recipe) -> list[TaskGroup]:
+    """Groups cut down to the shards that are missing or stale; a group with nothing left is dropped and
+    its dependents no longer wait for it. Anything downstream of pending work is pending too."""
+    pending: list[TaskGroup] = []
+    kept_keys: set[str] = set()
+    for group in build_groups(recipe):
+        upstream_pending = [d for d in group.depends_on if d in kept_keys]
+        if upstream_pending:
+            shards = group.shards
+        else:
+            shards = [s for s in group.shards if shard_state(run, recipe, group, s).state != "done"]
+        if shards:
+            pending.append(TaskGroup(group.step, group.teacher, group.phase, shards, group.num_shards,
+                                     group.resources, group.job_kind, upstream_pending))
+            kept_keys.add(group.key)
+    return pending

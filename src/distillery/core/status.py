@@ -1,0 +1,95 @@
+"""The status view: every step x teacher x phase with shard states, record counts, throughput and ETA.
+
+Built from manifests (done), journals (partial: items finished so far) and, for SLURM runs, one sacct call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from distillery.core.plan import TaskGroup, build_groups, shard_state
+from distillery.core.recipe import Recipe
+from distillery.core.store import RunDir
+
+
+@dataclass
+class GroupStatus:
+    group: TaskGroup
+    states: Counter = field(default_factory=Counter)
+    inputs: int = 0
+    kept: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    partial_items: int = 0
+    elapsed_s: float = 0.0
+    stale: list[str] = field(default_factory=list)
+    not_reconciled: list[int] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        """Input items per task-second over finished shards."""
+        return self.inputs / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        done = self.states["done"]
+        remaining = len(self.group.shards) - done
+        if done == 0 or remaining == 0:
+            return None if remaining else 0.0
+        return self.elapsed_s / done * remaining
+
+
+def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str, int], str] | None = None,
+                   check_inputs: bool = True) -> list[GroupStatus]:
+    result = []
+    for group in build_groups(recipe):
+        status = GroupStatus(group)
+        for shard_index in group.shards:
+            state = shard_state(run, recipe, group, shard_index, check_inputs=check_inputs)
+            label = state.state
+            scheduler = (scheduler_states or {}).get((group.key, shard_index))
+            if label != "done" and scheduler:
+                label = scheduler.lower()
+            status.states[label] += 1
+            status.partial_items += state.journal_items
+            if state.state == "stale":
+                status.stale.append(f"shard {shard_index}: {state.detail}")
+            if state.manifest is not None:
+                manifest = state.manifest
+                status.inputs += manifest.inputs
+                status.kept += manifest.kept
+                status.rejected += manifest.rejected
+                status.quarantined += manifest.quarantined
+                status.elapsed_s += manifest.elapsed_s
+                if not manifest.reconciles():
+                    status.not_reconciled.append(shard_index)
+        result.append(status)
+    return result
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render_status(statuses: list[GroupStatus]) -> str:
+    """A plain-text table (what operators paste into tickets)."""
+    header = f"{'step/teacher:phase':<34} {'shards':>7} {'done':>5} {'state':<28} {'in':>8} {'kept':>8} {'rej':>6} " \
+             f"{'quar':>5} {'items/s':>8} {'eta':>7}"
+    lines = [header, "-" * len(header)]
+    for status in statuses:
+        others = ", ".join(f"{k} {v}" for k, v in sorted(status.states.items()) if k != "done") or "all done"
+        if status.partial_items:
+            others += f" ({status.partial_items} items in journals)"
+        lines.append(f"{status.group.key:<34} {len(status.group.shards):>7} {status.states['done']:>5} {others:<28} "
+                     f"{status.inputs:>8} {status.kept:>8} {status.rejected:>6} {status.quarantined:>5} "
+                     f"{status.throughput:>8.1f} {_duration(status.eta_s):>7}")
+        for stale in status.stale[:5]:
+            lines.append(f"    stale: {stale}")
+        if status.not_reconciled:
+            lines.append(f"    COUNTS DO NOT RECONCILE in shards {status.not_reconciled}")
+    return "\n".join(lines)

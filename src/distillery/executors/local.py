@@ -1,0 +1,100 @@
+"""Local executor: every task on this machine, in-process or in a pool of worker processes.
+
+It goes through the same `run_task` as a cluster array task, so a local run and a SLURM run write the same
+files. Multi-rank tasks (tensor-parallel training) get one process per rank with a loopback rendezvous.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import socket
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from tqdm import tqdm
+
+from distillery.core.plan import TaskGroup
+from distillery.core.runner import run_task
+from distillery.executors.base import Executor
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_entry(run_dir: str, step: str, teacher: str | None, phase: str, shard_index: int, rank: int,
+                world_size: int, port: int) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
+    run_task(run_dir, step, teacher, phase, shard_index, rank=rank, world_size=world_size)
+
+
+def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
+    """One process per rank, all of the same task; fails if any rank fails."""
+    context = mp.get_context("spawn")
+    port = free_port()
+    processes = [context.Process(target=_rank_entry, args=(run_dir, group.step, group.teacher, group.phase, shard_index,
+                                                           rank, group.world_size, port))
+                 for rank in range(group.world_size)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [rank for rank, process in enumerate(processes) if process.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{group.key} shard {shard_index}: ranks {failed} failed (exit codes "
+                           f"{[processes[r].exitcode for r in failed]})")
+
+
+class LocalExecutor(Executor):
+    def execute(self, groups: list[TaskGroup]) -> bool:
+        failed_groups: set[str] = set()
+        run_dir = str(self.run.root)
+        workers = self.recipe.executor.workers
+        for group in groups:
+            blocked = [d for d in group.depends_on if d in failed_groups]
+            if blocked:
+                logger.error("%s: not run, it depends on failed %s", group.key, blocked)
+                failed_groups.add(group.key)
+                continue
+            failures = self._run_group(run_dir, group, workers)
+            if failures:
+                failed_groups.add(group.key)
+                for shard_index, error in failures:
+                    log = self.run.log_dir(group.step, group.teacher) / f"shard-{shard_index:05d}.{group.phase}.log"
+                    logger.error("%s shard %d failed: %s (log: %s)", group.key, shard_index, error, log)
+        return not failed_groups
+
+    def _run_group(self, run_dir: str, group: TaskGroup, workers: int) -> list[tuple[int, str]]:
+        failures: list[tuple[int, str]] = []
+        bar = tqdm(total=len(group.shards), desc=group.key, unit="shard", leave=True)
+        if group.world_size > 1:
+            for shard_index in group.shards:
+                try:
+                    run_ranks(run_dir, group, shard_index)
+                except RuntimeError as error:
+                    failures.append((shard_index, str(error)))
+                bar.update()
+        elif workers == 1 or len(group.shards) == 1:
+            for shard_index in group.shards:
+                try:
+                    run_task(run_dir, group.step, group.teacher, group.phase, shard_index)
+                except Exception as error:  # noqa: BLE001 - one shard's failure must not stop its siblings
+                    failures.append((shard_index, f"{type(error).__name__}: {error}"))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(run_task, run_dir, group.step, group.teacher, group.phase, shard_index): shard_index
+                           for shard_index in group.shards}
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if error is not None:
+                        failures.append((futures[future], f"{type(error).__name__}: {error}"))
+                    bar.update()
+        bar.close()
+        return failures

@@ -1,0 +1,1 @@
+"""Query preparation: cleaning, exact and near deduplication, decontamination against evaluation benchmarks."""

@@ -1,0 +1,1 @@
+"""Training: packing traces into token bins, checkpoint conversion, and Megatron-core SFT."""

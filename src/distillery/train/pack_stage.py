@@ -1,0 +1,98 @@
+"""The `pack` stage: every accepted trace of one teacher, tokenized and packed into fixed-capacity bins."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, ValidationError
+from tqdm import tqdm
+
+from distillery.core.inputs import read_step_all
+from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.core.store import RunDir, ids_digest, shard_name, write_jsonl
+from distillery.train.binpack import best_fit_decreasing, packing_efficiency
+from distillery.train.chat_tokens import TemplateError, tokenize_conversation, trace_messages
+from distillery.train.models import resolve_model_dir
+from distillery.train.packed_file import write_packed
+
+
+def packed_path(run: RunDir, step: str, teacher: str | None) -> Path:
+    """The packed file of a `pack` step (one per teacher)."""
+    return run.stage_dir(step, teacher) / f"{shard_name(0)}.h5"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@register
+class PackStage(TaskStage):
+    name = "pack"
+    per_teacher = True
+
+    class Config(StageConfig):
+        student: str = Field("smollm2", description="Student model folder whose tokenizer and chat template are used.")
+        max_tokens: int = Field(32768, ge=8, description="Samples longer than this many tokens are dropped (counted as rejected).")
+        bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
+
+    def num_shards(self) -> int:
+        return 1
+
+    def run(self, ctx: ShardContext) -> dict[str, Any]:
+        from transformers import AutoTokenizer
+
+        config: PackStage.Config = self.config  # type: ignore[assignment]
+        capacity = config.bin_tokens or config.max_tokens
+        if capacity < config.max_tokens:
+            raise ValueError(f"bin_tokens ({capacity}) must be >= max_tokens ({config.max_tokens})")
+        source = self.input_step()
+        if source is None:
+            raise ValueError(f"step {self.step!r} needs an input step of traces")
+        model_dir = resolve_model_dir(config.student)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        docs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        rejected: list[dict[str, Any]] = []
+        quarantined: list[dict[str, Any]] = []
+        inputs = 0
+        for item in tqdm(read_step_all(ctx.run, self.recipe, source, ctx.teacher), desc="tokenize", unit="trace"):
+            inputs += 1
+            try:
+                sample = tokenize_conversation(tokenizer, trace_messages(item.record or {}))
+            except ValidationError as error:
+                quarantined.append({"key": item.key, "where": item.where, "reason": f"not a trace: {error.errors()[0]['msg']}",
+                                    "record": item.record})
+                continue
+            except TemplateError as error:
+                rejected.append({"key": item.key, "where": item.where, "reason": str(error), "record": item.record})
+                continue
+            if len(sample) > config.max_tokens:
+                rejected.append({"key": item.key, "where": item.where, "record": item.record,
+                                 "reason": f"{len(sample)} tokens > max_tokens {config.max_tokens}"})
+                continue
+            docs.append((item.key, sample.tokens, sample.loss_mask))
+        lengths = [len(tokens) for _, tokens, _ in docs]
+        bins = best_fit_decreasing(lengths, capacity)
+        efficiency = packing_efficiency(lengths, bins, capacity)
+        output = packed_path(ctx.run, ctx.stage, ctx.teacher)
+        total = write_packed(output, docs, bins, capacity,
+                             {"efficiency": efficiency, "tokenizer": str(model_dir), "max_tokens": config.max_tokens})
+        paths = ctx.run.shard(ctx.stage, ctx.teacher, 0)
+        write_jsonl(paths.rejected, rejected)
+        write_jsonl(paths.quarantine, quarantined)
+        over_cap = sum(1 for r in rejected if "max_tokens" in r["reason"])
+        ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
+                        len(docs), inputs, len(bins), capacity, efficiency, over_cap)
+        return {
+            "inputs": inputs, "kept": len(docs), "rejected": len(rejected), "quarantined": len(quarantined),
+            "over_cap": over_cap, "bins": len(bins), "tokens": total,
+            "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
+            "efficiency": round(efficiency, 6), "sha256": _file_sha256(output),
+            "output_ids_digest": ids_digest(key for key, _, _ in docs), "path": str(output),
+        }

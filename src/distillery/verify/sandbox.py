@@ -1,0 +1,255 @@
+"""Run untrusted programs without a privileged container: bubblewrap namespaces + rlimits + a private uid.
+
+Each run gets:
+- its own user, pid, network, mount, ipc and uts namespaces (`bwrap --unshare-all`): no network, its
+  processes die with the namespace, and it sees only a read-only /usr, its program folder (read-only unless
+  compiling) and a small private tmpfs as /tmp; the host's other files and the environment are not there;
+- an unprivileged uid leased exclusively from a range (a lock file per uid, so concurrent sandboxes and
+  concurrent verifier processes never share one). RLIMIT_NPROC counts processes per uid and is ignored for
+  root, so the lease is what makes the process limit real; it also lets cleanup find every leftover process
+  by uid, even ones that escaped the process group with setsid;
+- rlimits on address space, CPU time, processes, file size (stdout and stderr are files, so this also caps
+  output) and a wall-clock timeout, after which the whole group and every process of the uid are killed.
+There are no cgroups on these machines; this is what the kernel allows without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_ROOT = "/sandbox"
+"""Where the program folder appears inside the sandbox."""
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandboxed run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wall_s: float = Field(10.0, gt=0, description="Wall-clock seconds before the whole sandbox is killed.")
+    cpu_s: int = Field(5, ge=1, description="CPU seconds per process (RLIMIT_CPU).")
+    memory_mb: int = Field(1024, ge=64, description="Address space per process in MiB (RLIMIT_AS).")
+    max_processes: int = Field(16, ge=1, description="Processes and threads of the sandbox's uid (RLIMIT_NPROC).")
+    max_file_mb: int = Field(16, ge=1, description="Largest file a program may write, in MiB (RLIMIT_FSIZE).")
+    max_output_kb: int = Field(8192, ge=1, description="Most stdout (and stderr) kept, in KiB; more is an output-limit error.")
+    tmpfs_mb: int = Field(64, ge=1, description="Size of the private /tmp in MiB.")
+
+
+class SandboxSettings(BaseModel):
+    """Where the sandbox takes its uids and lock files from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uid_base: int = Field(61000, ge=1000, description="First unprivileged uid leased to sandboxes.")
+    uid_count: int = Field(64, ge=1, description="How many uids (so how many concurrent sandboxes on a host).")
+    lock_dir: str = Field("/tmp/distillery-sandbox-uids", description="Lock files that make a uid lease exclusive across processes.")
+
+
+@dataclass
+class SandboxResult:
+    """What a sandboxed run did. `started` is False when the sandbox itself failed to set up."""
+
+    started: bool
+    exit_code: int | None
+    timed_out: bool
+    stdout: bytes
+    stderr: bytes
+    output_limited: bool
+    wall_s: float
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the program (bwrap reports it as 128 + signal)."""
+        return self.exit_code - 128 if self.exit_code is not None and self.exit_code > 128 else None
+
+
+@contextlib.contextmanager
+def lease_uid(settings: SandboxSettings, wait_s: float = 60.0) -> Iterator[int]:
+    """Hold one uid of the range exclusively (flock on a per-uid file) for the duration of the block."""
+    lock_dir = Path(settings.lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for uid in range(settings.uid_base, settings.uid_base + settings.uid_count):
+            handle = open(lock_dir / f"{uid}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                kill_uid(uid)
+                yield uid
+            finally:
+                kill_uid(uid)
+                handle.close()
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no free sandbox uid in {settings.uid_base}..+{settings.uid_count} after {wait_s} s")
+        time.sleep(0.05)
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """Pids of live (non-zombie) processes whose real uid is `uid`, from /proc."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith("Z"):
+            continue
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_uid(uid: int, attempts: int = 50) -> None:
+    """SIGKILL every process of the uid until none is left (a fork bomb may be spawning while we kill)."""
+    for _ in range(attempts):
+        pids = processes_of_uid(uid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    logger.error("processes of sandbox uid %d survived %d kill rounds: %s", uid, attempts, processes_of_uid(uid))
+
+
+def _bwrap_argv(program_dir: Path, argv: list[str], limits: SandboxLimits, writable: bool, status_fd: int) -> list[str]:
+    mib = 1024 * 1024
+    return [
+        "prlimit",
+        f"--as={limits.memory_mb * mib}",
+        f"--cpu={limits.cpu_s}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={min(limits.max_file_mb * mib, limits.max_output_kb * 1024)}",
+        "--core=0",
+        "--",
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--setenv", "HOME", "/tmp",
+        "--setenv", "LANG", "C.UTF-8",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/bin", "/bin",
+        "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/sbin", "/sbin",
+        "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--size", str(limits.tmpfs_mb * mib),
+        "--tmpfs", "/tmp",
+        "--bind" if writable else "--ro-bind", str(program_dir), SANDBOX_ROOT,
+        "--chdir", SANDBOX_ROOT if writable else "/tmp",
+        "--json-status-fd", str(status_fd),
+        *argv,
+    ]
+
+
+def run_sandboxed(
+    argv: list[str],
+    program_dir: Path,
+    stdin: bytes = b"",
+    limits: SandboxLimits | None = None,
+    settings: SandboxSettings | None = None,
+    writable: bool = False,
+) -> SandboxResult:
+    """Run `argv` inside a fresh sandbox where `program_dir` is mounted at /sandbox.
+
+    `writable` mounts the folder read-write (compiling); the folder is then handed to the leased uid.
+    """
+    limits = limits or SandboxLimits()
+    settings = settings or SandboxSettings()
+    output_cap = limits.max_output_kb * 1024
+    with lease_uid(settings) as uid, tempfile.TemporaryDirectory(prefix="sandbox-io-") as io_dir:
+        if writable:
+            for path in [program_dir, *program_dir.rglob("*")]:
+                os.chown(path, uid, uid)
+        stdin_path = Path(io_dir, "stdin")
+        stdin_path.write_bytes(stdin)
+        status_read, status_write = os.pipe()
+        started_at = time.monotonic()
+        timed_out = False
+        with open(stdin_path, "rb") as stdin_file, open(Path(io_dir, "stdout"), "w+b") as stdout_file, open(
+            Path(io_dir, "stderr"), "w+b"
+        ) as stderr_file:
+            try:
+                process = subprocess.Popen(
+                    _bwrap_argv(program_dir, argv, limits, writable, status_write),
+                    stdin=stdin_file,
+                    stdout=stdout_file,
+                    stderr=stderr_file,
+                    user=uid,
+                    group=uid,
+                    extra_groups=[],
+                    process_group=0,
+                    pass_fds=(status_write,),
+                    close_fds=True,
+                )
+            finally:
+                os.close(status_write)
+            try:
+                exit_code: int | None = process.wait(timeout=limits.wall_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                kill_uid(uid)
+                process.wait()
+                exit_code = None
+            kill_uid(uid)
+            wall_s = time.monotonic() - started_at
+            stdout_file.seek(0)
+            stdout = stdout_file.read(output_cap + 1)
+            stderr_file.seek(0)
+            stderr = stderr_file.read(output_cap + 1)
+        status = _read_status(status_read)
+    return SandboxResult(
+        started="child-pid" in status,
+        exit_code=status.get("exit-code", exit_code),
+        timed_out=timed_out,
+        stdout=stdout[:output_cap],
+        stderr=stderr[:output_cap],
+        output_limited=len(stdout) >= output_cap or b"File too large" in stderr or exit_code == 128 + signal.SIGXFSZ,
+        wall_s=wall_s,
+    )
+
+
+def _read_status(fd: int) -> dict:
+    """Merge bwrap's JSON status lines (child-pid, then exit-code) into one dict."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    os.close(fd)
+    status: dict = {}
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            status.update(json.loads(line))
+    return status

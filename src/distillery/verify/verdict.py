@@ -1,0 +1,39 @@
+"""The result every verifier returns, and the protocol a verifier implements."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillery.core.records import Query
+
+
+class Verdict(BaseModel):
+    """A score in [0, 1], whether it reaches the threshold, which verifier gave it, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(ge=0.0, le=1.0)
+    passed: bool
+    verifier: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, verifier: str, reason: str, **details: Any) -> Verdict:
+        """Score 0 with a reason: broken structure, no answer, a crashed worker, a judge that said nothing."""
+        return cls(score=0.0, passed=False, verifier=verifier, details={"reason": reason, **details})
+
+
+class CategoryVerifier(Protocol):
+    """One category's checker; `threshold` turns its score into `passed`."""
+
+    name: str
+
+    def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:
+        """One verdict per (query, response), in order."""
+        ...
+
+    def close(self) -> None:
+        """Stop worker processes, release models."""
+        ...
