@@ -1,0 +1,73 @@
+"""Fixtures of the training tests: small traces, a run directory with a finished trace step."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from distillery.core.records import Attempt, Trace, make_query
+from distillery.core.stage import RecordStage, register
+from distillery.core.store import Manifest, RunDir, ids_digest, write_jsonl
+
+
+@register
+class FinishedTraces(RecordStage):
+    """Stands in for the generate step: its shards are written by the fixture, never run."""
+
+    name = "test_finished_traces"
+    per_teacher = True
+    process = None  # type: ignore[assignment]
+    __abstractmethods__: ClassVar[frozenset[str]] = frozenset()
+
+
+def _make_trace(index: int, rng: random.Random, teacher: str = "t1", multi_turn: bool = False) -> dict[str, Any]:
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    messages = [{"role": "user", "content": f"What is {a} plus {b}? Question {index}."}]
+    if multi_turn:
+        messages = [{"role": "user", "content": "Hello there."},
+                    {"role": "assistant", "content": "Hello! How can I help?"}] + messages
+    query = make_query("math", messages, source="test")
+    steps = " ".join(f"{a} plus {k} is {a + k}." for k in range(1, 1 + rng.randint(1, 6) * (1 + index % 3)))
+    response = f"<think>{steps} So {a} plus {b} is {a + b}.</think><answer>{a + b}</answer>"
+    trace = Trace(query=query, teacher=teacher, attempts=[Attempt(index=0, seed=index, response=response, score=1.0,
+                                                                   passed=True)], accepted=0)
+    return trace.model_dump(mode="json")
+
+
+@pytest.fixture
+def traces() -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    return [_make_trace(i, rng, multi_turn=i % 4 == 0) for i in range(40)]
+
+
+def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], teacher: str = "t1") -> RunDir:
+    """A run directory whose first step (`traces`) is finished with `records` for `teacher`."""
+    recipe = {"name": "train-test", "run_dir": str(root), "num_shards": 1,
+              "teachers": [{"name": teacher, "model": "replay.jsonl", "backend": "replay"}],
+              "steps": {"traces": {"type": FinishedTraces.name}, **steps}}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    run = RunDir(root)
+    paths = run.shard("traces", teacher, 0)
+    count, sha = write_jsonl(paths.output, records)
+    keys = [r["query"]["id"] for r in records]
+    Manifest(stage="traces", teacher=teacher, shard_index=0, num_shards=1, inputs=count, kept=count, rejected=0,
+             quarantined=0, sha256=sha, input_ids_digest="external", output_ids_digest=ids_digest(keys),
+             config_digest="test", code_version="test", elapsed_s=0.0).save(paths.manifest)
+    return run
+
+
+@pytest.fixture
+def make_trace():
+    """Builds one trace record: make_trace(index, rng)."""
+    return _make_trace
+
+
+@pytest.fixture
+def make_run():
+    """Builds a run directory whose `traces` step is finished: make_run(root, records, steps)."""
+    return _make_run

@@ -1,0 +1,131 @@
+"""Packing invariants: chat-template loss masks, bin packing, the HDF5 layout, and the pack stage end to end."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from distillery.core.runner import run_task
+from distillery.core.store import iter_jsonl
+from distillery.train.binpack import best_fit_decreasing, greedy_sequential, packing_efficiency
+from distillery.train.chat_tokens import tokenize_conversation
+from distillery.train.pack_stage import packed_path
+from distillery.train.packed_file import PackedReader, write_packed
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def test_loss_mask_is_exactly_the_last_assistant_turn(tokenizer) -> None:
+    messages = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Earlier answer, not trained."},
+                {"role": "user", "content": "What is 3 plus 4?"},
+                {"role": "assistant", "content": "<think>3 plus 4 is 7.</think><answer>7</answer>"}]
+    sample = tokenize_conversation(tokenizer, messages)
+    assert sample.tokens.tolist() == tokenizer(tokenizer.apply_chat_template(messages, tokenize=False),
+                                               add_special_tokens=False)["input_ids"]
+    trained = tokenizer.decode(sample.tokens[sample.loss_mask == 1])
+    assert trained == "<think>3 plus 4 is 7.</think><answer>7</answer><|im_end|>\n"
+    # the mask is one contiguous run at the end: nothing before the last turn is trained on
+    first = int(np.argmax(sample.loss_mask))
+    assert sample.loss_mask[first:].all() and not sample.loss_mask[:first].any()
+    assert "Earlier answer" in tokenizer.decode(sample.tokens[:first])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 100), min_size=0, max_size=200), st.integers(100, 300))
+def test_best_fit_decreasing_places_every_document_once_within_capacity(lengths, capacity) -> None:
+    for packer in (best_fit_decreasing, greedy_sequential):
+        bins = packer(lengths, capacity)
+        placed = sorted(doc for b in bins for doc in b)
+        assert placed == list(range(len(lengths)))
+        assert all(sum(lengths[d] for d in b) <= capacity for b in bins)
+    assert len(best_fit_decreasing(lengths, capacity)) <= len(greedy_sequential(lengths, capacity))
+    # a lower bound no packer can beat, and BFD's worst-case guarantee against it
+    bound = -(-sum(lengths) // capacity)
+    assert len(best_fit_decreasing(lengths, capacity)) <= 11 / 9 * max(bound, 1) + 1
+
+
+def test_best_fit_decreasing_beats_greedy_on_a_long_tail() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(7.8, 0.9, 3000).astype(int), 1, 32768).tolist()
+    bfd = packing_efficiency(lengths, best_fit_decreasing(lengths, 32768), 32768)
+    greedy = packing_efficiency(lengths, greedy_sequential(lengths, 32768), 32768)
+    assert bfd > 0.98 and bfd > greedy + 0.05
+
+
+def _check_file_invariants(reader: PackedReader) -> None:
+    assert reader.cu_seqlens[0] == 0 and reader.cu_seqlens[-1] == len(reader.tokens)
+    for bin_index in range(len(reader)):
+        packed = reader[bin_index]
+        assert len(packed.tokens) <= reader.attrs["capacity"]
+        starts = packed.cu_seqlens[:-1]
+        # positions restart at every document and count up inside it
+        assert (packed.position_ids[starts] == 0).all()
+        for start, end in zip(packed.cu_seqlens[:-1], packed.cu_seqlens[1:]):
+            assert packed.position_ids[start:end].tolist() == list(range(end - start))
+        labels, weights = packed.labels()
+        # no target crosses a document boundary: the last token of each document predicts nothing
+        assert (weights[packed.cu_seqlens[1:] - 1] == 0).all()
+        targets = np.flatnonzero(weights)
+        assert (labels[targets] == packed.tokens[targets + 1]).all()
+        doc_of = np.searchsorted(packed.cu_seqlens, np.arange(len(packed.tokens)), side="right") - 1
+        assert (doc_of[targets] == doc_of[targets + 1]).all()
+
+
+def test_write_packed_round_trip(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    docs = []
+    for index in range(30):
+        length = int(rng.integers(3, 40))
+        mask = np.zeros(length, np.uint8)
+        mask[int(rng.integers(1, length)):] = 1
+        docs.append((f"doc{index}", rng.integers(0, 1000, length).astype(np.int32), mask))
+    bins = best_fit_decreasing([len(d[1]) for d in docs], 64)
+    write_packed(tmp_path / "p.h5", docs, bins, 64, {"efficiency": 0.5})
+    reader = PackedReader(tmp_path / "p.h5")
+    assert len(reader) == len(bins)
+    _check_file_invariants(reader)
+    by_key = {key: (tokens, mask) for key, tokens, mask in docs}
+    for bin_index in range(len(reader)):
+        packed = reader[bin_index]
+        for key, start, end in zip(reader.documents(bin_index), packed.cu_seqlens[:-1], packed.cu_seqlens[1:]):
+            assert packed.tokens[start:end].tolist() == by_key[key][0].tolist()
+            assert packed.loss_mask[start:end].tolist() == by_key[key][1].tolist()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_pack_stage_end_to_end(tmp_path, traces, tokenizer, make_run, make_trace) -> None:
+    long_trace = make_trace(999, random.Random(3))
+    long_trace["attempts"][0]["response"] = "word " * 400
+    no_answer = make_trace(998, random.Random(4))
+    no_answer["accepted"] = None
+    records = traces + [long_trace, no_answer, {"query": {"id": "broken"}}]
+    run = make_run(tmp_path / "run", records, {"pack": {"max_tokens": 300}})
+    result = run_task(str(run.root), "pack", "t1", "task", 0)
+    stats = result["stats"]
+    assert result["inputs"] == len(records)
+    assert (result["kept"], result["rejected"], result["quarantined"]) == (len(traces), 2, 1)
+    assert stats["over_cap"] == 1
+    rejected = {row["key"]: row["reason"] for row in iter_jsonl(run.shard("pack", "t1", 0).rejected)}
+    assert "max_tokens" in rejected[long_trace["query"]["id"]]
+    reader = PackedReader(packed_path(run, "pack", "t1"))
+    _check_file_invariants(reader)
+    assert sorted(reader.doc_ids) == sorted(t["query"]["id"] for t in traces)
+    assert stats["efficiency"] == pytest.approx(len(reader.tokens) / (len(reader) * 300))
+    assert stats["efficiency"] > 0.8
+    # masked tokens of every document are exactly its last assistant turn
+    by_key = {t["query"]["id"]: t for t in traces}
+    for bin_index in range(len(reader)):
+        packed = reader[bin_index]
+        for key, start, end in zip(reader.documents(bin_index), packed.cu_seqlens[:-1], packed.cu_seqlens[1:]):
+            trained = tokenizer.decode(packed.tokens[start:end][packed.loss_mask[start:end] == 1])
+            assert trained == by_key[key]["attempts"][0]["response"] + "<|im_end|>\n"
+    # a second run finds the manifest and does nothing
+    assert run_task(str(run.root), "pack", "t1", "task", 0)["elapsed_s"] == result["elapsed_s"]
