@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillery.cli import main
+from distillery.core.recipe import RecipeError, load_recipe
+
+GOOD = """name: t
+run_dir: {run}
+num_shards: 2
+steps:
+  ingest:
+    inputs:
+      - path: {inputs}
+"""
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "q.jsonl").write_text("{}\n")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.format(run=tmp_path / "run", inputs=tmp_path / "q.jsonl"))
+    return path
+
+
+def test_good_recipe_loads_with_absolute_paths(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path, GOOD))
+    assert recipe.run_dir.is_absolute()
+    assert [s.step for s in recipe.steps] == ["ingest"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        (GOOD.replace("num_shards: 2", "num_shards: two"), "num_shards"),
+        (GOOD.replace("num_shards: 2", "num_shard: 2"), "num_shard: unknown field"),
+        (GOOD.replace("- path: {inputs}", "- path: /nonexistent/q.jsonl"), "steps.ingest.inputs[0].path"),
+        (GOOD.replace("- path: {inputs}", "- path: {inputs}\n        colour: red"), "steps.ingest.inputs[0].colour"),
+        (GOOD.replace("  ingest:", "  ingset:"), "unknown stage type 'ingset'"),
+        (GOOD + "teachers:\n  - name: a\n    model: m\n    backend: carrier-pigeon\n", "teachers[0].backend"),
+    ],
+)
+def test_bad_recipe_names_the_file_field_and_line(tmp_path: Path, bad: str, needle: str) -> None:
+    path = _recipe(tmp_path, bad)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert needle in message
+    assert str(path) in message
+    assert f"{path}:" in message and message.split(f"{path}:")[1][0].isdigit(), message
+
+
+def test_bad_recipe_fails_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _recipe(tmp_path, GOOD.replace("num_shards: 2", "num_shards: -1"))
+    assert main(["run", str(path)]) == 2
+    assert "num_shards" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,88 @@
+"""Kill -9 a shard at random points, resume, and require every record exactly once (datatrove's test, harder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_recipe
+
+from distillery.cli import main
+from distillery.core.store import RunDir
+
+
+def _outputs(run_dir: Path, step: str) -> dict[str, bytes]:
+    stage_dir = RunDir(run_dir).stage_dir(step)
+    files = sorted(stage_dir.glob("shard-*.jsonl")) + sorted((stage_dir / "rejected").glob("shard-*.jsonl"))
+    return {str(p.relative_to(stage_dir)): p.read_bytes().replace(str(run_dir).encode(), b"RUN") for p in files}
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_at_random_points_then_resume_gives_exactly_once_output(tmp_path: Path, queries: Path) -> None:
+    reference_run = tmp_path / "reference"
+    assert main(["run", str(write_recipe(tmp_path / "ref.yaml", reference_run, queries, delay_s=0.02))]) == 0
+    expected = _outputs(reference_run, "sleepy")
+    assert sum(data.count(b"\n") for data in expected.values()) == 60
+
+    rng = random.Random(1234)
+    killed_mid_shard = 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for trial in range(20):
+        run_dir = tmp_path / f"trial-{trial}"
+        recipe = write_recipe(tmp_path / f"trial-{trial}.yaml", run_dir, queries, delay_s=0.02)
+        process = subprocess.Popen([sys.executable, "-m", "distillery.cli", "run", str(recipe)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(0.8, 3.5))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        journals = list(RunDir(run_dir).stage_dir("sleepy").glob("*.journal"))
+        killed_mid_shard += any(j.read_bytes().count(b"\n") > 1 for j in journals)
+        assert main(["resume", str(run_dir)]) == 0
+        assert _outputs(run_dir, "sleepy") == expected, f"trial {trial} differs from the uninterrupted run"
+        assert not list(RunDir(run_dir).stage_dir("sleepy").glob("*.journal"))
+        assert not list(run_dir.rglob("*.tmp"))
+    assert killed_mid_shard >= 3, "too few kills landed inside a shard to test resume"
+
+
+def test_config_or_shard_count_change_is_stale_never_mixed(tmp_path: Path, queries: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, queries, tag="first")
+    assert main(["run", str(recipe)]) == 0
+    capsys.readouterr()
+
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, queries, tag="second")
+    assert main(["plan", str(recipe)]) == 0
+    plan = capsys.readouterr().out
+    assert "sleepy:process" in plan
+    from distillery.core.plan import pending_groups
+    from distillery.core.recipe import load_recipe
+
+    pending = pending_groups(RunDir(run_dir), load_recipe(recipe))
+    assert [(g.key, g.shards) for g in pending] == [("sleepy:process", [0, 1])]
+    assert main(["run", str(recipe)]) == 0
+    tags = {line.split(b'"tag": ')[1][:8] for data in _outputs(run_dir, "sleepy").values() for line in data.splitlines()
+            if b'"tag"' in line}
+    assert tags == {b'"second"'}
+
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, queries, num_shards=3, tag="second")
+    pending = pending_groups(RunDir(run_dir), load_recipe(recipe))
+    assert [g.key for g in pending] == ["ingest:process", "sleepy:process"]
+    assert main(["run", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    status = capsys.readouterr().out
+    assert "stale" not in status
+    out = tmp_path / "export.jsonl"
+    assert main(["export", str(run_dir), "--step", "sleepy", "-o", str(out)]) == 0
+    kept = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    rejected = [json.loads(line)["key"] for p in sorted((run_dir / "sleepy" / "rejected").glob("shard-0000[0-2].jsonl"))
+                for line in p.read_text().splitlines()]
+    assert len(kept) + len(rejected) == len(set(kept) | set(rejected)) == 60
