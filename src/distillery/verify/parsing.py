@@ -1,0 +1,115 @@
+"""Split a response into its `<think>` and `<answer>` parts, and pull out the final answer.
+
+Broken structure (a truncated think block, two answer blocks) is reported in `problem`, never raised:
+the caller turns it into a verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+AnswerSource = Literal["boxed", "answer_tag", "answer_is", "last_number", "last_line"]
+DEFAULT_FALLBACKS: tuple[AnswerSource, ...] = ("boxed", "answer_is")
+
+_TAG = re.compile(r"</?(think|answer)>")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    think: str
+    answer: str
+    well_formed: bool
+    problem: str = ""
+
+
+def parse_response(text: str) -> ParsedResponse:
+    """`<think>T</think>` then an answer, either bare or as `<answer>A</answer>`; anything else is a problem.
+
+    A response without tags is taken whole as the answer (not well formed). A think block that never
+    closes (a truncated generation) has no answer.
+    """
+    counts = {tag: len(re.findall(rf"<{tag}>", text)) for tag in ("think", "/think", "answer", "/answer")}
+    if counts["think"] > 1 or counts["/think"] > 1:
+        return ParsedResponse("", text.strip(), False, "more than one <think> block")
+    if counts["answer"] > 1 or counts["/answer"] > 1:
+        return ParsedResponse("", text.strip(), False, "more than one <answer> block")
+    think, rest, problems = "", text, []
+    if counts["/think"]:
+        before, rest = text.split("</think>", 1)
+        if counts["think"] and "<think>" not in before:
+            return ParsedResponse("", text.strip(), False, "</think> before <think>")
+        think = before.split("<think>", 1)[1] if counts["think"] else before
+        if not counts["think"]:
+            problems.append("no <think> opening tag")
+    elif counts["think"]:
+        return ParsedResponse(text.split("<think>", 1)[1].strip(), "", False, "unterminated <think> block")
+    else:
+        problems.append("no <think> block")
+    if counts["answer"]:
+        outside, inside = rest.split("<answer>", 1)
+        if outside.strip():
+            problems.append("text between </think> and <answer>")
+        if counts["/answer"]:
+            inside, trailing = inside.split("</answer>", 1)
+            if trailing.strip():
+                problems.append("text after </answer>")
+        else:
+            problems.append("unterminated <answer> block")
+        answer = inside
+    elif counts["/answer"]:
+        answer = rest.split("</answer>", 1)[0]
+        problems.append("</answer> without <answer>")
+    else:
+        answer = rest
+    answer = answer.strip()
+    if not answer:
+        problems.append("empty answer")
+    return ParsedResponse(think.strip(), answer, not problems, "; ".join(problems))
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) with balanced braces, or None."""
+    found = None
+    for match in _BOXED.finditer(text):
+        depth, start = 1, match.end()
+        for position in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            if depth == 0:
+                found = text[start:position]
+                break
+    return found.strip() if found is not None else None
+
+
+def extract_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FALLBACKS) -> str | None:
+    """The final answer of a response: each source in `fallbacks` is tried in order.
+
+    Sources: `boxed` (last \\boxed{}), `answer_tag` (<answer>...</answer>), `answer_is` ("the answer is X"),
+    `last_number`, `last_line`. Sources other than `answer_tag` look only at the answer part of the response.
+    """
+    parsed = parse_response(text)
+    answer_part = parsed.answer or ("" if parsed.problem == "unterminated <think> block" else text)
+    for source in fallbacks:
+        found: str | None = None
+        if source == "boxed":
+            found = last_boxed(answer_part)
+        elif source == "answer_tag":
+            match = re.search(r"<answer>(.*?)(?:</answer>|$)", text, re.DOTALL)
+            found = match.group(1).strip() if match else None
+        elif source == "answer_is":
+            matches = _ANSWER_IS.findall(answer_part)
+            found = matches[-1].strip().strip("$").strip() if matches else None
+        elif source == "last_number":
+            numbers = _NUMBER.findall(answer_part)
+            found = numbers[-1].replace(",", "") if numbers else None
+        elif source == "last_line":
+            lines = [line.strip() for line in _TAG.sub("", answer_part).splitlines() if line.strip()]
+            found = lines[-1] if lines else None
+        if found:
+            return found
+    return None
