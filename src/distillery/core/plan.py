@@ -80,29 +80,42 @@ class ShardState:
     journal_items: int = 0
 
 
-def shard_state(run: RunDir, recipe: Recipe, group: TaskGroup, shard_index: int, check_inputs: bool = True) -> ShardState:
-    stage = recipe.build_stage(group.step, group.teacher)
-    if group.phase in ("scan", "merge"):
-        name = "merge.done.json" if group.phase == "merge" else f"scan-{shard_index:05d}.done.json"
-        done = (run.global_dir(group.step, group.teacher) / name).exists()
-        return ShardState("done" if done else "missing")
-    paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
-    if paths.manifest.exists():
-        manifest = Manifest.load(paths.manifest)
-        if not check_inputs:
-            return ShardState("done", manifest=manifest)
-        probe = ShardContext(run, group.step, group.teacher, shard_index, stage.num_shards(), logging.getLogger("distillery.plan"))
+class GroupInspector:
+    """Reads the state of a group's shards; the stage is built once per group, not once per shard."""
+
+    def __init__(self, run: RunDir, recipe: Recipe, group: TaskGroup) -> None:
+        self.run = run
+        self.recipe = recipe
+        self.group = group
+        self.stage = recipe.build_stage(group.step, group.teacher)
+        self._logger = logging.getLogger("distillery.plan")
+
+    def state(self, shard_index: int, check_inputs: bool = True) -> ShardState:
+        group, run = self.group, self.run
+        if group.phase in ("scan", "merge"):
+            name = "merge.done.json" if group.phase == "merge" else f"scan-{shard_index:05d}.done.json"
+            done = (run.global_dir(group.step, group.teacher) / name).exists()
+            return ShardState("done" if done else "missing")
+        paths = run.shard(group.step, group.teacher, shard_index, self.recipe.compress)
         try:
-            header = task_header(stage, probe, input_digest(stage, probe))
-        except InputNotReady as error:
-            return ShardState("stale", f"input not ready: {error}", manifest)
-        why = manifest_is_fresh(manifest, header)
-        return ShardState("stale", why, manifest) if why else ShardState("done", manifest=manifest)
-    if paths.journal.exists():
-        with paths.journal.open("rb") as handle:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-        return ShardState("partial", journal_items=max(lines - 1, 0))
-    return ShardState("missing")
+            manifest = Manifest.load(paths.manifest)
+        except FileNotFoundError:
+            manifest = None
+        if manifest is not None:
+            if not check_inputs:
+                return ShardState("done", manifest=manifest)
+            probe = ShardContext(run, group.step, group.teacher, shard_index, self.stage.num_shards(), self._logger)
+            try:
+                header = task_header(self.stage, probe, input_digest(self.stage, probe))
+            except InputNotReady as error:
+                return ShardState("stale", f"input not ready: {error}", manifest)
+            why = manifest_is_fresh(manifest, header)
+            return ShardState("stale", why, manifest) if why else ShardState("done", manifest=manifest)
+        if paths.journal.exists():
+            with paths.journal.open("rb") as handle:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            return ShardState("partial", journal_items=max(lines - 1, 0))
+        return ShardState("missing")
 
 
 def pending_groups(run: RunDir, recipe: Recipe) -> list[TaskGroup]:
@@ -115,7 +128,8 @@ def pending_groups(run: RunDir, recipe: Recipe) -> list[TaskGroup]:
         if upstream_pending:
             shards = group.shards
         else:
-            shards = [s for s in group.shards if shard_state(run, recipe, group, s).state != "done"]
+            inspector = GroupInspector(run, recipe, group)
+            shards = [s for s in group.shards if inspector.state(s).state != "done"]
         if shards:
             pending.append(TaskGroup(group.step, group.teacher, group.phase, shards, group.num_shards,
                                      group.resources, group.job_kind, upstream_pending))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from distillery.core.plan import TaskGroup, build_groups, shard_state
+from distillery.core.plan import GroupInspector, TaskGroup, build_groups
 from distillery.core.recipe import Recipe
 from distillery.core.store import RunDir
 
@@ -45,8 +45,9 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
     result = []
     for group in build_groups(recipe):
         status = GroupStatus(group)
+        inspector = GroupInspector(run, recipe, group)
         for shard_index in group.shards:
-            state = shard_state(run, recipe, group, shard_index, check_inputs=check_inputs)
+            state = inspector.state(shard_index, check_inputs=check_inputs)
             label = state.state
             scheduler = (scheduler_states or {}).get((group.key, shard_index))
             if label != "done" and scheduler:

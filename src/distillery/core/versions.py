@@ -30,10 +30,15 @@ def code_version() -> str:
 
 
 def stage_config_digest(stage: Stage) -> str:
-    """Digest of everything that decides a step's output besides its input: type, config, teacher, seed."""
-    return config_digest({
+    """Digest of everything that decides a step's output besides its input: type, config, teacher, seed.
+    Cached on the stage object: status computes it for every shard."""
+    cached = getattr(stage, "_config_digest", None)
+    if cached is not None:
+        return cached
+    stage._config_digest = config_digest({
         "type": stage.name,
         "config": stage.config.model_dump(mode="json"),
         "teacher": stage.teacher.model_dump(mode="json") if stage.teacher else None,
         "seed": stage.recipe.seed,
     })
+    return stage._config_digest
