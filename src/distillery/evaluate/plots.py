@@ -1,0 +1,66 @@
+"""Length plots of an evaluation: generated tokens per benchmark and per correct/incorrect answer (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distillery.evaluate.summary import EvalSummary  # noqa: E402
+
+
+def length_histograms(summary: EvalSummary, out_dir: Path) -> list[Path]:
+    """One PNG per benchmark: distribution of generated tokens, one curve per student, dashed at the mean."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in summary.benchmarks:
+        results = [r for s in summary.students if (r := summary.result(s, spec.name)) is not None]
+        if not results:
+            continue
+        longest = max(max(r.length_values) for r in results)
+        bins = np.linspace(0, max(longest, 1), 41)
+        figure, axes = plt.subplots(figsize=(6.4, 3.6))
+        for index, result in enumerate(results):
+            color = f"C{index}"
+            axes.hist(result.length_values, bins=bins, histtype="step", linewidth=1.5, color=color,
+                      label=f"{result.student} (mean {result.lengths.mean:,.0f})")
+            axes.axvline(result.lengths.mean, color=color, linestyle="--", linewidth=1)
+        axes.set_title(f"{spec.display}: generated tokens per answer")
+        axes.set_xlabel("generated tokens")
+        axes.set_ylabel("answers")
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        path = out_dir / f"eval-lengths-{spec.name}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def length_by_correctness(summary: EvalSummary, out_dir: Path) -> Path | None:
+    """Grouped bars: mean generated tokens of correct and incorrect answers, per benchmark and student."""
+    cells = [(spec, student, summary.result(student, spec.name)) for spec in summary.benchmarks
+             for student in summary.students]
+    cells = [(spec, student, result) for spec, student, result in cells if result is not None]
+    if not cells:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(max(6.4, 1.2 * len(cells)), 3.6))
+    positions = np.arange(len(cells))
+    correct = [r.lengths_correct.mean if r.lengths_correct.count else 0.0 for _, _, r in cells]
+    incorrect = [r.lengths_incorrect.mean if r.lengths_incorrect.count else 0.0 for _, _, r in cells]
+    axes.bar(positions - 0.2, correct, width=0.4, label="correct", color="C2")
+    axes.bar(positions + 0.2, incorrect, width=0.4, label="incorrect", color="C3")
+    axes.set_xticks(positions, [f"{spec.display}\n{student}" for spec, student, _ in cells], fontsize="small")
+    axes.set_ylabel("mean generated tokens")
+    axes.set_title("Generated tokens of correct and incorrect answers")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    path = out_dir / "eval-lengths-correctness.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,29 @@
+"""The record the eval stage writes: one sampled answer of one student to one benchmark problem, scored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvalSample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    benchmark: str
+    problem_id: str
+    """The benchmark's own id of the problem (e.g. `aime2024-I-01`)."""
+    query_id: str
+    sample: int
+    """Index of this sample among the problem's k samples."""
+    seed: int
+    model: str
+    response: str
+    completion_tokens: int
+    prompt_tokens: int = 0
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    score: float
+    passed: bool
+    verifier: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
