@@ -71,3 +71,40 @@ def make_trace():
 def make_run():
     """Builds a run directory whose `traces` step is finished: make_run(root, records, steps)."""
     return _make_run
+
+
+def tiny_hf_folder(root: Path, model_type: str, tie: bool = False, seed: int = 0, layers: int = 2) -> Path:
+    """A small random Llama or Qwen2 with even head counts (SmolLM2's 9 heads cannot be split in two)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, vocab_size=256, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=512, tie_word_embeddings=tie, rms_norm_eps=1e-6)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    with torch.no_grad():  # make biases and norms non-trivial so a wrong mapping shows
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    folder = root / f"tiny-{model_type}{'-tied' if tie else ''}"
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture
+def tiny_model():
+    """Builds a small random HF folder: tiny_model(root, "llama" | "qwen2", tie=False)."""
+    return tiny_hf_folder
+
+
+@pytest.fixture(scope="session")
+def megatron_single():
+    """This process as a one-rank gloo world with Megatron's parallel state (TP=PP=1)."""
+    import torch
+
+    from distillery.train.parallel import init_distributed, init_megatron
+
+    init_distributed(0, 1, torch.device("cpu"))
+    init_megatron(1, 1, seed=0, device=torch.device("cpu"))
+    yield

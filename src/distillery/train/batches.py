@@ -1,0 +1,55 @@
+"""Model inputs of one packed bin, and the token-weighted loss over a micro-batch of bins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+
+from distillery.train.packed_file import PackedBin
+
+
+@dataclass
+class PackedInputs:
+    tokens_1T: torch.Tensor
+    position_ids_1T: torch.Tensor
+    labels_1T: torch.Tensor
+    weights_T: torch.Tensor
+    """1.0 where the label is trained on."""
+    packed: PackedSeqParams
+
+    @property
+    def loss_tokens(self) -> int:
+        return int(self.weights_T.sum().item())
+
+
+def packed_inputs(bin_: PackedBin, device: torch.device, pad_to: int | None = None) -> PackedInputs:
+    """Tensors for GPTModel.forward in THD layout; `pad_to` appends one masked filler document (static shapes)."""
+    tokens, positions, cu_seqlens = bin_.tokens, bin_.position_ids, bin_.cu_seqlens
+    labels, weights = bin_.labels()
+    if pad_to is not None and pad_to > len(tokens):
+        extra = pad_to - len(tokens)
+        tokens = np.concatenate([tokens, np.zeros(extra, tokens.dtype)])
+        labels = np.concatenate([labels, np.zeros(extra, labels.dtype)])
+        weights = np.concatenate([weights, np.zeros(extra, weights.dtype)])
+        positions = np.concatenate([positions, np.arange(extra, dtype=positions.dtype)])
+        cu_seqlens = np.concatenate([cu_seqlens, [pad_to]])
+    cu_seqlens_t = torch.as_tensor(cu_seqlens, dtype=torch.int32, device=device)
+    max_len = int(np.diff(cu_seqlens).max())
+    packed = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu_seqlens_t, cu_seqlens_kv=cu_seqlens_t,
+                             max_seqlen_q=max_len, max_seqlen_kv=max_len)
+
+    def as_1T(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array.astype(np.int64), device=device)[None]
+
+    return PackedInputs(as_1T(tokens), as_1T(positions), as_1T(labels),
+                        torch.as_tensor(weights, dtype=torch.float32, device=device), packed)
+
+
+def token_losses(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
+    """Per-token cross-entropy [T] of the next-token labels (vocabulary-parallel under TP)."""
+    loss_1T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
+                    packed_seq_params=inputs.packed)
+    return loss_1T[0].float()
