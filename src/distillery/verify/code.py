@@ -14,7 +14,7 @@ import re
 import shutil
 import signal
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from typing import Any, Literal
 from distillery.core.records import Query, TestCase
 from distillery.verify.config import CodeSettings
 from distillery.verify.parsing import parse_response
-from distillery.verify.sandbox import SANDBOX_ROOT, SandboxResult, run_sandboxed
+from distillery.verify.sandbox import SANDBOX_ROOT, SandboxLimits, SandboxResult, run_sandboxed
 from distillery.verify.verdict import Verdict
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ class TestRun:
     verdict: TestVerdict
     wall_s: float
     detail: str = ""
+
+
+def _done(run: TestRun) -> Future[TestRun]:
+    future: Future[TestRun] = Future()
+    future.set_result(run)
+    return future
 
 
 def extract_code(response: str, language: str) -> str | None:
@@ -100,11 +106,11 @@ def call_output_matches(expected: str, actual: str, tolerance: float) -> bool:
         return expected.strip() == actual.strip()
 
 
-def classify(result: SandboxResult) -> TestVerdict | None:
+def classify(result: SandboxResult, limits: SandboxLimits) -> TestVerdict | None:
     """The verdict of a run that did not finish cleanly; None when it exited 0 (its output decides)."""
     if not result.started:
         return "sandbox_error"
-    if result.timed_out or result.signal in (signal.SIGXCPU, signal.SIGKILL):
+    if result.timed_out or result.signal == signal.SIGXCPU or result.signal == signal.SIGKILL and result.wall_s >= limits.cpu_s:
         return "time_limit"
     if result.output_limited:
         return "output_limit"
@@ -126,9 +132,49 @@ class CodeVerifier:
         self._executor = ThreadPoolExecutor(max_workers=settings.parallelism, thread_name_prefix="sandbox")
 
     def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:
-        return [self.verify(query, response) for query, response in pairs]
+        """All answers' compiles, then all their tests, share one pool of `parallelism` sandboxes."""
+        prepared = [self._executor.submit(self._prepare, query, response) for query, response in pairs]
+        scheduled: list[Verdict | tuple[Query, Path, list[Future[TestRun]]]] = []
+        for (query, _), future in zip(pairs, prepared):
+            outcome = future.result()
+            if isinstance(outcome, Verdict):
+                scheduled.append(outcome)
+                continue
+            program_dir, argv, compile_error, tests = outcome
+            if compile_error is not None:
+                runs = [_done(TestRun("compile_error", 0.0, compile_error)) for _ in tests]
+            else:
+                runs = [self._executor.submit(self._run_test, program_dir, argv, test, query.reference.fn_name) for test in tests]
+            scheduled.append((query, program_dir, runs))
+        verdicts = []
+        for item in scheduled:
+            if isinstance(item, Verdict):
+                verdicts.append(item)
+                continue
+            query, program_dir, futures = item
+            try:
+                verdicts.append(self._verdict(query, [future.result() for future in futures]))
+            finally:
+                shutil.rmtree(program_dir, ignore_errors=True)
+        return verdicts
 
     def verify(self, query: Query, response: str) -> Verdict:
+        return self.verify_batch([(query, response)])[0]
+
+    def _verdict(self, query: Query, runs: list[TestRun]) -> Verdict:
+        passed = sum(run.verdict == "accepted" for run in runs)
+        score = passed / len(runs)
+        details = {
+            "tests": len(runs),
+            "passed": passed,
+            "verdicts": [run.verdict for run in runs],
+            "first_failure": next((f"{run.verdict}: {run.detail}"[:500] for run in runs if run.verdict != "accepted"), ""),
+            "language": query.reference.language,
+        }
+        return Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
+
+    def _prepare(self, query: Query, response: str) -> Verdict | tuple[Path, list[str], str | None, list[TestCase]]:
+        """A verdict when there is nothing to run; else the program folder, run argv, compile error, tests."""
         reference = query.reference
         tests = reference.tests[: self.settings.max_tests]
         if not tests:
@@ -139,27 +185,11 @@ class CodeVerifier:
         if code is None:
             return Verdict.failed(self.name, f"no {reference.language} code block in the answer", structure=parse_response(response).problem)
         program_dir = Path(tempfile.mkdtemp(prefix="distillery-code-"))
-        try:
-            program_dir.chmod(0o755)
-            argv, compile_error = self._prepare(program_dir, code, reference.language, reference.fn_name)
-            if compile_error is not None:
-                runs = [TestRun("compile_error", 0.0, compile_error)] * len(tests)
-            else:
-                runs = list(self._executor.map(lambda test: self._run_test(program_dir, argv, test, reference.fn_name), tests))
-        finally:
-            shutil.rmtree(program_dir, ignore_errors=True)
-        passed = sum(run.verdict == "accepted" for run in runs)
-        score = passed / len(runs)
-        details = {
-            "tests": len(runs),
-            "passed": passed,
-            "verdicts": [run.verdict for run in runs],
-            "first_failure": next((f"{run.verdict}: {run.detail}"[:500] for run in runs if run.verdict != "accepted"), ""),
-            "language": reference.language,
-        }
-        return Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
+        program_dir.chmod(0o755)
+        argv, compile_error = self._write_program(program_dir, code, reference.language, reference.fn_name)
+        return program_dir, argv, compile_error, tests
 
-    def _prepare(self, program_dir: Path, code: str, language: str, fn_name: str | None) -> tuple[list[str], str | None]:
+    def _write_program(self, program_dir: Path, code: str, language: str, fn_name: str | None) -> tuple[list[str], str | None]:
         """Write the program (and compile it); return the argv of one test run and a compile error, if any."""
         if language == "python":
             (program_dir / "solution.py").write_text(code)
@@ -184,7 +214,7 @@ class CodeVerifier:
 
     def _run_test(self, program_dir: Path, argv: list[str], test: TestCase, fn_name: str | None) -> TestRun:
         result = run_sandboxed(argv, program_dir, stdin=test.input.encode(), limits=self.settings.limits, settings=self.settings.sandbox)
-        failure = classify(result)
+        failure = classify(result, self.settings.limits)
         if failure is not None:
             return TestRun(failure, result.wall_s, result.stderr.decode(errors="replace")[-300:])
         actual = result.stdout.decode(errors="replace")

@@ -135,14 +135,19 @@ def kill_uid(uid: int, attempts: int = 50) -> None:
     logger.error("processes of sandbox uid %d survived %d kill rounds: %s", uid, attempts, processes_of_uid(uid))
 
 
+def output_cap(limits: SandboxLimits) -> int:
+    """Bytes of stdout/stderr kept; also the file-size limit, so a program cannot write past it."""
+    return min(limits.max_file_mb * 1024 * 1024, limits.max_output_kb * 1024)
+
+
 def _bwrap_argv(program_dir: Path, argv: list[str], limits: SandboxLimits, writable: bool, status_fd: int) -> list[str]:
     mib = 1024 * 1024
     return [
         "prlimit",
         f"--as={limits.memory_mb * mib}",
-        f"--cpu={limits.cpu_s}",
+        f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}",  # SIGXCPU at the soft limit, SIGKILL a second later
         f"--nproc={limits.max_processes}",
-        f"--fsize={min(limits.max_file_mb * mib, limits.max_output_kb * 1024)}",
+        f"--fsize={output_cap(limits)}",
         "--core=0",
         "--",
         "bwrap",
@@ -185,7 +190,7 @@ def run_sandboxed(
     """
     limits = limits or SandboxLimits()
     settings = settings or SandboxSettings()
-    output_cap = limits.max_output_kb * 1024
+    cap = output_cap(limits)
     with lease_uid(settings) as uid, tempfile.TemporaryDirectory(prefix="sandbox-io-") as io_dir:
         if writable:
             for path in [program_dir, *program_dir.rglob("*")]:
@@ -208,6 +213,7 @@ def run_sandboxed(
                     group=uid,
                     extra_groups=[],
                     process_group=0,
+                    env={"PATH": "/usr/bin:/bin"},
                     pass_fds=(status_write,),
                     close_fds=True,
                 )
@@ -225,17 +231,17 @@ def run_sandboxed(
             kill_uid(uid)
             wall_s = time.monotonic() - started_at
             stdout_file.seek(0)
-            stdout = stdout_file.read(output_cap + 1)
+            stdout = stdout_file.read(cap + 1)
             stderr_file.seek(0)
-            stderr = stderr_file.read(output_cap + 1)
+            stderr = stderr_file.read(cap + 1)
         status = _read_status(status_read)
     return SandboxResult(
         started="child-pid" in status,
         exit_code=status.get("exit-code", exit_code),
         timed_out=timed_out,
-        stdout=stdout[:output_cap],
-        stderr=stderr[:output_cap],
-        output_limited=len(stdout) >= output_cap or b"File too large" in stderr or exit_code == 128 + signal.SIGXFSZ,
+        stdout=stdout[:cap],
+        stderr=stderr[:cap],
+        output_limited=len(stdout) >= cap or len(stderr) >= cap,
         wall_s=wall_s,
     )
 
