@@ -1,0 +1,48 @@
+"""Test-only stages for the SLURM tests, loaded as a recipe plugin (also inside cluster jobs, via PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydantic import Field
+
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TaskStage, register
+
+
+class SlowCopyConfig(StageConfig):
+    delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per item, so a test can interrupt a shard.")
+
+
+@register
+class SlowCopy(RecordStage):
+    """Keeps every record, slowly, adding its shard index."""
+
+    name = "test_slurm_slow"
+    Config = SlowCopyConfig
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        for item in items:
+            time.sleep(self.config.delay_s)
+            yield Outcome.kept(item, {**item.record, "shard": ctx.shard_index})
+
+
+@register
+class MpiWorld(TaskStage):
+    """Reports what MPI and the executor told each rank; rank 0's answer lands in the manifest's stats."""
+
+    name = "test_slurm_mpi"
+    kind = "mpi"
+
+    def input_step(self) -> str | None:
+        return None
+
+    def run(self, ctx: ShardContext) -> dict[str, Any]:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        seen = comm.gather({"mpi_rank": comm.Get_rank(), "ctx_rank": ctx.rank, "ctx_world_size": ctx.world_size,
+                            "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"})
+        return {"inputs": 0, "mpi_world_size": comm.Get_size(), "ranks": seen}
