@@ -2,3 +2,4 @@
 
 from distillery.ingest import stage as _ingest  # noqa: F401
 from distillery.train import pack_stage as _pack  # noqa: F401
+from distillery.train import sft_stage as _sft  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,13 +74,17 @@ def make_run():
     return _make_run
 
 
-def tiny_hf_folder(root: Path, model_type: str, tie: bool = False, seed: int = 0, layers: int = 2) -> Path:
+def tiny_hf_folder(root: Path, model_type: str, tie: bool = False, seed: int = 0, layers: int = 2,
+                   tokenizer_from: Path | None = None) -> Path:
     """A small random Llama or Qwen2 with even head counts (SmolLM2's 9 heads cannot be split in two)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = AutoConfig.for_model(model_type, vocab_size=256, hidden_size=64, intermediate_size=128,
+    vocab = 256
+    if tokenizer_from is not None:
+        vocab = int(json.loads((tokenizer_from / "config.json").read_text())["vocab_size"])
+    config = AutoConfig.for_model(model_type, vocab_size=vocab, hidden_size=64, intermediate_size=128,
                                   num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                                   max_position_embeddings=512, tie_word_embeddings=tie, rms_norm_eps=1e-6)
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
@@ -89,6 +94,10 @@ def tiny_hf_folder(root: Path, model_type: str, tie: bool = False, seed: int = 0
                 param.add_(0.1 * torch.randn_like(param))
     folder = root / f"tiny-{model_type}{'-tied' if tie else ''}"
     model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer_from is not None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
     return folder
 
 

@@ -1,0 +1,120 @@
+"""The `sft` stage: fine-tune the student on one teacher's packed traces with Megatron-core, then export.
+
+Runs as one task of `world_size` ranks (a multi-task SLURM job, one rank per task; or spawned processes
+locally); tensor parallel size `tensor_parallel`, data parallel over the remaining ranks. A task killed or
+requeued is simply run again: it resumes from the newest checkpoint in its work directory.
+
+Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, tokens/s, MFU per step) and `hf/`, the trained
+student as a Hugging Face folder for evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import Field
+
+from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.train.trainer import TrainSettings, Trainer
+
+
+def export_dir(run_dir: Path, step: str, teacher: str | None) -> Path:
+    return run_dir / step / teacher if teacher else run_dir / step
+
+
+@register
+class SFTStage(TaskStage):
+    name = "sft"
+    per_teacher = True
+    kind = "gpu"
+
+    class Config(StageConfig):
+        student: str = Field("smollm2", description="Hugging Face folder of the student (Llama or Qwen2), or 'smollm2'.")
+        tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size; the world size must be a multiple of it.")
+        lr: float = Field(8e-5, gt=0, description="Peak learning rate (paper: 8e-5).")
+        min_lr: float = Field(0.0, ge=0, description="Learning rate the cosine decays to (paper: 0).")
+        warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warmup (paper: 5%).")
+        epochs: int = Field(2, ge=1, description="Passes over the packed bins (paper: 2).")
+        global_batch: int = Field(64, ge=1, description="Packed bins per optimizer step, over all data-parallel ranks (paper: 64).")
+        max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (quickstart, smoke tests).")
+        weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
+        adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (beta1 is 0.9).")
+        grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
+        save_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
+        keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
+        seed: int = Field(0, description="Seed of the data order.")
+        precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+        recompute: bool = Field(False, description="Recompute every layer's activations in the backward pass (long bins).")
+        peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU; known GPUs are detected.")
+        export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
+
+    def num_shards(self) -> int:
+        return 1
+
+    def _settings(self, device: torch.device) -> TrainSettings:
+        config: SFTStage.Config = self.config  # type: ignore[assignment]
+        if config.precision == "auto":
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        else:
+            dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        return TrainSettings(
+            lr=config.lr, min_lr=config.min_lr, warmup_fraction=config.warmup_fraction, epochs=config.epochs,
+            global_batch=config.global_batch, weight_decay=config.weight_decay, adam_betas=(0.9, config.adam_beta2),
+            grad_clip=config.grad_clip, save_every=config.save_every, keep_checkpoints=config.keep_checkpoints,
+            seed=config.seed, tensor_parallel=config.tensor_parallel, max_steps=config.max_steps, dtype=dtype,
+            recompute=config.recompute, pad_bins=device.type == "cuda", peak_tflops=config.peak_tflops,
+        )
+
+    def run(self, ctx: ShardContext) -> dict[str, Any]:
+        from distillery.train.convert import hf_to_megatron, load_hf_state, save_shards
+        from distillery.train.gpt import ModelShape
+        from distillery.train.models import resolve_model_dir
+        from distillery.train.pack_stage import packed_path
+        from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
+
+        config: SFTStage.Config = self.config  # type: ignore[assignment]
+        source = self.input_step()
+        if source is None:
+            raise ValueError(f"step {self.step!r} needs a pack step before it")
+        if ctx.world_size % config.tensor_parallel:
+            raise ValueError(f"world size {ctx.world_size} is not a multiple of tensor_parallel={config.tensor_parallel}")
+        device = pick_device()
+        owns_group = not dist.is_initialized()
+        init_distributed(ctx.rank, ctx.world_size, device)
+        try:
+            init_megatron(config.tensor_parallel, 1, config.seed, device)
+            model_dir = resolve_model_dir(config.student)
+            shape = ModelShape.from_folder(model_dir)
+            initial = ctx.work_dir / f"initial-tp{config.tensor_parallel}"
+            if ctx.rank == 0 and not (initial / "megatron.json").exists():
+                ctx.logger.info("converting %s to Megatron-core shards for TP=%d", model_dir, config.tensor_parallel)
+                save_shards(hf_to_megatron(load_hf_state(model_dir), shape, config.tensor_parallel, 1), initial, shape)
+            dist.barrier()
+            out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            trainer = Trainer(self._settings(device), shape, initial, packed_path(ctx.run, source, ctx.teacher),
+                              ctx.work_dir, out_dir / "metrics.jsonl", device, ctx.logger)
+            summary = trainer.train()
+            documents = len(trainer.data.doc_ids)
+            if config.export_hf and ctx.rank == 0:
+                self._export(trainer, shape, model_dir, out_dir / "hf")
+            dist.barrier()
+        finally:
+            if owns_group:
+                shutdown()
+        return {"inputs": documents, "kept": documents, "world_size": ctx.world_size,
+                "tensor_parallel": config.tensor_parallel, "metrics": str(out_dir / "metrics.jsonl"),
+                "hf": str(out_dir / "hf") if config.export_hf else None, **summary}
+
+    def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
+        from distillery.train.checkpoint import latest_checkpoint, load_rank_state
+        from distillery.train.convert import megatron_to_hf, save_hf_folder
+
+        checkpoint = latest_checkpoint(trainer.checkpoints)
+        assert checkpoint is not None, "training always ends with a checkpoint"
+        shards = {(tp_rank, 0): load_rank_state(checkpoint, tp_rank, 0)["model"]
+                  for tp_rank in range(trainer.settings.tensor_parallel)}
+        save_hf_folder(megatron_to_hf(shards, shape), model_dir, target)

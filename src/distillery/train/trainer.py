@@ -1,0 +1,222 @@
+"""The SFT loop over packed bins: tensor + data parallel Megatron-core GPTModel, resumable.
+
+One optimizer step consumes `global_batch` bins (one bin per micro-batch, THD layout), split over the
+data-parallel ranks, with gradients accumulated over micro-batches. The loss is the token-weighted mean over
+every trained token of the global batch, so it does not depend on how bins fall on ranks or micro-batches.
+Data order is a seeded permutation per epoch, so a resumed run sees exactly the bins the killed one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from distillery.core.store import atomic_write
+from distillery.train.batches import packed_inputs, token_losses
+from distillery.train.checkpoint import latest_checkpoint, load_rank_state, save_checkpoint
+from distillery.train.flops import peak_flops, training_flops
+from distillery.train.gpt import ModelShape, build_model, load_state, model_state
+from distillery.train.packed_file import PackedReader
+from distillery.train.schedule import warmup_cosine
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    min_lr: float
+    warmup_fraction: float
+    epochs: int
+    global_batch: int
+    weight_decay: float
+    adam_betas: tuple[float, float]
+    grad_clip: float
+    save_every: int
+    keep_checkpoints: int
+    seed: int
+    tensor_parallel: int
+    max_steps: int | None
+    dtype: torch.dtype
+    recompute: bool
+    pad_bins: bool
+    peak_tflops: float | None
+
+
+def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
+    """Bin indices of every optimizer step, epoch after epoch (each epoch a seeded permutation)."""
+    steps: list[np.ndarray] = []
+    for epoch in range(settings.epochs):
+        order = np.random.default_rng([settings.seed, epoch]).permutation(num_bins)
+        steps.extend(order[start:start + settings.global_batch] for start in range(0, num_bins, settings.global_batch))
+    return steps[:settings.max_steps] if settings.max_steps is not None else steps
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path, data: Path, work_dir: Path,
+                 metrics_path: Path, device: torch.device, logger: logging.Logger) -> None:
+        from megatron.core import parallel_state
+
+        self.settings = settings
+        self.shape = shape
+        self.device = device
+        self.logger = logger
+        self.metrics_path = metrics_path
+        self.checkpoints = work_dir / "checkpoints"
+        self.tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        self.tp_group = parallel_state.get_tensor_model_parallel_group()
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.dp_group = parallel_state.get_data_parallel_group()
+        self.data = PackedReader(data)
+        self.plan = step_plan(len(self.data), settings)
+        self.model = build_model(shape, settings.tensor_parallel, 1, torch.float32, device, settings.recompute)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=settings.lr, betas=settings.adam_betas, eps=1e-8)
+        total = len(self.plan)
+        min_ratio = settings.min_lr / settings.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, total, settings.warmup_fraction, min_ratio))
+        self.step = 0
+        self._restore_or_load(initial_shards)
+        self.peak = peak_flops(device, settings.peak_tflops)
+
+    def _restore_or_load(self, initial_shards: Path) -> None:
+        from distillery.train.convert import shard_file
+
+        checkpoint = latest_checkpoint(self.checkpoints)
+        if checkpoint is None:
+            load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, 0), map_location="cpu",
+                                              weights_only=True))
+            self._rewrite_metrics(0)
+            return
+        state = load_rank_state(checkpoint, self.tp_rank, self.dp_rank)
+        load_state(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self._rewrite_metrics(self.step)
+        self.logger.info("resumed from %s at step %d of %d", checkpoint, self.step, len(self.plan))
+
+    def _rewrite_metrics(self, upto_step: int) -> None:
+        """Drop metrics of steps after the checkpoint (they are redone), so the log reads like one run."""
+        if dist.get_rank() != 0:
+            return
+        kept: list[str] = []
+        if upto_step and self.metrics_path.exists():
+            kept = [line for line in self.metrics_path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= upto_step]
+        with atomic_write(self.metrics_path) as out:
+            out.write("".join(line + "\n" for line in kept))
+
+    def _bin_inputs(self, bin_index: int) -> Any:
+        capacity = int(self.data.attrs["capacity"]) if self.settings.pad_bins else None
+        return packed_inputs(self.data[int(bin_index)], self.device, pad_to=capacity)
+
+    def _all_reduce_gradients(self) -> None:
+        if self.dp_size == 1:
+            return
+        for param in self.model.parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad, group=self.dp_group)
+
+    def _clip_gradients(self) -> float:
+        """Global L2 norm over the whole model (TP-sharded weights summed over the TP group), then clip."""
+        sharded = torch.zeros((), device=self.device)
+        replicated = torch.zeros((), device=self.device)
+        for param in self.model.parameters():
+            if param.grad is None:
+                continue
+            squares = param.grad.detach().float().pow(2).sum()
+            if getattr(param, "tensor_model_parallel", False):
+                sharded += squares
+            else:
+                replicated += squares
+        dist.all_reduce(sharded, group=self.tp_group)
+        norm = float(torch.sqrt(sharded + replicated))
+        if self.settings.grad_clip > 0 and norm > self.settings.grad_clip:
+            scale = self.settings.grad_clip / (norm + 1e-6)
+            for param in self.model.parameters():
+                if param.grad is not None:
+                    param.grad.mul_(scale)
+        return norm
+
+    def _train_step(self, bins: np.ndarray) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        docs = [np.diff(self.data[int(b)].cu_seqlens).tolist() for b in bins]
+        loss_tokens = sum(float(self.data[int(b)].labels()[1].sum()) for b in bins)
+        mine = bins[self.dp_rank::self.dp_size]
+        loss_sum = torch.zeros((), device=self.device)
+        autocast = torch.autocast(self.device.type, dtype=self.settings.dtype,
+                                  enabled=self.settings.dtype != torch.float32)
+        for bin_index in mine:
+            inputs = self._bin_inputs(bin_index)
+            with autocast:
+                weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
+            (weighted / max(loss_tokens, 1.0)).backward()
+            loss_sum += weighted.detach()
+        self._all_reduce_gradients()
+        if self.dp_size > 1:
+            dist.all_reduce(loss_sum, group=self.dp_group)
+        grad_norm = self._clip_gradients()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - started
+        tokens = sum(sum(d) for d in docs)
+        flops = sum(training_flops(self.shape, d) for d in docs)
+        world = dist.get_world_size()
+        return {
+            "step": self.step + 1, "loss": float(loss_sum) / max(loss_tokens, 1.0), "lr": lr, "grad_norm": grad_norm,
+            "bins": len(bins), "tokens": tokens, "loss_tokens": int(loss_tokens), "step_s": round(elapsed, 4),
+            "tokens_per_s": tokens / elapsed, "tflops_per_device": flops / elapsed / world / 1e12,
+            "mfu": flops / elapsed / world / self.peak if self.peak else None,
+        }
+
+    def _save(self) -> None:
+        state = {"model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": self.step}
+        save_checkpoint(self.checkpoints, self.step, self.tp_rank, self.dp_rank, state,
+                        {"tensor_parallel": self.settings.tensor_parallel, "data_parallel": self.dp_size},
+                        self.settings.keep_checkpoints)
+
+    def train(self) -> dict[str, Any]:
+        """Run the remaining steps; returns a summary. The final checkpoint holds the trained weights."""
+        is_logger = dist.get_rank() == 0
+        history: list[dict[str, Any]] = []
+        progress = tqdm(total=len(self.plan), initial=self.step, desc="sft", unit="step", disable=not is_logger)
+        while self.step < len(self.plan):
+            record = self._train_step(self.plan[self.step])
+            self.step += 1
+            history.append(record)
+            progress.update(1)
+            if is_logger:
+                with self.metrics_path.open("a") as out:
+                    out.write(json.dumps(record) + "\n")
+                self.logger.info("step %d/%d loss %.4f lr %.3g %.0f tokens/s mfu %s", self.step, len(self.plan),
+                                 record["loss"], record["lr"], record["tokens_per_s"], record["mfu"])
+            if self.step % self.settings.save_every == 0 or self.step == len(self.plan):
+                self._save()
+        progress.close()
+        if latest_checkpoint(self.checkpoints) is None:
+            self._save()
+        return {"steps": len(self.plan), "resumed_at": len(self.plan) - len(history),
+                "final_loss": history[-1]["loss"] if history else None,
+                "epochs": self.settings.epochs, "bins": len(self.data),
+                "steps_per_epoch": math.ceil(len(self.data) / self.settings.global_batch)}
