@@ -31,15 +31,18 @@ _URL_REFERENCE = re.compile(
     re.IGNORECASE,
 )
 _IMAGE_TOKEN = re.compile(r"<image>|<img\b|!\[[^\]]*\]\([^)]*\)|\[image\]|\[img\]", re.IGNORECASE)
+_PICTURE = r"(?:image|picture|photo|photograph|figure|diagram|screenshot|illustration|drawing)s?"
+_PLOT = r"(?:graph|chart|plot|table|map)s?"
+"""Words that name a picture only when placed (`the graph below`): alone they are graph theory or data tables."""
 _IMAGE_REFERENCE = re.compile(
-    r"\b(?:in|from|see|shown in|refer to|according to|based on|look at|given)\s+(?:the|this|that|these|"
-    r"those|an?|each)?\s*(?:attached|above|below|following|provided|given|accompanying)?\s*"
-    r"(?:image|picture|photo|photograph|figure|diagram|graph|chart|screenshot|illustration|drawing)s?\b"
-    r"|\b(?:image|picture|photo|figure|diagram|graph|chart|screenshot)s?\s+(?:below|above|attached|provided|shown)\b",
+    rf"\b(?:in|from|see|shown in|refer to|according to|based on|look at|given|using)\s+(?:the|this|that|these|those|an?|each)"
+    rf"\s+{_PICTURE}\b"
+    rf"|\b(?:the|this|that|these|those|an?)\s+(?:attached|above|below|following|provided|accompanying)\s+(?:{_PICTURE}|{_PLOT})\b"
+    rf"|\b(?:{_PICTURE}|{_PLOT})\s+(?:below|above|attached|provided|shown)\b",
     re.IGNORECASE,
 )
-_INLINE_FIGURE = re.compile(r"\[asy\]|\\begin\{tikzpicture\}|<svg\b|```|\\begin\{(?:tabular|array)\}", re.IGNORECASE)
-"""A figure written out in the text ([asy], TikZ, SVG, a code block, a LaTeX table): the query contains it."""
+_INLINE_FIGURE = re.compile(r"\[asy\]|\\begin\{tikzpicture\}|<svg\b|```|\\begin\{(?:tabular|array)\}|\|\s*:?-{3,}", re.IGNORECASE)
+"""A figure written out in the text ([asy], TikZ, SVG, a code block, a LaTeX or Markdown table): the query has it."""
 
 
 def url_dependency(text: str) -> str | None:

@@ -1,0 +1,158 @@
+"""`dedup` (exact) and `near_dedup` (MinHash LSH): corpus-wide duplicate removal in two passes.
+
+scan: every shard writes a summary of its queries (text hashes, or MinHash signatures and band keys) under the
+stage's global directory. merge: one task groups duplicates across all shards and picks the survivor of each group
+deterministically (the smallest query id), then writes, per shard, the keys to drop and why. process: every shard
+drops exactly those. The result depends only on the corpus, never on the shard count or the order of tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError, model_validator
+
+from distillery.core.records import Query, normalise_text
+from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
+from distillery.core.store import atomic_write, read_json, write_json
+from distillery.prepare.minhash import MinHasher, band_keys, cluster, estimated_jaccard
+
+
+def dedup_text(query: Query) -> str:
+    """What two queries must share to be duplicates: the normalised text of every non-assistant turn."""
+    return "\n".join(f"{m.role}: {normalise_text(m.content)}" for m in query.messages if m.role != "assistant")
+
+
+def parse_items(items: Iterable[Item]) -> Iterator[tuple[Item, Query]]:
+    """The items that are valid queries; the others are quarantined by `process`."""
+    for item in items:
+        if item.record is None:
+            continue
+        try:
+            yield item, Query.model_validate(item.record)
+        except ValidationError:
+            continue
+
+
+def _drops_path(ctx: ShardContext, shard_index: int) -> Path:
+    return ctx.global_dir / f"drops-{shard_index:05d}.json"
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_write(path, mode="wb") as out:
+        np.savez(out, **arrays)
+
+
+def _load_scans(ctx: ShardContext, prefix: str) -> dict[str, np.ndarray]:
+    parts = [np.load(ctx.global_dir / f"{prefix}-{index:05d}.npz") for index in range(ctx.num_shards)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0].files}
+
+
+class _DropListStage(TwoPassStage):
+    """Shared `process`: drop the keys that `merge` listed for this shard, keep the rest."""
+
+    def write_drops(self, ctx: ShardContext, shards: np.ndarray, keys: np.ndarray, reasons: list[str]) -> None:
+        by_shard: dict[int, dict[str, str]] = {index: {} for index in range(ctx.num_shards)}
+        for shard, key, reason in zip(shards.tolist(), keys.tolist(), reasons):
+            by_shard[shard][key] = reason
+        for index, drops in by_shard.items():
+            write_json(_drops_path(ctx, index), drops)
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        drops: dict[str, str] = read_json(_drops_path(ctx, ctx.shard_index))
+        for item in items:
+            if item.record is None:
+                yield Outcome.quarantined(item, f"unreadable input: {item.problem}")
+                continue
+            try:
+                Query.model_validate(item.record)
+            except ValidationError as error:
+                yield Outcome.quarantined(item, f"invalid query: {error.errors()[0]['msg']}")
+                continue
+            reason = drops.get(item.key)
+            yield Outcome.rejected(item, reason) if reason else Outcome.kept(item, item.record)
+
+
+class ExactDedupConfig(StageConfig):
+    """No options: two queries are exact duplicates when their normalised non-assistant turns are equal."""
+
+
+@register
+class ExactDedupStage(_DropListStage):
+    name = "dedup"
+    Config = ExactDedupConfig
+
+    def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
+        keys, digests = [], []
+        for item, query in parse_items(items):
+            keys.append(item.key)
+            digests.append(hashlib.sha256(dedup_text(query).encode()).digest()[:16])
+        _save_npz(ctx.global_dir / f"exact-{ctx.shard_index:05d}.npz", keys=np.array(keys, dtype=str),
+                  digests=np.array(digests, dtype="S16"), shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
+
+    def merge(self, ctx: ShardContext) -> dict[str, Any]:
+        scans = _load_scans(ctx, "exact")
+        keys, digests, shards = scans["keys"], scans["digests"], scans["shards"]
+        order = np.lexsort((shards, keys, digests))
+        sorted_digests = digests[order]
+        first = np.r_[True, sorted_digests[1:] != sorted_digests[:-1]]
+        survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+        losers = order[~first]
+        reasons = [f"exact_duplicate: same normalised text as {keys[s]}" for s in survivor[~first]]
+        self.write_drops(ctx, shards[losers], keys[losers], reasons)
+        ctx.logger.info("exact dedup: %d queries, %d duplicates dropped", len(keys), len(losers))
+        return {"queries": int(len(keys)), "duplicates": int(len(losers)), "groups": int(first.sum())}
+
+
+class NearDedupConfig(StageConfig):
+    ngram_size: int = Field(5, ge=1, description="Shingle length, in units of `unit`.")
+    unit: Literal["char", "word"] = Field("char", description="Shingles of characters (robust for short queries) or words.")
+    bands: int = Field(16, ge=1, description="LSH bands; more bands find pairs of lower similarity.")
+    rows: int = Field(8, ge=1, description="Signature values per band; more rows make buckets stricter.")
+    jaccard_threshold: float = Field(0.7, gt=0, le=1, description="Estimated Jaccard at or above which a candidate pair is a duplicate.")
+    seed: int = Field(1, description="Seed of the MinHash permutations (every shard must use the same).")
+
+    @model_validator(mode="after")
+    def _enough(self) -> NearDedupConfig:
+        if self.bands * self.rows < 16:
+            raise ValueError(f"bands x rows = {self.bands * self.rows}: use at least 16 permutations")
+        return self
+
+    def hasher(self) -> MinHasher:
+        return MinHasher(num_perm=self.bands * self.rows, ngram_size=self.ngram_size, unit=self.unit, seed=self.seed)
+
+
+@register
+class NearDedupStage(_DropListStage):
+    name = "near_dedup"
+    Config = NearDedupConfig
+
+    def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
+        config: NearDedupConfig = self.config  # type: ignore[assignment]
+        keys, texts = [], []
+        for item, query in parse_items(items):
+            keys.append(item.key)
+            texts.append(dedup_text(query))
+        signatures = config.hasher().signatures(texts)
+        _save_npz(ctx.global_dir / f"minhash-{ctx.shard_index:05d}.npz", keys=np.array(keys, dtype=str),
+                  signatures=signatures, shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
+
+    def merge(self, ctx: ShardContext) -> dict[str, Any]:
+        config: NearDedupConfig = self.config  # type: ignore[assignment]
+        scans = _load_scans(ctx, "minhash")
+        keys, signatures, shards = scans["keys"], scans["signatures"], scans["shards"]
+        labels, left, _ = cluster(signatures, band_keys(signatures, config.bands, config.rows), config.jaccard_threshold)
+        order = np.lexsort((shards, keys, labels))
+        first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+        survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+        losers, their_survivors = order[~first], survivor[~first]
+        similarity = estimated_jaccard(signatures, losers, their_survivors)
+        reasons = [f"near_duplicate: of {keys[s]} (estimated Jaccard {j:.2f})" for s, j in zip(their_survivors, similarity)]
+        self.write_drops(ctx, shards[losers], keys[losers], reasons)
+        ctx.logger.info("near dedup: %d queries, %d verified pairs, %d dropped", len(keys), len(left), len(losers))
+        return {"queries": int(len(keys)), "verified_pairs": int(len(left)), "duplicates": int(len(losers)),
+                "clusters_with_duplicates": int(len(np.unique(labels[losers])))}

@@ -1,0 +1,144 @@
+"""Vectorised MinHash signatures, LSH band keys and clustering of near-duplicates.
+
+Shingles are character or word n-grams of normalised text. Each shingle gets a 64-bit rolling hash (words are
+first hashed with CRC32, so hashes agree across processes and shards), mixed by splitmix64; permutation k is the
+multiply-shift hash `(a_k * x + b_k) mod 2**64 >> 32`. All of it runs as numpy array operations over blocks of
+shingles, with no Python loop per shingle; `benchmarks/bench_minhash.py` compares it with datasketch.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from distillery.core.records import normalise_text
+
+_WORD = re.compile(r"\w+")
+_PRIME = np.uint64(1_099_511_628_211)
+_EMPTY = np.uint32(0xFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class MinHasher:
+    """MinHash over n-gram shingles; `bands * rows` of the `num_perm` values form the LSH band keys."""
+
+    num_perm: int = 128
+    ngram_size: int = 5
+    unit: Literal["char", "word"] = "char"
+    seed: int = 1
+    block_shingles: int = 1 << 16
+    """Shingles hashed at once: bounds memory to about block_shingles * num_perm * 8 bytes."""
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        object.__setattr__(self, "_a", rng.integers(1, 2**63, self.num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1))
+        object.__setattr__(self, "_b", rng.integers(0, 2**63, self.num_perm, dtype=np.uint64))
+
+    def _tokens(self, text: str) -> np.ndarray:
+        text = normalise_text(text)
+        if self.unit == "char":
+            codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        else:
+            codes = np.fromiter((zlib.crc32(w.encode()) for w in _WORD.findall(text)), dtype=np.uint64)
+        if 0 < len(codes) < self.ngram_size:
+            codes = np.concatenate([codes, np.zeros(self.ngram_size - len(codes), dtype=np.uint64)])
+        return codes
+
+    def shingle_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(64-bit hash of every shingle of every text, number of shingles of each text)."""
+        tokens = [self._tokens(t) for t in texts]
+        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+        counts = np.maximum(lengths - self.ngram_size + 1, 0)
+        codes = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.uint64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(texts) else np.zeros(0, np.int64)
+        shingle_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(texts) else starts
+        positions = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - shingle_offsets, counts)
+        hashes = np.zeros(len(positions), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for offset in range(self.ngram_size):
+                hashes = hashes * _PRIME + codes[positions + offset]
+        return _splitmix64(hashes), counts
+
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        """uint32 signatures, shape (len(texts), num_perm); a text with no shingle gets all 0xFFFFFFFF."""
+        hashes, counts = self.shingle_hashes(texts)
+        signatures = np.full((len(texts), self.num_perm), _EMPTY, dtype=np.uint32)
+        doc_of = np.repeat(np.arange(len(texts)), counts)
+        with np.errstate(over="ignore"):
+            for begin in range(0, len(hashes), self.block_shingles):
+                block = hashes[begin:begin + self.block_shingles]
+                docs = doc_of[begin:begin + self.block_shingles]
+                values = ((block[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)).astype(np.uint32)
+                bounds = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+                minima = np.minimum.reduceat(values, bounds, axis=0)
+                rows = docs[bounds]
+                signatures[rows] = np.minimum(signatures[rows], minima)
+        return signatures
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 key per (text, band): a hash of the band's `rows` signature values; shape (n, bands)."""
+    if bands * rows > signatures.shape[1]:
+        raise ValueError(f"bands x rows = {bands * rows} exceeds the {signatures.shape[1]} permutations")
+    keys = np.zeros((signatures.shape[0], bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for row in range(rows):
+            keys = keys * _PRIME + signatures[:, row::rows][:, :bands].astype(np.uint64)
+    return _splitmix64(keys)
+
+
+def estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Share of equal signature values of each (left[i], right[i]) pair."""
+    return (signatures[left] == signatures[right]).mean(axis=1)
+
+
+def candidate_pairs(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (first member, other member) of every LSH bucket with more than one text, over all bands."""
+    lefts, rights = [], []
+    index = np.flatnonzero(valid)
+    for band in range(keys.shape[1]):
+        column = keys[index, band]
+        order = np.argsort(column, kind="stable")
+        sorted_keys = column[order]
+        new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+        group_first = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+        members = ~new_group
+        lefts.append(index[order[group_first[members]]])
+        rights.append(index[order[members]])
+    if not lefts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+def cluster(signatures: np.ndarray, keys: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of LSH candidate pairs whose estimated Jaccard is >= threshold.
+
+    Returns (component label per text, verified pair lefts, verified pair rights). Texts without shingles never
+    join a component.
+    """
+    valid = ~(signatures == _EMPTY).all(axis=1)
+    left, right = candidate_pairs(keys, valid)
+    if len(left):
+        pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
+        left, right = pairs[:, 0], pairs[:, 1]
+        similar = estimated_jaccard(signatures, left, right) >= threshold
+        left, right = left[similar], right[similar]
+    n = signatures.shape[0]
+    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels, left, right
