@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Query, Reference, TestCase, make_query
+from distillery.core.records import Query, Reference, make_query
+from distillery.core.records import TestCase as CodeTest
 from distillery.verify.code import CodeVerifier
 from distillery.verify.config import CodeSettings
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings, processes_of_uid
@@ -95,7 +96,7 @@ def _query(name: str, language: str, stdin: str, expected: str) -> Query:
     return make_query(
         "code",
         [{"role": "user", "content": f"hostile program {name}"}],
-        Reference(language=language, tests=[TestCase(input=stdin, output=expected)]),
+        Reference(language=language, tests=[CodeTest(input=stdin, output=expected)]),
     )
 
 
