@@ -1,0 +1,132 @@
+"""IFEval checks: every instruction id in the shared IFEval data has a following and a violating response,
+in strict and loose mode, and the verifier scores the fraction followed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distillery.core.records import Reference, make_query
+from distillery.verify.config import IFEvalSettings
+from distillery.verify.ifeval import CHECKS, IFEvalVerifier, check_instruction, loose_variants, split_sentences
+
+ENGLISH = "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden porch"
+
+# id -> (kwargs, following response, violating response)
+CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "change_case:capital_word_frequency": (
+        {"capital_frequency": 3, "capital_relation": "at least"},
+        "This is VERY VERY IMPORTANT news.",
+        "This is VERY important news.",
+    ),
+    "change_case:english_capital": ({}, ENGLISH.upper() + ".", ENGLISH + "."),
+    "change_case:english_lowercase": ({}, ENGLISH.lower() + ".", ENGLISH + "."),
+    "combination:repeat_prompt": (
+        {"prompt_to_repeat": "Write a poem about cats."},
+        "Write a poem about cats. Cats sleep all day.",
+        "Cats sleep all day. Write a poem about cats.",
+    ),
+    "combination:two_responses": ({}, "First answer.\n******\nSecond answer.", "First answer.\n******\nFirst answer."),
+    "detectable_content:number_placeholders": ({"num_placeholders": 2}, "Dear [name], you live at [address].", "Dear [name], hello."),
+    "detectable_content:postscript": ({"postscript_marker": "P.S."}, "Hello.\n\nP.S. See you soon.", "Hello. See you soon."),
+    "detectable_format:constrained_response": ({}, "My answer is yes.", "Yes, definitely."),
+    "detectable_format:json_format": ({}, '```json\n{"a": 1, "b": [2, 3]}\n```', '{"a": 1,'),
+    "detectable_format:multiple_sections": (
+        {"num_sections": 2, "section_spliter": "SECTION"},
+        "SECTION 1\nIntro here.\nSECTION 2\nBody here.",
+        "SECTION 1\nIntro and body here.",
+    ),
+    "detectable_format:number_bullet_lists": ({"num_bullets": 2}, "* apples\n- pears", "Fruit:\n* apples\nThat is all."),
+    "detectable_format:number_highlighted_sections": (
+        {"num_highlights": 2},
+        "Here is *the first part* and **the second part**.",
+        "Here is *the first part* only.",
+    ),
+    "detectable_format:title": ({}, "<<A Day Out>>\nWe went to the sea.", "A Day Out\nWe went to the sea."),
+    "keywords:existence": ({"keywords": ["banana", "Kiwi"]}, "A banana and a kiwi.", "A banana and an apple."),
+    "keywords:forbidden_words": ({"forbidden_words": ["bad", "awful"]}, "A badge is fine.", "That was awful."),
+    "keywords:frequency": ({"keyword": "cat", "frequency": 3, "relation": "at least"}, "cat Cat CAT", "cat cat"),
+    "keywords:letter_frequency": ({"letter": "z", "let_frequency": 2, "let_relation": "less than"}, "A lazy day.", "Zebras buzz."),
+    "language:response_language": (
+        {"language": "de"},
+        "Heute ist ein sehr schöner Tag und wir gehen zusammen in den großen Park spazieren.",
+        "Today is a very nice day and we are going for a walk in the big park together.",
+    ),
+    "length_constraints:nth_paragraph_first_word": (
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "however"},
+        "First paragraph.\n\nHowever, the second one.\n\nThird paragraph.",
+        "First paragraph.\n\nBut the second one.\n\nThird paragraph.",
+    ),
+    "length_constraints:number_paragraphs": ({"num_paragraphs": 3}, "One.\n***\nTwo.\n***\nThree.", "One.\n***\nTwo."),
+    "length_constraints:number_sentences": (
+        {"num_sentences": 3, "relation": "less than"},
+        "Dr. Smith arrived. He sat down.",
+        "He arrived. He sat. He left. He came back.",
+    ),
+    "length_constraints:number_words": ({"num_words": 5, "relation": "at least"}, "one two three four five", "one two three"),
+    "punctuation:no_comma": ({}, "No commas here at all.", "Well, here is one."),
+    "startend:end_checker": ({"end_phrase": "Is there anything else I can help with?"}, "Done. Is there anything else I can help with?", "Is there anything else I can help with? Done."),
+    "startend:quotation": ({}, '"Everything is quoted."', 'Nothing is "quoted".'),
+}
+
+
+def _benchmark_ids(benchmarks_dir: Path) -> set[str]:
+    rows = (json.loads(line) for line in (benchmarks_dir / "ifeval" / "ifeval.jsonl").open())
+    return {instruction_id for row in rows for instruction_id in row["instruction_id_list"]}
+
+
+def test_every_benchmark_instruction_id_has_a_check_and_cases(benchmarks_dir: Path) -> None:
+    ids = _benchmark_ids(benchmarks_dir)
+    assert ids <= set(CHECKS), sorted(ids - set(CHECKS))
+    assert ids <= set(CASES), sorted(ids - set(CASES))
+
+
+@pytest.mark.parametrize("mode", ["strict", "loose"])
+@pytest.mark.parametrize("instruction_id", sorted(CASES))
+def test_following_passes_and_violating_fails(instruction_id: str, mode: str) -> None:
+    kwargs, following, violating = CASES[instruction_id]
+    assert check_instruction(instruction_id, kwargs, following, mode), f"{instruction_id} ({mode}) rejected {following!r}"
+    assert not check_instruction(instruction_id, kwargs, violating, mode), f"{instruction_id} ({mode}) accepted {violating!r}"
+
+
+def test_loose_mode_forgives_a_preamble_and_markdown_that_strict_does_not() -> None:
+    response = "Sure, here it is:\n**\"Everything is quoted.\"**"
+    assert not check_instruction("startend:quotation", {}, response, "strict")
+    assert check_instruction("startend:quotation", {}, response, "loose")
+    assert len(loose_variants("a\nb\nc")) == 8
+
+
+def test_sentence_split_keeps_abbreviations_and_initials() -> None:
+    assert split_sentences("Dr. Smith met J. R. Tolkien. They talked! Did they? Yes.\n1. A list item") == [
+        "Dr. Smith met J. R. Tolkien.",
+        "They talked!",
+        "Did they?",
+        "Yes.",
+        "A list item",
+    ]
+
+
+def test_verifier_scores_the_fraction_followed_on_the_answer_part(benchmarks_dir: Path) -> None:
+    row = json.loads((benchmarks_dir / "ifeval" / "ifeval.jsonl").open().readline())
+    instructions = [{"id": i, "kwargs": k} for i, k in zip(row["instruction_id_list"], row["kwargs"])]
+    query = make_query("instruction_following", [{"role": "user", "content": row["prompt"]}], Reference(instructions=instructions))
+    verifier = IFEvalVerifier(IFEvalSettings(), threshold=0.9)
+    words = " ".join(["word"] * 310)
+    # no_comma, >= 3 highlighted sections, >= 300 words; the think part's commas must not count
+    following = f"<think>Hmm, commas, commas.</think><answer>*one* *two* *three* {words}</answer>"
+    one_violation = f"<think>ok</think><answer>*one* *two* *three*, {words}</answer>"
+    assert verifier.verify(query, following).score == 1.0
+    verdict = verifier.verify(query, one_violation)
+    assert verdict.score == pytest.approx(2 / 3) and not verdict.passed
+    assert verdict.details["followed"]["punctuation:no_comma"] is False
+
+
+def test_unknown_instruction_and_no_instructions_are_verdicts() -> None:
+    verifier = IFEvalVerifier(IFEvalSettings(), threshold=0.9)
+    unknown = make_query("instruction_following", [{"role": "user", "content": "x"}], Reference(instructions=[{"id": "made:up", "kwargs": {}}]))
+    assert "unknown instruction ids" in verifier.verify(unknown, "answer").details["reason"]
+    none = make_query("instruction_following", [{"role": "user", "content": "y"}])
+    assert verifier.verify(none, "answer").details["reason"] == "query has no instructions"
