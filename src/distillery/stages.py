@@ -6,3 +6,4 @@ from distillery.prepare import stages as _prepare  # noqa: F401
 from distillery.filters import ngram as _ngram, perplexity as _perplexity, structure as _structure  # noqa: F401
 from distillery.train import sft_stage as _sft  # noqa: F401
 from distillery.evaluate import stage as _eval  # noqa: F401
+from distillery.generate import stage as _generate  # noqa: F401
