@@ -14,6 +14,7 @@ from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stag
 
 class SlowCopyConfig(StageConfig):
     delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per item, so a test can interrupt a shard.")
+    items_per_shard: int = Field(0, ge=0, description="0: read the previous step; >0: make this many items per shard.")
 
 
 @register
@@ -22,6 +23,17 @@ class SlowCopy(RecordStage):
 
     name = "test_slurm_slow"
     Config = SlowCopyConfig
+
+    def input_step(self) -> str | None:
+        return None if self.config.items_per_shard else super().input_step()
+
+    def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
+        if not self.config.items_per_shard:
+            yield from super().read_inputs(ctx)
+            return
+        for position in range(self.config.items_per_shard):
+            key = f"s{ctx.shard_index}-{position}"
+            yield Item(position, key, {"id": key, "square": position * position})
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         for item in items:

@@ -1,0 +1,159 @@
+"""SlurmExecutor on the real single-node cluster: arrays with dependencies, USR2 requeue, partition preemption, MPI.
+
+Interrupted runs must end with exactly the records of an uninterrupted local run: no loss, no duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slurm_helpers import (HERE, cancel_jobs, ingest_then_slow, job_id_of, kept_outputs, sacct_history,
+                           wait_for_journal, wait_until_final, write_queries, write_recipe)
+
+from distillery.cli import main
+from distillery.core.plan import build_groups
+from distillery.core.recipe import load_recipe
+from distillery.core.runner import load_run_recipe
+from distillery.core.status import collect_status
+from distillery.core.store import Manifest, RunDir
+from distillery.executors.slurm import render_sbatch
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(autouse=True)
+def cluster(slurm_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # Jobs inherit the submitter's environment: this makes the test stages (a recipe plugin) importable in them.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    yield
+    for run_dir in tmp_path.glob("*run*"):
+        cancel_jobs(run_dir)
+
+
+def reference_outputs(tmp_path: Path, steps: dict, num_shards: int, step: str) -> dict[str, list[dict]]:
+    """The same recipe run locally without interruption."""
+    recipe = write_recipe(tmp_path / "local.yaml", tmp_path / "local-run", steps, num_shards=num_shards, kind="local")
+    assert main(["run", str(recipe)]) == 0
+    return kept_outputs(tmp_path / "local-run", step)
+
+
+def submit(tmp_path: Path, steps: dict, num_shards: int) -> Path:
+    run_dir = tmp_path / "slurm-run"
+    assert main(["submit", str(write_recipe(tmp_path / "slurm.yaml", run_dir, steps, num_shards=num_shards))]) == 0
+    return run_dir
+
+
+def test_four_shard_arrays_with_dependency_complete_and_status_reports_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = ingest_then_slow(write_queries(tmp_path / "queries.jsonl", 40), delay_s=0.0)
+    run_dir = submit(tmp_path, steps, num_shards=4)
+    run = RunDir(run_dir)
+    recipe = load_run_recipe(run)
+
+    # What was submitted is exactly what `plan` shows (dependencies there are symbolic).
+    groups = build_groups(recipe)
+    array_id = job_id_of(run_dir, "ingest:process", 0).split("_")[0]
+    submitted = (run_dir / "_submitit" / "ingest-process" / array_id / f"{array_id}_submission.sh").read_text()
+    assert submitted == render_sbatch(recipe, groups[0])
+
+    states = wait_until_final(run_dir, expected_tasks=8)
+    assert set(states.values()) == {"COMPLETED"}, states
+    ingest_end = max(_sacct_time(job_id_of(run_dir, "ingest:process", s), "End") for s in range(4))
+    slow_start = min(_sacct_time(job_id_of(run_dir, "slow:process", s), "Start") for s in range(4))
+    assert slow_start >= ingest_end, "afterok: the dependent array started before its input array finished"
+
+    status = collect_status(run, recipe, states)
+    assert [dict(g.states) for g in status] == [{"done": 4}, {"done": 4}]
+    assert sum(g.kept for g in status if g.group.step == "slow") == 40
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    assert "slow" in capsys.readouterr().out
+    assert kept_outputs(run_dir, "slow") == reference_outputs(tmp_path, steps, 4, "slow")
+
+    # Nothing left to do: resume submits nothing.
+    assert main(["resume", str(run_dir)]) == 0
+    assert len(run.jobs_file().read_text().splitlines()) == 2
+
+
+def _sacct_time(job_id: str, field: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", f"JobID,{field}", "-j", job_id.split("_")[0]],
+                         capture_output=True, text=True, check=True).stdout
+    return next(line.split("|")[1] for line in out.splitlines() if line.split("|")[0] == job_id)
+
+
+def interrupted_run(tmp_path: Path, interrupt) -> tuple[Path, str]:
+    steps = {"slow": {"type": "test_slurm_slow", "delay_s": 0.4, "items_per_shard": 24,
+                      "resources": {"mem_gb": 1, "time_min": 30}}}
+    run_dir = submit(tmp_path, steps, num_shards=1)
+    wait_for_journal(run_dir, "slow", 0, items=4)
+    job_id = job_id_of(run_dir, "slow:process", 0)
+    interrupt(job_id)
+    states = wait_until_final(run_dir, expected_tasks=1)
+    assert states == {("slow:process", 0): "COMPLETED"}
+    manifest = Manifest.load(RunDir(run_dir).shard("slow", None, 0).manifest)
+    assert 4 <= manifest.resumed_items < 24, "the requeued task must continue from its journal, not from zero"
+    assert manifest.inputs == manifest.kept == 24
+    outputs = kept_outputs(run_dir, "slow")
+    assert outputs == reference_outputs(tmp_path, steps, 1, "slow")
+    ids = [record["id"] for records in outputs.values() for record in records]
+    assert len(ids) == len(set(ids)) == 24
+    return run_dir, job_id
+
+
+def test_usr2_mid_shard_requeues_and_resumes_exactly_once(tmp_path: Path) -> None:
+    def usr2(job_id: str) -> None:
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+
+    run_dir, job_id = interrupted_run(tmp_path, usr2)
+    history = sacct_history(job_id)
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+
+
+def test_partition_preemption_requeues_and_resumes_exactly_once(tmp_path: Path) -> None:
+    urgent: list[str] = []
+
+    def preempt(job_id: str) -> None:
+        # A whole-node job on the higher-tier partition displaces everything running on `main`.
+        out = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive", "--time=2",
+                              f"--output={tmp_path}/urgent-%j.out", "--wrap", "sleep 3"],
+                             capture_output=True, text=True, check=True).stdout
+        urgent.append(out.strip().split(";")[0])
+
+    run_dir, job_id = interrupted_run(tmp_path, preempt)
+    # The preemption's USR2 (preempt_send_user_signal; this test sends none) made submitit checkpoint and requeue
+    # the task before SLURM's own requeue, so accounting may record REQUEUED rather than PREEMPTED.
+    history = sacct_history(job_id)
+    assert history[-1] == "COMPLETED" and {"REQUEUED", "PREEMPTED"} & set(history[:-1]), history
+    log = next((run_dir / "_submitit" / "slow-process" / job_id).glob("*_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in log and "this job is preempted" in log
+    assert sacct_history(urgent[0]) == ["COMPLETED"]
+    assert _sacct_time(urgent[0], "Start") <= _sacct_time(job_id, "Start"), "the urgent job did not displace it"
+
+
+def test_mpi_group_runs_two_ranks_through_srun_pmi2(tmp_path: Path) -> None:
+    steps = {"mpi": {"type": "test_slurm_mpi", "resources": {"mem_gb": 1, "time_min": 30, "tasks_per_node": 2}}}
+    run_dir = submit(tmp_path, steps, num_shards=1)
+    states = wait_until_final(run_dir, expected_tasks=1)
+    assert states == {("mpi:task", 0): "COMPLETED"}
+    stats = json.loads(RunDir(run_dir).shard("mpi", None, 0).manifest.read_text())["stats"]
+    assert stats["mpi_world_size"] == 2
+    ranks = stats["ranks"]
+    assert [r["mpi_rank"] for r in ranks] == [r["ctx_rank"] for r in ranks] == [0, 1]
+    assert {r["ctx_world_size"] for r in ranks} == {2}
+    masters = {r["master"] for r in ranks}
+    assert len(masters) == 1 and "None" not in masters.pop(), ranks
+
+
+def test_recipe_with_unknown_profile_kind_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = {"slow": {"type": "test_slurm_slow", "items_per_shard": 2,
+                      "resources": {"mem_gb": 1, "time_min": 30, "job_kind": "tpu"}}}
+    recipe = write_recipe(tmp_path / "slurm.yaml", tmp_path / "slurm-run", steps, num_shards=1)
+    load_recipe(recipe)
+    assert main(["submit", str(recipe)]) == 2
+    assert "no entry 'tpu'" in capsys.readouterr().err
+    assert not RunDir(tmp_path / "slurm-run").jobs_file().exists()
