@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -132,15 +133,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from distillery.core.stage import stage_types
+    from distillery.core.stage import stage_names, stage_type
 
-    types = stage_types()
-    names = [args.stage] if args.stage else sorted(types)
-    for name in names:
-        if name not in types:
-            print(f"unknown stage {name!r}; stages: {', '.join(sorted(types))}", file=sys.stderr)
+    known = stage_names()
+    for name in [args.stage] if args.stage else known:
+        if name not in known:
+            print(f"unknown stage {name!r}; stages: {', '.join(known)}", file=sys.stderr)
             return 2
-        cls = types[name]
+        cls = stage_type(name)
         print(f"{name}: {(cls.__doc__ or cls.__module__).strip().splitlines()[0]}")
         for field_name, info in cls.Config.model_fields.items():
             default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        for noisy in ("faiss", "megatron", "httpx", "vllm", "sentence_transformers", "transformers"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
     try:
         return args.func(args)
     except RecipeError as error:

@@ -1,9 +1,20 @@
-"""Importing this module registers every stage type (one import per stage module)."""
+"""Where each stage type lives: stage name -> module that registers it.
 
-from distillery.ingest import stage as _ingest  # noqa: F401
-from distillery.train import pack_stage as _pack  # noqa: F401
-from distillery.prepare import stages as _prepare  # noqa: F401
-from distillery.filters import ngram as _ngram, perplexity as _perplexity, structure as _structure  # noqa: F401
-from distillery.train import sft_stage as _sft  # noqa: F401
-from distillery.evaluate import stage as _eval  # noqa: F401
-from distillery.generate import stage as _generate  # noqa: F401
+A stage module is imported only when a recipe uses that stage, so `distillery status` or `plan` on an ingest
+recipe does not pay for importing torch, vLLM or Megatron. Add a new stage here (one line).
+"""
+
+STAGE_MODULES: dict[str, str] = {
+    "ingest": "distillery.ingest.stage",
+    "clean": "distillery.prepare.clean",
+    "dedup": "distillery.prepare.dedup",
+    "near_dedup": "distillery.prepare.dedup",
+    "decontaminate": "distillery.prepare.decontaminate",
+    "generate": "distillery.generate.stage",
+    "perplexity": "distillery.filters.perplexity",
+    "ngram": "distillery.filters.ngram",
+    "structure": "distillery.filters.structure",
+    "pack": "distillery.train.pack_stage",
+    "sft": "distillery.train.sft_stage",
+    "eval": "distillery.evaluate.stage",
+}

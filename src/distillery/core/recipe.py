@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
-from distillery.core.stage import Stage, StageConfig, stage_types
+from distillery.core.stage import Stage, StageConfig, stage_names, stage_type
 
 
 class RecipeError(ValueError):
@@ -126,12 +126,12 @@ class Recipe(_Strict):
 
     def build_stage(self, step: str, teacher: str | None = None) -> Stage:
         spec = self.step(step)
-        cls = stage_types()[spec.type]
+        cls = stage_type(spec.type)
         return cls(step, spec.config, self, self.teacher(teacher) if teacher else None)
 
     def teachers_of(self, step: str) -> list[str | None]:
         """Teachers a step runs for: each teacher for per-teacher stages, else a single None."""
-        cls = stage_types()[self.step(step).type]
+        cls = stage_type(self.step(step).type)
         return [t.name for t in self.teachers] if cls.per_teacher else [None]
 
 
@@ -188,24 +188,24 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
             importlib.import_module(module)
         except ImportError as error:
             raise RecipeError(f"{source}:{lines.get(('plugins',), '?')}: plugins: cannot import {module!r}: {error}") from None
-    known = stage_types()
+    known = stage_names()
     errors: list[str] = []
     steps: list[StepSpec] = []
     for step_name, body in raw_steps.items():
         body = dict(body or {})
-        stage_type = body.pop("type", step_name)
+        kind = body.pop("type", step_name)
         where = f"{source}:{lines.get(('steps', step_name), '?')}"
-        if stage_type not in known:
-            errors.append(f"{where}: steps.{step_name}: unknown stage type {stage_type!r}; expected one of {sorted(known)}")
+        if kind not in known:
+            errors.append(f"{where}: steps.{step_name}: unknown stage type {kind!r}; expected one of {known}")
             continue
         resources_raw = body.pop("resources", {})
         try:
-            config = known[stage_type].Config.model_validate(body, context=context)
+            config = stage_type(kind).Config.model_validate(body, context=context)
             resources = Resources.model_validate(resources_raw or {})
         except ValidationError as error:
             errors.append(_format_errors(source, error, ("steps", step_name), lines))
             continue
-        steps.append(StepSpec(step=step_name, type=stage_type, config=config, resources=resources))
+        steps.append(StepSpec(step=step_name, type=kind, config=config, resources=resources))
     if errors:
         raise RecipeError("\n".join(errors))
     if not steps:
@@ -213,7 +213,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     teacher_names = [t.name for t in recipe.teachers]
     if len(set(teacher_names)) != len(teacher_names):
         raise RecipeError(f"{source}: teachers: names must be unique, got {teacher_names}")
-    if any(known[s.type].per_teacher for s in steps) and not recipe.teachers:
+    if any(stage_type(s.type).per_teacher for s in steps) and not recipe.teachers:
         raise RecipeError(f"{source}: teachers: per-teacher steps need at least one teacher")
     recipe.steps = steps
     recipe.source = source

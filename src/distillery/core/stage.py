@@ -14,6 +14,7 @@ Two shapes:
 
 from __future__ import annotations
 
+import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -176,7 +177,26 @@ def register(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def stage_types() -> dict[str, type[Stage]]:
-    from distillery import stages  # noqa: F401  (importing registers every stage)
+def stage_type(name: str) -> type[Stage]:
+    """The stage class registered under `name`, importing its module on first use (see distillery.stages)."""
+    if name not in _REGISTRY:
+        from distillery.stages import STAGE_MODULES
 
-    return dict(_REGISTRY)
+        module = STAGE_MODULES.get(name)
+        if module is None:
+            raise KeyError(name)
+        importlib.import_module(module)
+        if name not in _REGISTRY:
+            raise KeyError(f"{module} does not register a stage named {name!r}")
+    return _REGISTRY[name]
+
+
+def stage_names() -> list[str]:
+    from distillery.stages import STAGE_MODULES
+
+    return sorted(set(STAGE_MODULES) | set(_REGISTRY))
+
+
+def stage_types() -> dict[str, type[Stage]]:
+    """Every stage class (imports every stage module: for `explain` and tests, not for running)."""
+    return {name: stage_type(name) for name in stage_names()}
