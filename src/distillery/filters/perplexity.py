@@ -1,0 +1,165 @@
+"""The `perplexity` stage: score each trace's accepted response under a reference model, drop the outliers.
+
+The paper scores every response with a 32B reference model and drops high-perplexity ones. Scoring is the
+expensive part, so it happens once, in the scan pass (a sharded GPU job on clusters): each shard's scores go
+to `_global/scores/shard-NNNNN.jsonl`, checkpointed per chunk so a requeued scan continues where it stopped.
+`merge` turns the corpus-wide scores into a cutoff when the threshold is a percentile; `process` only
+looks scores up, sets `Trace.ppl` (the AM format's `ppl`) and keeps or rejects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from distillery.core.records import Trace
+from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
+from distillery.core.store import iter_jsonl, read_json, shard_name, write_json, write_jsonl
+from distillery.filters.scoring import Document, PackedScorer
+from distillery.filters.traces import parse_trace
+
+
+class PerplexityConfig(StageConfig):
+    model: str | None = Field(None, description="Reference model folder or hub id; default: the embedded SmolLM2-135M-Instruct.")
+    device: str = Field("auto", description="Torch device: auto (cuda when present), cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
+    tokens_per_pass: int = Field(8192, ge=16, description="Tokens packed into one forward pass (longer traces get a pass alone).")
+    logits_chunk: int = Field(2048, ge=1, description="Response tokens whose vocabulary logits exist at once.")
+    condition_on_prompt: bool = Field(True, description="Score the response after the chat-templated prompt (else alone).")
+    max_response_tokens: int = Field(32768, ge=1, description="Response tokens scored at most; longer ones are scored on their start.")
+    chunk_traces: int = Field(256, ge=1, description="Traces scored per checkpoint of the scan.")
+    max_ppl: float | None = Field(None, gt=0, description="Absolute cutoff: drop traces with a higher perplexity.")
+    max_percentile: float | None = Field(None, gt=0, le=100, description="Corpus-wide cutoff: drop traces above this percentile of the teacher's perplexities.")
+
+
+def _scores_path(ctx: ShardContext, shard_index: int) -> Path:
+    return ctx.global_dir / "scores" / f"{shard_name(shard_index)}.jsonl"
+
+
+def _threshold_path(ctx: ShardContext) -> Path:
+    return ctx.global_dir / "threshold.json"
+
+
+@register
+class PerplexityStage(TwoPassStage):
+    name = "perplexity"
+    Config = PerplexityConfig
+    per_teacher = True
+    kind = "gpu"
+    config: PerplexityConfig
+
+    @cached_property
+    def model_dir(self) -> str:
+        if self.config.model:
+            return self.config.model
+        from distillery.models.smollm2 import ensure_hf_folder
+
+        return str(ensure_hf_folder())
+
+    @cached_property
+    def scorer(self) -> PackedScorer:
+        return PackedScorer(self.model_dir, self.config.device, self.config.dtype,
+                            self.config.tokens_per_pass, self.config.logits_chunk)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_dir)
+
+    def document(self, trace: Trace) -> Document:
+        """The token ids scored for a trace: its prompt (chat template, unscored) then its response."""
+        context: list[int] = []
+        if self.config.condition_on_prompt:
+            messages = [m.model_dump() for m in trace.query.messages]
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            context = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        target = self.tokenizer(trace.response, add_special_tokens=False)["input_ids"][: self.config.max_response_tokens]
+        return Document(tuple(context), tuple(target))
+
+    def score_traces(self, traces: list[Trace]) -> dict[str, dict[str, Any]]:
+        results = self.scorer.score([self.document(trace) for trace in traces])
+        return {trace.id: {"id": trace.id, "ppl": result.ppl if result.tokens else None, "tokens": result.tokens}
+                for trace, result in zip(traces, results)}
+
+    def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
+        """Score every accepted response of the shard, checkpointing each chunk in the shard's work dir."""
+        checkpoint = ctx.work_dir / "perplexity-scan.jsonl"
+        done: dict[str, dict[str, Any]] = {}
+        if checkpoint.exists():
+            done = {row["id"]: row for row in _complete_lines(checkpoint)}
+            ctx.logger.info("perplexity scan resumes with %d traces already scored", len(done))
+        pending = [t for t in (parse_trace(item) for item in items)
+                   if isinstance(t, Trace) and t.accepted is not None and t.id not in done]
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        with checkpoint.open("a", encoding="utf-8") as journal:
+            for start in range(0, len(pending), self.config.chunk_traces):
+                chunk = self.score_traces(pending[start : start + self.config.chunk_traces])
+                journal.write("".join(json.dumps(row) + "\n" for row in chunk.values()))
+                journal.flush()
+                done.update(chunk)
+                ctx.logger.info("perplexity scan: %d of %d new traces scored", start + len(chunk), len(pending))
+        write_jsonl(_scores_path(ctx, ctx.shard_index), done.values())
+        checkpoint.unlink()
+
+    def merge(self, ctx: ShardContext) -> dict[str, Any]:
+        """Summarise the teacher's perplexities; with a percentile threshold, fix the cutoff it means."""
+        values = np.array([row["ppl"] for path in sorted((ctx.global_dir / "scores").glob("shard-*.jsonl"))
+                           for row in iter_jsonl(path) if row["tokens"] > 0], dtype=np.float64)
+        cutoff = self.config.max_ppl
+        stats: dict[str, Any] = {"scored": int(values.size)}
+        if values.size:
+            stats["quantiles"] = {f"p{q}": float(np.percentile(values, q)) for q in (5, 25, 50, 75, 95)}
+        if self.config.max_percentile is not None and values.size:
+            percentile_cutoff = float(np.percentile(values, self.config.max_percentile))
+            cutoff = percentile_cutoff if cutoff is None else min(cutoff, percentile_cutoff)
+        stats["cutoff"] = cutoff
+        write_json(_threshold_path(ctx), stats)
+        return stats
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        scores_file = _scores_path(ctx, ctx.shard_index)
+        scores = {row["id"]: row for row in iter_jsonl(scores_file)} if scores_file.exists() else {}
+        cutoff = read_json(_threshold_path(ctx))["cutoff"] if _threshold_path(ctx).exists() else self.config.max_ppl
+        batch: list[tuple[Item, Trace]] = []
+        for item in items:
+            trace = parse_trace(item)
+            if isinstance(trace, str):
+                yield Outcome.quarantined(item, trace)
+            elif trace.accepted is None:
+                yield Outcome.rejected(item, "no accepted response to score")
+            else:
+                batch.append((item, trace))
+                if len(batch) >= self.config.chunk_traces:
+                    yield from self._decide(batch, scores, cutoff)
+                    batch = []
+        yield from self._decide(batch, scores, cutoff)
+
+    def _decide(self, batch: list[tuple[Item, Trace]], scores: dict[str, dict[str, Any]], cutoff: float | None) -> Iterator[Outcome]:
+        missing = [trace for _, trace in batch if trace.id not in scores]
+        if missing:
+            scores.update(self.score_traces(missing))
+        for item, trace in batch:
+            score = scores[trace.id]
+            trace.ppl = score["ppl"]
+            trace.metadata["ppl_tokens"] = score["tokens"]
+            record = trace.model_dump(mode="json")
+            if score["tokens"] == 0:
+                yield Outcome.rejected(item, "empty response: nothing to score", record)
+            elif cutoff is not None and score["ppl"] > cutoff:
+                yield Outcome.rejected(item, f"perplexity {score['ppl']:.3f} above the cutoff {cutoff:.3f}", record)
+            else:
+                yield Outcome.kept(item, record)
+
+
+def _complete_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of an append-only checkpoint, skipping a last line cut short by a kill."""
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.endswith("\n"):
+            yield json.loads(line)
