@@ -24,7 +24,20 @@ stop_pidfile() {  # stop_pidfile NAME PIDFILE: TERM, wait up to 15 s, then KILL
     rm -f "$pidfile"
 }
 
-# Reverse order of start: compute first, database last.
+# Cancel this cluster's jobs first, so no task outlives slurmd; then stop in reverse order of start.
+if [ -s "$STATE/run/slurmctld.pid" ] && kill -0 "$(cat "$STATE/run/slurmctld.pid")" 2>/dev/null; then
+    export SLURM_CONF=$STATE/etc/slurm.conf
+    jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+    if [ -n "${jobs// }" ]; then
+        # shellcheck disable=SC2086  # one argument per job id
+        scancel $jobs || true
+        for _ in $(seq 30); do
+            [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+        echo "[dev-cluster] cancelled jobs: $jobs" >&2
+    fi
+fi
 stop_pidfile slurmd "$STATE/run/slurmd.pid"
 stop_pidfile slurmctld "$STATE/run/slurmctld.pid"
 stop_pidfile slurmdbd "$STATE/run/slurmdbd.pid"

@@ -92,6 +92,9 @@ def interrupted_run(tmp_path: Path, interrupt) -> tuple[Path, str]:
     run_dir = submit(tmp_path, steps, num_shards=1)
     wait_for_journal(run_dir, "slow", 0, items=4)
     job_id = job_id_of(run_dir, "slow:process", 0)
+    # A resume while the shard is still running must not submit a second writer of its journal.
+    assert main(["resume", str(run_dir)]) == 0
+    assert len(RunDir(run_dir).jobs_file().read_text().splitlines()) == 1
     interrupt(job_id)
     states = wait_until_final(run_dir, expected_tasks=1)
     assert states == {("slow:process", 0): "COMPLETED"}
