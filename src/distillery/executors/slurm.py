@@ -1,6 +1,6 @@
 """SLURM executor: one submitit job array per task group, `afterok` between groups, requeue on preemption.
 
-Every array task runs `ShardTask`, an importable callable holding only plain data, with `run_task`'s plain
+Every array task runs `ShardTask`, an importable callable class holding no state, with `run_task`'s plain
 arguments (run directory, step, teacher, phase, shard index). On USR2 (preemption, or `signal_delay_s` before
 the time limit) submitit calls `ShardTask.checkpoint`, which resubmits the same task; the shard's item journal
 makes the requeued task continue at its next unfinished item. Multi-rank groups (world_size > 1) run one
@@ -30,6 +30,8 @@ from typing import Any
 import submitit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+# submitit's own renderer and memory format (private names, used by its tests too): `plan` shows byte for byte
+# the script `map_array` submits.
 from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
 from distillery.core.plan import TaskGroup
