@@ -1,0 +1,175 @@
+"""Read a run directory into compact per-teacher numbers for the report (streamed: no trace is kept whole).
+
+Which step is which is read from the data, not from step names: the first step whose records are traces is
+generation (its kept and rejected records are every query a teacher tried: acceptance and attempts), the
+first step whose traces carry a perplexity gives the perplexity distribution (kept and rejected: the view
+before the cut), and the kept records of the last trace step are the final dataset (token lengths).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillery.core.store import RunDir, iter_jsonl, read_json
+
+
+@dataclass
+class CategoryStats:
+    queries: int = 0
+    accepted: int = 0
+    attempts: int = 0
+    """Attempts over all queries of the category."""
+
+
+@dataclass
+class StepCounts:
+    inputs: int = 0
+    kept: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class TeacherStats:
+    teacher: str
+    categories: dict[str, CategoryStats] = field(default_factory=lambda: defaultdict(CategoryStats))
+    accepted_scores: list[float] = field(default_factory=list)
+    """Verify score of each accepted attempt (generation step)."""
+    attempt_scores: list[float] = field(default_factory=list)
+    """Verify score of every attempt (generation step)."""
+    ppl: list[float] = field(default_factory=list)
+    final_lengths: list[int] = field(default_factory=list)
+    """Response tokens of each trace in the final dataset."""
+    funnel: dict[str, StepCounts] = field(default_factory=dict)
+
+
+@dataclass
+class RunStats:
+    run_dir: Path
+    name: str
+    steps: list[str]
+    teachers: dict[str, TeacherStats]
+    generation_step: str | None = None
+    perplexity_step: str | None = None
+    final_step: str | None = None
+    eval_steps: list[str] = field(default_factory=list)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_kind(reason: str) -> str:
+    """A reject reason with its numbers and quoted n-grams blanked, so like reasons group together."""
+    return _NUMBER.sub("#", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason))[:100]
+
+
+def step_order(run: RunDir) -> tuple[str, list[str], list[str]]:
+    """(run name, step names in recipe order, names of eval steps); without a recipe, by directory age."""
+    if run.recipe.exists():
+        recipe = yaml.safe_load(run.recipe.read_text(encoding="utf-8")) or {}
+        steps = recipe.get("steps") or {}
+        evals = [name for name, body in steps.items() if (body or {}).get("type", name) == "eval"]
+        return str(recipe.get("name", run.root.name)), list(steps), evals
+    dirs = [p for p in run.root.iterdir() if p.is_dir() and any(p.rglob("shard-*.done.json"))]
+    dirs.sort(key=lambda p: min(m.stat().st_mtime for m in p.rglob("shard-*.done.json")))
+    return run.root.name, [p.name for p in dirs], []
+
+
+def _teacher_dirs(step_dir: Path) -> Iterator[tuple[str | None, Path]]:
+    if any(step_dir.glob("shard-*.done.json")):
+        yield None, step_dir
+    for sub in sorted(p for p in step_dir.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        if sub.name not in ("rejected", "quarantine") and any(sub.glob("shard-*.done.json")):
+            yield sub.name, sub
+
+
+def _kept_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("shard-*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz")))
+
+
+def _is_trace(record: dict[str, Any] | None) -> bool:
+    return bool(record) and "teacher" in record and "attempts" in record  # type: ignore[operator]
+
+
+def _records(directory: Path, rejected_too: bool) -> Iterator[dict[str, Any]]:
+    for path in _kept_files(directory):
+        yield from iter_jsonl(path)
+    if rejected_too:
+        for path in sorted((directory / "rejected").glob("shard-*.jsonl")):
+            for row in iter_jsonl(path):
+                if row.get("record"):
+                    yield row["record"]
+
+
+def _first_record(directory: Path) -> dict[str, Any] | None:
+    return next(_records(directory, rejected_too=True), None)
+
+
+def collect(run_dir: Path) -> RunStats:
+    run = RunDir(run_dir)
+    name, steps, eval_steps = step_order(run)
+    teachers: dict[str, TeacherStats] = {}
+    trace_steps: dict[str, dict[str, Path]] = {}
+    for step in steps:
+        step_dir = run.root / step
+        if not step_dir.is_dir():
+            continue
+        for teacher, directory in _teacher_dirs(step_dir):
+            counts = StepCounts()
+            for manifest_path in sorted(directory.glob("shard-*.done.json")):
+                manifest = read_json(manifest_path)
+                counts.inputs += manifest["inputs"]
+                counts.kept += manifest["kept"]
+                counts.rejected += manifest["rejected"]
+                counts.quarantined += manifest["quarantined"]
+            for path in sorted((directory / "rejected").glob("shard-*.jsonl")):
+                counts.reasons.update(reason_kind(row.get("reason", "")) for row in iter_jsonl(path))
+            if teacher is not None:
+                teachers.setdefault(teacher, TeacherStats(teacher)).funnel[step] = counts
+                if _is_trace(_first_record(directory)):
+                    trace_steps.setdefault(step, {})[teacher] = directory
+    stats = RunStats(run.root, name, steps, teachers, eval_steps=eval_steps)
+    ordered = [s for s in steps if s in trace_steps]
+    if ordered:
+        stats.generation_step, stats.final_step = ordered[0], ordered[-1]
+        for teacher, directory in trace_steps[ordered[0]].items():
+            _read_generation(teachers[teacher], directory)
+        for teacher, directory in trace_steps[ordered[-1]].items():
+            teachers[teacher].final_lengths = [_length(r) for r in _records(directory, rejected_too=False)]
+        for step in ordered:
+            if any((_first_record(d) or {}).get("ppl") is not None for d in trace_steps[step].values()):
+                stats.perplexity_step = step
+                for teacher, directory in trace_steps[step].items():
+                    teachers[teacher].ppl = [r["ppl"] for r in _records(directory, rejected_too=True) if r.get("ppl") is not None]
+                break
+    return stats
+
+
+def _length(record: dict[str, Any]) -> int:
+    """Response tokens as the teacher counted them (the accepted attempt's count when the trace has none)."""
+    if record.get("response_tokens"):
+        return int(record["response_tokens"])
+    accepted = record.get("accepted")
+    return int(record["attempts"][accepted].get("completion_tokens", 0)) if accepted is not None else 0
+
+
+def _read_generation(stats: TeacherStats, directory: Path) -> None:
+    for record in _records(directory, rejected_too=True):
+        category = stats.categories[record["query"]["category"]]
+        category.queries += 1
+        category.attempts += len(record["attempts"])
+        stats.attempt_scores.extend(a["score"] for a in record["attempts"] if a.get("score") is not None)
+        accepted = record.get("accepted")
+        if accepted is not None:
+            category.accepted += 1
+            score = record["attempts"][accepted].get("score")
+            if score is not None:
+                stats.accepted_scores.append(score)
