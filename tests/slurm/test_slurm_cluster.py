@@ -108,6 +108,7 @@ def interrupted_run(tmp_path: Path, interrupt) -> tuple[Path, str]:
     return run_dir, job_id
 
 
+@pytest.mark.slow
 def test_usr2_mid_shard_requeues_and_resumes_exactly_once(tmp_path: Path) -> None:
     def usr2(job_id: str) -> None:
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
@@ -117,6 +118,7 @@ def test_usr2_mid_shard_requeues_and_resumes_exactly_once(tmp_path: Path) -> Non
     assert "REQUEUED" in history and history[-1] == "COMPLETED", history
 
 
+@pytest.mark.slow
 def test_partition_preemption_requeues_and_resumes_exactly_once(tmp_path: Path) -> None:
     urgent: list[str] = []
 
