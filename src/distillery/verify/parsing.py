@@ -51,22 +51,26 @@ def parse_response(text: str) -> ParsedResponse:
         return ParsedResponse(text.split("<think>", 1)[1].strip(), "", False, "unterminated <think> block")
     else:
         problems.append("no <think> block")
-    if counts["answer"]:
+    if "<answer>" in rest:
         outside, inside = rest.split("<answer>", 1)
-        if outside.strip():
+        if "</answer>" in outside:
+            problems.append("</answer> before <answer>")
+        elif outside.strip():
             problems.append("text between </think> and <answer>")
-        if counts["/answer"]:
+        if "</answer>" in inside:
             inside, trailing = inside.split("</answer>", 1)
             if trailing.strip():
                 problems.append("text after </answer>")
         else:
             problems.append("unterminated <answer> block")
         answer = inside
-    elif counts["/answer"]:
+    elif "</answer>" in rest:
         answer = rest.split("</answer>", 1)[0]
         problems.append("</answer> without <answer>")
     else:
         answer = rest
+        if counts["answer"] or counts["/answer"]:
+            problems.append("answer tag inside the think block")
     answer = answer.strip()
     if not answer:
         problems.append("empty answer")
