@@ -42,12 +42,15 @@ def ingest_then_slow(queries: Path, delay_s: float) -> dict[str, Any]:
             "slow": {"type": "test_slurm_slow", "delay_s": delay_s, "resources": small}}
 
 
-def wait_until_final(run_dir: Path, expected_tasks: int, timeout_s: float = 240) -> dict[tuple[str, int], str]:
-    """Poll sacct until every submitted task is in a final state; on timeout fail with the cluster's view."""
+def wait_until_final(run_dir: Path, expected_tasks: int, timeout_s: float = 240,
+                     seen: set[str] | None = None) -> dict[tuple[str, int], str]:
+    """Poll `query_states` until every submitted task is in a final state, adding every state met to `seen`;
+    on timeout fail with the cluster's view."""
     deadline = time.time() + timeout_s
     states: dict[tuple[str, int], str] = {}
     while time.time() < deadline:
         states = query_states(run_dir)
+        (seen if seen is not None else set()).update(states.values())
         if len(states) == expected_tasks and set(states.values()) <= FINAL_STATES:
             return states
         time.sleep(1)

@@ -96,8 +96,10 @@ def interrupted_run(tmp_path: Path, interrupt) -> tuple[Path, str]:
     assert main(["resume", str(run_dir)]) == 0
     assert len(RunDir(run_dir).jobs_file().read_text().splitlines()) == 1
     interrupt(job_id)
-    states = wait_until_final(run_dir, expected_tasks=1)
+    seen: set[str] = set()
+    states = wait_until_final(run_dir, expected_tasks=1, seen=seen)
     assert states == {("slow:process", 0): "COMPLETED"}
+    assert "REQUEUED" in seen, f"status never showed the task waiting to resume: {seen}"
     manifest = Manifest.load(RunDir(run_dir).shard("slow", None, 0).manifest)
     assert 4 <= manifest.resumed_items < 24, "the requeued task must continue from its journal, not from zero"
     assert manifest.inputs == manifest.kept == 24
