@@ -14,7 +14,8 @@ from distillery.cli import main
 from distillery.core.plan import TaskGroup, build_groups
 from distillery.core.recipe import Recipe, Resources, load_recipe
 from distillery.core.store import RunDir
-from distillery.executors.slurm import ProfileError, SlurmExecutor, _expand_job_ids, load_profile, render_sbatch
+from distillery.executors.slurm import (ProfileError, SlurmExecutor, _expand_job_ids, load_profile, parse_sacct,
+                                       render_sbatch)
 
 GOLDEN = HERE / "golden"
 
@@ -103,3 +104,10 @@ def test_pending_array_tasks_are_expanded() -> None:
     assert _expand_job_ids("41_[7]") == ["41_7"]
     assert _expand_job_ids("41_3") == ["41_3"]
     assert _expand_job_ids("42") == ["42"]
+
+
+def test_sacct_history_reads_as_latest_state_with_requeue_shown() -> None:
+    output = "\n".join(["7_0|COMPLETED", "7_1|REQUEUED", "7_1|PENDING", "7_2|PREEMPTED", "7_2|RUNNING",
+                        "7_[3-4%2]|PENDING", "8|CANCELLED by 0", "9|TIMEOUT", "9|PENDING"])
+    assert parse_sacct(output) == {"7_0": "COMPLETED", "7_1": "REQUEUED", "7_2": "RUNNING", "7_3": "PENDING",
+                                   "7_4": "PENDING", "8": "CANCELLED", "9": "REQUEUED"}

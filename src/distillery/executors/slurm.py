@@ -260,8 +260,24 @@ def _expand_job_ids(job_id: str) -> list[str]:
     return ids
 
 
+def parse_sacct(output: str) -> dict[str, str]:
+    """`sacct -P -X -D -o JobID,State` lines -> job id -> state of its latest run. A task that was requeued,
+    preempted or timed out and now waits to run again reads REQUEUED."""
+    history: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        job_id, _, state = line.partition("|")
+        state = state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
+        for task_id in _expand_job_ids(job_id):
+            history.setdefault(task_id, []).append(state)
+    states = {}
+    for task_id, runs in history.items():
+        interrupted = any(state in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL") for state in runs[:-1])
+        states[task_id] = "REQUEUED" if runs[-1] == "PENDING" and interrupted else runs[-1]
+    return states
+
+
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
-    """job id -> state of its latest run, from one sacct call. A task requeued and waiting again reads REQUEUED."""
+    """job id -> state of its latest run, from one sacct call over the arrays these ids belong to."""
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     if not arrays:
         return {}
@@ -270,18 +286,7 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
-    output = done.stdout
-    states: dict[str, str] = {}
-    history: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        job_id, _, state = line.partition("|")
-        state = state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
-        for task_id in _expand_job_ids(job_id):
-            history.setdefault(task_id, []).append(state)
-    for task_id, runs in history.items():
-        interrupted = any(state in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL") for state in runs[:-1])
-        states[task_id] = "REQUEUED" if runs[-1] == "PENDING" and interrupted else runs[-1]
-    return states
+    return parse_sacct(done.stdout)
 
 
 def query_states(run: RunDir | str | Path) -> dict[tuple[str, int], str]:
