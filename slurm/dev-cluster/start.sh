@@ -2,18 +2,18 @@
 # Start a real single-node SLURM cluster with accounting on this machine, for tests and laptops.
 #
 # Daemons: munged (private key and socket), a private MariaDB, slurmdbd, slurmctld, slurmd. Everything lives
-# under $DISTILLERY_SLURM_DIR (default /tmp/distillery-slurm); no systemd, nothing in /etc is changed.
+# under $DISTILLERY_SLURM_STATE (default /tmp/distillery-slurm); no systemd, nothing in /etc is changed.
 # Idempotent: daemons already running are left alone. Stop them with stop.sh (by pid).
 # Prints the line to eval: `eval "$(slurm/dev-cluster/start.sh)"` exports SLURM_CONF.
 #
 # Environment:
-#   DISTILLERY_SLURM_DIR      state directory                 (/tmp/distillery-slurm)
+#   DISTILLERY_SLURM_STATE      state directory                 (/tmp/distillery-slurm)
 #   DISTILLERY_SLURM_CPUS     CPUs the node declares           (8; see the NodeName line)
 #   DISTILLERY_SLURM_PORT     first of 4 TCP ports: slurmctld, slurmd, slurmdbd, MariaDB (6817)
 # Needs root (slurmd runs jobs as their users) and the packages of install.sh.
 set -euo pipefail
 
-STATE=${DISTILLERY_SLURM_DIR:-/tmp/distillery-slurm}
+STATE=${DISTILLERY_SLURM_STATE:-/tmp/distillery-slurm}
 CPUS=${DISTILLERY_SLURM_CPUS:-8}
 PORT=${DISTILLERY_SLURM_PORT:-6817}
 CTLD_PORT=$PORT

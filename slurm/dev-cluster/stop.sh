@@ -3,7 +3,7 @@
 # `stop.sh --purge` also deletes the state directory (job history, accounting database, keys).
 set -euo pipefail
 
-STATE=${DISTILLERY_SLURM_DIR:-/tmp/distillery-slurm}
+STATE=${DISTILLERY_SLURM_STATE:-/tmp/distillery-slurm}
 [ -d "$STATE" ] || { echo "[dev-cluster] nothing to stop: $STATE does not exist" >&2; exit 0; }
 
 stop_pidfile() {  # stop_pidfile NAME PIDFILE: TERM, wait up to 15 s, then KILL
