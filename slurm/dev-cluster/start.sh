@@ -7,7 +7,7 @@
 # Prints the line to eval: `eval "$(slurm/dev-cluster/start.sh)"` exports SLURM_CONF.
 #
 # Environment:
-#   DISTILLERY_SLURM_STATE      state directory                 (/tmp/distillery-slurm)
+#   DISTILLERY_SLURM_STATE    state directory                  (/tmp/distillery-slurm)
 #   DISTILLERY_SLURM_CPUS     CPUs the node declares           (8; see the NodeName line)
 #   DISTILLERY_SLURM_PORT     first of 4 TCP ports: slurmctld, slurmd, slurmdbd, MariaDB (6817)
 # Needs root (slurmd runs jobs as their users) and the packages of install.sh.
