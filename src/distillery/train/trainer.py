@@ -83,7 +83,7 @@ class Trainer:
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=settings.lr, betas=settings.adam_betas, eps=1e-8)
+            lr=settings.lr, betas=settings.adam_betas, eps=1e-8, fused=True)
         total = len(self.plan)
         min_ratio = settings.min_lr / settings.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
