@@ -1,0 +1,86 @@
+"""Math verification throughput: the verifier's worker pool with 1 and 2 workers against calling Math-Verify
+directly in this process, on the same (gold, response) pairs built from MATH-500.
+
+Each MATH-500 gold is paired with a response boxing its own answer (equivalent) and one boxing another
+problem's answer (mostly not). The in-process baseline does what a caller of Math-Verify would: parse the
+boxed gold, parse the response, verify. The pool times include everything `MathVerifier.verify_batch` does
+(answer extraction, IPC, verdicts); worker start-up is excluded by a warm-up batch.
+Targets: >= 1.8x from 1 to 2 workers, <= 10% overhead of 1 worker over in-process.
+Timings on a shared machine move with its load: compare the ratios of one run, never numbers across runs.
+
+    python benchmarks/bench_math_verify.py [--benchmarks ../shared/benchmarks] [--pairs 1000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from distillery.core.records import Query, Reference, make_query
+from distillery.verify.config import MathSettings
+from distillery.verify.math import MathVerifier, gold_text
+
+logger = logging.getLogger("bench_math_verify")
+
+
+def build_pairs(benchmarks: Path, count: int) -> list[tuple[Query, str]]:
+    golds = [json.loads(line)["answer"] for line in (benchmarks / "math500" / "math500.jsonl").open()]
+    pairs: list[tuple[Query, str]] = []
+    index = 0
+    while len(pairs) < count:
+        gold = golds[index % len(golds)]
+        other = golds[(index * 7 + 3) % len(golds)]
+        query = make_query("math", [{"role": "user", "content": f"problem {index}"}], Reference(answer=gold))
+        response = f"<think>work {index}</think><answer>The answer is $\\boxed{{{gold if index % 2 == 0 else other}}}$.</answer>"
+        pairs.append((query, response))
+        index += 1
+    return pairs
+
+
+def in_process(pairs: list[tuple[Query, str]]) -> list[bool]:
+    """Math-Verify called directly: parse gold, parse response, verify."""
+    from math_verify import parse, verify
+
+    return [bool(verify(parse(gold_text(query.reference.answer or "")), parse(response))) for query, response in pairs]
+
+
+def timed(function, *args) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks")
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for each configuration")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    pairs = build_pairs(args.benchmarks, args.pairs)
+    in_process(pairs[:50])  # import and warm sympy
+    baseline_s, baseline = min((timed(in_process, pairs) for _ in range(args.repeats)), key=lambda run: run[0])
+
+    pool_s: dict[int, float] = {}
+    for workers in (1, 2):
+        verifier = MathVerifier(MathSettings(workers=workers), threshold=0.9)
+        try:
+            verifier.verify_batch(pairs[:50])  # start workers, import Math-Verify in them
+            runs = [timed(verifier.verify_batch, pairs) for _ in range(args.repeats)]
+        finally:
+            verifier.close()
+        pool_s[workers], verdicts = min(runs, key=lambda run: run[0])
+        agree = sum(v.passed == b for v, b in zip(verdicts, baseline))
+        print(f"pool, {workers} worker(s): {args.pairs / pool_s[workers]:8.1f} pairs/s  ({pool_s[workers]:.2f} s; verdicts agree with in-process on {agree}/{len(pairs)})")
+    print(f"in-process Math-Verify:  {args.pairs / baseline_s:8.1f} pairs/s  ({baseline_s:.2f} s)  [baseline]")
+    print(f"speed-up 2 workers / 1 worker:         {pool_s[1] / pool_s[2]:.2f}x   (target >= 1.8x)")
+    print(f"overhead 1 worker vs in-process:       {100 * (pool_s[1] / baseline_s - 1):+.1f}%  (target <= 10%)")
+    print(f"2 workers vs in-process:               {baseline_s / pool_s[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
