@@ -52,7 +52,7 @@ def flex_document_attention(q_HTD: torch.Tensor, k_GTD: torch.Tensor, v_GTD: tor
     def document_causal(batch: Any, head: Any, q_index: Any, kv_index: Any) -> Any:
         return (doc_T[q_index] == doc_T[kv_index]) & (q_index >= kv_index)
 
-    block_mask = create_block_mask(document_causal, None, None, total, total, device=q_HTD.device)
+    block_mask = create_block_mask(document_causal, None, None, total, total, device=q_HTD.device, _compile=True)
     enable_gqa = q_HTD.shape[0] != k_GTD.shape[0]
     out_1HTD = _compiled_flex_attention()(q_HTD[None], k_GTD[None], v_GTD[None], block_mask=block_mask, scale=scale,
                                           enable_gqa=enable_gqa)

@@ -18,7 +18,8 @@ class PackedInputs:
     labels_1T: torch.Tensor
     weights_T: torch.Tensor
     """1.0 where the label is trained on."""
-    packed: PackedSeqParams
+    packed: PackedSeqParams | None
+    """Document boundaries (THD); None runs the bin as one causal sequence."""
 
     @property
     def loss_tokens(self) -> int:

@@ -114,6 +114,9 @@ def layer_spec() -> Any:
 def build_model(shape: ModelShape, tensor_parallel: int, pipeline_parallel: int, dtype: torch.dtype,
                 device: torch.device, recompute: bool = False) -> Any:
     """This rank's slice of the model, on `device`."""
+    if recompute and device.type != "cuda":
+        raise ValueError("activation recompute in megatron-core 0.16 saves CUDA RNG states: it needs a GPU "
+                         "(set recompute: false on CPU)")
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
 

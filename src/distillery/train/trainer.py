@@ -61,7 +61,7 @@ def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path, data: Path, work_dir: Path,
+    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Path, work_dir: Path,
                  metrics_path: Path, device: torch.device, logger: logging.Logger) -> None:
         from megatron.core import parallel_state
 
@@ -92,11 +92,15 @@ class Trainer:
         self._restore_or_load(initial_shards)
         self.peak = peak_flops(device, settings.peak_tflops)
 
-    def _restore_or_load(self, initial_shards: Path) -> None:
+    def _restore_or_load(self, initial_shards: Path | None) -> None:
+        """Newest checkpoint, else the converted student (None keeps Megatron's random init: benchmarks)."""
         from distillery.train.convert import shard_file
 
         checkpoint = latest_checkpoint(self.checkpoints)
         if checkpoint is None:
+            if initial_shards is None:
+                self._rewrite_metrics(0)
+                return
             load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, 0), map_location="cpu",
                                               weights_only=True))
             self._rewrite_metrics(0)
@@ -121,9 +125,12 @@ class Trainer:
         with atomic_write(self.metrics_path) as out:
             out.write("".join(line + "\n" for line in kept))
 
-    def _bin_inputs(self, bin_index: int) -> Any:
+    def _bin_inputs(self, bin_index: int, document_mask: bool) -> Any:
         capacity = int(self.data.attrs["capacity"]) if self.settings.pad_bins else None
-        return packed_inputs(self.data[int(bin_index)], self.device, pad_to=capacity)
+        inputs = packed_inputs(self.data[int(bin_index)], self.device, pad_to=capacity)
+        if not document_mask:
+            inputs.packed = None
+        return inputs
 
     def _all_reduce_gradients(self) -> None:
         if self.dp_size == 1:
@@ -153,18 +160,24 @@ class Trainer:
                     param.grad.mul_(scale)
         return norm
 
-    def _train_step(self, bins: np.ndarray) -> dict[str, Any]:
+    def train_step(self, bins: np.ndarray, document_mask: bool = True) -> dict[str, Any]:
+        """One optimizer step over `bins` (all ranks pass the same bins; each takes its data-parallel share).
+
+        `document_mask=False` lets every token attend to the whole bin (plain causal attention): only the
+        throughput benchmark uses it, as the baseline that document masking costs against.
+        """
         started = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        docs = [np.diff(self.data[int(b)].cu_seqlens).tolist() for b in bins]
+        docs = [np.diff(self.data[int(b)].cu_seqlens).tolist() if document_mask else [len(self.data[int(b)].tokens)]
+                for b in bins]
         loss_tokens = sum(float(self.data[int(b)].labels()[1].sum()) for b in bins)
         mine = bins[self.dp_rank::self.dp_size]
         loss_sum = torch.zeros((), device=self.device)
         autocast = torch.autocast(self.device.type, dtype=self.settings.dtype,
                                   enabled=self.settings.dtype != torch.float32)
         for bin_index in mine:
-            inputs = self._bin_inputs(bin_index)
+            inputs = self._bin_inputs(bin_index, document_mask)
             with autocast:
                 weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
             (weighted / max(loss_tokens, 1.0)).backward()
@@ -202,7 +215,7 @@ class Trainer:
         history: list[dict[str, Any]] = []
         progress = tqdm(total=len(self.plan), initial=self.step, desc="sft", unit="step", disable=not is_logger)
         while self.step < len(self.plan):
-            record = self._train_step(self.plan[self.step])
+            record = self.train_step(self.plan[self.step])
             self.step += 1
             history.append(record)
             progress.update(1)
