@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_helpers import (HERE, cancel_jobs, ingest_then_slow, job_id_of, kept_outputs, sacct_history,
+from slurm_helpers import (DEV_PROFILE, HERE, cancel_jobs, ingest_then_slow, job_id_of, kept_outputs, sacct_history,
                            wait_for_journal, wait_until_final, write_queries, write_recipe)
 
 from distillery.cli import main
@@ -140,6 +140,27 @@ def test_partition_preemption_requeues_and_resumes_exactly_once(tmp_path: Path) 
     assert "Caught signal SIGUSR2" in log and "this job is preempted" in log
     assert sacct_history(urgent[0]) == ["COMPLETED"]
     assert _sacct_time(urgent[0], "Start") <= _sacct_time(job_id, "Start"), "the urgent job did not displace it"
+
+
+@pytest.mark.slow
+def test_time_limit_checkpoints_requeues_and_finishes(tmp_path: Path) -> None:
+    # 50 s of work under a 1-minute limit, USR2 15 s before it (SLURM may send it up to ~15 s earlier still).
+    profile = tmp_path / "short.yaml"
+    profile.write_text(DEV_PROFILE.read_text().replace("signal_delay_s: 90", "signal_delay_s: 15\nmax_timeouts: 5"))
+    steps = {"slow": {"type": "test_slurm_slow", "delay_s": 1.0, "items_per_shard": 50,
+                      "resources": {"mem_gb": 1, "time_min": 1}}}
+    run_dir = tmp_path / "slurm-run"
+    assert main(["submit", str(write_recipe(tmp_path / "slurm.yaml", run_dir, steps, num_shards=1,
+                                            profile=profile))]) == 0
+    states = wait_until_final(run_dir, expected_tasks=1, timeout_s=300)
+    job_id = job_id_of(run_dir, "slow:process", 0)
+    assert states == {("slow:process", 0): "COMPLETED"}, sacct_history(job_id)
+    assert "REQUEUED" in sacct_history(job_id)
+    log = next((run_dir / "_submitit" / "slow-process" / job_id).glob("*_log.err")).read_text()
+    assert "this job is timed-out" in log
+    assert Manifest.load(RunDir(run_dir).shard("slow", None, 0).manifest).resumed_items > 0
+    expected = [{"id": f"s0-{i}", "square": i * i, "shard": 0} for i in range(50)]
+    assert kept_outputs(run_dir, "slow") == {"shard-00000.jsonl": expected}
 
 
 def test_mpi_group_runs_two_ranks_through_srun_pmi2(tmp_path: Path) -> None:
