@@ -65,24 +65,27 @@ class JobKindProfile(_Strict):
     partition: str | None = Field(None, description="SLURM partition; None uses the cluster's default partition.")
     account: str | None = Field(None, description="Account charged for the jobs (--account).")
     qos: str | None = Field(None, description="Quality of service (--qos).")
-    gres: str | None = Field(None, description="GRES name (and type) for GPUs, e.g. gpu or gpu:h100; the count is the step's gpus_per_node.")
+    gres: str | None = Field(None, description="GRES for GPUs, e.g. gpu or gpu:h100; the count is the step's "
+                             "gpus_per_node.")
     constraint: str | None = Field(None, description="Node features required (--constraint).")
     exclusive: bool = Field(False, description="Ask for whole nodes (--exclusive).")
-    mpi: str | None = Field(None, description="srun MPI plugin for this kind's tasks (pmi2 with the mpich wheel); None: no --mpi flag.")
-    max_cpus_per_task: int | None = Field(None, ge=1, description="Most CPUs a task of this kind may ask for; None: no check.")
-    max_mem_gb: float | None = Field(None, gt=0, description="Most memory per node in GiB a task may ask for; None: no check.")
-    max_gpus_per_node: int | None = Field(None, ge=0, description="Most GPUs per node a task may ask for; None: no check.")
-    max_time_min: int | None = Field(None, ge=1, description="Partition time limit in minutes; a longer step fails before submission.")
-    setup: list[str] = Field(default_factory=list, description="Shell lines run in the job before the task (module load, venv activation).")
-    sbatch: dict[str, str | int | bool] = Field(default_factory=dict, description="Extra #SBATCH flags without the dashes, e.g. {mail-type: FAIL}.")
+    mpi: str | None = Field(None, description="srun MPI plugin (--mpi=...) for this kind: pmi2 with the mpich wheel.")
+    max_cpus_per_task: int | None = Field(None, ge=1, description="Most CPUs a task may ask for; None: no check.")
+    max_mem_gb: float | None = Field(None, gt=0, description="Most GiB per node a task may ask for; None: no check.")
+    max_gpus_per_node: int | None = Field(None, ge=0, description="Most GPUs per node a task may ask for; None: no "
+                                          "check.")
+    max_time_min: int | None = Field(None, ge=1, description="Partition time limit in minutes; None: no check.")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before the task (module load, venv).")
+    sbatch: dict[str, str | int | bool] = Field(default_factory=dict, description="Extra #SBATCH flags without the "
+                                                "dashes, e.g. {mail-type: FAIL}.")
 
 
 class ClusterProfile(_Strict):
     """A cluster's job kinds and requeue policy; one YAML file per cluster under slurm/profiles/."""
 
     name: str = Field(description="Cluster name, shown in plans and logs.")
-    job_kinds: dict[str, JobKindProfile] = Field(description="Settings per job kind; steps name theirs (cpu, gpu, mpi).")
-    signal_delay_s: int = Field(90, ge=10, description="USR2 this many seconds before the time limit: checkpoint and requeue.")
+    job_kinds: dict[str, JobKindProfile] = Field(description="Settings per job kind (cpu, gpu, mpi).")
+    signal_delay_s: int = Field(90, ge=10, description="USR2 this long before the time limit: checkpoint and requeue.")
     max_timeouts: int = Field(3, ge=0, description="Requeues at the time limit per task; preemptions do not count.")
     source: str = Field("<default>", exclude=True, description="File the profile was read from, for error messages.")
 
