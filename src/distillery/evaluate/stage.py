@@ -1,0 +1,195 @@
+"""`eval`: a student answers every benchmark problem k times; each answer is scored and its length kept.
+
+Runs once per teacher: the student evaluated for teacher T is the model fine-tuned on T's traces (`model`:
+`{run_dir}/sft/{teacher}/hf`, where the sft step exports it), or the teacher's own model when `model` is unset. The items are
+(benchmark, problem, sample) triples, dealt round-robin to the shards, so a shard mixes easy and hard
+problems; each sample's seed comes from (recipe seed, benchmark, problem, sample) and not from the student,
+so every student answers under the same seeds. The framework journals every scored sample: a preempted
+shard resumes at its next unscored sample. Output records are `EvalSample`s, summarised by
+`distillery.evaluate.summary`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from itertools import groupby, islice
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, model_validator
+
+from distillery.core.llm import ChatModel
+from distillery.core.recipe import OutputPath, Sampling, TeacherConfig
+from distillery.core.records import Query
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
+from distillery.core.store import ids_digest
+from distillery.evaluate.benchmarks import BUILTIN, BenchmarkSpec, load_benchmark
+from distillery.evaluate.samples import EvalSample
+from distillery.generate.backends.factory import build_chat_model
+from distillery.generate.prompts import build_conversation
+from distillery.models.smollm2 import ensure_hf_folder
+from distillery.verify import VerifyConfig, build_verifier
+
+PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
+
+
+def _eval_verify_config() -> VerifyConfig:
+    """Verification for scoring: every test of a code problem runs, not the generation default's first 10."""
+    return VerifyConfig.model_validate({"code": {"max_tests": 1000}})
+
+
+class EvalConfig(StageConfig):
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=lambda: [BenchmarkSpec(name=n) for n in BUILTIN],
+                                            description="Benchmarks to run (names of built-ins, or specs overriding them).")
+    benchmarks_dir: OutputPath = Field(Path("../shared/benchmarks"), validate_default=True,
+                                       description="Folder that relative benchmark files are read from.")
+    model: str | None = Field(None, description="Model to evaluate: HF folder (e.g. {run_dir}/sft/{teacher}/hf), served name, or 'smollm2' (embedded); unset: the teacher's model.")
+    backend: Literal["vllm", "openai", "transformers"] | None = Field(None, description="Generation backend; unset: the teacher's.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, over the teacher's (tensor_parallel_size, base_url, ...).")
+    sampling: Sampling = Field(default_factory=lambda: PAPER_SAMPLING.model_copy(), description="Sampling (the paper: temperature 0.6, top-p 0.95, 49,152 tokens).")
+    system_prompt: str = Field("", description="System prompt before every problem; empty for none (the problem prompt asks for \\boxed{}).")
+    verify: VerifyConfig = Field(default_factory=_eval_verify_config, description="How answers are scored (math verifier, code sandbox).")
+    pass_score: float = Field(1.0, ge=0, le=1, description="An answer counts as correct at this score (1.0: equal answer, every test passed).")
+    batch_size: int = Field(256, ge=1, description="Samples per engine call; the most work a preempted shard loses.")
+
+    @model_validator(mode="after")
+    def _check_benchmarks(self, info: ValidationInfo) -> EvalConfig:
+        names = [spec.name for spec in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmarks: names must be unique, got {names}")
+        if (info.context or {}).get("check_paths", True):
+            missing = [str(spec.local_path(self.benchmarks_dir)) for spec in self.benchmarks
+                       if not spec.hf_dataset and not spec.local_path(self.benchmarks_dir).exists()]
+            if missing:
+                raise ValueError(f"benchmark files do not exist: {missing} (set benchmarks_dir or each file)")
+        return self
+
+
+def sample_seed(base_seed: int, benchmark: str, problem_id: str, sample: int) -> int:
+    """A 31-bit seed fixed by (recipe seed, benchmark, problem, sample), the same for every student."""
+    digest = hashlib.sha256(f"{base_seed}\x00{benchmark}\x00{problem_id}\x00{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@register
+class EvalStage(RecordStage):
+    name = "eval"
+    Config = EvalConfig
+    per_teacher = True
+    kind = "gpu"
+
+    @property
+    def cfg(self) -> EvalConfig:
+        return self.config  # type: ignore[return-value]
+
+    def input_step(self) -> str | None:
+        return None
+
+    def model_path(self) -> str:
+        """The model this step evaluates for its teacher."""
+        template = self.cfg.model or (self.teacher.model if self.teacher else "")
+        if not template:
+            raise ValueError(f"step {self.step!r}: set `model` (no teacher to take it from)")
+        if template == "smollm2":
+            return str(ensure_hf_folder())
+        teacher = self.teacher.name if self.teacher else ""
+        return template.replace("{teacher}", teacher).replace("{run_dir}", str(self.recipe.run_dir))
+
+    def student_config(self) -> TeacherConfig:
+        """The student as a `TeacherConfig`, which is what the backend factory builds a `ChatModel` from."""
+        teacher = self.teacher
+        return TeacherConfig(
+            name=teacher.name if teacher else self.step,
+            model=self.model_path(),
+            backend=self.cfg.backend or (teacher.backend if teacher else "vllm"),
+            sampling=self.cfg.sampling,
+            system_prompt=self.cfg.system_prompt,
+            options={**(teacher.options if teacher else {}), **self.cfg.options},
+        )
+
+    def _items(self, ctx: ShardContext) -> Iterator[tuple[Item, str]]:
+        """This shard's items, with the query id each key stands for (for the input digest)."""
+        index = position = 0
+        for spec in self.cfg.benchmarks:
+            for row in load_benchmark(spec, self.cfg.benchmarks_dir):
+                samples = spec.samples if row.query is not None else 1
+                for sample in range(samples):
+                    if index % ctx.num_shards == ctx.shard_index:
+                        key = f"{spec.name}:{row.problem_id}:{sample}"
+                        if row.query is None:
+                            item = Item(position, key, None, row.where, row.problem, row.raw)
+                        else:
+                            record = {"benchmark": spec.name, "problem_id": row.problem_id, "sample": sample,
+                                      "query": row.query.model_dump(mode="json")}
+                            item = Item(position, key, record, row.where)
+                        yield item, row.query.id if row.query else ""
+                        position += 1
+                    index += 1
+
+    def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
+        for item, _ in self._items(ctx):
+            yield item
+
+    def input_digest(self, ctx: ShardContext) -> str:
+        """Keyed by the shard's (benchmark, problem, sample) keys and the content ids of their queries."""
+        return ids_digest(f"{item.key}={query_id}" for item, query_id in self._items(ctx))
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        config = self.cfg
+        specs = {spec.name: spec for spec in config.benchmarks}
+        student = self.student_config()
+        model: ChatModel | None = None
+        verifier = None
+        totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0}
+        iterator = iter(items)
+        try:
+            while batch := list(islice(iterator, config.batch_size)):
+                for item in batch:
+                    if item.record is None:
+                        yield Outcome.quarantined(item, item.problem or "unreadable benchmark row")
+                valid = [item for item in batch if item.record is not None]
+                if not valid:
+                    continue
+                if model is None:
+                    ctx.logger.info("eval: %s (%s %s) on %s", student.name, student.backend, student.model,
+                                    ", ".join(f"{s.name} x{s.samples}" for s in config.benchmarks))
+                    model = build_chat_model(student)
+                    verifier = build_verifier(config.verify)
+                for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
+                    yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
+                ctx.stats.update(totals)
+                ctx.logger.info("eval: %d samples scored, %.1f%% correct, %.0f generated tokens/s", totals["samples"],
+                                100 * totals["correct"] / max(totals["samples"], 1),
+                                totals["completion_tokens"] / max(totals["generate_s"], 1e-9))
+        finally:
+            if model is not None:
+                model.close()
+            if verifier is not None:
+                verifier.close()
+
+    def _score(self, group: list[Item], spec: BenchmarkSpec, model: ChatModel, verifier: Any,
+               totals: dict[str, Any], ctx: ShardContext) -> Iterator[Outcome]:
+        config = self.cfg
+        sampling = config.sampling.model_copy(update={"max_tokens": spec.max_tokens}) if spec.max_tokens else config.sampling
+        queries = [Query.model_validate(item.record["query"]) for item in group]  # type: ignore[index]
+        seeds = [sample_seed(self.recipe.seed, spec.name, item.record["problem_id"], item.record["sample"])  # type: ignore[index]
+                 for item in group]
+        started = time.perf_counter()
+        completions = model.chat([build_conversation(q, config.system_prompt) for q in queries], sampling, seeds)
+        totals["generate_s"] += time.perf_counter() - started
+        verdicts = verifier.verify_batch([(q, c.text) for q, c in zip(queries, completions)])
+        for item, query, seed, completion, verdict in zip(group, queries, seeds, completions, verdicts):
+            passed = verdict.score >= config.pass_score
+            totals["samples"] += 1
+            totals["correct"] += passed
+            totals["completion_tokens"] += completion.completion_tokens
+            sample = EvalSample(
+                benchmark=spec.name, problem_id=item.record["problem_id"], query_id=query.id,  # type: ignore[index]
+                sample=item.record["sample"], seed=seed, model=model.name, response=completion.text,  # type: ignore[index]
+                completion_tokens=completion.completion_tokens, prompt_tokens=completion.prompt_tokens,
+                finish_reason=completion.finish_reason, latency_s=round(completion.latency_s, 4),
+                score=verdict.score, passed=passed, verifier=verdict.verifier, details=verdict.details,
+            )
+            yield Outcome.kept(item, sample.model_dump(mode="json"))
