@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,12 +58,25 @@ def fake_run(recipe_path: Path, root: Path, manifests: int) -> tuple[RunDir, int
     return run, written
 
 
+def fake_data_dir(root: Path) -> None:
+    """The paper recipe reads ${DISTILLERY_DATA}: give it empty query files so its paths resolve here."""
+    os.environ.setdefault("DISTILLERY_RUNS", str(root / "runs"))
+    os.environ["DISTILLERY_DATA"] = str(root / "data")
+    (root / "data" / "queries").mkdir(parents=True)
+    for category in ("math", "code", "science", "instruction_following", "chat", "general"):
+        (root / "data" / "queries" / f"{category}.jsonl").touch()
+    shared = Path(os.environ.get("DISTILLERY_BENCHMARKS", Path(__file__).resolve().parents[2] / "shared" / "benchmarks"))
+    (root / "data" / "benchmarks").symlink_to(shared)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", type=Path, default=Path("jobs/am-thinking-distill.yaml"))
     parser.add_argument("--manifests", type=int, default=10_000)
     args = parser.parse_args()
 
+    scratch = Path(tempfile.mkdtemp(prefix="bench-status-"))
+    fake_data_dir(scratch)
     started = time.perf_counter()
     recipe = load_recipe(args.recipe, check_paths=False)
     groups = build_groups(recipe)
@@ -85,6 +100,7 @@ def main() -> None:
         print(f"resume planning over the same run: {len(pending)} groups pending in {time.perf_counter() - started:.3f}s")
         print(text.splitlines()[0])
         print("\n".join(text.splitlines()[2:6]))
+    shutil.rmtree(scratch)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,13 @@ EPILOG = """examples:
 """
 
 
-def _load(target: str, overrides: list[str]) -> tuple[Recipe, RunDir]:
+def _load(target: str, overrides: list[str], check_paths: bool = True) -> tuple[Recipe, RunDir]:
     """A recipe file, or a run directory (its recipe snapshot)."""
     path = Path(target)
     if path.is_dir():
         run = RunDir(path)
         return load_run_recipe(run), run
-    recipe = load_recipe(path, overrides)
+    recipe = load_recipe(path, overrides, check_paths=check_paths)
     return recipe, RunDir(recipe.run_dir)
 
 
@@ -48,7 +48,7 @@ def _write_snapshot(recipe: Recipe, run: RunDir) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from distillery.core.plan import build_groups, pending_groups
 
-    recipe, run = _load(args.target, args.set)
+    recipe, run = _load(args.target, args.set, check_paths=not args.no_path_check)
     groups = build_groups(recipe)
     pending = {g.key: g for g in pending_groups(run, recipe)} if run.recipe.exists() else {g.key: g for g in groups}
     print(f"run {recipe.name!r} -> {run.root}   executor: {recipe.executor.kind}   teachers: "
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("plan", "validate a recipe and show the task groups, shard counts, resources and sbatch scripts (dry run)")
     p.add_argument("--sbatch", action="store_true", help="print sbatch scripts even for a local recipe")
+    p.add_argument("--no-path-check", action="store_true",
+                   help="do not require input paths to exist (planning on a machine without the data mounted)")
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the recipe's executor")
