@@ -81,11 +81,13 @@ def test_tensor_and_data_parallel_match_one_rank(tmp_path, traces, make_run, tin
 
 @pytest.mark.slow
 def test_loss_decreases_on_smollm2(tmp_path, traces, make_run, megatron_single) -> None:
-    sft = {"lr": 2e-4, "global_batch": 1, "max_steps": 3, "warmup_fraction": 0.0, "save_every": 100}
-    root = _prepare(tmp_path, "smollm2", traces[:12], make_run, "smollm2", sft)
+    # two short traces packed into one bin, trained on for three epochs: every step sees the same tokens
+    sft = {"lr": 2e-4, "global_batch": 1, "epochs": 3, "warmup_fraction": 0.0, "save_every": 100}
+    root = _prepare(tmp_path, "smollm2", [traces[1], traces[3]], make_run, "smollm2", sft)
     result = run_task(str(root), "sft", "t1", "task", 0)
     curve = _metrics(root)
     assert [r["step"] for r in curve] == [1, 2, 3]
+    assert {r["bins"] for r in curve} == {1} and len({r["loss_tokens"] for r in curve}) == 1
     losses = [r["loss"] for r in curve]
     assert losses[2] < losses[1] < losses[0], losses
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 and r["loss_tokens"] > 0 for r in curve)
