@@ -52,7 +52,7 @@ def _load_scans(ctx: ShardContext, prefix: str) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0].files}
 
 
-class _DropListStage(TwoPassStage):
+class DropListStage(TwoPassStage):
     """Shared `process`: drop the keys that `merge` listed for this shard, keep the rest."""
 
     def write_drops(self, ctx: ShardContext, shards: np.ndarray, keys: np.ndarray, reasons: list[str]) -> None:
@@ -82,7 +82,7 @@ class ExactDedupConfig(StageConfig):
 
 
 @register
-class ExactDedupStage(_DropListStage):
+class ExactDedupStage(DropListStage):
     name = "dedup"
     Config = ExactDedupConfig
 
@@ -127,7 +127,7 @@ class NearDedupConfig(StageConfig):
 
 
 @register
-class NearDedupStage(_DropListStage):
+class NearDedupStage(DropListStage):
     name = "near_dedup"
     Config = NearDedupConfig
 
