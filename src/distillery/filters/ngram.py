@@ -34,13 +34,14 @@ from distillery.filters.ngram_counts import (
     words,
 )
 from distillery.filters.traces import parse_trace
+from distillery.models import resolve_model
 
 
 class NgramConfig(StageConfig):
     n: int = Field(20, ge=1, description="N-gram length in units.")
     limit: int = Field(20, ge=1, description="Drop traces containing an n-gram counted more than this many times.")
     unit: Literal["word", "token"] = Field("word", description="word: letter/digit runs of the normalised text; token: tokenizer ids.")
-    tokenizer: str | None = Field(None, description="Tokenizer for unit=token; default: the embedded SmolLM2-135M-Instruct.")
+    tokenizer: str = Field("smollm2", description="Tokenizer for unit=token: a model folder or hub id, or 'smollm2' (the embedded model).")
     count: Literal["occurrences", "traces"] = Field("occurrences", description="Count every occurrence, or each n-gram once per trace.")
     num_buckets: int = Field(256, ge=1, description="Hash ranges merged one at a time (a power of two); memory ~ total/buckets.")
     spill_at: int = Field(16_000_000, ge=1, description="N-gram hashes a scan holds in memory before spilling a sorted run to disk.")
@@ -65,11 +66,7 @@ class NgramStage(TwoPassStage):
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        if self.config.tokenizer:
-            return AutoTokenizer.from_pretrained(self.config.tokenizer)
-        from distillery.models.smollm2 import ensure_hf_folder
-
-        return AutoTokenizer.from_pretrained(ensure_hf_folder())
+        return AutoTokenizer.from_pretrained(resolve_model(self.config.tokenizer))
 
     @cached_property
     def _word_hasher(self) -> WordHasher:

@@ -23,10 +23,11 @@ from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoP
 from distillery.core.store import iter_jsonl, read_json, shard_name, write_json, write_jsonl
 from distillery.filters.scoring import Document, PackedScorer
 from distillery.filters.traces import parse_trace
+from distillery.models import resolve_model
 
 
 class PerplexityConfig(StageConfig):
-    model: str | None = Field(None, description="Reference model folder or hub id; default: the embedded SmolLM2-135M-Instruct.")
+    model: str = Field("smollm2", description="Reference model folder or hub id, or 'smollm2' (the embedded SmolLM2-135M-Instruct).")
     device: str = Field("auto", description="Torch device: auto (cuda when present), cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
     tokens_per_pass: int = Field(8192, ge=16, description="Tokens packed into one forward pass (longer traces get a pass alone).")
@@ -56,11 +57,7 @@ class PerplexityStage(TwoPassStage):
 
     @cached_property
     def model_dir(self) -> str:
-        if self.config.model:
-            return self.config.model
-        from distillery.models.smollm2 import ensure_hf_folder
-
-        return str(ensure_hf_folder())
+        return resolve_model(self.config.model)
 
     @cached_property
     def scorer(self) -> PackedScorer:

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ def document_causal_attention(
         raise ValueError("document attention takes no attention mask: pack documents instead of padding them")
     length = query_BHLD.shape[2]
     bounds = [0, length] if cu_seq_lens_q is None else [int(b) for b in cu_seq_lens_q.tolist()]
-    if bounds[-1] != length or query_BHLD.shape[0] != 1 and cu_seq_lens_q is not None:
+    if bounds[-1] != length or (cu_seq_lens_q is not None and query_BHLD.shape[0] != 1):
         raise ValueError(f"document boundaries {bounds[:3]}...{bounds[-1]} do not describe one packed row of {length}")
     out_BHLD = torch.empty_like(query_BHLD)
     for start, end in zip(bounds[:-1], bounds[1:]):
@@ -129,14 +130,15 @@ class PackedScorer:
     """Scores documents with a causal LM, packing several into each forward pass."""
 
     def __init__(self, model_dir: Path | str, device: str = "auto", dtype: str = "float32",
-                 tokens_per_pass: int = 8192, logits_chunk: int = 2048) -> None:
+                 tokens_per_pass: int = 8192, logits_chunk: int = 2048, model_kwargs: dict[str, Any] | None = None) -> None:
+        """`model_kwargs` go to `from_pretrained` (config overrides such as `num_hidden_layers` for benchmarks)."""
         from transformers import AutoModelForCausalLM
 
         self.device = resolve_device(device)
         self.tokens_per_pass = tokens_per_pass
         self.logits_chunk = logits_chunk
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype), attn_implementation=register_document_attention()
+            model_dir, dtype=getattr(torch, dtype), attn_implementation=register_document_attention(), **(model_kwargs or {})
         ).to(self.device).eval()
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise ValueError(f"{model_dir}: logit soft-capping is not supported by the chunked scorer")

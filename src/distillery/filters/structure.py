@@ -18,13 +18,14 @@ from pydantic import Field
 from distillery.core.records import Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.filters.traces import parse_trace
+from distillery.models import resolve_model
 from distillery.verify.parsing import ParsedResponse, parse_response
 
 
 class StructureConfig(StageConfig):
     require_answer_tags: bool = Field(True, description="The answer must be wrapped in <answer> tags (false: the text after </think>).")
     max_tokens: int = Field(32768, ge=1, description="Most tokens of the chat-templated conversation, with the student's tokenizer.")
-    tokenizer: str | None = Field(None, description="Student tokenizer folder or hub id; default: the embedded SmolLM2-135M-Instruct.")
+    tokenizer: str = Field("smollm2", description="Student tokenizer: a model folder or hub id, or 'smollm2' (the embedded SmolLM2-135M-Instruct).")
     batch_size: int = Field(256, ge=1, description="Traces tokenised together.")
 
 
@@ -53,11 +54,7 @@ class StructureStage(RecordStage):
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        if self.config.tokenizer:
-            return AutoTokenizer.from_pretrained(self.config.tokenizer)
-        from distillery.models.smollm2 import ensure_hf_folder
-
-        return AutoTokenizer.from_pretrained(ensure_hf_folder())
+        return AutoTokenizer.from_pretrained(resolve_model(self.config.tokenizer))
 
     def conversation_tokens(self, traces: list[Trace]) -> list[int]:
         """Token counts of each trace's training conversation (prompt and response, chat template)."""
