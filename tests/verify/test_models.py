@@ -17,6 +17,17 @@ from distillery.verify.judge import parse_judge_score
 from distillery.verify.reward import map_reward
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> None:
+    """One intra-op thread: on a shared, loaded 2-core machine two threads made generation ~10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def chat_model(smollm2_dir: Path) -> TransformersChatModel:
     model = TransformersChatModel(str(smollm2_dir), max_batch=4)

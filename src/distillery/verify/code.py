@@ -140,9 +140,9 @@ class CodeVerifier:
             if isinstance(outcome, Verdict):
                 scheduled.append(outcome)
                 continue
-            program_dir, argv, compile_error, tests = outcome
-            if compile_error is not None:
-                runs = [_done(TestRun("compile_error", 0.0, compile_error)) for _ in tests]
+            program_dir, argv, build_failure, tests = outcome
+            if build_failure is not None:
+                runs = [_done(build_failure) for _ in tests]
             else:
                 runs = [self._executor.submit(self._run_test, program_dir, argv, test, query.reference.fn_name) for test in tests]
             scheduled.append((query, program_dir, runs))
@@ -173,8 +173,8 @@ class CodeVerifier:
         }
         return Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
 
-    def _prepare(self, query: Query, response: str) -> Verdict | tuple[Path, list[str], str | None, list[TestCase]]:
-        """A verdict when there is nothing to run; else the program folder, run argv, compile error, tests."""
+    def _prepare(self, query: Query, response: str) -> Verdict | tuple[Path, list[str], TestRun | None, list[TestCase]]:
+        """A verdict when there is nothing to run; else the program folder, run argv, failed build, tests."""
         reference = query.reference
         tests = reference.tests[: self.settings.max_tests]
         if not tests:
@@ -184,13 +184,13 @@ class CodeVerifier:
         code = extract_code(response, reference.language)
         if code is None:
             return Verdict.failed(self.name, f"no {reference.language} code block in the answer", structure=parse_response(response).problem)
-        program_dir = Path(tempfile.mkdtemp(prefix="distillery-code-"))
+        program_dir = Path(tempfile.mkdtemp(prefix="distillery-code-"))  # its parent must be enterable by the sandbox uid
         program_dir.chmod(0o755)
-        argv, compile_error = self._write_program(program_dir, code, reference.language, reference.fn_name)
-        return program_dir, argv, compile_error, tests
+        argv, build_failure = self._write_program(program_dir, code, reference.language, reference.fn_name)
+        return program_dir, argv, build_failure, tests
 
-    def _write_program(self, program_dir: Path, code: str, language: str, fn_name: str | None) -> tuple[list[str], str | None]:
-        """Write the program (and compile it); return the argv of one test run and a compile error, if any."""
+    def _write_program(self, program_dir: Path, code: str, language: str, fn_name: str | None) -> tuple[list[str], TestRun | None]:
+        """Write the program (and compile it); return the argv of one test run and the failed build, if any."""
         if language == "python":
             (program_dir / "solution.py").write_text(code)
             (program_dir / "solution.py").chmod(0o644)
@@ -207,14 +207,18 @@ class CodeVerifier:
             settings=self.settings.sandbox,
             writable=True,
         )
+        if not compiled.started:
+            return [], TestRun("sandbox_error", compiled.wall_s, compiled.stderr.decode(errors="replace")[-1000:])
         if compiled.timed_out or compiled.exit_code != 0 or not (program_dir / "solution").exists():
             reason = "compiler timed out" if compiled.timed_out else compiled.stderr.decode(errors="replace")[-1000:]
-            return [], reason or f"compiler exit code {compiled.exit_code}"
+            return [], TestRun("compile_error", compiled.wall_s, reason or f"compiler exit code {compiled.exit_code}")
         return [f"{SANDBOX_ROOT}/solution"], None
 
     def _run_test(self, program_dir: Path, argv: list[str], test: TestCase, fn_name: str | None) -> TestRun:
         result = run_sandboxed(argv, program_dir, stdin=test.input.encode(), limits=self.settings.limits, settings=self.settings.sandbox)
         failure = classify(result, self.settings.limits)
+        if failure == "sandbox_error":
+            logger.warning("sandbox failed to start: %s", result.stderr.decode(errors="replace")[-300:])
         if failure is not None:
             return TestRun(failure, result.wall_s, result.stderr.decode(errors="replace")[-300:])
         actual = result.stdout.decode(errors="replace")

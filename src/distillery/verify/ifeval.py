@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import re
 from collections.abc import Callable
 from functools import cache
@@ -21,8 +20,6 @@ from distillery.core.records import Query
 from distillery.verify.config import IFEvalSettings
 from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
-
-logger = logging.getLogger(__name__)
 
 NAME = "ifeval"
 

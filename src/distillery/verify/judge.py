@@ -8,7 +8,6 @@ a verdict saying so, not an exception.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 
 from distillery.core.llm import ChatModel
@@ -17,8 +16,6 @@ from distillery.core.recipe import Sampling
 from distillery.verify.config import JudgeSettings
 from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
-
-logger = logging.getLogger(__name__)
 
 NAME = "llm_judge"
 

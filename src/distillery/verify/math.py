@@ -104,6 +104,7 @@ class MathVerifier:
             if not result.ok:
                 verdicts[slot] = Verdict.failed(self.name, result.error)
             elif "error" in result.value:
+                logger.warning("query %s: %s: %r", pairs[slot][0].id, result.value["error"], result.value["gold"])
                 verdicts[slot] = Verdict.failed(self.name, result.value["error"], gold=result.value["gold"])
             else:
                 score = 1.0 if result.value["correct"] else 0.0

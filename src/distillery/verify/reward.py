@@ -3,7 +3,6 @@ configurable function maps its raw reward to [0, 1]."""
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -13,8 +12,6 @@ from distillery.core.records import Query
 from distillery.verify.config import RewardSettings
 from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
-
-logger = logging.getLogger(__name__)
 
 NAME = "reward_model"
 

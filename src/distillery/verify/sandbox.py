@@ -62,7 +62,8 @@ class SandboxSettings(BaseModel):
 
 @dataclass
 class SandboxResult:
-    """What a sandboxed run did. `started` is False when the sandbox itself failed to set up."""
+    """What a sandboxed run did. `started` is False when the sandbox failed to set up or exec the program
+    (bwrap then reports no exit code of its own child)."""
 
     started: bool
     exit_code: int | None
@@ -236,7 +237,7 @@ def run_sandboxed(
             stderr = stderr_file.read(cap + 1)
         status = _read_status(status_read)
     return SandboxResult(
-        started="child-pid" in status,
+        started="exit-code" in status or timed_out,
         exit_code=status.get("exit-code", exit_code),
         timed_out=timed_out,
         stdout=stdout[:cap],
