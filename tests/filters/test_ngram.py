@@ -12,7 +12,14 @@ from conftest import as_items, make_trace, run_stage
 
 from distillery.core.records import Trace
 from distillery.filters.ngram import NgramConfig, NgramStage
-from distillery.filters.ngram_counts import SpillingCounter, count_hashes, merge_counts, read_counts, words, write_counts
+from distillery.filters.ngram_counts import (
+    SpillingCounter,
+    count_hashes,
+    merge_counts,
+    read_counts,
+    words,
+    write_counts,
+)
 
 N = 20
 LIMIT = 20
@@ -76,7 +83,7 @@ def test_planted_repetitions_are_caught_exactly(recipe, run) -> None:
 
 
 def test_clean_sample_has_no_false_positives(recipe, run) -> None:
-    traces, planted, boundary = _corpus(seed=11)
+    traces, planted, _ = _corpus(seed=11)
     clean = [t for t in traces if t.query.prompt not in planted]
     stage = NgramStage("ngram", NgramConfig(n=N, limit=LIMIT), recipe, recipe.teachers[0])
     outcomes = run_stage(stage, run, [as_items(clean)])[0]

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from distillery.analyze.collect import TeacherStats  # noqa: E402
+from distillery.analyze.collect import TeacherStats
 
 SHORT_TOKENS = 1024
 LONG_TOKENS = 10240

@@ -15,6 +15,7 @@ a rare n-gram over the limit, which at paper scale is not expected to happen onc
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,7 +105,7 @@ def _bucket_slices(hashes: np.ndarray, num_buckets: int) -> list[slice]:
     shift = 64 - (num_buckets.bit_length() - 1)
     bounds = np.array([b << shift for b in range(1, num_buckets)], dtype=np.uint64) if num_buckets > 1 else np.empty(0, np.uint64)
     cuts = [0, *np.searchsorted(hashes, bounds).tolist(), hashes.size]
-    return [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return [slice(lo, hi) for lo, hi in itertools.pairwise(cuts)]
 
 
 def _sum_by_hash(parts: list[np.ndarray]) -> np.ndarray:

@@ -13,7 +13,7 @@ For a document with context c_1..c_m and target t_1..t_k:
 
 from __future__ import annotations
 
-import logging
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +23,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-logger = logging.getLogger(__name__)
 
 ATTENTION_NAME = "distillery_document_sdpa"
 
@@ -80,7 +78,7 @@ def document_causal_attention(
     if bounds[-1] != length or (cu_seq_lens_q is not None and query_BHLD.shape[0] != 1):
         raise ValueError(f"document boundaries {bounds[:3]}...{bounds[-1]} do not describe one packed row of {length}")
     out_BHLD = torch.empty_like(query_BHLD)
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         out_BHLD[:, :, start:end] = F.scaled_dot_product_attention(
             query_BHLD[:, :, start:end],
             key_BKLD[:, :, start:end],
