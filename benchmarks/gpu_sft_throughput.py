@@ -94,7 +94,7 @@ def main() -> None:
     recompute = args.recompute == "on" or (args.recompute == "auto" and device.type == "cuda")
     settings = TrainSettings(lr=8e-5, min_lr=0.0, warmup_fraction=0.05, epochs=1, global_batch=1, weight_decay=0.0,
                              adam_betas=(0.9, 0.95), grad_clip=1.0, save_every=10**9, keep_checkpoints=1, seed=0,
-                             tensor_parallel=1, max_steps=None,
+                             tensor_parallel=1, pipeline_parallel=1, max_steps=None,
                              dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
                              recompute=recompute, pad_bins=device.type == "cuda", peak_tflops=args.peak_tflops)
     with tempfile.TemporaryDirectory() as scratch:

@@ -53,9 +53,10 @@ def _prepare(tmp_path: Path, name: str, traces, make_run, student: Path | str, s
 
 
 @pytest.mark.slow
-def test_tensor_and_data_parallel_match_one_rank(tmp_path, traces, make_run, tiny_model, smollm2_dir,
-                                                 megatron_single) -> None:
-    student = tiny_model(tmp_path, "qwen2", tokenizer_from=smollm2_dir)
+def test_tensor_pipeline_and_data_parallel_match_one_rank(tmp_path, traces, make_run, tiny_model, smollm2_dir,
+                                                          megatron_single) -> None:
+    # tied embeddings: under pipeline parallelism the two copies must take the same update
+    student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
     sft = {"lr": 1e-3, "global_batch": 4, "epochs": 1, "max_steps": 3, "warmup_fraction": 0.0, "save_every": 10,
            "grad_clip": 0.5}
     single = _prepare(tmp_path, "tp1", traces, make_run, student, sft)
@@ -64,19 +65,22 @@ def test_tensor_and_data_parallel_match_one_rank(tmp_path, traces, make_run, tin
     _wait(_launch_ranks(tensor, 2))
     data = _prepare(tmp_path, "dp2", traces, make_run, student, sft)
     _wait(_launch_ranks(data, 2))
+    pipeline = _prepare(tmp_path, "pp2", traces, make_run, student, {**sft, "pipeline_parallel": 2})
+    _wait(_launch_ranks(pipeline, 2))
     reference = _metrics(single)
     assert len(reference) == 3
-    for other in (tensor, data):
+    for other in (tensor, data, pipeline):
         curve = _metrics(other)
         assert [r["loss_tokens"] for r in curve] == [r["loss_tokens"] for r in reference]
         for mine, ref in zip(curve, reference):
             assert mine["loss"] == pytest.approx(ref["loss"], rel=1e-5)
             assert mine["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4)
-    # the exported students agree too: TP shards are merged back into the same Hugging Face weights
+    # the exported students agree too: TP and PP shards are merged back into the same Hugging Face weights
     one = AutoModelForCausalLM.from_pretrained(single / "sft" / "t1" / "hf").state_dict()
-    two = AutoModelForCausalLM.from_pretrained(tensor / "sft" / "t1" / "hf").state_dict()
-    for name, weight in one.items():
-        torch.testing.assert_close(two[name], weight, atol=1e-5, rtol=1e-4)
+    for other in (tensor, pipeline):
+        two = AutoModelForCausalLM.from_pretrained(other / "sft" / "t1" / "hf").state_dict()
+        for name, weight in one.items():
+            torch.testing.assert_close(two[name], weight, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.slow

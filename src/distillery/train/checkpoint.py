@@ -1,6 +1,6 @@
 """Training checkpoints in a shard's work directory: one file per rank, a marker written last.
 
-    <work>/checkpoints/step-00000040/tp00-dp000.pt   model, optimizer, scheduler, RNG of one rank
+    <work>/checkpoints/step-00000040/tp00-pp000-dp000.pt  model, optimizer, scheduler, RNG of one rank
     <work>/checkpoints/step-00000040/done.json       written by rank 0 after every rank has saved
 
 A checkpoint without its marker (a kill during saving) is ignored and later removed; the newest marked one is
@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 
-def rank_file(tp_rank: int, dp_rank: int) -> str:
-    return f"tp{tp_rank:02d}-dp{dp_rank:03d}.pt"
+def rank_file(tp_rank: int, pp_rank: int, dp_rank: int) -> str:
+    return f"tp{tp_rank:02d}-pp{pp_rank:03d}-dp{dp_rank:03d}.pt"
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -32,12 +32,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(root: Path, step: int, tp_rank: int, dp_rank: int, state: dict[str, Any],
+def save_checkpoint(root: Path, step: int, tp_rank: int, pp_rank: int, dp_rank: int, state: dict[str, Any],
                     meta: dict[str, Any], keep: int) -> Path:
     """Collective: every rank saves its file, then rank 0 marks the checkpoint done and prunes old ones."""
     target = step_dir(root, step)
     target.mkdir(parents=True, exist_ok=True)
-    path = target / rank_file(tp_rank, dp_rank)
+    path = target / rank_file(tp_rank, pp_rank, dp_rank)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -56,5 +56,5 @@ def save_checkpoint(root: Path, step: int, tp_rank: int, dp_rank: int, state: di
     return target
 
 
-def load_rank_state(checkpoint: Path, tp_rank: int, dp_rank: int) -> dict[str, Any]:
-    return torch.load(checkpoint / rank_file(tp_rank, dp_rank), map_location="cpu", weights_only=False)
+def load_rank_state(checkpoint: Path, tp_rank: int, pp_rank: int, dp_rank: int) -> dict[str, Any]:
+    return torch.load(checkpoint / rank_file(tp_rank, pp_rank, dp_rank), map_location="cpu", weights_only=False)

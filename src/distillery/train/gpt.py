@@ -121,11 +121,14 @@ def build_model(shape: ModelShape, tensor_parallel: int, pipeline_parallel: int,
     from megatron.core.models.gpt import GPTModel
 
     config = transformer_config(shape, tensor_parallel, pipeline_parallel, dtype, recompute)
+    # With several stages the last one keeps its own copy of a tied embedding as the output layer (the trainer
+    # sums the two gradients); Megatron's own tying syncs the copies with CUDA-only code at construction.
+    tie = shape.tie_embeddings and pipeline_parallel == 1
     model = GPTModel(
         config=config, transformer_layer_spec=layer_spec(), vocab_size=shape.vocab_size,
         max_sequence_length=shape.max_positions,
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage(),
-        parallel_output=True, share_embeddings_and_output_weights=shape.tie_embeddings,
+        parallel_output=True, share_embeddings_and_output_weights=tie,
         position_embedding_type="rope", rotary_base=int(shape.rope_theta), rotary_percent=1.0,
     )
     return model.to(device)

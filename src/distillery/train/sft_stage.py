@@ -1,7 +1,8 @@
 """The `sft` stage: fine-tune the student on one teacher's packed traces with Megatron-core, then export.
 
 Runs as one task of `world_size` ranks (a multi-task SLURM job, one rank per task; or spawned processes
-locally); tensor parallel size `tensor_parallel`, data parallel over the remaining ranks. A task killed or
+locally); tensor parallel size `tensor_parallel`, `pipeline_parallel` stages, data parallel over the remaining
+ranks. A task killed or
 requeued is simply run again: it resumes from the newest checkpoint in its work directory.
 
 Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, tokens/s, MFU per step) and `hf/`, the trained
@@ -33,7 +34,8 @@ class SFTStage(TaskStage):
 
     class Config(StageConfig):
         student: str = Field("smollm2", description="Hugging Face folder of the student (Llama or Qwen2), or 'smollm2'.")
-        tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size; the world size must be a multiple of it.")
+        tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size.")
+        pipeline_parallel: int = Field(1, ge=1, description="Pipeline stages; world size = tensor x pipeline x data parallel.")
         lr: float = Field(8e-5, gt=0, description="Peak learning rate (paper: 8e-5).")
         min_lr: float = Field(0.0, ge=0, description="Learning rate the cosine decays to (paper: 0).")
         warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warmup (paper: 5%).")
@@ -64,7 +66,8 @@ class SFTStage(TaskStage):
             lr=config.lr, min_lr=config.min_lr, warmup_fraction=config.warmup_fraction, epochs=config.epochs,
             global_batch=config.global_batch, weight_decay=config.weight_decay, adam_betas=(0.9, config.adam_beta2),
             grad_clip=config.grad_clip, save_every=config.save_every, keep_checkpoints=config.keep_checkpoints,
-            seed=config.seed, tensor_parallel=config.tensor_parallel, max_steps=config.max_steps, dtype=dtype,
+            seed=config.seed, tensor_parallel=config.tensor_parallel, pipeline_parallel=config.pipeline_parallel,
+            max_steps=config.max_steps, dtype=dtype,
             recompute=config.recompute, pad_bins=device.type == "cuda", peak_tflops=config.peak_tflops,
         )
 
@@ -79,19 +82,23 @@ class SFTStage(TaskStage):
         source = self.input_step()
         if source is None:
             raise ValueError(f"step {self.step!r} needs a pack step before it")
-        if ctx.world_size % config.tensor_parallel:
-            raise ValueError(f"world size {ctx.world_size} is not a multiple of tensor_parallel={config.tensor_parallel}")
+        model_parallel = config.tensor_parallel * config.pipeline_parallel
+        if ctx.world_size % model_parallel:
+            raise ValueError(f"world size {ctx.world_size} is not a multiple of tensor_parallel x pipeline_parallel "
+                             f"= {model_parallel}")
         device = pick_device()
         owns_group = not dist.is_initialized()
         init_distributed(ctx.rank, ctx.world_size, device)
         try:
-            init_megatron(config.tensor_parallel, 1, config.seed, device)
+            init_megatron(config.tensor_parallel, config.pipeline_parallel, config.seed, device)
             model_dir = resolve_model_dir(config.student)
             shape = ModelShape.from_folder(model_dir)
-            initial = ctx.work_dir / f"initial-tp{config.tensor_parallel}"
+            initial = ctx.work_dir / f"initial-tp{config.tensor_parallel}-pp{config.pipeline_parallel}"
             if ctx.rank == 0 and not (initial / "megatron.json").exists():
-                ctx.logger.info("converting %s to Megatron-core shards for TP=%d", model_dir, config.tensor_parallel)
-                save_shards(hf_to_megatron(load_hf_state(model_dir), shape, config.tensor_parallel, 1), initial, shape)
+                ctx.logger.info("converting %s to Megatron-core shards for TP=%d PP=%d", model_dir,
+                                config.tensor_parallel, config.pipeline_parallel)
+                save_shards(hf_to_megatron(load_hf_state(model_dir), shape, config.tensor_parallel,
+                                           config.pipeline_parallel), initial, shape)
             dist.barrier()
             out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,7 @@ class SFTStage(TaskStage):
             if owns_group:
                 shutdown()
         return {"inputs": documents, "kept": documents, "world_size": ctx.world_size,
-                "tensor_parallel": config.tensor_parallel, "metrics": str(out_dir / "metrics.jsonl"),
+                "tensor_parallel": config.tensor_parallel, "pipeline_parallel": config.pipeline_parallel, "metrics": str(out_dir / "metrics.jsonl"),
                 "hf": str(out_dir / "hf") if config.export_hf else None, **summary}
 
     def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
@@ -115,6 +122,7 @@ class SFTStage(TaskStage):
 
         checkpoint = latest_checkpoint(trainer.checkpoints)
         assert checkpoint is not None, "training always ends with a checkpoint"
-        shards = {(tp_rank, 0): load_rank_state(checkpoint, tp_rank, 0)["model"]
-                  for tp_rank in range(trainer.settings.tensor_parallel)}
+        shards = {(tp_rank, pp_rank): load_rank_state(checkpoint, tp_rank, pp_rank, 0)["model"]
+                  for tp_rank in range(trainer.settings.tensor_parallel)
+                  for pp_rank in range(trainer.settings.pipeline_parallel)}
         save_hf_folder(megatron_to_hf(shards, shape), model_dir, target)

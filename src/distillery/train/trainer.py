@@ -1,4 +1,4 @@
-"""The SFT loop over packed bins: tensor + data parallel Megatron-core GPTModel, resumable.
+"""The SFT loop over packed bins: tensor, pipeline and data parallel Megatron-core GPTModel, resumable.
 
 One optimizer step consumes `global_batch` bins (one bin per micro-batch, THD layout), split over the
 data-parallel ranks, with gradients accumulated over micro-batches. The loss is the token-weighted mean over
@@ -27,6 +27,7 @@ from distillery.train.checkpoint import latest_checkpoint, load_rank_state, save
 from distillery.train.flops import peak_flops, training_flops
 from distillery.train.gpt import ModelShape, build_model, load_state, model_state
 from distillery.train.packed_file import PackedReader
+from distillery.train.pipeline import StageLinks, pipeline_forward_backward
 from distillery.train.schedule import warmup_cosine
 
 
@@ -44,6 +45,7 @@ class TrainSettings:
     keep_checkpoints: int
     seed: int
     tensor_parallel: int
+    pipeline_parallel: int
     max_steps: int | None
     dtype: torch.dtype
     recompute: bool
@@ -73,12 +75,19 @@ class Trainer:
         self.checkpoints = work_dir / "checkpoints"
         self.tp_rank = parallel_state.get_tensor_model_parallel_rank()
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
+        self.pp_rank = parallel_state.get_pipeline_model_parallel_rank()
+        self.pp_size = parallel_state.get_pipeline_model_parallel_world_size()
+        self.pp_group = parallel_state.get_pipeline_model_parallel_group()
+        self.links = StageLinks()
+        self.embedding_group = parallel_state.get_embedding_group() if self.pp_size > 1 else None
+        self.in_embedding_group = self.pp_size > 1 and parallel_state.is_rank_in_embedding_group()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_group = parallel_state.get_data_parallel_group()
         self.data = PackedReader(data)
         self.plan = step_plan(len(self.data), settings)
-        self.model = build_model(shape, settings.tensor_parallel, 1, torch.float32, device, settings.recompute)
+        self.model = build_model(shape, settings.tensor_parallel, settings.pipeline_parallel, torch.float32, device,
+                                 settings.recompute)
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -101,11 +110,11 @@ class Trainer:
             if initial_shards is None:
                 self._rewrite_metrics(0)
                 return
-            load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, 0), map_location="cpu",
-                                              weights_only=True))
+            load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, self.pp_rank),
+                                              map_location="cpu", weights_only=True))
             self._rewrite_metrics(0)
             return
-        state = load_rank_state(checkpoint, self.tp_rank, self.dp_rank)
+        state = load_rank_state(checkpoint, self.tp_rank, self.pp_rank, self.dp_rank)
         load_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -132,19 +141,29 @@ class Trainer:
             inputs.packed = None
         return inputs
 
+    def _tied_weight(self) -> torch.Tensor | None:
+        """Under pipeline parallelism a tied model keeps the embedding on the first stage and a copy as the output
+        layer on the last; their gradients are summed so both copies take the same update."""
+        if not (self.in_embedding_group and self.shape.tie_embeddings):
+            return None
+        return self.model.embedding.word_embeddings.weight if self.links.first else self.model.output_layer.weight
+
     def _all_reduce_gradients(self) -> None:
-        if self.dp_size == 1:
-            return
-        for param in self.model.parameters():
-            if param.grad is not None:
-                dist.all_reduce(param.grad, group=self.dp_group)
+        if self.dp_size > 1:
+            for param in self.model.parameters():
+                if param.grad is not None:
+                    dist.all_reduce(param.grad, group=self.dp_group)
+        tied = self._tied_weight()
+        if tied is not None and tied.grad is not None:
+            dist.all_reduce(tied.grad, group=self.embedding_group)
 
     def _clip_gradients(self) -> float:
         """Global L2 norm over the whole model (TP-sharded weights summed over the TP group), then clip."""
         sharded = torch.zeros((), device=self.device)
         replicated = torch.zeros((), device=self.device)
+        tied_copy = self._tied_weight() if not self.links.first else None
         for param in self.model.parameters():
-            if param.grad is None:
+            if param.grad is None or param is tied_copy:
                 continue
             squares = param.grad.detach().float().pow(2).sum()
             if getattr(param, "tensor_model_parallel", False):
@@ -152,7 +171,10 @@ class Trainer:
             else:
                 replicated += squares
         dist.all_reduce(sharded, group=self.tp_group)
-        norm = float(torch.sqrt(sharded + replicated))
+        total = sharded + replicated
+        if self.pp_size > 1:
+            dist.all_reduce(total, group=self.pp_group)
+        norm = float(torch.sqrt(total))
         if self.settings.grad_clip > 0 and norm > self.settings.grad_clip:
             scale = self.settings.grad_clip / (norm + 1e-6)
             for param in self.model.parameters():
@@ -178,13 +200,28 @@ class Trainer:
                                   enabled=self.settings.dtype != torch.float32)
         for bin_index in mine:
             inputs = self._bin_inputs(bin_index, document_mask)
-            with autocast:
-                weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
-            (weighted / max(loss_tokens, 1.0)).backward()
-            loss_sum += weighted.detach()
+            if self.pp_size == 1:
+                with autocast:
+                    weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
+                (weighted / max(loss_tokens, 1.0)).backward()
+                loss_sum += weighted.detach()
+                continue
+
+            def run_stage() -> torch.Tensor:
+                with autocast:
+                    if self.links.last:
+                        return token_losses(self.model, inputs)
+                    return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
+                                      packed_seq_params=inputs.packed)
+
+            loss_sum += pipeline_forward_backward(
+                self.model, self.links, inputs.tokens_1T.shape[1], self.shape.hidden_size, self.device, run_stage,
+                lambda losses_T: (losses_T * inputs.weights_T).sum(), max(loss_tokens, 1.0))
         self._all_reduce_gradients()
         if self.dp_size > 1:
             dist.all_reduce(loss_sum, group=self.dp_group)
+        if self.pp_size > 1:
+            dist.all_reduce(loss_sum, group=self.pp_group)
         grad_norm = self._clip_gradients()
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
@@ -205,8 +242,9 @@ class Trainer:
     def _save(self) -> None:
         state = {"model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": self.step}
-        save_checkpoint(self.checkpoints, self.step, self.tp_rank, self.dp_rank, state,
-                        {"tensor_parallel": self.settings.tensor_parallel, "data_parallel": self.dp_size},
+        save_checkpoint(self.checkpoints, self.step, self.tp_rank, self.pp_rank, self.dp_rank, state,
+                        {"tensor_parallel": self.settings.tensor_parallel, "pipeline_parallel": self.pp_size,
+                         "data_parallel": self.dp_size},
                         self.settings.keep_checkpoints)
 
     def train(self) -> dict[str, Any]:
