@@ -66,15 +66,17 @@ def test_judge_score_parsing() -> None:
 
 
 @pytest.mark.slow
-def test_judge_runs_on_smollm2(chat_model: TransformersChatModel) -> None:
-    config = VerifyConfig(judge={"max_tokens": 16})
+def test_judge_runs_on_smollm2(smollm2_dir: Path) -> None:
+    """The judge the config names, built by the verifier itself (the transformers backend)."""
+    config = VerifyConfig(judge={"max_tokens": 16, "model": str(smollm2_dir)})
     query = make_query("science", [{"role": "user", "content": "What is the chemical symbol of gold?"}], Reference(answer="Au"))
     chat = make_query("chat", [{"role": "user", "content": "Say hello."}])
-    with build_verifier(config, judge=chat_model) as verifier:
+    with build_verifier(config) as verifier:
         verdicts = verifier.verify_batch([(query, "<think>gold is aurum</think><answer>Au</answer>"), (chat, "Hello!"), (query, "<think>never ends")])
     for verdict in verdicts[:2]:
         assert verdict.verifier == "llm_judge"
         assert 0.0 <= verdict.score <= 1.0
+        assert verdict.details["judge"] == "judge"
         assert verdict.details["judge_output"] or verdict.details["reason"] == "judge reply has no score"
         assert verdict.passed == (verdict.score >= 0.9)
     assert verdicts[2].details["reason"] == "empty answer" and verdicts[2].details["well_formed"] is False

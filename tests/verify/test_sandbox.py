@@ -93,3 +93,11 @@ def test_uid_leases_are_exclusive() -> None:
         thread.join()
     assert len(set(held)) == 3
     assert all(SETTINGS.uid_base <= uid < SETTINGS.uid_base + SETTINGS.uid_count for uid in held)
+
+
+def test_code_verifier_refuses_to_start_without_a_working_sandbox() -> None:
+    from distillery.verify.code import CodeVerifier
+    from distillery.verify.config import CodeSettings
+
+    with pytest.raises(RuntimeError, match="does not work here"):
+        CodeVerifier(CodeSettings(python="/opt/no-such-python", sandbox=SETTINGS), threshold=0.9)

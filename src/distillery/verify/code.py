@@ -121,6 +121,22 @@ def classify(result: SandboxResult, limits: SandboxLimits) -> TestVerdict | None
     return None
 
 
+def check_sandbox(settings: CodeSettings) -> None:
+    """Fail at start, not as a verdict per answer, where the sandbox cannot run here (no bubblewrap,
+    no unprivileged user namespaces, an interpreter outside /usr)."""
+    missing = [tool for tool in ("bwrap", "prlimit") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"the code sandbox needs {missing} (Debian: apt-get install bubblewrap util-linux)")
+    folder = Path(tempfile.mkdtemp(prefix="distillery-code-check-"))
+    try:
+        folder.chmod(0o755)
+        result = run_sandboxed([settings.python, "-c", "print(6 * 7)"], folder, settings=settings.sandbox)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not result.started or result.stdout.strip() != b"42":
+        raise RuntimeError(f"the code sandbox does not work here: {result.stderr.decode(errors='replace')[-500:]}")
+
+
 class CodeVerifier:
     """Runs up to `max_tests` tests per answer, `parallelism` sandboxes at a time."""
 
@@ -129,6 +145,7 @@ class CodeVerifier:
     def __init__(self, settings: CodeSettings, threshold: float) -> None:
         self.settings = settings
         self.threshold = threshold
+        check_sandbox(settings)
         self._executor = ThreadPoolExecutor(max_workers=settings.parallelism, thread_name_prefix="sandbox")
 
     def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:

@@ -55,9 +55,14 @@ class TransformersChatModel:
         dtype: str = "float32",
         max_batch: int = 8,
         name: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
+        """`num_threads` sets torch's intra-op threads for the whole process (1 is much faster on a shared,
+        oversubscribed CPU); None leaves torch's default."""
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         self.name = name or str(model_path).rstrip("/").rsplit("/", 1)[-1]
         self.device = device
         self.max_batch = max_batch
