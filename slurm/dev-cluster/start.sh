@@ -46,6 +46,10 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 mkdir -p "$STATE"/{etc,log,run,spool/ctld,spool/d,munge}
 chmod 755 "$STATE"
+# Two concurrent starts (two test sessions) must not both launch daemons: the second waits, then finds them up.
+# Daemons are started with `9>&-` so they do not inherit (and hold) the lock.
+exec 9>"$STATE/run/start.lock"
+flock 9
 
 # --- configuration (rewritten on every start; running daemons pick it up after stop.sh + start.sh) -----------
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
@@ -127,7 +131,7 @@ if ! alive "$STATE/munge/munged.pid"; then
     rm -f "$STATE/munge/munge.socket"*
     runuser -u munge -- munged --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge/munge.key" \
         --pid-file="$STATE/munge/munged.pid" --log-file="$STATE/munge/munged.log" \
-        --seed-file="$STATE/munge/munged.seed"
+        --seed-file="$STATE/munge/munged.seed" 9>&-
     say "munged started"
 fi
 wait_for 10 munged test -S "$STATE/munge/munge.socket"
@@ -140,7 +144,7 @@ if ! alive "$STATE/run/mariadb.pid"; then
     fi
     setsid mariadbd --no-defaults --datadir="$STATE/mysql" --user=root --socket="$STATE/run/mariadb.sock" \
         --port="$DB_PORT" --bind-address=127.0.0.1 --pid-file="$STATE/run/mariadb.pid" \
-        --log-error="$STATE/log/mariadb.log" --innodb-buffer-pool-size=64M </dev/null >/dev/null 2>&1 &
+        --log-error="$STATE/log/mariadb.log" --innodb-buffer-pool-size=64M </dev/null >/dev/null 2>&1 9>&- &
     say "mariadbd started"
 fi
 wait_for 30 MariaDB mariadb --no-defaults --socket="$STATE/run/mariadb.sock" -u root -e "SELECT 1"
@@ -152,7 +156,7 @@ mariadb --no-defaults --socket="$STATE/run/mariadb.sock" -u root -e "
 
 # --- slurmdbd, then the cluster's entry in it -------------------------------------------------------------
 if ! alive "$STATE/run/slurmdbd.pid"; then
-    slurmdbd
+    slurmdbd 9>&-
     say "slurmdbd started"
 fi
 wait_for 30 slurmdbd sacctmgr -n list cluster
@@ -162,12 +166,12 @@ fi
 
 # --- slurmctld and slurmd -----------------------------------------------------------------------------------
 if ! alive "$STATE/run/slurmctld.pid"; then
-    slurmctld
+    slurmctld 9>&-
     say "slurmctld started"
 fi
 wait_for 30 slurmctld scontrol ping
 if ! alive "$STATE/run/slurmd.pid"; then
-    slurmd -N "$NODE"
+    slurmd -N "$NODE" 9>&-
     say "slurmd started"
 fi
 node_up() { sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)'; }
