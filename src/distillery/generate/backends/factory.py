@@ -1,11 +1,12 @@
 """`build_chat_model`: the backend a teacher's recipe entry asks for, built from its `options`.
 
-Options per backend (anything else is an error naming the teacher):
+`model` may be `smollm2`, the embedded SmolLM2-135M-Instruct. Options per backend (anything else is an error
+naming the teacher):
 - vllm: passed to `vllm.LLM` (tensor_parallel_size, pipeline_parallel_size, max_model_len, dtype, ...).
 - openai: base_url (required), api_key_env (name of the environment variable holding the key; keys never
   go in recipes), concurrency, timeout_s, max_retries.
 - transformers: device, dtype, max_batch.
-- replay: tokenizer (a Hugging Face folder used to count answer tokens).
+- replay: tokenizer (a Hugging Face folder, or `smollm2`, used to count answer tokens).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from distillery.core.llm import ChatModel
 from distillery.core.recipe import TeacherConfig
+from distillery.models import resolve_model
 
 
 class BackendConfigError(ValueError):
@@ -36,7 +38,7 @@ def build_chat_model(teacher: TeacherConfig) -> ChatModel:
     if teacher.backend == "vllm":
         from distillery.generate.backends.vllm_engine import VLLMChatModel
 
-        return VLLMChatModel(teacher.model, options, name=teacher.name)
+        return VLLMChatModel(resolve_model(teacher.model), options, name=teacher.name)
     if teacher.backend == "openai":
         from distillery.generate.backends.openai_http import OpenAIChatModel
 
@@ -53,10 +55,12 @@ def build_chat_model(teacher: TeacherConfig) -> ChatModel:
         from distillery.generate.backends.transformers_chat import TransformersChatModel
 
         _check_options(teacher, TransformersChatModel, options, {"model_path", "name"})
-        return TransformersChatModel(teacher.model, name=teacher.name, **options)
+        return TransformersChatModel(resolve_model(teacher.model), name=teacher.name, **options)
     if teacher.backend == "replay":
         from distillery.generate.backends.replay import ReplayChatModel
 
         _check_options(teacher, ReplayChatModel, options, {"path", "name"})
+        if options.get("tokenizer"):
+            options["tokenizer"] = resolve_model(options["tokenizer"])
         return ReplayChatModel(teacher.model, name=teacher.name, **options)
     raise BackendConfigError(f"teacher {teacher.name!r}: unknown backend {teacher.backend!r}")
