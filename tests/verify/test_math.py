@@ -113,3 +113,12 @@ def test_pool_replaces_dead_and_stuck_workers() -> None:
         assert time.monotonic() - started < 10
         assert pool.replaced == 2
         assert all(result.ok for result in pool.map([0.01] * 4))
+
+
+def test_pool_replaces_a_worker_that_died_while_idle() -> None:
+    with WorkerPool("time:sleep", workers=1, hard_timeout_s=30) as pool:
+        assert pool.map([0.0])[0].ok
+        pool.workers[0].process.kill()
+        pool.workers[0].process.join()
+        results = pool.map([0.0, 0.0])
+        assert all(result.ok for result in results) and pool.replaced == 1

@@ -92,7 +92,9 @@ class WorkerPool:
         stillborn = 0
         while pending or any(worker.in_flight for worker in self.workers):
             now = time.monotonic()
-            for worker in self.workers:
+            for slot, worker in enumerate(self.workers):
+                if not worker.in_flight and not worker.process.is_alive():
+                    worker = self.workers[slot] = self._replace(worker)  # died idle: nobody to blame
                 while pending and len(worker.in_flight) < self.pipeline_depth:
                     index = pending.popleft()
                     if not worker.in_flight:
