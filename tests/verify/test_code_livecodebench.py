@@ -136,3 +136,9 @@ def test_output_comparison() -> None:
     assert call_output_matches("[1, 2]", "[1,2]", 1e-6)
     assert call_output_matches("0.5", "0.5000000001", 1e-6)
     assert not call_output_matches("true", "false", 1e-6)
+
+
+def test_memory_words_on_stderr_of_a_clean_exit_do_not_make_a_memory_limit(lcb: dict[str, dict], verifier: CodeVerifier) -> None:
+    code = "import sys\nsys.stderr.write('MemoryError std::bad_alloc\\n')\n" + ELECTION_PY
+    verdict = verifier.verify(_lcb_query(lcb["lcb-v5-0615"]), _answer(code))
+    assert verdict.passed and set(verdict.details["verdicts"]) == {"accepted"}

@@ -114,10 +114,8 @@ def classify(result: SandboxResult, limits: SandboxLimits) -> TestVerdict | None
         return "time_limit"
     if result.output_limited:
         return "output_limit"
-    if any(marker in result.stderr for marker in _MEMORY_MARKERS):
-        return "memory_limit"
     if result.exit_code != 0:
-        return "runtime_error"
+        return "memory_limit" if any(marker in result.stderr for marker in _MEMORY_MARKERS) else "runtime_error"
     return None
 
 
