@@ -25,21 +25,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_packing import paper_lengths  # noqa: E402
+from bench_packing import paper_lengths
 
-from distillery.train.binpack import best_fit_decreasing  # noqa: E402
-from distillery.train.gpt import ModelShape  # noqa: E402
-from distillery.train.packed_file import write_packed  # noqa: E402
-from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown  # noqa: E402
-from distillery.train.trainer import Trainer, TrainSettings  # noqa: E402
+from distillery.train.binpack import best_fit_decreasing
+from distillery.train.gpt import ModelShape
+from distillery.train.packed_file import write_packed
+from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
+from distillery.train.trainer import Trainer, TrainSettings
 
 PRESETS = {
-    "qwen2-0.5b": dict(num_layers=24, hidden_size=896, ffn_hidden_size=4864, num_heads=14, num_kv_heads=2,
-                       head_dim=64, vocab_size=151936, tie_embeddings=True),
-    "qwen2-1.5b": dict(num_layers=28, hidden_size=1536, ffn_hidden_size=8960, num_heads=12, num_kv_heads=2,
-                       head_dim=128, vocab_size=151936, tie_embeddings=True),
-    "tiny": dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
-                 vocab_size=512, tie_embeddings=True),
+    "qwen2-0.5b": {"num_layers": 24, "hidden_size": 896, "ffn_hidden_size": 4864, "num_heads": 14,
+                   "num_kv_heads": 2, "head_dim": 64, "vocab_size": 151936, "tie_embeddings": True},
+    "qwen2-1.5b": {"num_layers": 28, "hidden_size": 1536, "ffn_hidden_size": 8960, "num_heads": 12,
+                   "num_kv_heads": 2, "head_dim": 128, "vocab_size": 151936, "tie_embeddings": True},
+    "tiny": {"num_layers": 2, "hidden_size": 64, "ffn_hidden_size": 128, "num_heads": 4, "num_kv_heads": 2,
+             "head_dim": 16, "vocab_size": 512, "tie_embeddings": True},
 }
 
 

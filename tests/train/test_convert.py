@@ -9,7 +9,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from distillery.train.batches import packed_inputs, token_losses
-from distillery.train.convert import hf_to_megatron, load_hf_state, load_shards, megatron_to_hf, save_hf_folder, save_shards
+from distillery.train.convert import (
+    hf_to_megatron,
+    load_hf_state,
+    load_shards,
+    megatron_to_hf,
+    save_hf_folder,
+    save_shards,
+)
 from distillery.train.gpt import ModelShape, build_model, load_state
 from distillery.train.packed_file import PackedBin
 

@@ -86,6 +86,8 @@ class PackedDocumentAttention(MegatronModule):
                 packed_seq_params: PackedSeqParams | None = None) -> torch.Tensor:
         if attention_bias is not None:
             raise ValueError("attention bias is not supported")
+        # under autocast rotary embeddings leave q and k in fp32 while v is bf16: attend in v's precision
+        query, key = query.to(value.dtype), key.to(value.dtype)
         if packed_seq_params is None:
             # [s, b, h, d] -> [b, h, s, d]: one causal sequence per batch row
             q_BHSD, k_BGSD, v_BGSD = (t.permute(1, 2, 0, 3) for t in (query, key, value))

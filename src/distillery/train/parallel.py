@@ -51,7 +51,8 @@ def init_distributed(rank: int, world_size: int, device: torch.device, timeout_s
 
 def init_megatron(tensor_parallel: int, pipeline_parallel: int, seed: int, device: torch.device) -> None:
     """Model-parallel groups and RNG tracker; data parallel size is whatever remains of the world."""
-    from megatron.core import parallel_state, tensor_parallel as mtp
+    from megatron.core import parallel_state
+    from megatron.core import tensor_parallel as mtp
 
     if device.type == "cpu":
         torch.cuda.current_device = lambda: "cpu"  # type: ignore[assignment,return-value]

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from pydantic import Field
 
 from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
-from distillery.train.trainer import TrainSettings, Trainer
+from distillery.train.trainer import Trainer, TrainSettings
 
 
 def export_dir(run_dir: Path, step: str, teacher: str | None) -> Path:

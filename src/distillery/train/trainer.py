@@ -182,6 +182,18 @@ class Trainer:
                     param.grad.mul_(scale)
         return norm
 
+    def _pipeline_micro_batch(self, inputs: Any, autocast: Any, scale: float) -> torch.Tensor:
+        def run_stage() -> torch.Tensor:
+            with autocast:
+                if self.links.last:
+                    return token_losses(self.model, inputs)
+                return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
+                                  packed_seq_params=inputs.packed)
+
+        return pipeline_forward_backward(self.model, self.links, inputs.tokens_1T.shape[1], self.shape.hidden_size,
+                                         self.device, run_stage, lambda losses_T: (losses_T * inputs.weights_T).sum(),
+                                         scale)
+
     def train_step(self, bins: np.ndarray, document_mask: bool = True) -> dict[str, Any]:
         """One optimizer step over `bins` (all ranks pass the same bins; each takes its data-parallel share).
 
@@ -200,23 +212,13 @@ class Trainer:
                                   enabled=self.settings.dtype != torch.float32)
         for bin_index in mine:
             inputs = self._bin_inputs(bin_index, document_mask)
-            if self.pp_size == 1:
+            if self.pp_size > 1:
+                loss_sum += self._pipeline_micro_batch(inputs, autocast, max(loss_tokens, 1.0))
+            else:
                 with autocast:
                     weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
                 (weighted / max(loss_tokens, 1.0)).backward()
                 loss_sum += weighted.detach()
-                continue
-
-            def run_stage() -> torch.Tensor:
-                with autocast:
-                    if self.links.last:
-                        return token_losses(self.model, inputs)
-                    return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
-                                      packed_seq_params=inputs.packed)
-
-            loss_sum += pipeline_forward_backward(
-                self.model, self.links, inputs.tokens_1T.shape[1], self.shape.hidden_size, self.device, run_stage,
-                lambda losses_T: (losses_T * inputs.weights_T).sum(), max(loss_tokens, 1.0))
         self._all_reduce_gradients()
         if self.dp_size > 1:
             dist.all_reduce(loss_sum, group=self.dp_group)
