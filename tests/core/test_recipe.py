@@ -39,6 +39,7 @@ def test_good_recipe_loads_with_absolute_paths(tmp_path: Path) -> None:
         (GOOD.replace("- path: {inputs}", "- path: {inputs}\n        colour: red"), "steps.ingest.inputs[0].colour"),
         (GOOD.replace("  ingest:", "  ingset:"), "unknown stage type 'ingset'"),
         (GOOD + "teachers:\n  - name: a\n    model: m\n    backend: carrier-pigeon\n", "teachers[0].backend"),
+        (GOOD.replace("run_dir: {run}", "run_dir: ${{NO_SUCH_VARIABLE_X}}/run"), "NO_SUCH_VARIABLE_X is not set"),
     ],
 )
 def test_bad_recipe_names_the_file_field_and_line(tmp_path: Path, bad: str, needle: str) -> None:

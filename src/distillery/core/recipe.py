@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,11 @@ class RecipeError(ValueError):
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = Path((info.context or {}).get("base_dir", "."))
-    path = Path(os.path.expandvars(str(value))).expanduser()
+    expanded = os.path.expandvars(str(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise ValueError(f"environment variable {', '.join(unset)} is not set (used in {value})")
+    path = Path(expanded).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 

@@ -61,6 +61,10 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
     logger.info("start %s %s teacher=%s shard %d/%d rank %d/%d", phase, step, teacher, shard_index, ctx.num_shards,
                 rank, world_size)
     try:
+        if rank != 0 and phase in ("process", "merge"):
+            # Only scans and whole-shard tasks use several ranks; a journal has one writer.
+            logger.info("rank %d has no work in phase %s", rank, phase)
+            return {}
         if phase == "process":
             assert isinstance(stage, RecordStage), f"{step} is not a record stage"
             result = _process(stage, ctx)
@@ -202,11 +206,13 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
     header = task_header(stage, ctx, input_digest(stage, ctx))
     if marker.exists() and read_json(marker) == header:
         return header
-    marker.unlink(missing_ok=True)
-    (ctx.global_dir / "merge.done.json").unlink(missing_ok=True)
-    ctx.global_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.rank == 0:
+        marker.unlink(missing_ok=True)
+        (ctx.global_dir / "merge.done.json").unlink(missing_ok=True)
+        ctx.global_dir.mkdir(parents=True, exist_ok=True)
     stage.scan(stage.read_inputs(ctx), ctx)
-    write_json(marker, header)
+    if ctx.rank == 0:
+        write_json(marker, header)
     return header
 
 
