@@ -69,13 +69,8 @@ quickstart() {
 run_tests() {
   setup
   offline_cpu_env
+  # slurm-marked tests start a real single-node cluster (slurm/dev-cluster/start.sh) through a fixture.
   export DISTILLERY_SLURM_STATE="${DISTILLERY_SLURM_STATE:-/tmp/distillery-slurm}"
-  if [[ -x slurm/dev-cluster/start.sh ]]; then
-    log "starting the single-node SLURM cluster for the slurm-marked tests"
-    slurm/dev-cluster/start.sh >/dev/null
-    trap 'slurm/dev-cluster/stop.sh >/dev/null 2>&1 || true' EXIT
-    export SLURM_CONF="$DISTILLERY_SLURM_STATE/etc/slurm.conf"
-  fi
   "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=30 "$@"
 }
 
