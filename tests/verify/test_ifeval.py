@@ -130,3 +130,17 @@ def test_unknown_instruction_and_no_instructions_are_verdicts() -> None:
     assert "unknown instruction ids" in verifier.verify(unknown, "answer").details["reason"]
     none = make_query("instruction_following", [{"role": "user", "content": "y"}])
     assert verifier.verify(none, "answer").details["reason"] == "query has no instructions"
+
+
+@pytest.mark.parametrize("mode", ["strict", "loose"])
+def test_every_benchmark_row_runs_with_its_own_kwargs(benchmarks_dir: Path, mode: str) -> None:
+    """Every (id, kwargs) of the 541 IFEval prompts is accepted by its check (a kwarg name mismatch raises)."""
+    response = "<<Title>>\nSECTION 1\n* a point, with *a highlight*\n\nP.S. [name] My answer is yes."
+    verifier = IFEvalVerifier(IFEvalSettings(mode=mode), threshold=0.9)
+    scores = []
+    for line in (benchmarks_dir / "ifeval" / "ifeval.jsonl").open():
+        row = json.loads(line)
+        instructions = [{"id": i, "kwargs": k} for i, k in zip(row["instruction_id_list"], row["kwargs"])]
+        query = make_query("instruction_following", [{"role": "user", "content": row["prompt"]}], Reference(instructions=instructions))
+        scores.append(verifier.verify(query, response).score)
+    assert len(scores) == 541 and 0.0 < sum(scores) / len(scores) < 1.0
