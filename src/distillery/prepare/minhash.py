@@ -1,9 +1,10 @@
-"""Vectorised MinHash signatures, LSH band keys and clustering of near-duplicates.
+"""MinHash signatures, LSH band keys and clustering of near-duplicates.
 
 Shingles are character or word n-grams of normalised text. Each shingle gets a 64-bit rolling hash (words are
-first hashed with CRC32, so hashes agree across processes and shards), mixed by splitmix64; permutation k is the
-multiply-shift hash `(a_k * x + b_k) mod 2**64 >> 32`. All of it runs as numpy array operations over blocks of
-shingles, with no Python loop per shingle; `benchmarks/bench_minhash.py` compares it with datasketch.
+first hashed with CRC32, so hashes agree across processes and shards), mixed by splitmix64, computed as numpy
+array operations. Permutation k is the multiply-shift hash `(a_k * x + b_k) mod 2**64 >> 32`; the minimum over a
+text's shingles is one fused numba loop per text (parallel over texts), because the same in numpy materialises a
+shingles x permutations array and was no faster than datasketch (see `benchmarks/bench_minhash.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -33,6 +35,19 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _min_hashes(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out[d, k] = min over shingles s of text d of ((a[k] * hashes[s] + b[k]) mod 2**64) >> 32."""
+    shift = np.uint64(32)
+    for doc in numba.prange(len(offsets) - 1):
+        for position in range(offsets[doc], offsets[doc + 1]):
+            value = hashes[position]
+            for k in range(len(a)):
+                permuted = np.uint32((a[k] * value + b[k]) >> shift)
+                if permuted < out[doc, k]:
+                    out[doc, k] = permuted
+
+
 @dataclass(frozen=True)
 class MinHasher:
     """MinHash over n-gram shingles; `bands * rows` of the `num_perm` values form the LSH band keys."""
@@ -41,8 +56,6 @@ class MinHasher:
     ngram_size: int = 5
     unit: Literal["char", "word"] = "char"
     seed: int = 1
-    block_shingles: int = 1 << 16
-    """Shingles hashed at once: bounds memory to about block_shingles * num_perm * 8 bytes."""
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -78,16 +91,8 @@ class MinHasher:
         """uint32 signatures, shape (len(texts), num_perm); a text with no shingle gets all 0xFFFFFFFF."""
         hashes, counts = self.shingle_hashes(texts)
         signatures = np.full((len(texts), self.num_perm), _EMPTY, dtype=np.uint32)
-        doc_of = np.repeat(np.arange(len(texts)), counts)
-        with np.errstate(over="ignore"):
-            for begin in range(0, len(hashes), self.block_shingles):
-                block = hashes[begin:begin + self.block_shingles]
-                docs = doc_of[begin:begin + self.block_shingles]
-                values = ((block[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)).astype(np.uint32)
-                bounds = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-                minima = np.minimum.reduceat(values, bounds, axis=0)
-                rows = docs[bounds]
-                signatures[rows] = np.minimum(signatures[rows], minima)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        _min_hashes(hashes, offsets, self._a, self._b, signatures)
         return signatures
 
 

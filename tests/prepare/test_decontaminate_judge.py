@@ -1,0 +1,104 @@
+"""The grey-zone second check, with the real SmolLM2 judge and, for the wiring, a scripted stand-in judge.
+
+No judge strong enough to tell rewordings from same-topic problems runs on this machine (SmolLM2-135M answers "no"
+to nearly everything): the real-judge test checks that every grey-zone pair is judged and audited and that only
+"same" verdicts drop, and prints what it recovered. The stand-in answers from a fixed script, standing in for a
+competent judge, to test that a "same" verdict drops the query and is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import items_of, kept_ids, query_record, query_row, run_recipe, shard_context, write_rows
+from test_decontaminate import MATH_BENCHMARKS, _audit, _id, embed_cache, step  # noqa: F401  (fixture)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import planted  # noqa: E402
+
+from distillery.core.llm import Completion, Conversation  # noqa: E402
+from distillery.core.recipe import Sampling, parse_recipe  # noqa: E402
+from distillery.core.store import read_json  # noqa: E402
+from distillery.prepare import decontaminate  # noqa: E402
+
+
+@pytest.mark.slow
+def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
+        tmp_path: Path, benchmarks_dir: Path, embed_cache: Path, smollm2_dir: Path) -> None:  # noqa: F811
+    texts = list(planted.REWORDINGS.values()) + planted.SAME_TOPIC
+    inputs = write_rows(tmp_path / "queries.jsonl", (query_row(t) for t in texts))
+    config = step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir)})
+    run = run_recipe(tmp_path, "judged", inputs, {"decontaminate": config}, num_shards=1)
+    audit = _audit(run)
+    judged = [r for r in audit if r["method"] == "judge"]
+    assert judged, "no pair fell in the grey zone"
+    assert all(0.75 <= r["similarity"] < 0.9 and r["judge_verdict"] in ("same", "different", "unclear") for r in judged)
+    assert all(r["judge_reply"] for r in judged)
+    assert all(r["dropped"] == (r["judge_verdict"] == "same") for r in judged)
+    sure = {r["query_id"] for r in audit if r["method"] != "judge"}
+    assert not sure & {r["query_id"] for r in judged}, "a query already dropped was sent to the judge"
+    kept = set(kept_ids(run, "decontaminate"))
+    assert kept == {_id(t) for t in texts} - sure - {r["query_id"] for r in judged if r["dropped"]}
+    rewordings = {_id(t) for t in planted.REWORDINGS.values()}
+    print(f"\ngrey zone [0.75, 0.9): {sum(r['query_id'] in rewordings for r in judged)} rewordings and "
+          f"{sum(r['query_id'] not in rewordings for r in judged)} clean same-topic queries judged; SmolLM2 said same for "
+          f"{sum(r['dropped'] and r['query_id'] in rewordings for r in judged)} rewordings and "
+          f"{sum(r['dropped'] and r['query_id'] not in rewordings for r in judged)} clean queries; replies "
+          f"{sorted({r['judge_reply'] for r in judged})}")
+    summary = read_json(run.stage_dir("decontaminate") / "summary.json")
+    assert sum(sum(b["judge_verdicts"].values()) for b in summary["benchmarks"].values()) == len(judged)
+
+
+class ScriptedJudge:
+    """Stand-in for a competent judge (none runs here): says yes exactly when the query mentions `marker`."""
+
+    name = "scripted"
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.seen: list[str] = []
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
+        prompts = [c[-1]["content"].split("Problem B:")[0] for c in conversations]
+        self.seen += prompts
+        return [Completion("Yes." if self.marker in p else "No.") for p in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = tmp_path / "tiny.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "t1", "problem": "Find the number of positive divisors of 2024 that are perfect squares."},
+        {"id": "t2", "problem": "Write a function that reverses the words of a sentence in place."}]))
+    judge = ScriptedJudge("square divisors")
+    monkeypatch.setattr(decontaminate, "build_judge", lambda config: judge)
+    body: dict[str, Any] = {"benchmarks": [{"name": "tiny", "file": str(bench), "text_field": "problem"}], "device": "cpu",
+                            "grey_threshold": 0.5, "judge": {"model": "unused"}}
+    recipe = parse_recipe({"name": "t", "run_dir": str(tmp_path / "run"), "steps": {"decontaminate": body}}, check_paths=False)
+    stage = recipe.build_stage("decontaminate")
+    records: list[dict[str, Any] | None] = [
+        query_record("How many square divisors does 2024 have? Count the positive ones."),
+        query_record("How many positive divisors of 2024 are prime numbers?"),
+        query_record("Find the number of positive divisors of 2024 that are perfect squares."),
+        query_record("Describe the water cycle."),
+        None,
+        {"id": "broken", "category": "math", "messages": "not a list"},
+    ]
+    ctx = shard_context(tmp_path, "decontaminate")
+    ctx.global_dir.mkdir(parents=True)
+    stage.scan(items_of(records), ctx)
+    stage.merge(ctx)
+    outcomes = {o.position: o for o in stage.process(items_of(records), ctx)}
+    assert [outcomes[i].kind for i in range(len(records))] == ["rejected", "kept", "rejected", "kept", "quarantined", "quarantined"]
+    assert "by judge" in outcomes[0].reason and "by embedding (cosine 1.0000)" in outcomes[2].reason
+    assert len(judge.seen) == 2, "the exact copy must not reach the judge, the unrelated query must not either"
+    audit = [json.loads(line) for line in (ctx.run.stage_dir("decontaminate") / "audit.jsonl").open()]
+    verdicts = {r["query_id"]: (r["method"], r["judge_verdict"], r["dropped"]) for r in audit}
+    assert verdicts[records[0]["id"]] == ("judge", "same", True)  # type: ignore[index]
+    assert verdicts[records[1]["id"]] == ("judge", "different", False)  # type: ignore[index]
