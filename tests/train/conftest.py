@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from train_stages import finish_traces, recipe_dict
 
 from distillery.core.records import Attempt, Trace, make_query
-from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, register
-from distillery.core.store import Manifest, RunDir, ids_digest, write_jsonl
-
-
-@register
-class FinishedTraces(RecordStage):
-    """Stands in for the generate step: its shards are written by the fixture, never run."""
-
-    name = "test_finished_traces"
-    per_teacher = True
-
-    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
-        raise AssertionError("the fixture writes this step's shards; it never runs")
+from distillery.core.runner import load_run_recipe
+from distillery.core.store import RunDir
 
 
 def _make_trace(index: int, rng: random.Random, teacher: str = "t1", multi_turn: bool = False) -> dict[str, Any]:
@@ -49,18 +38,11 @@ def traces() -> list[dict[str, Any]]:
 
 def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], teacher: str = "t1") -> RunDir:
     """A run directory whose first step (`traces`) is finished with `records` for `teacher`."""
-    recipe = {"name": "train-test", "run_dir": str(root), "num_shards": 1,
-              "teachers": [{"name": teacher, "model": "replay.jsonl", "backend": "replay"}],
-              "steps": {"traces": {"type": FinishedTraces.name}, **steps}}
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict(root, steps, teacher), sort_keys=False),
+                                      encoding="utf-8")
     run = RunDir(root)
-    paths = run.shard("traces", teacher, 0)
-    count, sha = write_jsonl(paths.output, records)
-    keys = [r["query"]["id"] for r in records]
-    Manifest(stage="traces", teacher=teacher, shard_index=0, num_shards=1, inputs=count, kept=count, rejected=0,
-             quarantined=0, sha256=sha, input_ids_digest="external", output_ids_digest=ids_digest(keys),
-             config_digest="test", code_version="test", elapsed_s=0.0).save(paths.manifest)
+    finish_traces(run, load_run_recipe(run), records, teacher)
     return run
 
 

@@ -31,6 +31,23 @@ from distillery.train.pipeline import StageLinks, pipeline_forward_backward
 from distillery.train.schedule import warmup_cosine
 
 
+def all_reduce_bucketed(tensors: list[torch.Tensor], group: Any, bucket_bytes: int = 128 << 20) -> None:
+    """Sum tensors over `group` in a few flat messages instead of one per tensor."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for index, tensor in enumerate(tensors):
+        bucket.append(tensor)
+        size += tensor.numel() * tensor.element_size()
+        if size >= bucket_bytes or index == len(tensors) - 1:
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat, group=group)
+            for target, reduced in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                target.copy_(reduced)
+            bucket, size = [], 0
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     lr: float
@@ -149,12 +166,19 @@ class Trainer:
         return self.model.embedding.word_embeddings.weight if self.links.first else self.model.output_layer.weight
 
     def _all_reduce_gradients(self) -> None:
+        """Sum gradients over data-parallel ranks (and tied copies over the embedding group).
+
+        Every rank takes part with every parameter, even one that saw no bin this step (the last step of an
+        epoch may hold fewer bins than there are ranks): its gradients are zeros, never skipped.
+        """
+        params = list(self.model.parameters())
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
         if self.dp_size > 1:
-            for param in self.model.parameters():
-                if param.grad is not None:
-                    dist.all_reduce(param.grad, group=self.dp_group)
+            all_reduce_bucketed([p.grad for p in params], self.dp_group)
         tied = self._tied_weight()
-        if tied is not None and tied.grad is not None:
+        if tied is not None:
             dist.all_reduce(tied.grad, group=self.embedding_group)
 
     def _clip_gradients(self) -> float:
