@@ -8,6 +8,7 @@ step. Output: one Trace per accepted query, with every attempt's verdict; a quer
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 
 from pydantic import Field, ValidationError
 
@@ -61,21 +62,19 @@ class GenerateStage(RecordStage):
         progress = GenerationProgress(total=len(valid))
         ctx.logger.info("generate: teacher %s (%s %s) on %d queries, batch %d, up to %d attempts", teacher.name,
                         teacher.backend, teacher.model, len(valid), config.batch_size, config.max_attempts)
-        model: ChatModel = build_chat_model(teacher)
-        verifier = build_verifier(config.verify) if config.verification else None
         settings = LoopSettings(teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
                                 base_seed=self.recipe.seed, threshold=config.verify.threshold,
                                 max_attempts=config.max_attempts, batch_size=config.batch_size)
-        loop = RegenerationLoop(model, verifier, settings, progress, ctx.logger)
-        try:
-            for item, trace in loop.run(valid):
+        with ExitStack() as cleanup:
+            cleanup.callback(lambda: ctx.stats.update(progress.stats()))
+            verifier = build_verifier(config.verify) if config.verification else None
+            if verifier is not None:
+                cleanup.callback(verifier.close)
+            model: ChatModel = build_chat_model(teacher)
+            cleanup.callback(model.close)
+            for item, trace in RegenerationLoop(model, verifier, settings, progress, ctx.logger).run(valid):
                 ctx.stats.update(progress.stats())
                 yield self._outcome(item, with_answer_split(trace), config)
-        finally:
-            ctx.stats.update(progress.stats())
-            model.close()
-            if verifier is not None:
-                verifier.close()
 
     def _outcome(self, item: Item, trace: Trace, config: GenerateConfig) -> Outcome:
         trace.metadata.update({"model": self.teacher.model, "backend": self.teacher.backend})  # type: ignore[union-attr]
