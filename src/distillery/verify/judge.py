@@ -11,8 +11,8 @@ import hashlib
 import re
 
 from distillery.core.llm import ChatModel
-from distillery.core.records import Query
 from distillery.core.recipe import Sampling
+from distillery.core.records import Query
 from distillery.verify.config import JudgeSettings
 from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict

@@ -26,7 +26,7 @@ NAME = "math_verify"
 def gold_text(answer: str) -> str:
     """The gold answer in a form Math-Verify parses whole: boxed unless it already has delimiters."""
     stripped = answer.strip()
-    if "\\boxed" in stripped or stripped.startswith("$") or stripped.startswith("\\("):
+    if "\\boxed" in stripped or stripped.startswith(("$", "\\(")):
         return stripped
     return f"\\boxed{{{stripped}}}"
 
@@ -56,7 +56,7 @@ def check_pair(payload: tuple[str, str, int, int]) -> dict[str, Any]:
                 return result
         except TimeoutException:
             result["timed_out"] = True
-        except Exception as error:  # sympy can raise almost anything on odd input; that candidate is simply not equal
+        except Exception as error:  # noqa: BLE001 - sympy raises almost anything on odd input; that candidate is not equal
             result["compare_error"] = f"{type(error).__name__}: {error}"[:200]
     return result
 

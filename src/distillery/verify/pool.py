@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Self
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _worker_main(connection: Connection, target: str) -> None:
         index, payload = message
         try:
             connection.send((index, True, function(payload)))
-        except Exception as error:  # a verdict for this item, the worker goes on
+        except Exception as error:  # noqa: BLE001 - any failure is this item's result; the worker goes on
             connection.send((index, False, f"{type(error).__name__}: {error}"))
 
 
@@ -149,7 +149,7 @@ class WorkerPool:
             worker.connection.close()
         self.workers = []
 
-    def __enter__(self) -> WorkerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

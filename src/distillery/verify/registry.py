@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Self
 
 from distillery.core.llm import ChatModel
 from distillery.core.records import Query
@@ -98,7 +99,7 @@ class Verifier:
             verifier.close()
         self._built = {}
 
-    def __enter__(self) -> Verifier:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

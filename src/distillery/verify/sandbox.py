@@ -87,18 +87,16 @@ def lease_uid(settings: SandboxSettings, wait_s: float = 60.0) -> Iterator[int]:
     deadline = time.monotonic() + wait_s
     while True:
         for uid in range(settings.uid_base, settings.uid_base + settings.uid_count):
-            handle = open(lock_dir / f"{uid}.lock", "a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            try:
-                kill_uid(uid)
-                yield uid
-            finally:
-                kill_uid(uid)
-                handle.close()
+            with open(lock_dir / f"{uid}.lock", "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    kill_uid(uid)
+                    yield uid
+                finally:
+                    kill_uid(uid)
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"no free sandbox uid in {settings.uid_base}..+{settings.uid_count} after {wait_s} s")
