@@ -18,6 +18,7 @@ import numpy as np
 
 from distillery.core.records import normalise_text
 from distillery.prepare.benchsets import BenchItem
+from distillery.prepare.embed import batch_plan, encode_batches
 
 _WORD = re.compile(r"\w+")
 RESCORE_MARGIN = 0.02
@@ -86,3 +87,18 @@ class BenchmarkIndex:
             if item is not None:
                 return item, gram
         return None
+
+
+def find_candidates(encoder: object, index: BenchmarkIndex, texts: Sequence[str], batch_size: int, top_k: int,
+                    floor: float, rank: int = 0, world_size: int = 1) -> list[Candidate]:
+    """This rank's share of the matches of `texts`: its length-sorted batches embedded and searched (cosine >= floor),
+    and its texts' n-gram overlaps; `query_index` indexes `texts`."""
+    mine = batch_plan(texts, batch_size)[rank::world_size]
+    rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+    vectors = encode_batches(encoder, texts, mine, progress=rank == 0)  # type: ignore[arg-type]
+    found = [Candidate(int(rows[c.query_index]), c.item_index, c.similarity) for c in index.search(vectors, top_k, floor)]
+    for row in rows.tolist():
+        hit = index.overlap(texts[row])
+        if hit is not None:
+            found.append(Candidate(row, hit[0], float("nan"), hit[1]))
+    return found

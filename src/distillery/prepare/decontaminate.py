@@ -23,7 +23,7 @@ from distillery.core.recipe import InputPath, OutputPath
 from distillery.core.stage import Item, ShardContext, StageConfig, register
 from distillery.core.store import atomic_write, iter_jsonl, write_json, write_jsonl
 from distillery.prepare.benchsets import BUILTIN, BenchmarkSource, load_benchmarks
-from distillery.prepare.contamination import BenchmarkIndex, Candidate
+from distillery.prepare.contamination import BenchmarkIndex, Candidate, find_candidates
 from distillery.prepare.dedup import DropListStage, parse_items
 from distillery.prepare.embed import DEFAULT_MODEL, batch_plan, encode_batches, load_encoder
 from distillery.prepare.judge import JudgeConfig, build_judge, judge_pairs
@@ -98,16 +98,8 @@ class DecontaminateStage(DropListStage):
             texts.append(query.prompt)
         encoder = load_encoder(self.cfg.model, self.cfg.device)
         index = self._benchmark_index(ctx, encoder, comm)
-        mine = batch_plan(texts, self.cfg.batch_size)[ctx.rank::ctx.world_size]
-        rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
-        vectors = encode_batches(encoder, texts, mine, progress=ctx.rank == 0)
-        floor = self.cfg.grey_threshold or self.cfg.threshold
-        found = [Candidate(int(rows[c.query_index]), c.item_index, c.similarity)
-                 for c in index.search(vectors, self.cfg.top_k, floor)]
-        for row in rows.tolist():
-            hit = index.overlap(texts[row])
-            if hit is not None:
-                found.append(Candidate(row, hit[0], float("nan"), hit[1]))
+        found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k,
+                                self.cfg.grey_threshold or self.cfg.threshold, ctx.rank, ctx.world_size)
         gathered = comm.gather(found, root=0) if comm is not None else [found]
         if ctx.rank == 0:
             candidates = [c for part in gathered for c in part]
