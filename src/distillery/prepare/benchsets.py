@@ -34,6 +34,7 @@ class BenchmarkSource(BaseModel):
     hf_dataset: str | None = Field(None, description="Hugging Face dataset id (e.g. HuggingFaceH4/MATH-500), used instead of `file`.")
     hf_config: str | None = Field(None, description="Hugging Face dataset configuration name.")
     hf_split: str = Field("test", description="Hugging Face dataset split.")
+    hf_data_files: list[str] | None = Field(None, description="Data files for a builder dataset (hf_dataset: json, parquet).")
     text_field: str | None = Field(None, description="Column holding the problem text (built-in default for built-in names).")
     id_field: str | None = Field("id", description="Column holding a unique item id; None numbers the rows.")
 
@@ -70,7 +71,7 @@ def _rows(source: BenchmarkSource, benchmarks_dir: Path | None) -> list[dict[str
     if source.hf_dataset is not None:
         from datasets import load_dataset
 
-        return list(load_dataset(source.hf_dataset, source.hf_config, split=source.hf_split))
+        return list(load_dataset(source.hf_dataset, source.hf_config, split=source.hf_split, data_files=source.hf_data_files))
     path = source.file or Path(BUILTIN[source.name]["file"])
     if not path.is_absolute():
         path = resolve_dir(benchmarks_dir) / path
