@@ -80,6 +80,13 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
         _write_snapshot(recipe, run)
         recipe = load_run_recipe(run)
     groups = pending_groups(run, recipe)
+    if getattr(args, "until", None):
+        names = [spec.step for spec in recipe.steps]
+        if args.until not in names:
+            print(f"--until {args.until}: no such step; steps: {', '.join(names)}", file=sys.stderr)
+            return 2
+        allowed = set(names[: names.index(args.until) + 1])
+        groups = [g for g in groups if g.step in allowed]
     if not groups:
         print(f"nothing to do: every shard of {run.root} is done and fresh")
         return 0
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the recipe's executor")
+    p.add_argument("--until", metavar="STEP", help="stop after this step (e.g. run query preparation only)")
     p.set_defaults(func=cmd_run)
     add("submit", "submit one SLURM job array per step x teacher x phase, with afterok dependencies").set_defaults(
         func=lambda a: cmd_run(a, "slurm"))

@@ -1,0 +1,35 @@
+"""The quickstart recipe is valid and its first step runs through the same path as a cluster run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillery.cli import main
+from distillery.core.plan import build_groups
+from distillery.core.recipe import load_recipe
+from distillery.core.store import Manifest, RunDir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_recipe_plans_every_stage_for_both_teachers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe(REPO / "jobs" / "quickstart.yaml")
+    keys = [g.key for g in build_groups(recipe)]
+    for teacher in ("smol-warm", "smol-hot"):
+        for step in ("generate", "perplexity", "ngram", "structure", "pack", "sft", "eval"):
+            assert any(k.startswith(f"{step}/{teacher}:") for k in keys), (step, teacher)
+
+
+def test_quickstart_ingest_runs_the_bundled_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / "qs"
+    assert main(["run", "jobs/quickstart.yaml", "--until", "ingest", "--set", f"run_dir={run_dir}"]) == 0
+    manifests = [Manifest.load(p) for p in sorted(RunDir(run_dir).stage_dir("ingest").glob("*.done.json"))]
+    assert len(manifests) == 2 and all(m.reconciles() for m in manifests)
+    assert sum(m.kept for m in manifests) >= 20
+    assert not (run_dir / "clean").exists()
+    assert "finished" in capsys.readouterr().out
