@@ -14,7 +14,9 @@ from distillery.evaluate.samples import EvalSample
 from distillery.evaluate.summary import score_benchmark, summarize_samples
 
 
-def samples(benchmark: str, correct_per_problem: list[int], k: int, correct_len: int, wrong_len: int) -> list[EvalSample]:
+def samples(benchmark: str, correct_per_problem: list[int], k: int, correct_len: int, wrong_len: int,
+            timeouts: int = 0) -> list[EvalSample]:
+    """k samples per problem, the first `correct` of each correct; the last `timeouts` wrong ones timed out."""
     rows = []
     for problem, correct in enumerate(correct_per_problem):
         for sample in range(k):
@@ -22,6 +24,9 @@ def samples(benchmark: str, correct_per_problem: list[int], k: int, correct_len:
             rows.append(EvalSample(benchmark=benchmark, problem_id=f"p{problem}", query_id=f"q{problem}", sample=sample,
                                    seed=sample, model="m", response="...", completion_tokens=correct_len if passed else wrong_len,
                                    finish_reason="stop" if passed else "length", score=float(passed), passed=passed))
+    wrong = [row for row in rows if not row.passed]
+    for row in wrong[len(wrong) - timeouts:]:
+        row.details = {"reason": "timeout"}
     return rows
 
 
@@ -36,7 +41,7 @@ def two_students() -> tuple:
 
 
 def test_score_benchmark_counts_per_problem() -> None:
-    result = score_benchmark("am", "aime24", samples("aime24", [4, 2, 0, 4], 4, 100, 300))
+    result = score_benchmark("am", "aime24", samples("aime24", [4, 2, 0, 4], 4, 100, 300, timeouts=2))
     assert (result.problems, result.samples, result.samples_per_problem) == (4, 16, (4, 4))
     assert result.pass1 == pytest.approx(10 / 16)
     assert result.pass_at_k[1] == pytest.approx(result.pass1)
@@ -47,6 +52,7 @@ def test_score_benchmark_counts_per_problem() -> None:
     assert result.lengths.mean == pytest.approx((10 * 100 + 6 * 300) / 16)
     assert (result.lengths_correct.mean, result.lengths_incorrect.mean) == (100, 300)
     assert result.truncated == pytest.approx(6 / 16)
+    assert result.verifier_errors == 2
 
 
 def test_tables_have_the_paper_layout(two_students: tuple) -> None:

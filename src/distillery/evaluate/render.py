@@ -76,7 +76,7 @@ def _fmt(value: float, pattern: str = "{:,.0f}") -> str:
 def detail_table(summary: EvalSummary) -> Table:
     """Per student and benchmark: pass@k, length median and spread, correct vs incorrect, truncation."""
     header = ["Model", "Benchmark", "Problems", "k", "pass@k (%)", "Tokens median [p10, p90]", "Mean tokens correct",
-              "Mean tokens incorrect", "Truncated (%)"]
+              "Mean tokens incorrect", "Truncated (%)", "Verifier errors"]
     rows = []
     for student in summary.students:
         for spec in summary.benchmarks:
@@ -89,6 +89,7 @@ def detail_table(summary: EvalSummary) -> Table:
                 ", ".join(f"@{k} {100 * v:.1f}" for k, v in result.pass_at_k.items()),
                 f"{_fmt(lengths.median)} [{_fmt(lengths.p10)}, {_fmt(lengths.p90)}]",
                 _fmt(result.lengths_correct.mean), _fmt(result.lengths_incorrect.mean), f"{100 * result.truncated:.1f}",
+                str(result.verifier_errors),
             ])
     return "Details", header, rows, []
 

@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+VERIFIER_ERRORS = ("timeout", "worker died")
+"""Verdict reasons that say nothing about the answer itself (it is scored 0); counted and reported."""
+
 
 class EvalSample(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,3 +30,7 @@ class EvalSample(BaseModel):
     passed: bool
     verifier: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def verifier_error(self) -> bool:
+        return self.details.get("reason") in VERIFIER_ERRORS

@@ -26,7 +26,7 @@ from distillery.core.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import ids_digest
 from distillery.evaluate.benchmarks import BUILTIN, BenchmarkSpec, load_benchmark
-from distillery.evaluate.samples import EvalSample
+from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.prompts import build_conversation
 from distillery.models.smollm2 import ensure_hf_folder
@@ -36,8 +36,10 @@ PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
 
 
 def _eval_verify_config() -> VerifyConfig:
-    """Verification for scoring: every test of a code problem runs, not the generation default's first 10."""
-    return VerifyConfig.model_validate({"code": {"max_tests": 1000}})
+    """Verification for scoring: every test of a code problem runs (not the generation default's first 10), and
+    a math item gets a minute before it counts as a timeout (scored 0), since a cold worker's start on a busy
+    node counts against that clock."""
+    return VerifyConfig.model_validate({"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60}})
 
 
 class EvalConfig(StageConfig):
@@ -142,7 +144,7 @@ class EvalStage(RecordStage):
         student = self.student_config()
         model: ChatModel | None = None
         verifier = None
-        totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0}
+        totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0, "verifier_errors": 0}
         iterator = iter(items)
         try:
             while batch := list(islice(iterator, config.batch_size)):
@@ -182,6 +184,10 @@ class EvalStage(RecordStage):
         verdicts = verifier.verify_batch([(q, c.text) for q, c in zip(queries, completions)])
         for item, query, seed, completion, verdict in zip(group, queries, seeds, completions, verdicts):
             passed = verdict.score >= config.pass_score
+            if verdict.details.get("reason") in VERIFIER_ERRORS:
+                totals["verifier_errors"] += 1
+                ctx.logger.warning("eval: %s sample %s scored 0 because the verifier failed: %s", item.key,
+                                   item.record["sample"], verdict.details["reason"])  # type: ignore[index]
             totals["samples"] += 1
             totals["correct"] += passed
             totals["completion_tokens"] += completion.completion_tokens

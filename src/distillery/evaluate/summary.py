@@ -41,6 +41,8 @@ class BenchmarkResult:
     lengths_incorrect: LengthStats
     truncated: float
     """Share of answers cut off at max_tokens."""
+    verifier_errors: int
+    """Answers scored 0 because the verifier timed out or crashed, not because they were wrong."""
     length_values: list[int] = field(repr=False, default_factory=list)
     correct_flags: list[bool] = field(repr=False, default_factory=list)
 
@@ -89,6 +91,7 @@ def score_benchmark(student: str, benchmark: str, samples: Iterable[EvalSample],
         lengths_correct=LengthStats.of([s.completion_tokens for s in flat if s.passed]),
         lengths_incorrect=LengthStats.of([s.completion_tokens for s in flat if not s.passed]),
         truncated=sum(s.finish_reason == "length" for s in flat) / len(flat),
+        verifier_errors=sum(s.verifier_error for s in flat),
         length_values=lengths,
         correct_flags=[s.passed for s in flat],
     )

@@ -1,0 +1,196 @@
+"""The eval stage end to end with the real SmolLM2-135M-Instruct: vLLM on CPU, and kill -9 + resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from distillery.cli import main
+from distillery.core.recipe import RecipeError, parse_recipe
+from distillery.core.records import Query
+from distillery.core.runner import load_run_recipe
+from distillery.core.stage import ShardContext
+from distillery.core.store import RunDir, iter_jsonl
+from distillery.evaluate.render import render_markdown
+from distillery.evaluate.samples import EvalSample
+from distillery.evaluate.stage import EvalStage, sample_seed
+from distillery.evaluate.summary import summarize
+from distillery.verify import build_verifier
+
+
+def write_recipe(path: Path, run_dir: Path, model: Path, benchmarks_dir: Path, backend: str, num_shards: int,
+                 max_tokens: int, batch_size: int, options: dict[str, Any] | None = None, limit: int = 2) -> Path:
+    recipe = {
+        "name": "eval-test", "run_dir": str(run_dir), "num_shards": num_shards, "seed": 3,
+        "teachers": [{"name": "smollm2", "model": str(model), "backend": backend, "options": options or {}}],
+        "steps": {"eval": {
+            "benchmarks_dir": str(benchmarks_dir),
+            "benchmarks": [{"name": "math500", "samples": 2, "limit": limit}],
+            "sampling": {"temperature": 0.6, "top_p": 0.95, "max_tokens": max_tokens},
+            "batch_size": batch_size,
+            "verify": {"math": {"workers": 1}},
+        }},
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def build_stage(tmp_path: Path, benchmarks_dir: Path, num_shards: int, benchmarks: list[Any]) -> EvalStage:
+    recipe = parse_recipe({
+        "name": "shards", "run_dir": str(tmp_path / "run"), "num_shards": num_shards,
+        "teachers": [{"name": "student", "model": "unused"}],
+        "steps": {"eval": {"benchmarks_dir": str(benchmarks_dir), "benchmarks": benchmarks}},
+    })
+    stage = recipe.build_stage("eval", "student")
+    assert isinstance(stage, EvalStage)
+    return stage
+
+
+def context(tmp_path: Path, shard_index: int, num_shards: int) -> ShardContext:
+    return ShardContext(RunDir(tmp_path / "run"), "eval", "student", shard_index, num_shards, logging.getLogger("test"))
+
+
+def test_items_are_dealt_to_shards_exactly_once(tmp_path: Path, benchmarks_dir: Path) -> None:
+    benchmarks = [{"name": "aime24", "limit": 5, "samples": 4}, {"name": "math500", "limit": 7}]
+    stage = build_stage(tmp_path, benchmarks_dir, 3, benchmarks)
+    shards = [list(stage.read_inputs(context(tmp_path, index, 3))) for index in range(3)]
+    keys = [item.key for shard in shards for item in shard]
+    expected = {f"aime24:{pid}:{s}" for pid in ["aime2024-I-01", "aime2024-I-02", "aime2024-I-03", "aime2024-I-04",
+                                                  "aime2024-I-05"] for s in range(4)}
+    assert len(keys) == len(set(keys)) == 5 * 4 + 7 * 4
+    assert expected <= set(keys)
+    assert sorted(len(shard) for shard in shards) == [16, 16, 16]
+    assert all([item.position for item in shard] == list(range(len(shard))) for shard in shards)
+    # Same shard, same config: same digest; more problems: the shard is made from something else.
+    digest = stage.input_digest(context(tmp_path, 0, 3))
+    assert stage.input_digest(context(tmp_path, 0, 3)) == digest
+    bigger = build_stage(tmp_path, benchmarks_dir, 3, [{"name": "aime24", "limit": 6, "samples": 4}, benchmarks[1]])
+    assert bigger.input_digest(context(tmp_path, 0, 3)) != digest
+
+
+def test_malformed_benchmark_rows_are_quarantined(tmp_path: Path, benchmarks_dir: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a", "problem": "1+1?"}\nnot json\n')
+    stage = build_stage(tmp_path, benchmarks_dir, 1, [{"name": "mine", "file": str(broken), "samples": 3}])
+    items = list(stage.read_inputs(context(tmp_path, 0, 1)))
+    assert [item.key for item in items] == ["mine:a:0", "mine:row-1:0"]  # one item per unreadable row, not k
+    outcomes = list(stage.process(items, context(tmp_path, 0, 1)))  # no valid item: no model is ever built
+    assert [(o.kind, o.where) for o in outcomes] == [("quarantined", f"{broken}:1"), ("quarantined", f"{broken}:2")]
+    assert "gold answer" in outcomes[0].reason and "not JSON" in outcomes[1].reason
+
+
+def test_student_model_comes_from_the_template(tmp_path: Path, benchmarks_dir: Path) -> None:
+    stage = build_stage(tmp_path, benchmarks_dir, 1, ["math500"])
+    assert stage.model_path() == "unused"
+    stage.config = stage.cfg.model_copy(update={"model": "{run_dir}/sft/{teacher}/hf", "backend": "transformers"})
+    student = stage.student_config()
+    assert student.model == f"{tmp_path / 'run'}/sft/student/hf"
+    assert (student.backend, student.sampling.temperature, student.sampling.top_p, student.sampling.max_tokens) == (
+        "transformers", 0.6, 0.95, 49152)
+    assert [(b.name, b.samples) for b in build_stage(tmp_path, benchmarks_dir, 1, ["aime24", "aime25", "math500",
+                                                                                    "livecodebench"]).cfg.benchmarks] == [
+        ("aime24", 64), ("aime25", 64), ("math500", 4), ("livecodebench", 16)]
+
+
+def test_missing_benchmark_file_fails_when_the_recipe_is_loaded(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="benchmark files do not exist"):
+        build_stage(tmp_path, tmp_path / "nowhere", 1, ["aime24"])
+
+
+def eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    stage_dir = RunDir(run_dir).stage_dir("eval", "smollm2")
+    return [row for path in sorted(stage_dir.glob("shard-*.jsonl")) for row in iter_jsonl(path)]
+
+
+@pytest.mark.slow
+def test_smollm2_on_math500_slice_through_vllm(tmp_path: Path, smollm2_dir: Path, benchmarks_dir: Path,
+                                                 one_thread: None) -> None:
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "eval.yaml", run_dir, smollm2_dir, benchmarks_dir, "vllm", num_shards=1,
+                          max_tokens=32, batch_size=8, options={"max_model_len": 2048})
+    assert main(["run", str(recipe)]) == 0
+    records = [EvalSample.model_validate(row) for row in eval_records(run_dir)]
+    assert len(records) == 4
+    assert sorted((r.problem_id, r.sample) for r in records) == sorted(
+        (pid, s) for pid in ("test/precalculus/807.json", "test/intermediate_algebra/1994.json") for s in (0, 1))
+    assert all(r.seed == sample_seed(3, "math500", r.problem_id, r.sample) for r in records)
+    assert all(0 < r.completion_tokens <= 32 and r.finish_reason in ("stop", "length") for r in records)
+    assert all(r.verifier == "math_verify" and r.response for r in records)
+
+    # Each stored verdict is what the verifier says about the stored response.
+    recipe_obj = load_run_recipe(RunDir(run_dir))
+    stage = recipe_obj.build_stage("eval", "smollm2")
+    assert isinstance(stage, EvalStage)
+    ctx = ShardContext(RunDir(run_dir), "eval", "smollm2", 0, 1, logging.getLogger("test"))
+    queries = {item.record["problem_id"]: item.record["query"] for item in stage.read_inputs(ctx)}
+    with build_verifier(stage.cfg.verify) as verifier:
+        again = verifier.verify_batch([(Query.model_validate(queries[r.problem_id]), r.response) for r in records])
+    assert [v.score for v in again] == [r.score for r in records]
+
+    summary = summarize(run_dir)
+    result = summary.result("smollm2", "math500")
+    assert summary.complete and result is not None
+    assert (result.problems, result.samples_per_problem) == (2, (2, 2))
+    assert result.pass1 == pytest.approx(sum(r.passed for r in records) / 4)
+    assert result.lengths.mean == pytest.approx(sum(r.completion_tokens for r in records) / 4)
+    assert result.lengths_correct.count + result.lengths_incorrect.count == 4
+    markdown = render_markdown(summary)
+    assert "| smollm2 |" in markdown and "MATH-500" in markdown
+    print(markdown)
+
+
+def _stable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(({k: v for k, v in row.items() if k != "latency_s"} for row in rows),
+                  key=lambda row: (row["problem_id"], row["sample"]))
+
+
+@pytest.mark.slow
+def test_killed_eval_resumes_to_the_same_numbers(tmp_path: Path, smollm2_dir: Path, benchmarks_dir: Path,
+                                                  one_thread: None) -> None:
+    """transformers backend, one request per batch: every sample is generated alone, so reruns are bit-identical."""
+    settings = {"model": smollm2_dir, "benchmarks_dir": benchmarks_dir, "backend": "transformers", "num_shards": 1,
+                "max_tokens": 16, "batch_size": 1}
+    reference = tmp_path / "reference"
+    assert main(["run", str(write_recipe(tmp_path / "ref.yaml", reference, **settings))]) == 0
+    expected = _stable(eval_records(reference))
+    assert len(expected) == 4
+
+    run_dir = tmp_path / "killed"
+    recipe = write_recipe(tmp_path / "killed.yaml", run_dir, **settings)
+    process = subprocess.Popen([sys.executable, "-m", "distillery.cli", "run", str(recipe)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    stage_dir = RunDir(run_dir).stage_dir("eval", "smollm2")
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            journals = list(stage_dir.glob("*.journal"))
+            if any(j.read_bytes().count(b"\n") >= 2 for j in journals):  # header + at least one scored sample
+                break
+            assert process.poll() is None, "the eval run ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no sample was journaled within the deadline")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (stage_dir / "shard-00000.done.json").exists(), "the kill landed after the shard finished"
+
+    assert main(["resume", str(run_dir)]) == 0
+    manifest = json.loads((stage_dir / "shard-00000.done.json").read_text())
+    assert 1 <= manifest["resumed_items"] < 4
+    assert _stable(eval_records(run_dir)) == expected
+    resumed, uninterrupted = summarize(run_dir), summarize(reference)
+    for field in ("pass1", "pass1_ci", "pass_at_k", "lengths", "lengths_correct", "lengths_incorrect"):
+        # repr: a statistic of no answers is NaN, which is not equal to itself
+        assert repr(getattr(resumed.result("smollm2", "math500"), field)) == repr(
+            getattr(uninterrupted.result("smollm2", "math500"), field)), field
