@@ -42,23 +42,26 @@ def length_histograms(summary: EvalSummary, out_dir: Path) -> list[Path]:
 
 
 def length_by_correctness(summary: EvalSummary, out_dir: Path) -> Path | None:
-    """Grouped bars: mean generated tokens of correct and incorrect answers, per benchmark and student."""
+    """Box plots of generated tokens of correct and incorrect answers, per benchmark and student."""
     cells = [(spec, student, summary.result(student, spec.name)) for spec in summary.benchmarks
              for student in summary.students]
     cells = [(spec, student, result) for spec, student, result in cells if result is not None]
     if not cells:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(max(6.4, 1.2 * len(cells)), 3.6))
-    positions = np.arange(len(cells))
-    correct = [r.lengths_correct.mean if r.lengths_correct.count else 0.0 for _, _, r in cells]
-    incorrect = [r.lengths_incorrect.mean if r.lengths_incorrect.count else 0.0 for _, _, r in cells]
-    axes.bar(positions - 0.2, correct, width=0.4, label="correct", color="C2")
-    axes.bar(positions + 0.2, incorrect, width=0.4, label="incorrect", color="C3")
-    axes.set_xticks(positions, [f"{spec.display}\n{student}" for spec, student, _ in cells], fontsize="small")
-    axes.set_ylabel("mean generated tokens")
-    axes.set_title("Generated tokens of correct and incorrect answers")
-    axes.legend(fontsize="small")
+    figure, axes = plt.subplots(figsize=(max(6.4, 1.3 * len(cells)), 3.8))
+    for index, (_, _, result) in enumerate(cells):
+        for offset, wanted, color in ((-0.2, True, "C2"), (0.2, False, "C3")):
+            values = [n for n, ok in zip(result.length_values, result.correct_flags) if ok == wanted]
+            if values:
+                axes.boxplot([values], positions=[index + offset], widths=0.35, patch_artist=True, showfliers=True,
+                             boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
+                             flierprops={"markersize": 3})
+    axes.set_xticks(np.arange(len(cells)), [f"{spec.display}\n{student}" for spec, student, _ in cells],
+                    fontsize="small")
+    axes.set_xlim(-0.6, len(cells) - 0.4)
+    axes.set_ylabel("generated tokens")
+    axes.set_title("Generated tokens of correct (green) and incorrect (red) answers")
     figure.tight_layout()
     path = out_dir / "eval-lengths-correctness.png"
     figure.savefig(path, dpi=110)

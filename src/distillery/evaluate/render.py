@@ -75,8 +75,8 @@ def _fmt(value: float, pattern: str = "{:,.0f}") -> str:
 
 def detail_table(summary: EvalSummary) -> Table:
     """Per student and benchmark: pass@k, length median and spread, correct vs incorrect, truncation."""
-    header = ["Model", "Benchmark", "Problems", "k", "pass@k (%)", "Tokens median [p10, p90]", "Mean tokens correct",
-              "Mean tokens incorrect", "Truncated (%)", "Verifier errors"]
+    header = ["Model", "Benchmark", "Problems", "k", "pass@k (%)", "Tokens median [p10, p90]",
+              "Tokens correct: mean / median", "Tokens incorrect: mean / median", "Truncated (%)", "Verifier errors"]
     rows = []
     for student in summary.students:
         for spec in summary.benchmarks:
@@ -88,7 +88,8 @@ def detail_table(summary: EvalSummary) -> Table:
                 student, spec.display, str(result.problems), str(result.samples_per_problem[0]),
                 ", ".join(f"@{k} {100 * v:.1f}" for k, v in result.pass_at_k.items()),
                 f"{_fmt(lengths.median)} [{_fmt(lengths.p10)}, {_fmt(lengths.p90)}]",
-                _fmt(result.lengths_correct.mean), _fmt(result.lengths_incorrect.mean), f"{100 * result.truncated:.1f}",
+                f"{_fmt(result.lengths_correct.mean)} / {_fmt(result.lengths_correct.median)}",
+                f"{_fmt(result.lengths_incorrect.mean)} / {_fmt(result.lengths_incorrect.median)}", f"{100 * result.truncated:.1f}",
                 str(result.verifier_errors),
             ])
     return "Details", header, rows, []
@@ -149,6 +150,8 @@ def render_plots(summary: EvalSummary, out_dir: Path) -> list[Path]:
 def render_section(run_dir: Path | str, out_dir: Path) -> str:
     """The eval section of a run's report: writes the plots into `out_dir`, returns the HTML fragment."""
     summary = summarize(run_dir)
+    if not summary.results:
+        return ""
     return render_html(summary, render_plots(summary, out_dir))
 
 

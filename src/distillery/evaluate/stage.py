@@ -25,7 +25,7 @@ from distillery.core.recipe import OutputPath, Sampling, TeacherConfig
 from distillery.core.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import ids_digest
-from distillery.evaluate.benchmarks import BUILTIN, BenchmarkSpec, load_benchmark
+from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec, load_benchmark
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.prompts import build_conversation
@@ -82,6 +82,10 @@ class EvalStage(RecordStage):
     per_teacher = True
     kind = "gpu"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rows: dict[str, list[BenchmarkRow]] = {}
+
     @property
     def cfg(self) -> EvalConfig:
         return self.config  # type: ignore[return-value]
@@ -111,11 +115,17 @@ class EvalStage(RecordStage):
             options={**(teacher.options if teacher else {}), **self.cfg.options},
         )
 
+    def benchmark_rows(self, spec: BenchmarkSpec) -> list[BenchmarkRow]:
+        """The problems of one benchmark, read once per stage object (the digest and the items both need them)."""
+        if spec.name not in self._rows:
+            self._rows[spec.name] = load_benchmark(spec, self.cfg.benchmarks_dir)
+        return self._rows[spec.name]
+
     def _items(self, ctx: ShardContext) -> Iterator[tuple[Item, str]]:
         """This shard's items, with the query id each key stands for (for the input digest)."""
         index = position = 0
         for spec in self.cfg.benchmarks:
-            for row in load_benchmark(spec, self.cfg.benchmarks_dir):
+            for row in self.benchmark_rows(spec):
                 samples = spec.samples if row.query is not None else 1
                 for sample in range(samples):
                     if index % ctx.num_shards == ctx.shard_index:
