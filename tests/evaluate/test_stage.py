@@ -102,6 +102,17 @@ def test_student_model_comes_from_the_template(tmp_path: Path, benchmarks_dir: P
         ("aime24", 64), ("aime25", 64), ("math500", 4), ("livecodebench", 16)]
 
 
+def test_recipe_verify_settings_lay_over_the_eval_defaults(tmp_path: Path, benchmarks_dir: Path) -> None:
+    default = build_stage(tmp_path, benchmarks_dir, 1, ["math500"]).cfg.verify
+    assert (default.code.max_tests, default.math.hard_timeout_s) == (1000, 60)
+    recipe = parse_recipe({
+        "name": "v", "run_dir": str(tmp_path / "run"), "teachers": [{"name": "student", "model": "unused"}],
+        "steps": {"eval": {"benchmarks_dir": str(benchmarks_dir), "verify": {"math": {"workers": 1}}}},
+    })
+    verify = recipe.step("eval").config.verify
+    assert (verify.math.workers, verify.math.hard_timeout_s, verify.code.max_tests) == (1, 60, 1000)
+
+
 def test_missing_benchmark_file_fails_when_the_recipe_is_loaded(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="benchmark files do not exist"):
         build_stage(tmp_path, tmp_path / "nowhere", 1, ["aime24"])

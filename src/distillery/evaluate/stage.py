@@ -18,7 +18,7 @@ from itertools import groupby, islice
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from distillery.core.llm import ChatModel
 from distillery.core.recipe import OutputPath, Sampling, TeacherConfig
@@ -35,11 +35,17 @@ from distillery.verify import VerifyConfig, build_verifier
 PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
 
 
-def _eval_verify_config() -> VerifyConfig:
-    """Verification for scoring: every test of a code problem runs (not the generation default's first 10), and
-    a math item gets a minute before it counts as a timeout (scored 0), since a cold worker's start on a busy
-    node counts against that clock."""
-    return VerifyConfig.model_validate({"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60}})
+EVAL_VERIFY_DEFAULTS: dict[str, Any] = {"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60}}
+"""Where scoring differs from generation's verification: every test of a code problem runs (not the first 10),
+and a math item gets a minute before it counts as a timeout (scored 0), since a cold worker's start on a busy
+node counts against that clock. A recipe's `verify:` is laid over these, not over the generation defaults."""
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 class EvalConfig(StageConfig):
@@ -52,9 +58,15 @@ class EvalConfig(StageConfig):
     options: dict[str, Any] = Field(default_factory=dict, description="Backend options, over the teacher's (tensor_parallel_size, base_url, ...).")
     sampling: Sampling = Field(default_factory=lambda: PAPER_SAMPLING.model_copy(), description="Sampling (the paper: temperature 0.6, top-p 0.95, 49,152 tokens).")
     system_prompt: str = Field("", description="System prompt before every problem; empty for none (the problem prompt asks for \\boxed{}).")
-    verify: VerifyConfig = Field(default_factory=_eval_verify_config, description="How answers are scored (math verifier, code sandbox).")
+    verify: VerifyConfig = Field(default_factory=lambda: VerifyConfig.model_validate(EVAL_VERIFY_DEFAULTS),
+                                 description="How answers are scored (math verifier, code sandbox).")
     pass_score: float = Field(1.0, ge=0, le=1, description="An answer counts as correct at this score (1.0: equal answer, every test passed).")
     batch_size: int = Field(256, ge=1, description="Samples per engine call; the most work a preempted shard loses.")
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _eval_verify_defaults(cls, value: Any) -> Any:
+        return _merged(EVAL_VERIFY_DEFAULTS, value) if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _check_benchmarks(self, info: ValidationInfo) -> EvalConfig:
