@@ -128,7 +128,7 @@ class PackedScorer:
     """Scores documents with a causal LM, packing several into each forward pass."""
 
     def __init__(self, model_dir: Path | str, device: str = "auto", dtype: str = "float32",
-                 tokens_per_pass: int = 8192, logits_chunk: int = 2048, model_kwargs: dict[str, Any] | None = None) -> None:
+                 tokens_per_pass: int = 8192, logits_chunk: int = 512, model_kwargs: dict[str, Any] | None = None) -> None:
         """`model_kwargs` go to `from_pretrained` (config overrides such as `num_hidden_layers` for benchmarks)."""
         from transformers import AutoModelForCausalLM
 
