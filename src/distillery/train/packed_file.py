@@ -78,17 +78,28 @@ def write_packed(path: Path, docs: list[tuple[str, np.ndarray, np.ndarray]], bin
 
 
 class PackedReader:
-    """Random access to the bins of a packed file (arrays are loaded once; files are a few GB at most)."""
+    """Random access to the bins of a packed file.
+
+    Only the small index arrays are loaded; token arrays are read from disk one bin at a time, since at the
+    paper's scale (~7B tokens) every rank of a node holding them in memory would not fit.
+    """
 
     def __init__(self, path: Path) -> None:
-        with h5py.File(path, "r") as source:
-            self.tokens = source["tokens"][()]
-            self.loss_mask = source["loss_mask"][()]
-            self.position_ids = source["position_ids"][()]
-            self.cu_seqlens = source["cu_seqlens"][()]
-            self.bin_docs = source["bin_docs"][()]
-            self.doc_ids = [d.decode() if isinstance(d, bytes) else d for d in source["doc_ids"][()]]
-            self.attrs = dict(source.attrs)
+        self._file = h5py.File(path, "r")
+        self.cu_seqlens = self._file["cu_seqlens"][()]
+        self.bin_docs = self._file["bin_docs"][()]
+        self.attrs = dict(self._file.attrs)
+        self._tokens = self._file["tokens"]
+        self._loss_mask = self._file["loss_mask"]
+        self._position_ids = self._file["position_ids"]
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return [d.decode() if isinstance(d, bytes) else d for d in self._file["doc_ids"][()]]
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
 
     def __len__(self) -> int:
         return len(self.bin_docs) - 1
@@ -97,8 +108,12 @@ class PackedReader:
         first, last = int(self.bin_docs[bin_index]), int(self.bin_docs[bin_index + 1])
         bounds = self.cu_seqlens[first:last + 1]
         start, end = int(bounds[0]), int(bounds[-1])
-        return PackedBin(self.tokens[start:end], self.loss_mask[start:end], self.position_ids[start:end],
+        return PackedBin(self._tokens[start:end], self._loss_mask[start:end], self._position_ids[start:end],
                          bounds - start)
 
     def documents(self, bin_index: int) -> list[str]:
-        return self.doc_ids[int(self.bin_docs[bin_index]):int(self.bin_docs[bin_index + 1])]
+        first, last = int(self.bin_docs[bin_index]), int(self.bin_docs[bin_index + 1])
+        return [d.decode() if isinstance(d, bytes) else d for d in self._file["doc_ids"][first:last]]
+
+    def close(self) -> None:
+        self._file.close()

@@ -105,7 +105,7 @@ class SFTStage(TaskStage):
             trainer = Trainer(self._settings(device), shape, initial, packed_path(ctx.run, source, ctx.teacher),
                               ctx.work_dir, out_dir / "metrics.jsonl", device, ctx.logger)
             summary = trainer.train()
-            documents = len(trainer.data.doc_ids)
+            documents = len(trainer.data.cu_seqlens) - 1
             if config.export_hf and ctx.rank == 0:
                 self._export(trainer, shape, model_dir, out_dir / "hf")
             dist.barrier()

@@ -26,7 +26,7 @@ from distillery.train.batches import packed_inputs, token_losses
 from distillery.train.checkpoint import latest_checkpoint, load_rank_state, save_checkpoint
 from distillery.train.flops import peak_flops, training_flops
 from distillery.train.gpt import ModelShape, build_model, load_state, model_state
-from distillery.train.packed_file import PackedReader
+from distillery.train.packed_file import PackedBin, PackedReader
 from distillery.train.pipeline import StageLinks, pipeline_forward_backward
 from distillery.train.schedule import warmup_cosine
 
@@ -151,9 +151,9 @@ class Trainer:
         with atomic_write(self.metrics_path) as out:
             out.write("".join(line + "\n" for line in kept))
 
-    def _bin_inputs(self, bin_index: int, document_mask: bool) -> Any:
+    def _bin_inputs(self, packed_bin: PackedBin, document_mask: bool) -> Any:
         capacity = int(self.data.attrs["capacity"]) if self.settings.pad_bins else None
-        inputs = packed_inputs(self.data[int(bin_index)], self.device, pad_to=capacity)
+        inputs = packed_inputs(packed_bin, self.device, pad_to=capacity)
         if not document_mask:
             inputs.packed = None
         return inputs
@@ -227,15 +227,15 @@ class Trainer:
         started = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        docs = [np.diff(self.data[int(b)].cu_seqlens).tolist() if document_mask else [len(self.data[int(b)].tokens)]
-                for b in bins]
-        loss_tokens = sum(float(self.data[int(b)].labels()[1].sum()) for b in bins)
-        mine = bins[self.dp_rank::self.dp_size]
+        step_bins = [self.data[int(b)] for b in bins]
+        docs = [np.diff(b.cu_seqlens).tolist() if document_mask else [len(b.tokens)] for b in step_bins]
+        loss_tokens = sum(float(b.labels()[1].sum()) for b in step_bins)
+        mine = step_bins[self.dp_rank::self.dp_size]
         loss_sum = torch.zeros((), device=self.device)
         autocast = torch.autocast(self.device.type, dtype=self.settings.dtype,
                                   enabled=self.settings.dtype != torch.float32)
-        for bin_index in mine:
-            inputs = self._bin_inputs(bin_index, document_mask)
+        for packed_bin in mine:
+            inputs = self._bin_inputs(packed_bin, document_mask)
             if self.pp_size > 1:
                 loss_sum += self._pipeline_micro_batch(inputs, autocast, max(loss_tokens, 1.0))
             else:
