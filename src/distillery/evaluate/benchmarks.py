@@ -4,7 +4,10 @@ A benchmark entry in a recipe names a built-in benchmark and overrides what it n
 another file, a Hugging Face dataset id); everything else comes from the built-in defaults below, which are
 the paper's: k = 64 samples for AIME, 4 for MATH-500, 16 for LiveCodeBench. Local files follow the schemas of
 ../shared/benchmarks (see its README). Hugging Face datasets are read through `datasets.load_dataset` with
-the same field mapping; only its local-file form (`hf_dataset: json` + `hf_data_files`) is tested offline.
+the same field mapping; only its local-file form (`hf_dataset: json` + `hf_data_files`) is tested offline,
+as the hub is unreachable here. For example, MATH-500 from the hub:
+
+    - {name: math500, hf_dataset: HuggingFaceH4/MATH-500, hf_split: test, fields: {id: unique_id}}
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class FieldMap(BaseModel):
     answer: str | None = Field("answer", description="Gold final answer (math).")
     tests: str | None = Field(None, description="Code tests: a list of {input, output} (or its JSON string).")
     starter_code: str | None = Field(None, description="Starter code of call-style code problems.")
-    fn_name: str | None = Field(None, description="Function to call for call-style code tests; empty means stdin/stdout.")
+    fn_name: str | None = Field(None, description="Function called by call-style code tests; empty: stdin/stdout.")
 
 
 BUILTIN: dict[str, dict[str, Any]] = {
@@ -67,20 +70,24 @@ class BenchmarkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Benchmark name (a built-in one: aime24, aime25, math500, livecodebench).")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="Benchmark name (built-ins: aime24, aime25, math500, livecodebench).")
     title: str = Field("", description="Column title in results tables; defaults to the name.")
-    kind: Literal["math", "code"] = Field("math", description="math: final answer checked by the math verifier; code: tests run in the sandbox.")
+    kind: Literal["math", "code"] = Field(
+        "math", description="math: final answer checked by the math verifier; code: tests run in the sandbox.")
     file: Path | None = Field(None, description="Local JSONL file, absolute or relative to benchmarks_dir.")
-    hf_dataset: str | None = Field(None, description="Hugging Face dataset id (or a `datasets` builder such as json); used instead of `file`.")
+    hf_dataset: str | None = Field(
+        None, description="Hugging Face dataset id (or a `datasets` builder such as json); used instead of `file`.")
     hf_config: str | None = Field(None, description="Hugging Face dataset configuration name.")
     hf_split: str = Field("test", description="Hugging Face dataset split.")
-    hf_data_files: list[str] | None = Field(None, description="Data files for a builder dataset (e.g. hf_dataset: json).")
+    hf_data_files: list[str] | None = Field(None, description="Data files of a builder dataset (hf_dataset: json).")
     fields: FieldMap = Field(default_factory=FieldMap, description="Column names of a row.")
-    where: dict[str, Any] = Field(default_factory=dict, description="Keep only rows whose fields equal these values.")
+    where: dict[str, Any] = Field(default_factory=dict, description="Keep only rows whose fields equal these.")
     samples: int = Field(1, ge=1, description="Samples per problem (k); pass@1 is their mean.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems (after `where`).")
-    max_tokens: int | None = Field(None, ge=1, description="Overrides the step's sampling max_tokens for this benchmark.")
-    prompt: str | None = Field(None, description="User prompt template with {problem} (and {starter_code}); defaults by kind.")
+    max_tokens: int | None = Field(None, ge=1, description="Overrides the step's max_tokens for this benchmark.")
+    prompt: str | None = Field(
+        None, description="User prompt template with {problem} (and {starter_code}); defaults by kind.")
     note: str = Field("", description="Footnote shown under results tables.")
 
     @model_validator(mode="before")
@@ -195,7 +202,8 @@ def load_benchmark(spec: BenchmarkSpec, benchmarks_dir: Path | str) -> list[Benc
         if row is None:
             rows.append(BenchmarkRow(spec.name, f"row-{index}", where, None, problem, raw))
             continue
-        problem_id = str(row[spec.fields.id]) if spec.fields.id and row.get(spec.fields.id) is not None else f"row-{index}"
+        row_id = row.get(spec.fields.id) if spec.fields.id else None
+        problem_id = str(row_id) if row_id is not None else f"row-{index}"
         try:
             query = _to_query(spec, row, problem_id, where)
         except (ValueError, KeyError, TypeError) as error:

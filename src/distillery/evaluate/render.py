@@ -89,8 +89,8 @@ def detail_table(summary: EvalSummary) -> Table:
                 ", ".join(f"@{k} {100 * v:.1f}" for k, v in result.pass_at_k.items()),
                 f"{_fmt(lengths.median)} [{_fmt(lengths.p10)}, {_fmt(lengths.p90)}]",
                 f"{_fmt(result.lengths_correct.mean)} / {_fmt(result.lengths_correct.median)}",
-                f"{_fmt(result.lengths_incorrect.mean)} / {_fmt(result.lengths_incorrect.median)}", f"{100 * result.truncated:.1f}",
-                str(result.verifier_errors),
+                f"{_fmt(result.lengths_incorrect.mean)} / {_fmt(result.lengths_incorrect.median)}",
+                f"{100 * result.truncated:.1f}", str(result.verifier_errors),
             ])
     return "Details", header, rows, []
 

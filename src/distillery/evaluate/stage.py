@@ -1,9 +1,9 @@
 """`eval`: a student answers every benchmark problem k times; each answer is scored and its length kept.
 
 Runs once per teacher: the student evaluated for teacher T is the model fine-tuned on T's traces (`model`:
-`{run_dir}/sft/{teacher}/hf`, where the sft step exports it), or the teacher's own model when `model` is unset. The items are
-(benchmark, problem, sample) triples, dealt round-robin to the shards, so a shard mixes easy and hard
-problems; each sample's seed comes from (recipe seed, benchmark, problem, sample) and not from the student,
+`{run_dir}/sft/{teacher}/hf`, where the sft step exports it), or the teacher's own model when `model` is unset.
+The items are (benchmark, problem, sample) triples, dealt round-robin to the shards, so a shard mixes easy and
+hard problems; each sample's seed comes from (recipe seed, benchmark, problem, sample) and not from the student,
 so every student answers under the same seeds. The framework journals every scored sample: a preempted
 shard resumes at its next unscored sample. Output records are `EvalSample`s, summarised by
 `distillery.evaluate.summary`.
@@ -30,10 +30,9 @@ from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.prompts import build_conversation
 from distillery.models.smollm2 import ensure_hf_folder
-from distillery.verify import VerifyConfig, build_verifier
+from distillery.verify import Verifier, VerifyConfig, build_verifier
 
 PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
-
 
 EVAL_VERIFY_DEFAULTS: dict[str, Any] = {"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60}}
 """Where scoring differs from generation's verification: every test of a code problem runs (not the first 10),
@@ -44,23 +43,32 @@ node counts against that clock. A recipe's `verify:` is laid over these, not ove
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if nested else value
     return merged
 
 
 class EvalConfig(StageConfig):
-    benchmarks: list[BenchmarkSpec] = Field(default_factory=lambda: [BenchmarkSpec(name=n) for n in BUILTIN],
-                                            description="Benchmarks to run (names of built-ins, or specs overriding them).")
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=lambda: [BenchmarkSpec(name=n) for n in BUILTIN],
+        description="Benchmarks to run (names of built-ins, or specs overriding them).")
     benchmarks_dir: OutputPath = Field(Path("../shared/benchmarks"), validate_default=True,
                                        description="Folder that relative benchmark files are read from.")
-    model: str | None = Field(None, description="Model to evaluate: HF folder (e.g. {run_dir}/sft/{teacher}/hf), served name, or 'smollm2' (embedded); unset: the teacher's model.")
-    backend: Literal["vllm", "openai", "transformers"] | None = Field(None, description="Generation backend; unset: the teacher's.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, over the teacher's (tensor_parallel_size, base_url, ...).")
-    sampling: Sampling = Field(default_factory=lambda: PAPER_SAMPLING.model_copy(), description="Sampling (the paper: temperature 0.6, top-p 0.95, 49,152 tokens).")
-    system_prompt: str = Field("", description="System prompt before every problem; empty for none (the problem prompt asks for \\boxed{}).")
+    model: str | None = Field(
+        None, description="Model to evaluate: HF folder (e.g. {run_dir}/sft/{teacher}/hf), served name, or 'smollm2' "
+                          "(embedded); unset: the teacher's model.")
+    backend: Literal["vllm", "openai", "transformers"] | None = Field(
+        None, description="Generation backend; unset: the teacher's.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend options, over the teacher's (tensor_parallel_size, base_url, ...).")
+    sampling: Sampling = Field(default_factory=lambda: PAPER_SAMPLING.model_copy(),
+                               description="Sampling (the paper: temperature 0.6, top-p 0.95, 49,152 tokens).")
+    system_prompt: str = Field(
+        "", description="System prompt before every problem; empty for none (the problem prompt asks for \\boxed{}).")
     verify: VerifyConfig = Field(default_factory=lambda: VerifyConfig.model_validate(EVAL_VERIFY_DEFAULTS),
                                  description="How answers are scored (math verifier, code sandbox).")
-    pass_score: float = Field(1.0, ge=0, le=1, description="An answer counts as correct at this score (1.0: equal answer, every test passed).")
+    pass_score: float = Field(
+        1.0, ge=0, le=1, description="An answer counts as correct at this score (1.0: equal answer, all tests pass).")
     batch_size: int = Field(256, ge=1, description="Samples per engine call; the most work a preempted shard loses.")
 
     @field_validator("verify", mode="before")
@@ -165,7 +173,7 @@ class EvalStage(RecordStage):
         specs = {spec.name: spec for spec in config.benchmarks}
         student = self.student_config()
         model: ChatModel | None = None
-        verifier = None
+        verifier: Verifier | None = None
         totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0, "verifier_errors": 0}
         iterator = iter(items)
         try:
@@ -193,31 +201,35 @@ class EvalStage(RecordStage):
             if verifier is not None:
                 verifier.close()
 
-    def _score(self, group: list[Item], spec: BenchmarkSpec, model: ChatModel, verifier: Any,
+    def _score(self, group: list[Item], spec: BenchmarkSpec, model: ChatModel, verifier: Verifier,
                totals: dict[str, Any], ctx: ShardContext) -> Iterator[Outcome]:
+        """Generate, verify and yield one benchmark's part of a batch."""
         config = self.cfg
-        sampling = config.sampling.model_copy(update={"max_tokens": spec.max_tokens}) if spec.max_tokens else config.sampling
-        queries = [Query.model_validate(item.record["query"]) for item in group]  # type: ignore[index]
-        seeds = [sample_seed(self.recipe.seed, spec.name, item.record["problem_id"], item.record["sample"])  # type: ignore[index]
-                 for item in group]
+        sampling = config.sampling
+        if spec.max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": spec.max_tokens})
+        records: list[dict[str, Any]] = [item.record for item in group if item.record is not None]
+        queries = [Query.model_validate(record["query"]) for record in records]
+        seeds = [sample_seed(self.recipe.seed, spec.name, r["problem_id"], r["sample"]) for r in records]
         started = time.perf_counter()
         completions = model.chat([build_conversation(q, config.system_prompt) for q in queries], sampling, seeds)
         totals["generate_s"] += time.perf_counter() - started
         verdicts = verifier.verify_batch([(q, c.text) for q, c in zip(queries, completions)])
-        for item, query, seed, completion, verdict in zip(group, queries, seeds, completions, verdicts):
+        answers = zip(group, records, queries, seeds, completions, verdicts)
+        for item, record, query, seed, completion, verdict in answers:
             passed = verdict.score >= config.pass_score
             if verdict.details.get("reason") in VERIFIER_ERRORS:
                 totals["verifier_errors"] += 1
-                ctx.logger.warning("eval: %s sample %s scored 0 because the verifier failed: %s", item.key,
-                                   item.record["sample"], verdict.details["reason"])  # type: ignore[index]
+                ctx.logger.warning("eval: %s scored 0 because the verifier failed: %s", item.key,
+                                   verdict.details["reason"])
             totals["samples"] += 1
             totals["correct"] += passed
             totals["completion_tokens"] += completion.completion_tokens
             sample = EvalSample(
-                benchmark=spec.name, problem_id=item.record["problem_id"], query_id=query.id,  # type: ignore[index]
-                sample=item.record["sample"], seed=seed, model=model.name, response=completion.text,  # type: ignore[index]
-                completion_tokens=completion.completion_tokens, prompt_tokens=completion.prompt_tokens,
-                finish_reason=completion.finish_reason, latency_s=round(completion.latency_s, 4),
-                score=verdict.score, passed=passed, verifier=verdict.verifier, details=verdict.details,
+                benchmark=spec.name, problem_id=record["problem_id"], query_id=query.id, sample=record["sample"],
+                seed=seed, model=model.name, response=completion.text, completion_tokens=completion.completion_tokens,
+                prompt_tokens=completion.prompt_tokens, finish_reason=completion.finish_reason,
+                latency_s=round(completion.latency_s, 4), score=verdict.score, passed=passed,
+                verifier=verdict.verifier, details=verdict.details,
             )
             yield Outcome.kept(item, sample.model_dump(mode="json"))
