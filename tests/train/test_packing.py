@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from distillery.core.runner import run_task
 from distillery.core.store import iter_jsonl
 from distillery.train.binpack import best_fit_decreasing, greedy_sequential, packing_efficiency
-from distillery.train.chat_tokens import tokenize_conversation
+from distillery.train.chat_tokens import render_conversation, tokenize_conversation, tokenize_rendered, trace_messages
 from distillery.train.pack_stage import packed_path
 from distillery.train.packed_file import PackedReader, write_packed
 
@@ -129,3 +129,12 @@ def test_pack_stage_end_to_end(tmp_path, traces, tokenizer, make_run, make_trace
             assert trained == by_key[key]["attempts"][0]["response"] + "<|im_end|>\n"
     # a second run finds the manifest and does nothing
     assert run_task(str(run.root), "pack", "t1", "task", 0)["elapsed_s"] == result["elapsed_s"]
+
+
+def test_batched_tokenization_equals_one_by_one(tokenizer, traces) -> None:
+    conversations = [trace_messages(trace) for trace in traces[:9]]
+    batched = tokenize_rendered(tokenizer, [render_conversation(tokenizer, c) for c in conversations])
+    for conversation, sample in zip(conversations, batched):
+        single = tokenize_conversation(tokenizer, conversation)
+        assert sample.tokens.tolist() == single.tokens.tolist()
+        assert sample.loss_mask.tolist() == single.loss_mask.tolist()

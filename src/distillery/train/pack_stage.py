@@ -11,10 +11,16 @@ from pydantic import Field, ValidationError
 from tqdm import tqdm
 
 from distillery.core.inputs import read_step_all
-from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.core.stage import Item, ShardContext, StageConfig, TaskStage, register
 from distillery.core.store import RunDir, ids_digest, shard_name, write_jsonl
 from distillery.train.binpack import best_fit_decreasing, packing_efficiency
-from distillery.train.chat_tokens import TemplateError, tokenize_conversation, trace_messages
+from distillery.train.chat_tokens import (
+    NO_TRAINED_TOKENS,
+    TemplateError,
+    render_conversation,
+    tokenize_rendered,
+    trace_messages,
+)
 from distillery.train.models import resolve_model_dir
 from distillery.train.packed_file import write_packed
 
@@ -41,6 +47,7 @@ class PackStage(TaskStage):
         student: str = Field("smollm2", description="Student model folder whose tokenizer and chat template are used.")
         max_tokens: int = Field(32768, ge=8, description="Samples longer than this many tokens are dropped (counted as rejected).")
         bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
+        tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (the tokenizer threads a batch).")
 
     def num_shards(self) -> int:
         return 1
@@ -60,23 +67,33 @@ class PackStage(TaskStage):
         docs: list[tuple[str, np.ndarray, np.ndarray]] = []
         rejected: list[dict[str, Any]] = []
         quarantined: list[dict[str, Any]] = []
+        pending: list[tuple[Item, tuple[str, int]]] = []
+
+        def tokenize_pending() -> None:
+            for (item, _), sample in zip(pending, tokenize_rendered(tokenizer, [r for _, r in pending])):
+                if len(sample) > config.max_tokens:
+                    rejected.append({"key": item.key, "where": item.where, "record": item.record,
+                                     "reason": f"{len(sample)} tokens > max_tokens {config.max_tokens}"})
+                elif not sample.loss_mask.any():
+                    rejected.append({"key": item.key, "where": item.where, "record": item.record,
+                                     "reason": NO_TRAINED_TOKENS})
+                else:
+                    docs.append((item.key, sample.tokens, sample.loss_mask))
+            pending.clear()
+
         inputs = 0
         for item in tqdm(read_step_all(ctx.run, self.recipe, source, ctx.teacher), desc="tokenize", unit="trace"):
             inputs += 1
             try:
-                sample = tokenize_conversation(tokenizer, trace_messages(item.record or {}))
+                pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))
             except ValidationError as error:
-                quarantined.append({"key": item.key, "where": item.where, "reason": f"not a trace: {error.errors()[0]['msg']}",
-                                    "record": item.record})
-                continue
+                quarantined.append({"key": item.key, "where": item.where, "record": item.record,
+                                    "reason": f"not a trace: {error.errors()[0]['msg']}"})
             except TemplateError as error:
                 rejected.append({"key": item.key, "where": item.where, "reason": str(error), "record": item.record})
-                continue
-            if len(sample) > config.max_tokens:
-                rejected.append({"key": item.key, "where": item.where, "record": item.record,
-                                 "reason": f"{len(sample)} tokens > max_tokens {config.max_tokens}"})
-                continue
-            docs.append((item.key, sample.tokens, sample.loss_mask))
+            if len(pending) >= config.tokenize_batch:
+                tokenize_pending()
+        tokenize_pending()
         lengths = [len(tokens) for _, tokens, _ in docs]
         bins = best_fit_decreasing(lengths, capacity)
         efficiency = packing_efficiency(lengths, bins, capacity)
