@@ -112,3 +112,20 @@ def test_packed_loss_equals_documents_one_by_one(tmp_path, tiny_model, megatron_
         padded_total = (token_losses(model, padded) * padded.weights_T).sum() / padded.weights_T.sum()
     assert float(total) == pytest.approx(separate_sum / separate_count, rel=1e-5)
     assert float(padded_total) == pytest.approx(float(total), rel=1e-6)
+
+
+def test_flex_attention_document_mask_equals_block_diagonal_mask() -> None:
+    """The GPU path's FlexAttention mask (run eagerly here) against the CPU path's explicit mask."""
+    import torch.nn.functional as F
+
+    from distillery.train.attention import block_diagonal_causal_mask, flex_document_attention
+
+    generator = torch.Generator().manual_seed(0)
+    total, heads, groups, dim = 200, 4, 2, 16
+    cu_seqlens = torch.tensor([0, 37, 100, 101, 160, 200], dtype=torch.int32)
+    q = torch.randn(heads, total, dim, generator=generator)
+    k, v = (torch.randn(groups, total, dim, generator=generator) for _ in range(2))
+    out = flex_document_attention(q, k, v, cu_seqlens, 0.25, compiled=False)
+    expected = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 0), v.repeat_interleave(2, 0), scale=0.25,
+                                              attn_mask=block_diagonal_causal_mask(cu_seqlens, total))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -43,8 +43,9 @@ def _compiled_flex_attention() -> Any:
 
 
 def flex_document_attention(q_HTD: torch.Tensor, k_GTD: torch.Tensor, v_GTD: torch.Tensor,
-                            cu_seqlens: torch.Tensor, scale: float) -> torch.Tensor:
-    from torch.nn.attention.flex_attention import create_block_mask
+                            cu_seqlens: torch.Tensor, scale: float, compiled: bool = True) -> torch.Tensor:
+    """Document-causal attention with FlexAttention; `compiled=False` runs it eagerly (tests on CPU)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     total = q_HTD.shape[1]
     doc_T = document_ids(cu_seqlens, total)
@@ -52,10 +53,10 @@ def flex_document_attention(q_HTD: torch.Tensor, k_GTD: torch.Tensor, v_GTD: tor
     def document_causal(batch: Any, head: Any, q_index: Any, kv_index: Any) -> Any:
         return (doc_T[q_index] == doc_T[kv_index]) & (q_index >= kv_index)
 
-    block_mask = create_block_mask(document_causal, None, None, total, total, device=q_HTD.device, _compile=True)
+    block_mask = create_block_mask(document_causal, None, None, total, total, device=q_HTD.device, _compile=compiled)
     enable_gqa = q_HTD.shape[0] != k_GTD.shape[0]
-    out_1HTD = _compiled_flex_attention()(q_HTD[None], k_GTD[None], v_GTD[None], block_mask=block_mask, scale=scale,
-                                          enable_gqa=enable_gqa)
+    attend = _compiled_flex_attention() if compiled else flex_attention
+    out_1HTD = attend(q_HTD[None], k_GTD[None], v_GTD[None], block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
     return out_1HTD[0]
 
 
