@@ -113,7 +113,8 @@ def estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarra
 
 
 def candidate_pairs(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (first member, other member) of every LSH bucket with more than one text, over all bands."""
+    """Pairs of texts sharing an LSH bucket, over all bands: each member with the bucket's first member and with
+    the member before it (every pair of a bucket of up to three; linear in the bucket size beyond)."""
     lefts, rights = [], []
     index = np.flatnonzero(valid)
     for band in range(keys.shape[1]):
@@ -122,9 +123,9 @@ def candidate_pairs(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np
         sorted_keys = column[order]
         new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
         group_first = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
-        members = ~new_group
-        lefts.append(index[order[group_first[members]]])
-        rights.append(index[order[members]])
+        members = np.flatnonzero(~new_group)
+        lefts += [index[order[group_first[members]]], index[order[members - 1]]]
+        rights += [index[order[members]], index[order[members]]]
     if not lefts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(lefts), np.concatenate(rights)
