@@ -89,13 +89,15 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
         query_record("Describe the water cycle."),
         None,
         {"id": "broken", "category": "math", "messages": "not a list"},
+        {**query_record("unused"), "id": "system-only", "messages": [{"role": "system", "content": "Be brief."}]},
     ]
     ctx = shard_context(tmp_path, "decontaminate")
     ctx.global_dir.mkdir(parents=True)
     stage.scan(items_of(records), ctx)
     stage.merge(ctx)
     outcomes = {o.position: o for o in stage.process(items_of(records), ctx)}
-    assert [outcomes[i].kind for i in range(len(records))] == ["rejected", "kept", "rejected", "kept", "quarantined", "quarantined"]
+    assert [outcomes[i].kind for i in range(len(records))] == ["rejected", "kept", "rejected", "kept", "quarantined", "quarantined",
+                                                             "quarantined"]
     assert "by judge" in outcomes[0].reason and "by embedding (cosine 1.0000)" in outcomes[2].reason
     assert len(judge.seen) == 2, "the exact copy must not reach the judge, the unrelated query must not either"
     audit = [json.loads(line) for line in (ctx.run.stage_dir("decontaminate") / "audit.jsonl").open()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kept_ids, query_row, rejected, run_recipe, write_rows
+from conftest import items_of, kept_ids, query_record, query_row, rejected, run_recipe, shard_context, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 import labelled  # noqa: E402
@@ -92,3 +92,24 @@ def test_empty_and_tiny_texts_never_cluster_by_accident() -> None:
     assert labels[2] == labels[3]
     with pytest.raises(ValueError, match="exceeds"):
         band_keys(signatures, 16, 8)
+
+
+@pytest.mark.parametrize("stage_type", ["dedup", "near_dedup"])
+def test_bad_records_are_quarantined_and_counts_reconcile(tmp_path: Path, stage_type: str) -> None:
+    from distillery.core.recipe import parse_recipe
+
+    text = "Find every prime p such that p + 2 and p + 4 are also prime, and prove there are no others."
+    records = [query_record(text), query_record(text, category="general"), query_record("Name three noble gases."),
+               None, {"id": "broken", "category": "math", "messages": [{"role": "user", "content": 7}]},
+               {**query_record("x"), "id": "system-only", "messages": [{"role": "system", "content": "Be brief."}]}]
+    stage = parse_recipe({"name": "t", "run_dir": str(tmp_path / "run"), "steps": {stage_type: {}}}, check_paths=False).build_stage(stage_type)
+    ctx = shard_context(tmp_path, stage_type)
+    ctx.global_dir.mkdir(parents=True)
+    stage.scan(items_of(records), ctx)  # type: ignore[attr-defined]
+    stats = stage.merge(ctx)  # type: ignore[attr-defined]
+    outcomes = sorted(stage.process(items_of(records), ctx), key=lambda o: o.position)  # type: ignore[attr-defined]
+    assert len(outcomes) == len(records) and stats["duplicates"] == 1
+    kinds = [o.kind for o in outcomes]
+    assert kinds.count("kept") == 2 and kinds.count("rejected") == 1 and kinds[3:] == ["quarantined"] * 3
+    survivor = min(records[0]["id"], records[1]["id"])  # type: ignore[index]
+    assert next(o for o in outcomes if o.kind == "rejected").reason.split()[-1 if stage_type == "dedup" else 2] == survivor

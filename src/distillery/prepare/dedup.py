@@ -27,15 +27,24 @@ def dedup_text(query: Query) -> str:
     return "\n".join(f"{m.role}: {normalise_text(m.content)}" for m in query.messages if m.role != "assistant")
 
 
+def invalid_reason(item: Item) -> str | None:
+    """Why an item is not a usable query (quarantined by `process`, skipped by `scan`), or None."""
+    if item.record is None:
+        return f"unreadable input: {item.problem}"
+    try:
+        query = Query.model_validate(item.record)
+    except ValidationError as error:
+        return f"invalid query: {error.errors()[0]['msg']}"
+    if not any(m.role == "user" for m in query.messages):
+        return "invalid query: no user message"
+    return None
+
+
 def parse_items(items: Iterable[Item]) -> Iterator[tuple[Item, Query]]:
-    """The items that are valid queries; the others are quarantined by `process`."""
+    """The items that are usable queries, parsed."""
     for item in items:
-        if item.record is None:
-            continue
-        try:
+        if invalid_reason(item) is None:
             yield item, Query.model_validate(item.record)
-        except ValidationError:
-            continue
 
 
 def _drops_path(ctx: ShardContext, shard_index: int) -> Path:
@@ -65,16 +74,12 @@ class DropListStage(TwoPassStage):
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         drops: dict[str, str] = read_json(_drops_path(ctx, ctx.shard_index))
         for item in items:
-            if item.record is None:
-                yield Outcome.quarantined(item, f"unreadable input: {item.problem}")
-                continue
-            try:
-                Query.model_validate(item.record)
-            except ValidationError as error:
-                yield Outcome.quarantined(item, f"invalid query: {error.errors()[0]['msg']}")
+            problem = invalid_reason(item)
+            if problem is not None:
+                yield Outcome.quarantined(item, problem)
                 continue
             reason = drops.get(item.key)
-            yield Outcome.rejected(item, reason) if reason else Outcome.kept(item, item.record)
+            yield Outcome.rejected(item, reason) if reason else Outcome.kept(item, item.record)  # type: ignore[arg-type]
 
 
 class ExactDedupConfig(StageConfig):
