@@ -36,6 +36,8 @@ class Message(_Record):
 class TestCase(_Record):
     """One code test: stdin/stdout (`fn_name` unset) or a function call with JSON-encoded arguments."""
 
+    __test__ = False  # not a pytest class, despite the name
+
     input: str
     output: str
 
