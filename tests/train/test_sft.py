@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM
 
 from distillery.core.runner import run_task
@@ -132,3 +133,10 @@ def test_kill_and_resume_reproduces_the_curve(tmp_path, traces, make_run, tiny_m
         assert mine["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5)
     # only the newest checkpoint is kept
     assert [p.name for p in checkpoints.glob("step-*")] == ["step-00000012"]
+    # a changed config trains from the start: the finished checkpoint of the old config is not resumed
+    recipe = yaml.safe_load((killed / "recipe.yaml").read_text())
+    recipe["steps"]["sft"]["lr"] = 5e-4
+    (killed / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    changed = run_task(str(killed), "sft", "t1", "task", 0)
+    assert changed["stats"]["resumed_at"] == 0
+    assert _metrics(killed)[-1]["step"] == 12 and _metrics(killed)[0]["lr"] != curve[0]["lr"]

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from pydantic import Field
 
 from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.core.store import Manifest, config_digest
 from distillery.train.trainer import Trainer, TrainSettings
 
 
@@ -102,8 +103,11 @@ class SFTStage(TaskStage):
             dist.barrier()
             out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
             out_dir.mkdir(parents=True, exist_ok=True)
-            trainer = Trainer(self._settings(device), shape, initial, packed_path(ctx.run, source, ctx.teacher),
-                              ctx.work_dir, out_dir / "metrics.jsonl", device, ctx.logger)
+            data = packed_path(ctx.run, source, ctx.teacher)
+            fingerprint = config_digest({"config": config.model_dump(mode="json"),
+                                         "data": Manifest.load(ctx.run.shard(source, ctx.teacher, 0).manifest).sha256})
+            trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, out_dir / "metrics.jsonl",
+                              device, ctx.logger, fingerprint)
             summary = trainer.train()
             documents = len(trainer.data.cu_seqlens) - 1
             if config.export_hf and ctx.rank == 0:
@@ -120,9 +124,9 @@ class SFTStage(TaskStage):
         from distillery.train.checkpoint import latest_checkpoint, load_rank_state
         from distillery.train.convert import megatron_to_hf, save_hf_folder
 
-        checkpoint = latest_checkpoint(trainer.checkpoints)
+        checkpoint = latest_checkpoint(trainer.checkpoints, trainer.fingerprint)
         assert checkpoint is not None, "training always ends with a checkpoint"
-        shards = {(tp_rank, pp_rank): load_rank_state(checkpoint, tp_rank, pp_rank, 0)["model"]
+        shards = {(tp_rank, pp_rank): load_rank_state(checkpoint, tp_rank, pp_rank, trainer.layout)["model"]
                   for tp_rank in range(trainer.settings.tensor_parallel)
                   for pp_rank in range(trainer.settings.pipeline_parallel)}
         save_hf_folder(megatron_to_hf(shards, shape), model_dir, target)

@@ -81,7 +81,8 @@ def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
 
 class Trainer:
     def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Path, work_dir: Path,
-                 metrics_path: Path, device: torch.device, logger: logging.Logger) -> None:
+                 metrics_path: Path, device: torch.device, logger: logging.Logger, fingerprint: str = "") -> None:
+        """`fingerprint` names the config and data; checkpoints made under another one are not resumed."""
         from megatron.core import parallel_state
 
         self.settings = settings
@@ -90,6 +91,7 @@ class Trainer:
         self.logger = logger
         self.metrics_path = metrics_path
         self.checkpoints = work_dir / "checkpoints"
+        self.fingerprint = fingerprint
         self.tp_rank = parallel_state.get_tensor_model_parallel_rank()
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
         self.pp_rank = parallel_state.get_pipeline_model_parallel_rank()
@@ -118,20 +120,22 @@ class Trainer:
         self._restore_or_load(initial_shards)
         self.peak = peak_flops(device, settings.peak_tflops)
 
+    @property
+    def layout(self) -> dict[str, int]:
+        return {"tensor_parallel": self.settings.tensor_parallel, "pipeline_parallel": self.settings.pipeline_parallel}
+
     def _restore_or_load(self, initial_shards: Path | None) -> None:
         """Newest checkpoint, else the converted student (None keeps Megatron's random init: benchmarks)."""
         from distillery.train.convert import shard_file
 
-        checkpoint = latest_checkpoint(self.checkpoints)
+        checkpoint = latest_checkpoint(self.checkpoints, self.fingerprint)
         if checkpoint is None:
-            if initial_shards is None:
-                self._rewrite_metrics(0)
-                return
-            load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, self.pp_rank),
-                                              map_location="cpu", weights_only=True))
+            if initial_shards is not None:
+                load_state(self.model, torch.load(initial_shards / shard_file(self.tp_rank, self.pp_rank),
+                                                  map_location="cpu", weights_only=True))
             self._rewrite_metrics(0)
             return
-        state = load_rank_state(checkpoint, self.tp_rank, self.pp_rank, self.dp_rank)
+        state = load_rank_state(checkpoint, self.tp_rank, self.pp_rank, self.layout)
         load_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -269,8 +273,7 @@ class Trainer:
         state = {"model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": self.step}
         save_checkpoint(self.checkpoints, self.step, self.tp_rank, self.pp_rank, self.dp_rank, state,
-                        {"tensor_parallel": self.settings.tensor_parallel, "pipeline_parallel": self.pp_size,
-                         "data_parallel": self.dp_size},
+                        {**self.layout, "data_parallel": self.dp_size, "fingerprint": self.fingerprint},
                         self.settings.keep_checkpoints)
 
     def train(self) -> dict[str, Any]:
@@ -291,7 +294,7 @@ class Trainer:
             if self.step % self.settings.save_every == 0 or self.step == len(self.plan):
                 self._save()
         progress.close()
-        if latest_checkpoint(self.checkpoints) is None:
+        if latest_checkpoint(self.checkpoints, self.fingerprint) is None:
             self._save()
         return {"steps": len(self.plan), "resumed_at": len(self.plan) - len(history),
                 "final_loss": history[-1]["loss"] if history else None,
