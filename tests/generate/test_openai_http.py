@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import quickstart_queries
+from generate_helpers import quickstart_queries
 
 from distillery.core.recipe import Sampling, TeacherConfig
 from distillery.generate.backends.factory import BackendConfigError, build_chat_model
@@ -78,6 +78,7 @@ def client(server: str) -> Iterator[OpenAIChatModel]:
     model.close()
 
 
+@pytest.mark.slow
 def test_http_chat_is_seeded_per_request_and_reports_usage(client: OpenAIChatModel) -> None:
     sampling = Sampling(temperature=1.0, max_tokens=32)
     question = [{"role": "user", "content": "Name an animal."}]
@@ -89,6 +90,7 @@ def test_http_chat_is_seeded_per_request_and_reports_usage(client: OpenAIChatMod
         assert completion.finish_reason in ("stop", "length") and completion.latency_s > 0
 
 
+@pytest.mark.slow
 def test_loop_over_http_verifies_and_regenerates(client: OpenAIChatModel) -> None:
     queries = quickstart_queries("math")[:6] + quickstart_queries("instruction_following")[:3]
     verifier = build_verifier(VerifyConfig.model_validate({"math": {"workers": 1}}))

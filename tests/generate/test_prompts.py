@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import quickstart_queries
+from generate_helpers import quickstart_queries
 
 from distillery.core.records import make_query
 from distillery.generate.backends.factory import BackendConfigError, build_chat_model

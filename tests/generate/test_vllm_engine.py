@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RecordingModel, quickstart_queries
+from generate_helpers import RecordingModel, quickstart_queries
 
 from distillery.core.recipe import Sampling, parse_recipe
 from distillery.core.stage import Item, ShardContext
@@ -55,6 +55,7 @@ def test_a_request_depends_on_its_seed_not_on_its_batch(engine: VLLMChatModel) -
         assert completion.finish_reason in ("stop", "length") and completion.latency_s > 0
 
 
+@pytest.mark.slow
 def test_loop_regenerates_until_accepted_and_keeps_the_engine_batches_full(engine: VLLMChatModel, math_verifier) -> None:
     queries = quickstart_queries("math")[:8]
     recorder = RecordingModel(engine)

@@ -1,4 +1,7 @@
-"""Helpers shared by the generation tests: the bundled quickstart queries and a call-recording model wrapper."""
+"""Helpers shared by the generation tests: the bundled quickstart queries and a call-recording model wrapper.
+
+Named uniquely (not `conftest`) so that importing it cannot pick up another test area's conftest module.
+"""
 
 from __future__ import annotations
 
