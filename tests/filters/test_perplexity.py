@@ -106,6 +106,7 @@ def test_percentile_threshold_over_shards_and_scan_resume(recipe, run, stage_fac
     outcomes = [o for shard in run_stage(stage, run, [items[0::2], items[1::2]]) for o in shard]
     by_id = {o.key: o for o in outcomes}
     assert by_id[traces[0].query.id].record["ppl"] == 1.5
+    assert not (ctx.work_dir / "perplexity-scan.jsonl").exists(), "the checkpoint goes once the shard's scores are written"
     assert by_id[traces[-1].query.id].kind == "rejected" and "no accepted" in by_id[traces[-1].query.id].reason
     scored = {t.query.id: by_id[t.query.id].record["ppl"] for t in traces[:-1]}
     cutoff = float(np.percentile(list(scored.values()), 75.0))

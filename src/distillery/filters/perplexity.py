@@ -156,7 +156,12 @@ class PerplexityStage(TwoPassStage):
 
 
 def _complete_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of an append-only checkpoint, skipping a last line cut short by a kill."""
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.endswith("\n"):
-            yield json.loads(line)
+    """Rows of an append-only checkpoint; a last line cut short by a kill is cut off the file too, so that
+    appending after a resume starts on a fresh line."""
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(len(complete))
+    for line in complete.decode("utf-8").splitlines():
+        yield json.loads(line)
