@@ -38,6 +38,7 @@ def _resolve(target: str) -> Callable[[Any], Any]:
 
 def _worker_main(connection: Connection, target: str) -> None:
     function = _resolve(target)
+    connection.send(_READY)
     while True:
         message = connection.recv()
         if message is None:
@@ -49,6 +50,12 @@ def _worker_main(connection: Connection, target: str) -> None:
             connection.send((index, False, f"{type(error).__name__}: {error}"))
 
 
+_READY = "ready"
+"""A worker's first message: its imports are done, so the per-item clock may start (a cold start on a busy
+node can take longer than an item's whole timeout)."""
+START_TIMEOUT_S = 300.0
+
+
 @dataclass
 class _Worker:
     process: multiprocessing.process.BaseProcess
@@ -56,6 +63,7 @@ class _Worker:
     in_flight: deque[int] = field(default_factory=deque)
     head_started: float = 0.0
     answered: int = 0
+    ready: bool = False
 
 
 class WorkerPool:
@@ -105,7 +113,7 @@ class WorkerPool:
                     except (BrokenPipeError, OSError):
                         break  # found dead below, where its head item gets the verdict
             busy = [worker for worker in self.workers if worker.in_flight]
-            next_deadline = min(worker.head_started + self.hard_timeout_s for worker in busy)
+            next_deadline = min(worker.head_started + self._limit(worker) for worker in busy)
             ready = wait([worker.connection for worker in busy], timeout=max(0.0, next_deadline - time.monotonic()))
             for slot, worker in enumerate(self.workers):
                 if not worker.in_flight:
@@ -114,7 +122,12 @@ class WorkerPool:
                 if worker.connection in ready:
                     try:
                         while worker.connection.poll():
-                            index, ok, value = worker.connection.recv()
+                            message = worker.connection.recv()
+                            if message == _READY:
+                                worker.ready = True
+                                worker.head_started = time.monotonic()
+                                continue
+                            index, ok, value = message
                             worker.in_flight.remove(index)
                             worker.answered += 1
                             results[index] = PoolResult(True, value) if ok else PoolResult(False, error=value)
@@ -123,8 +136,8 @@ class WorkerPool:
                         failure = "worker died"
                 if not failure and not worker.process.is_alive() and not worker.connection.poll():
                     failure = "worker died"
-                if not failure and worker.in_flight and time.monotonic() - worker.head_started > self.hard_timeout_s:
-                    failure = "timeout"
+                if not failure and worker.in_flight and time.monotonic() - worker.head_started > self._limit(worker):
+                    failure = "timeout" if worker.ready else "worker did not start"
                 if failure:
                     blamed = worker.in_flight.popleft()
                     logger.warning("verifier worker %s on item %d: replacing it", failure, blamed)
@@ -135,6 +148,9 @@ class WorkerPool:
                         raise RuntimeError(f"{stillborn} verifier workers in a row died before answering: {self.target} cannot run")
                     self.workers[slot] = self._replace(worker)
         return [result for result in results if result is not None]
+
+    def _limit(self, worker: _Worker) -> float:
+        return self.hard_timeout_s if worker.ready else START_TIMEOUT_S
 
     def close(self) -> None:
         for worker in self.workers:
