@@ -40,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     lengths = paper_lengths(args.docs, args.seed, cap=args.cap)
     report: dict[str, object] = {"docs": len(lengths), "dropped_over_cap": int(args.docs - len(lengths)),
-                                 "mean_tokens": round(float(lengths.mean()), 1), "p99_tokens": int(np.percentile(lengths, 99)),
+                                 "mean_tokens": round(float(lengths.mean()), 1),
+                                 "p99_tokens": int(np.percentile(lengths, 99)),
                                  "max_tokens": int(lengths.max()), "cap": args.cap}
     as_list = lengths.tolist()
     padded = [[doc] for doc in range(len(as_list))]

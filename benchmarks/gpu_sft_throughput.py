@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per mode (one bin each)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (compilation)")
     parser.add_argument("--recompute", choices=["auto", "on", "off"], default="auto",
-                        help="full activation recompute; auto: on for GPUs (32k bins need it), off on CPU (unsupported)")
+                        help="full activation recompute; auto: on for GPUs (32k bins need it), off on CPU")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak per device for MFU (GPUs detected)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -109,7 +109,8 @@ def main() -> None:
         "preset": args.preset, "parameters": shape.parameter_count(), "seq": args.seq,
         "bin_efficiency": round(efficiency, 4), "recompute": recompute,
         "packed_document_mask": packed, "baseline_causal_whole_bin": causal,
-        "tokens_per_s_ratio_vs_baseline": round(packed["tokens_per_s"] / causal["tokens_per_s"], 3),  # type: ignore[operator]
+        "tokens_per_s_ratio_vs_baseline":
+            round(packed["tokens_per_s"] / causal["tokens_per_s"], 3),  # type: ignore[operator]
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
     }
     print(json.dumps(report, indent=1))

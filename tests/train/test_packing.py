@@ -61,7 +61,8 @@ def test_best_fit_decreasing_beats_greedy_on_a_long_tail() -> None:
 
 
 def _check_file_invariants(reader: PackedReader) -> None:
-    assert reader.cu_seqlens[0] == 0 and reader.cu_seqlens[-1] == reader.total_tokens == sum(len(reader[b].tokens) for b in range(len(reader)))
+    assert reader.cu_seqlens[0] == 0
+    assert reader.cu_seqlens[-1] == reader.total_tokens == sum(len(reader[b].tokens) for b in range(len(reader)))
     for bin_index in range(len(reader)):
         packed = reader[bin_index]
         assert len(packed.tokens) <= reader.attrs["capacity"]

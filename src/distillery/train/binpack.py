@@ -1,9 +1,10 @@
 """Packing documents of known lengths into bins of a fixed token capacity.
 
 `best_fit_decreasing` places each document, longest first, into the fullest bin that still has room
-(ties: the lowest bin index); like first-fit-decreasing it uses at most 11/9 OPT + 6/9 bins. Open bins are kept sorted by free space, so a placement is a
-binary search. `greedy_sequential` (fill in input order, start a new bin when the next document does not fit)
-and padding each document to the capacity are the baselines the benchmark compares against.
+(ties: the lowest bin index); like first-fit-decreasing it uses at most 11/9 OPT + 6/9 bins. Open bins are
+kept sorted by free space, so a placement is a binary search. `greedy_sequential` (fill in input order, start a
+new bin when the next document does not fit) and padding each document to the capacity are the baselines the
+benchmark compares against.
 """
 
 from __future__ import annotations

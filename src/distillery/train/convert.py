@@ -73,10 +73,13 @@ def hf_to_megatron(hf: dict[str, torch.Tensor], shape: ModelShape, tp: int, pp: 
                 src = f"model.layers.{pp_rank * per_stage + local}."
                 dst = f"decoder.layers.{local}."
                 attn = src + "self_attn."
-                qkv = _fuse_qkv(hf[attn + "q_proj.weight"], hf[attn + "k_proj.weight"], hf[attn + "v_proj.weight"], shape)
-                sd[dst + "self_attention.linear_qkv.weight"] = qkv.chunk(tp, dim=0)[tp_rank].reshape(-1, shape.hidden_size)
+                qkv = _fuse_qkv(hf[attn + "q_proj.weight"], hf[attn + "k_proj.weight"], hf[attn + "v_proj.weight"],
+                                shape)
+                sd[dst + "self_attention.linear_qkv.weight"] = (
+                    qkv.chunk(tp, dim=0)[tp_rank].reshape(-1, shape.hidden_size))
                 if shape.qkv_bias:
-                    bias = _fuse_qkv(hf[attn + "q_proj.bias"], hf[attn + "k_proj.bias"], hf[attn + "v_proj.bias"], shape)
+                    bias = _fuse_qkv(hf[attn + "q_proj.bias"], hf[attn + "k_proj.bias"], hf[attn + "v_proj.bias"],
+                                     shape)
                     sd[dst + "self_attention.linear_qkv.bias"] = bias.chunk(tp, dim=0)[tp_rank].reshape(-1)
                 sd[dst + "self_attention.linear_proj.weight"] = hf[attn + "o_proj.weight"].chunk(tp, dim=1)[tp_rank]
                 sd[dst + "input_layernorm.weight"] = hf[src + "input_layernorm.weight"]
@@ -130,14 +133,18 @@ def megatron_to_hf(shards: Shards, shape: ModelShape) -> dict[str, torch.Tensor]
 def load_hf_state(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors Hugging Face folder (single file or sharded with an index)."""
     index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
     state: dict[str, torch.Tensor] = {}
     for name in files:
         state.update(load_file(str(folder / name)))
     return state
 
 
-def save_hf_folder(state: dict[str, torch.Tensor], source: Path, target: Path, dtype: torch.dtype | None = None) -> Path:
+def save_hf_folder(state: dict[str, torch.Tensor], source: Path, target: Path,
+                   dtype: torch.dtype | None = None) -> Path:
     """Write `state` as a Hugging Face folder with `source`'s config and tokenizer, atomically (temp dir + rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

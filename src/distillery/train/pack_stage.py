@@ -45,9 +45,9 @@ class PackStage(TaskStage):
 
     class Config(StageConfig):
         student: str = Field("smollm2", description="Student model folder whose tokenizer and chat template are used.")
-        max_tokens: int = Field(32768, ge=8, description="Samples longer than this many tokens are dropped (counted as rejected).")
+        max_tokens: int = Field(32768, ge=8, description="Samples over this many tokens are dropped (as rejected).")
         bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
-        tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (the tokenizer threads a batch).")
+        tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (threaded by the tokenizer).")
 
     def num_shards(self) -> int:
         return 1

@@ -34,24 +34,24 @@ class SFTStage(TaskStage):
     kind = "gpu"
 
     class Config(StageConfig):
-        student: str = Field("smollm2", description="Hugging Face folder of the student (Llama or Qwen2), or 'smollm2'.")
+        student: str = Field("smollm2", description="Student HF folder (Llama or Qwen2), or 'smollm2'.")
         tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size.")
-        pipeline_parallel: int = Field(1, ge=1, description="Pipeline stages; world size = tensor x pipeline x data parallel.")
+        pipeline_parallel: int = Field(1, ge=1, description="Pipeline stages; world = tensor x pipeline x data.")
         lr: float = Field(8e-5, gt=0, description="Peak learning rate (paper: 8e-5).")
         min_lr: float = Field(0.0, ge=0, description="Learning rate the cosine decays to (paper: 0).")
         warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warmup (paper: 5%).")
         epochs: int = Field(2, ge=1, description="Passes over the packed bins (paper: 2).")
-        global_batch: int = Field(64, ge=1, description="Packed bins per optimizer step, over all data-parallel ranks (paper: 64).")
-        max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (quickstart, smoke tests).")
+        global_batch: int = Field(64, ge=1, description="Packed bins per optimizer step, all ranks (paper: 64).")
+        max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke tests).")
         weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
         adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (beta1 is 0.9).")
         grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
         save_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
         keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
         seed: int = Field(0, description="Seed of the data order.")
-        precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
-        recompute: bool = Field(False, description="Recompute every layer's activations in the backward pass (long bins).")
-        peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU; known GPUs are detected.")
+        precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, else fp32.")
+        recompute: bool = Field(False, description="Recompute layer activations in backward (GPU, long bins).")
+        peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU (GPUs detected).")
         export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
 
     def num_shards(self) -> int:
@@ -94,7 +94,8 @@ class SFTStage(TaskStage):
             init_megatron(config.tensor_parallel, config.pipeline_parallel, config.seed, device)
             model_dir = resolve_model_dir(config.student)
             shape = ModelShape.from_folder(model_dir)
-            initial = ctx.work_dir / f"initial-tp{config.tensor_parallel}-pp{config.pipeline_parallel}"
+            initial = ctx.work_dir / (f"initial-{config_digest(str(model_dir.resolve()))[:8]}"
+                                      f"-tp{config.tensor_parallel}-pp{config.pipeline_parallel}")
             if ctx.rank == 0 and not (initial / "megatron.json").exists():
                 ctx.logger.info("converting %s to Megatron-core shards for TP=%d PP=%d", model_dir,
                                 config.tensor_parallel, config.pipeline_parallel)
@@ -110,6 +111,7 @@ class SFTStage(TaskStage):
                               device, ctx.logger, fingerprint)
             summary = trainer.train()
             documents = len(trainer.data.cu_seqlens) - 1
+            trainer.data.close()
             if config.export_hf and ctx.rank == 0:
                 self._export(trainer, shape, model_dir, out_dir / "hf")
             dist.barrier()
@@ -117,8 +119,9 @@ class SFTStage(TaskStage):
             if owns_group:
                 shutdown()
         return {"inputs": documents, "kept": documents, "world_size": ctx.world_size,
-                "tensor_parallel": config.tensor_parallel, "pipeline_parallel": config.pipeline_parallel, "metrics": str(out_dir / "metrics.jsonl"),
-                "hf": str(out_dir / "hf") if config.export_hf else None, **summary}
+                "tensor_parallel": config.tensor_parallel, "pipeline_parallel": config.pipeline_parallel,
+                "metrics": str(out_dir / "metrics.jsonl"), "hf": str(out_dir / "hf") if config.export_hf else None,
+                **summary}
 
     def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
         from distillery.train.checkpoint import latest_checkpoint, load_rank_state

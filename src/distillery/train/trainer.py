@@ -80,8 +80,9 @@ def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Path, work_dir: Path,
-                 metrics_path: Path, device: torch.device, logger: logging.Logger, fingerprint: str = "") -> None:
+    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Path,
+                 work_dir: Path, metrics_path: Path, device: torch.device, logger: logging.Logger,
+                 fingerprint: str = "") -> None:
         """`fingerprint` names the config and data; checkpoints made under another one are not resumed."""
         from megatron.core import parallel_state
 
