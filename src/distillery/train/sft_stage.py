@@ -12,15 +12,17 @@ student as a Hugging Face folder for evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch.distributed as dist
 from pydantic import Field
 
 from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
 from distillery.core.store import Manifest, config_digest
-from distillery.train.trainer import Trainer, TrainSettings
+
+if TYPE_CHECKING:  # torch and Megatron load only when the stage runs, not when a recipe is planned
+    import torch
+
+    from distillery.train.trainer import Trainer, TrainSettings
 
 
 def export_dir(run_dir: Path, step: str, teacher: str | None) -> Path:
@@ -58,6 +60,10 @@ class SFTStage(TaskStage):
         return 1
 
     def _settings(self, device: torch.device) -> TrainSettings:
+        import torch
+
+        from distillery.train.trainer import TrainSettings
+
         config: SFTStage.Config = self.config  # type: ignore[assignment]
         if config.precision == "auto":
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -73,11 +79,14 @@ class SFTStage(TaskStage):
         )
 
     def run(self, ctx: ShardContext) -> dict[str, Any]:
+        import torch.distributed as dist
+
         from distillery.train.convert import hf_to_megatron, load_hf_state, save_shards
         from distillery.train.gpt import ModelShape
         from distillery.train.models import resolve_model_dir
         from distillery.train.pack_stage import packed_path
         from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
+        from distillery.train.trainer import Trainer
 
         config: SFTStage.Config = self.config  # type: ignore[assignment]
         source = self.input_step()
