@@ -31,7 +31,7 @@ def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
         tmp_path: Path, benchmarks_dir: Path, embed_cache: Path, smollm2_dir: Path) -> None:  # noqa: F811
     texts = list(planted.REWORDINGS.values()) + planted.SAME_TOPIC
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(t) for t in texts))
-    config = step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir)})
+    config = step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir), "max_chars": 800})
     run = run_recipe(tmp_path, "judged", inputs, {"decontaminate": config}, num_shards=1)
     audit = _audit(run)
     judged = [r for r in audit if r["method"] == "judge"]
