@@ -52,7 +52,6 @@ def _direct_ppl(model: torch.nn.Module, doc: Document) -> float:
     return math.exp(-log_probs[torch.arange(start - 1, ids.shape[1] - 1), targets].mean().item())
 
 
-@pytest.mark.slow
 def test_perplexity_equals_a_direct_unpacked_forward(recipe, stage_factory, smollm2_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -69,7 +68,6 @@ def test_perplexity_equals_a_direct_unpacked_forward(recipe, stage_factory, smol
     assert ppls["Say hello."] > 3 * ppls["What is the capital of France?"], "gibberish is less likely than a plain answer"
 
 
-@pytest.mark.slow
 def test_packed_and_one_at_a_time_agree(recipe, stage_factory) -> None:
     packed_stage = stage_factory(recipe, tokens_per_pass=4096)
     docs = [packed_stage.document(make_trace(p, r)) for p, r in RESPONSES]
@@ -92,7 +90,6 @@ def test_plan_passes_respects_the_budget_and_isolates_long_documents() -> None:
     assert all(sum(lengths[i] for i in p) <= 10 for p in passes if p != [3])
 
 
-@pytest.mark.slow
 def test_percentile_threshold_over_shards_and_scan_resume(recipe, run, stage_factory) -> None:
     stage = stage_factory(recipe, tokens_per_pass=4096, max_percentile=75.0, chunk_traces=3)
     traces = [make_trace(p, r) for p, r in RESPONSES]

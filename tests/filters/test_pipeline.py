@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import make_trace
 
@@ -30,7 +29,6 @@ def _responses(teacher: str) -> list[tuple[str, str, bool]]:
     return rows
 
 
-@pytest.mark.slow
 def test_filters_and_report_through_the_runner(tmp_path: Path, smollm2_dir: Path) -> None:
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
