@@ -63,7 +63,7 @@ quickstart() {
   local run_dir
   run_dir="$("$VENV/bin/python" -c "from distillery.core.recipe import load_recipe; print(load_recipe('$recipe').run_dir)")"
   run_cli report "$run_dir"
-  log "done. outputs: $run_dir   report: $run_dir/report/index.html   status: ./launch.sh status $run_dir"
+  log "done. outputs: $run_dir   report: $run_dir/report/report.html   status: ./launch.sh status $run_dir"
 }
 
 run_tests() {

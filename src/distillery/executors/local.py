@@ -1,7 +1,9 @@
 """Local executor: every task on this machine, in-process or in a pool of worker processes.
 
 It goes through the same `run_task` as a cluster array task, so a local run and a SLURM run write the same
-files. Multi-rank tasks (tensor-parallel training) get one process per rank with a loopback rendezvous.
+files. Light (cpu-kind) tasks run in this process; engine, model and multi-rank tasks each get a fresh process,
+as on a cluster, so one task's engine state (vLLM registers kernels process-wide) never leaks into the next.
+Multi-rank tasks (tensor-parallel training) get one process per rank with a loopback rendezvous.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class LocalExecutor(Executor):
                 except RuntimeError as error:
                     failures.append((shard_index, str(error)))
                 bar.update()
-        elif workers == 1 or len(group.shards) == 1:
+        elif (workers == 1 or len(group.shards) == 1) and group.job_kind == "cpu":
             for shard_index in group.shards:
                 try:
                     run_task(run_dir, group.step, group.teacher, group.phase, shard_index)
@@ -88,7 +90,8 @@ class LocalExecutor(Executor):
                     failures.append((shard_index, f"{type(error).__name__}: {error}"))
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(group.shards)), mp_context=mp.get_context("spawn"),
+                                     max_tasks_per_child=1) as pool:
                 futures = {pool.submit(run_task, run_dir, group.step, group.teacher, group.phase, shard_index): shard_index
                            for shard_index in group.shards}
                 for future in as_completed(futures):

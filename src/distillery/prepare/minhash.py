@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numba
+import functools
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -35,17 +36,25 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _min_hashes(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out[d, k] = min over shingles s of text d of ((a[k] * hashes[s] + b[k]) mod 2**64) >> 32."""
-    shift = np.uint64(32)
-    for doc in numba.prange(len(offsets) - 1):
-        for position in range(offsets[doc], offsets[doc + 1]):
-            value = hashes[position]
-            for k in range(len(a)):
-                permuted = np.uint32((a[k] * value + b[k]) >> shift)
-                if permuted < out[doc, k]:
-                    out[doc, k] = permuted
+@functools.cache
+def _min_hashes_kernel():  # noqa: ANN202 - a numba dispatcher
+    """The compiled kernel, built on first use: importing numba (llvmlite) in every task that merely parses a
+    recipe breaks vLLM's kernel registration in the same process."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def min_hashes(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """out[d, k] = min over shingles s of text d of ((a[k] * hashes[s] + b[k]) mod 2**64) >> 32."""
+        shift = np.uint64(32)
+        for doc in numba.prange(len(offsets) - 1):
+            for position in range(offsets[doc], offsets[doc + 1]):
+                value = hashes[position]
+                for k in range(len(a)):
+                    permuted = np.uint32((a[k] * value + b[k]) >> shift)
+                    if permuted < out[doc, k]:
+                        out[doc, k] = permuted
+
+    return min_hashes
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ class MinHasher:
         hashes, counts = self.shingle_hashes(texts)
         signatures = np.full((len(texts), self.num_perm), _EMPTY, dtype=np.uint32)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        _min_hashes(hashes, offsets, self._a, self._b, signatures)
+        _min_hashes_kernel()(hashes, offsets, self._a, self._b, signatures)
         return signatures
 
 
