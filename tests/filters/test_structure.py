@@ -65,3 +65,11 @@ def test_stage_caps_tokens_with_the_student_tokenizer(recipe, run, smollm2_dir: 
     assert outcomes[long.query.id].record["metadata"]["student_tokens"] > short_tokens + 20
     assert outcomes[broken.query.id].kind == "rejected" and "unterminated" in outcomes[broken.query.id].reason
     assert outcomes[unanswered.query.id].kind == "rejected"
+
+
+def test_plain_answers_pass_only_when_think_is_optional() -> None:
+    assert isinstance(check_structure("4 + 4 = 8"), str)
+    kept = check_structure("4 + 4 = 8", require_answer_tags=False, require_think=False)
+    assert not isinstance(kept, str) and kept.answer == "4 + 4 = 8" and kept.think == ""
+    assert check_structure("   ", require_answer_tags=False, require_think=False) == "empty response"
+    assert isinstance(check_structure("<think>x</think>", require_answer_tags=False, require_think=False), str)

@@ -23,14 +23,18 @@ from distillery.verify.parsing import ParsedResponse, parse_response
 
 
 class StructureConfig(StageConfig):
+    require_think: bool = Field(True, description="The response must open with a <think> block (false: a response with no think tags is kept whole as the answer).")
     require_answer_tags: bool = Field(True, description="The answer must be wrapped in <answer> tags (false: the text after </think>).")
     max_tokens: int = Field(32768, ge=1, description="Most tokens of the chat-templated conversation, with the student's tokenizer.")
     tokenizer: str = Field("smollm2", description="Student tokenizer: a model folder or hub id, or 'smollm2' (the embedded SmolLM2-135M-Instruct).")
     batch_size: int = Field(256, ge=1, description="Traces tokenised together.")
 
 
-def check_structure(response: str, require_answer_tags: bool = True) -> ParsedResponse | str:
+def check_structure(response: str, require_answer_tags: bool = True, require_think: bool = True) -> ParsedResponse | str:
     """The parsed response when it is well formed with non-empty parts, else what is wrong with it."""
+    if not require_think and "<think>" not in response and "</think>" not in response:
+        answer = response.strip()
+        return ParsedResponse(think="", answer=answer, well_formed=True, problem="") if answer else "empty response"
     parsed = parse_response(response)
     if not parsed.well_formed:
         return parsed.problem
@@ -77,7 +81,7 @@ class StructureStage(RecordStage):
             if trace.accepted is None:
                 yield Outcome.rejected(item, "no accepted response")
                 continue
-            parts = check_structure(trace.response, self.config.require_answer_tags)
+            parts = check_structure(trace.response, self.config.require_answer_tags, self.config.require_think)
             if isinstance(parts, str):
                 yield Outcome.rejected(item, f"malformed structure: {parts}")
                 continue
