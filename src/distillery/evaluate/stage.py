@@ -29,7 +29,7 @@ from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec,
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.prompts import build_conversation
-from distillery.models.smollm2 import ensure_hf_folder
+from distillery.models import EMBEDDED, resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
 
 PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
@@ -118,8 +118,8 @@ class EvalStage(RecordStage):
         template = self.cfg.model or (self.teacher.model if self.teacher else "")
         if not template:
             raise ValueError(f"step {self.step!r}: set `model` (no teacher to take it from)")
-        if template == "smollm2":
-            return str(ensure_hf_folder())
+        if template == EMBEDDED:
+            return resolve_model(template)
         teacher = self.teacher.name if self.teacher else ""
         return template.replace("{teacher}", teacher).replace("{run_dir}", str(self.recipe.run_dir))
 

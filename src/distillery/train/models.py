@@ -1,18 +1,15 @@
-"""Where student models come from: a Hugging Face folder, or `smollm2` for the embedded SmolLM2-135M-Instruct."""
+"""Where student models come from: a local Hugging Face folder (training needs the weights on disk)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-EMBEDDED = "smollm2"
+from distillery.models import EMBEDDED, resolve_model
 
 
 def resolve_model_dir(name: str) -> Path:
-    if name == EMBEDDED:
-        from distillery.models.smollm2 import ensure_hf_folder
-
-        return ensure_hf_folder()
-    path = Path(name).expanduser()
+    """`smollm2` or a folder -> the folder, checked to hold a Hugging Face model."""
+    path = Path(resolve_model(name)).expanduser()
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json); use {EMBEDDED!r} "
                                 "for the embedded student")
