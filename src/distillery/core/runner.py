@@ -88,21 +88,24 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
         handler.close()
 
 
+def step_digest(run: RunDir, recipe: Recipe, step: str, teacher: str | None,
+                shard_index: int | None = None) -> str:
+    """Digest of a step's output ids (one shard, or all of them) for `teacher` where the step runs per teacher."""
+    src_teacher = teacher if teacher in recipe.teachers_of(step) else None
+    shards = range(recipe.build_stage(step, src_teacher).num_shards()) if shard_index is None else [shard_index]
+    digests = []
+    for index in shards:
+        manifest = run.shard(step, src_teacher, index, recipe.compress).manifest
+        if not manifest.exists():
+            raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
+        digests.append(read_json(manifest)["output_ids_digest"])
+    return ids_digest(digests) if len(digests) > 1 else digests[0]
+
+
 def upstream_digest(run: RunDir, recipe: Recipe, stage: Stage, shard_index: int | None, teacher: str | None) -> str:
     """Digest of what a shard is made from: the output ids of the input step's shard(s)."""
     source = stage.input_step()
-    if source is None:
-        return "external"
-    src_teacher = teacher if teacher in recipe.teachers_of(source) else None
-    src_stage = recipe.build_stage(source, src_teacher)
-    shards = range(src_stage.num_shards()) if shard_index is None else [shard_index]
-    digests = []
-    for index in shards:
-        manifest = run.shard(source, src_teacher, index, recipe.compress).manifest
-        if not manifest.exists():
-            raise InputNotReady(f"input {manifest} is missing: step {source!r} shard {index} has not finished")
-        digests.append(read_json(manifest)["output_ids_digest"])
-    return ids_digest(digests) if len(digests) > 1 else digests[0]
+    return "external" if source is None else step_digest(run, recipe, source, teacher, shard_index)
 
 
 def task_header(stage: Stage, ctx: ShardContext, digest: str) -> dict[str, Any]:
@@ -250,7 +253,8 @@ def _task(stage: TaskStage, ctx: ShardContext) -> dict[str, Any]:
         stage=ctx.stage, teacher=ctx.teacher, shard_index=ctx.shard_index, num_shards=ctx.num_shards,
         inputs=inputs, kept=kept, rejected=int(stats.get("rejected", inputs - kept)),
         quarantined=int(stats.get("quarantined", 0)), sha256=str(stats.get("sha256", "")),
-        input_ids_digest=header["input_ids_digest"], output_ids_digest=str(stats.get("output_ids_digest", header["input_ids_digest"])),
+        input_ids_digest=header["input_ids_digest"], output_ids_digest=str(stats.get("output_ids_digest") or
+                              ids_digest([header["input_ids_digest"], header["config_digest"]])),
         config_digest=header["config_digest"], code_version=code_version(), elapsed_s=round(time.time() - started, 3),
         stats=stats,
     )

@@ -165,8 +165,15 @@ class EvalStage(RecordStage):
             yield item
 
     def input_digest(self, ctx: ShardContext) -> str:
-        """Keyed by the shard's (benchmark, problem, sample) keys and the content ids of their queries."""
-        return ids_digest(f"{item.key}={query_id}" for item, query_id in self._items(ctx))
+        """Keyed by the shard's (benchmark, problem, sample) keys and the content ids of their queries, and by
+        the step before it (the sft that made the student): a retrained student makes the eval stale."""
+        from distillery.core.runner import step_digest
+
+        keys = [f"{item.key}={query_id}" for item, query_id in self._items(ctx)]
+        previous = self.recipe.previous_step(self.step)
+        if previous is not None:
+            keys.append("after=" + step_digest(ctx.run, self.recipe, previous, ctx.teacher))
+        return ids_digest(keys)
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         config = self.cfg
