@@ -25,12 +25,12 @@ setup() {
     log "installing the single-node SLURM cluster packages (Debian)"
     slurm/dev-cluster/install.sh
   fi
-  if ! command -v g++ >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1; then
-    log "installing g++ and bubblewrap (code sandbox)"
+  if ! command -v g++ >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    log "installing g++ and bubblewrap (code sandbox) and chromium (report screenshots)"
     if command -v apt-get >/dev/null 2>&1; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ bubblewrap >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ bubblewrap chromium >/dev/null
     else
-      log "no apt-get: install g++ and bubblewrap yourself for the code verifier"
+      log "no apt-get: install g++, bubblewrap and chromium yourself (code verifier, report screenshots)"
     fi
   fi
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_recipe
+from core_helpers import write_recipe
 
 from distillery.cli import main
 from distillery.core.store import RunDir

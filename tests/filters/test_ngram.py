@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_items, make_trace, run_stage
+from filters_helpers import as_items, make_trace, run_stage
 
 from distillery.core.records import Trace
 from distillery.filters.ngram import NgramConfig, NgramStage

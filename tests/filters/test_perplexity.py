@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import as_items, context, make_trace, run_stage
+from filters_helpers import as_items, context, make_trace, run_stage
 
 from distillery.filters.perplexity import PerplexityConfig, PerplexityStage
 from distillery.filters.scoring import Document, PackedScorer, plan_passes

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import yaml
-from conftest import make_trace
+from filters_helpers import make_trace
 
 from distillery.analyze.report import build_report
 from distillery.core.runner import run_task

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import as_items, make_trace, run_stage
+from filters_helpers import as_items, make_trace, run_stage
 
 from distillery.filters.structure import StructureConfig, StructureStage, check_structure
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import items_of, query_record, shard_context
+from prepare_helpers import items_of, query_record, shard_context
 
 from distillery.core.recipe import parse_recipe
 from distillery.prepare.clean import CleanStage

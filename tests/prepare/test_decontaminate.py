@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import kept_ids, query_row, rejected, run_recipe, write_rows
+from prepare_helpers import kept_ids, query_row, rejected, run_recipe, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 import planted  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import items_of, kept_ids, query_record, query_row, run_recipe, shard_context, write_rows
+from prepare_helpers import items_of, kept_ids, query_record, query_row, run_recipe, shard_context, write_rows
 from test_decontaminate import _audit, _id, embed_cache, step  # noqa: F401  (fixture)
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import query_row, rejected, run_recipe, write_rows
+from prepare_helpers import query_row, rejected, run_recipe, write_rows
 from test_decontaminate import MATH_BENCHMARKS, embed_cache, step  # noqa: F401  (fixture)
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import items_of, kept_ids, query_record, query_row, rejected, run_recipe, shard_context, write_rows
+from prepare_helpers import items_of, kept_ids, query_record, query_row, rejected, run_recipe, shard_context, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 import labelled  # noqa: E402
