@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 VENV="${DISTILLERY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-EXTRAS="generation,verification,decontamination,training,kernels,dev"
+EXTRAS="generation,verification,decontamination,training,evaluation,kernels,dev"
 
 log() { printf '\033[1m[launch]\033[0m %s\n' "$*" >&2; }
 
