@@ -34,7 +34,7 @@ from distillery.filters.ngram_counts import (
     words,
 )
 from distillery.filters.traces import parse_trace
-from distillery.models import resolve_model
+from distillery.models import load_tokenizer
 
 
 class NgramConfig(StageConfig):
@@ -62,11 +62,9 @@ class NgramStage(TwoPassStage):
     per_teacher = True
     config: NgramConfig
 
-    @cached_property
+    @property
     def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(resolve_model(self.config.tokenizer))
+        return load_tokenizer(self.config.tokenizer)
 
     @cached_property
     def _word_hasher(self) -> WordHasher:

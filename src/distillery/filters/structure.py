@@ -10,7 +10,6 @@ response), since that is what packing and SFT will see.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from functools import cached_property
 from typing import Any
 
 from pydantic import Field
@@ -18,7 +17,7 @@ from pydantic import Field
 from distillery.core.records import Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.filters.traces import parse_trace
-from distillery.models import resolve_model
+from distillery.models import load_tokenizer
 from distillery.verify.parsing import ParsedResponse, parse_response
 
 
@@ -54,11 +53,9 @@ class StructureStage(RecordStage):
     per_teacher = True
     config: StructureConfig
 
-    @cached_property
+    @property
     def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(resolve_model(self.config.tokenizer))
+        return load_tokenizer(self.config.tokenizer)
 
     def conversation_tokens(self, traces: list[Trace]) -> list[int]:
         """Token counts of each trace's training conversation (prompt and response, chat template)."""

