@@ -30,14 +30,19 @@ def _log_bins(values: Sequence[float], count: int = 40) -> np.ndarray:
     return np.geomspace(low, high, count)
 
 
+def _share_histograms(axis: plt.Axes, data: list[tuple[str, list[float]]]) -> None:
+    """One step histogram per teacher on shared log bins, each normalised to a share of its traces."""
+    bins = _log_bins([v for _, values in data for v in values])
+    for teacher, values in data:
+        axis.hist(values, bins=bins, histtype="step", linewidth=1.6, label=teacher, weights=np.full(len(values), 1 / len(values)))
+
+
 def length_histogram(teachers: list[TeacherStats], path: Path) -> Path | None:
     data = [(t.teacher, t.final_lengths) for t in teachers if t.final_lengths]
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
-    bins = _log_bins([v for _, values in data for v in values])
-    for teacher, values in data:
-        axis.hist(values, bins=bins, histtype="step", linewidth=1.6, label=teacher, weights=np.full(len(values), 1 / len(values)))
+    _share_histograms(axis, data)
     axis.set(xscale="log", xlabel="response tokens", ylabel="share of traces", title="Token length of accepted responses")
     for mark in (SHORT_TOKENS, LONG_TOKENS):
         axis.axvline(mark, color="grey", linestyle=":", linewidth=1)
@@ -64,9 +69,7 @@ def perplexity_histogram(teachers: list[TeacherStats], path: Path) -> Path | Non
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
-    bins = _log_bins([v for _, values in data for v in values])
-    for teacher, values in data:
-        axis.hist(values, bins=bins, histtype="step", linewidth=1.6, label=teacher, weights=np.full(len(values), 1 / len(values)))
+    _share_histograms(axis, data)
     axis.set(xscale="log", xlabel="perplexity under the reference model", ylabel="share of traces", title="Perplexity")
     axis.legend()
     return _save(figure, path)
