@@ -86,3 +86,14 @@ def test_config_or_shard_count_change_is_stale_never_mixed(tmp_path: Path, queri
     rejected = [json.loads(line)["key"] for p in sorted((run_dir / "sleepy" / "rejected").glob("shard-0000[0-2].jsonl"))
                 for line in p.read_text().splitlines()]
     assert len(kept) + len(rejected) == len(set(kept) | set(rejected)) == 60
+
+
+def test_engine_kind_tasks_run_in_fresh_processes_with_the_same_output(tmp_path: Path, queries: Path) -> None:
+    in_process, spawned = tmp_path / "cpu", tmp_path / "gpu"
+    assert main(["run", str(write_recipe(tmp_path / "cpu.yaml", in_process, queries))]) == 0
+    recipe = write_recipe(tmp_path / "gpu.yaml", spawned, queries)
+    text = recipe.read_text().replace("type: test_sleepy", "type: test_sleepy\n    resources: {job_kind: gpu}")
+    recipe.write_text(text)
+    assert main(["run", str(recipe)]) == 0
+    assert "job_kind: gpu" in (spawned / "recipe.yaml").read_text()
+    assert _outputs(spawned, "sleepy") == _outputs(in_process, "sleepy")

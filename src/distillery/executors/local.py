@@ -36,6 +36,11 @@ def _rank_entry(run_dir: str, step: str, teacher: str | None, phase: str, shard_
     run_task(run_dir, step, teacher, phase, shard_index, rank=rank, world_size=world_size)
 
 
+def _child_logging(level: int) -> None:
+    """A spawned task logs to the console like an in-process one (progress of long shards stays visible)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
 def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
     """One process per rank, all of the same task; fails if any rank fails."""
     context = mp.get_context("spawn")
@@ -91,7 +96,8 @@ class LocalExecutor(Executor):
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(group.shards)), mp_context=mp.get_context("spawn"),
-                                     max_tasks_per_child=1) as pool:
+                                     max_tasks_per_child=1, initializer=_child_logging,
+                                     initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
                 futures = {pool.submit(run_task, run_dir, group.step, group.teacher, group.phase, shard_index): shard_index
                            for shard_index in group.shards}
                 for future in as_completed(futures):
