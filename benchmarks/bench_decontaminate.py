@@ -1,6 +1,6 @@
 """Decontamination throughput against a bare `SentenceTransformer.encode` of the same texts.
 
-Queries are --queries texts drawn from the shared benchmark files (half of them copies of MATH-500/AIME problems
+Queries are --queries texts drawn from the packaged benchmark files (half of them copies of MATH-500/AIME problems
 with a few words changed, half LiveCodeBench and IFEval prompts, so both long and short texts and real matches
 occur). The benchmark index (AIME 2024/2025 and MATH-500, by default) is built first and not timed. Timed, on the
 same loaded model and texts, alternating --repeats times and keeping the fastest of each:
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distillery.data import benchmarks_dir
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
 from distillery.prepare.contamination import BenchmarkIndex, find_candidates
 from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="sentence-transformers model; default the bundled all-MiniLM-L6-v2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--benchmarks", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks")
+    parser.add_argument("--benchmarks", type=Path, default=benchmarks_dir())
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     encoder = load_encoder(args.model, args.device)

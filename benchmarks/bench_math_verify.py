@@ -10,7 +10,7 @@ Timings on a shared machine move with its load: compare the ratios of one run, n
 CPU seconds (this process plus the workers, from /proc) are also printed: the overhead in CPU time holds
 even when a loaded machine makes wall-clock ratios meaningless.
 
-    python benchmarks/bench_math_verify.py [--benchmarks ../shared/benchmarks] [--pairs 1000] [--repeats 3]
+    python benchmarks/bench_math_verify.py [--benchmarks DIR] [--pairs 1000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from distillery.core.records import Query, Reference, make_query
+from distillery.data import benchmarks_dir
 from distillery.verify.config import MathSettings
 from distillery.verify.math import MathVerifier, gold_text
 
@@ -71,7 +72,7 @@ def timed(function, *args, verifier: MathVerifier | None = None) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmarks", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks")
+    parser.add_argument("--benchmarks", type=Path, default=benchmarks_dir())
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each configuration")
     args = parser.parse_args()

@@ -2,12 +2,12 @@
 
 Both sides get the same texts and parameters: character 5-gram shingles of normalised text, `bands x rows`
 permutations, LSH with (bands, rows), candidate pairs kept when their estimated Jaccard is >= the threshold, and
-clusters by union-find. The corpus is --texts synthetic queries built from the words of the shared benchmark files,
+clusters by union-find. The corpus is --texts synthetic queries built from the words of the packaged benchmark files,
 of which --dup-share are near copies of another text with about 5% of the words edited (ground truth). Reported:
 seconds, texts/s, the speed ratio, the recall of planted copies and the number of unrelated texts merged, for both.
 
     python benchmarks/bench_minhash.py [--texts 100000] [--bands 16] [--rows 8] [--threshold 0.7] \
-        [--benchmarks ../shared/benchmarks]
+        [--benchmarks DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from distillery.core.records import normalise_text
+from distillery.data import benchmarks_dir
 from distillery.prepare.minhash import MinHasher, band_keys, cluster
 
 logger = logging.getLogger("bench_minhash")
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--benchmarks", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchmarks")
+    parser.add_argument("--benchmarks", type=Path, default=benchmarks_dir())
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     texts, source = corpus(vocabulary(args.benchmarks), args.texts, args.dup_share, args.seed)

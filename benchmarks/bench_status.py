@@ -65,8 +65,6 @@ def fake_data_dir(root: Path) -> None:
     (root / "data" / "queries").mkdir(parents=True)
     for category in ("math", "code", "science", "instruction_following", "chat", "general"):
         (root / "data" / "queries" / f"{category}.jsonl").touch()
-    shared = Path(os.environ.get("DISTILLERY_BENCHMARKS", Path(__file__).resolve().parents[2] / "shared" / "benchmarks"))
-    (root / "data" / "benchmarks").symlink_to(shared)
 
 
 def main() -> None:

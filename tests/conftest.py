@@ -12,11 +12,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
-    """The shared benchmark data (AIME, MATH-500, IFEval, LiveCodeBench), never copied into the repo."""
-    path = Path(os.environ.get("DISTILLERY_BENCHMARKS", REPO_ROOT.parent / "shared" / "benchmarks"))
-    if not (path / "math500" / "math500.jsonl").exists():
-        pytest.fail(f"benchmark data not found at {path}; set DISTILLERY_BENCHMARKS")
-    return path
+    """The benchmark data packaged with distillery (AIME, MATH-500, IFEval, LiveCodeBench)."""
+    from distillery.data import PACKAGE_DATA
+
+    return PACKAGE_DATA / "benchmarks"
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """A labelled duplicate set built from real problems: exact copies, formatting changes, word edits, paraphrases.
 
-Bases are MATH-500 and LiveCodeBench problems read from the shared benchmark folder; every variant is derived with
+Bases are MATH-500 and LiveCodeBench problems read from the packaged benchmark folder; every variant is derived with
 a seeded RNG, so the set is the same on every run. Paraphrases are written by hand (a rewording keeps the problem
 but changes most of its words) and are what n-gram methods are not expected to catch.
 """

@@ -1,6 +1,6 @@
 """Benchmark problems planted among clean queries, for decontamination.
 
-Variants of real MATH-500 and AIME problems are derived at run time from the shared benchmark files (formatting
+Variants of real MATH-500 and AIME problems are derived at run time from the packaged benchmark files (formatting
 changes, small word edits, the problem inside a prompt template, other numbers); rewordings are written here by
 hand, in our own words, keyed by the item they reword. Clean queries are hand-written problems on the same topics
 that are not benchmark problems, plus unrelated requests: none of them may be dropped.

@@ -1,4 +1,4 @@
-"""Code verifier on real LiveCodeBench problems (public tests from the shared benchmarks): solutions written
+"""Code verifier on real LiveCodeBench problems (public tests from the packaged benchmarks): solutions written
 here pass, wrong ones fail with the right verdict; stdin and call style, Python and C++."""
 
 from __future__ import annotations

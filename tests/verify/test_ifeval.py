@@ -1,4 +1,4 @@
-"""IFEval checks: every instruction id in the shared IFEval data has a following and a violating response,
+"""IFEval checks: every instruction id in the packaged IFEval data has a following and a violating response,
 in strict and loose mode, and the verifier scores the fraction followed."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A benchmark entry in a recipe names a built-in benchmark and overrides what it needs (samples, a slice,
 another file, a Hugging Face dataset id); everything else comes from the built-in defaults below, which are
 the paper's: k = 64 samples for AIME, 4 for MATH-500, 16 for LiveCodeBench. Local files follow the schemas of
-../shared/benchmarks (see its README). Hugging Face datasets are read through `datasets.load_dataset` with
+the packaged copies (`distillery/data/benchmarks/README.md`). Hugging Face datasets are read through `datasets.load_dataset` with
 the same field mapping; only its local-file form (`hf_dataset: json` + `hf_data_files`) is tested offline,
 as the hub is unreachable here. For example, MATH-500 from the hub:
 
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillery.core.records import Query, Reference, TestCase, make_query
+from distillery.data import BENCHMARK_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,11 @@ class FieldMap(BaseModel):
 
 
 BUILTIN: dict[str, dict[str, Any]] = {
-    "aime24": {"title": "AIME 2024", "kind": "math", "file": "aime24/aime24.jsonl", "samples": 64},
-    "aime25": {"title": "AIME 2025", "kind": "math", "file": "aime25/aime25.jsonl", "samples": 64},
-    "math500": {"title": "MATH-500", "kind": "math", "file": "math500/math500.jsonl", "samples": 4},
+    "aime24": {"title": "AIME 2024", "kind": "math", "file": BENCHMARK_FILES["aime24"], "samples": 64},
+    "aime25": {"title": "AIME 2025", "kind": "math", "file": BENCHMARK_FILES["aime25"], "samples": 64},
+    "math500": {"title": "MATH-500", "kind": "math", "file": BENCHMARK_FILES["math500"], "samples": 4},
     "livecodebench": {
-        "title": "LiveCodeBench", "kind": "code", "file": "livecodebench/lcb_v5_public_tests.jsonl", "samples": 16,
+        "title": "LiveCodeBench", "kind": "code", "file": BENCHMARK_FILES["livecodebench"], "samples": 16,
         "fields": {"problem": "question", "answer": None, "tests": "tests", "starter_code": "starter_code",
                    "fn_name": "fn_name"},
         "where": {"in_2024_08_to_2025_01_window": True},
@@ -62,7 +63,7 @@ BUILTIN: dict[str, dict[str, Any]] = {
                 "(the hidden tests are not in the local copy): not comparable to published LCB pass@1.",
     },
 }
-"""Built-in benchmarks; `file` is relative to the eval stage's `benchmarks_dir`."""
+"""Built-in benchmarks; `file` is relative to the eval stage's `benchmarks_dir` (default: the packaged copy)."""
 
 
 class BenchmarkSpec(BaseModel):

@@ -1,27 +1,25 @@
 """The evaluation benchmarks a corpus is decontaminated against, read as (benchmark, item id, text) triples.
 
-Built-in names map to the files of the shared benchmark folder (its README gives the schemas); any entry can
-instead name a Hugging Face dataset id, read with `datasets.load_dataset` and the same field names.
+Built-in names map to the benchmark files packaged with distillery (`distillery/data/benchmarks/README.md` gives
+their schemas and provenance); any entry can instead name a file or a Hugging Face dataset id, read with
+`datasets.load_dataset` and the same field names.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from distillery.data import BENCHMARK_FILES, benchmarks_dir
+
+TEXT_FIELDS = {"livecodebench": "question", "ifeval": "prompt"}
 BUILTIN: dict[str, dict[str, str]] = {
-    "aime24": {"file": "aime24/aime24.jsonl", "text_field": "problem"},
-    "aime25": {"file": "aime25/aime25.jsonl", "text_field": "problem"},
-    "math500": {"file": "math500/math500.jsonl", "text_field": "problem"},
-    "livecodebench": {"file": "livecodebench/lcb_v5_public_tests.jsonl", "text_field": "question"},
-    "ifeval": {"file": "ifeval/ifeval.jsonl", "text_field": "prompt"},
-}
-"""Built-in benchmarks: `file` is relative to the stage's benchmarks_dir."""
+    name: {"file": file, "text_field": TEXT_FIELDS.get(name, "problem")} for name, file in BENCHMARK_FILES.items()}
+"""Built-in benchmarks: `file` is relative to the stage's benchmarks_dir (default: the packaged copy)."""
 
 
 class BenchmarkSource(BaseModel):
@@ -57,32 +55,22 @@ class BenchItem:
     text: str
 
 
-def resolve_dir(benchmarks_dir: Path | None) -> Path:
-    """The configured folder, else $DISTILLERY_BENCHMARKS."""
-    if benchmarks_dir is not None:
-        return benchmarks_dir
-    env = os.environ.get("DISTILLERY_BENCHMARKS")
-    if not env:
-        raise ValueError("decontaminate: set `benchmarks_dir` in the recipe (or $DISTILLERY_BENCHMARKS) for local benchmark files")
-    return Path(env)
-
-
-def _rows(source: BenchmarkSource, benchmarks_dir: Path | None) -> list[dict[str, Any]]:
+def _rows(source: BenchmarkSource, folder: Path | None) -> list[dict[str, Any]]:
     if source.hf_dataset is not None:
         from datasets import load_dataset
 
         return list(load_dataset(source.hf_dataset, source.hf_config, split=source.hf_split, data_files=source.hf_data_files))
     path = source.file or Path(BUILTIN[source.name]["file"])
     if not path.is_absolute():
-        path = resolve_dir(benchmarks_dir) / path
+        path = benchmarks_dir(folder) / path
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def load_benchmarks(sources: list[BenchmarkSource], benchmarks_dir: Path | None) -> list[BenchItem]:
+def load_benchmarks(sources: list[BenchmarkSource], folder: Path | None) -> list[BenchItem]:
     items: list[BenchItem] = []
     for source in sources:
-        for index, row in enumerate(_rows(source, benchmarks_dir)):
+        for index, row in enumerate(_rows(source, folder)):
             text = row.get(source.text_field or "")
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"benchmark {source.name} row {index}: no text in field {source.text_field!r}")

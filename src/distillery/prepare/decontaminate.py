@@ -34,7 +34,8 @@ class DecontaminateConfig(StageConfig):
     benchmarks: list[BenchmarkSource] = Field(
         default_factory=lambda: [BenchmarkSource(name=name) for name in BUILTIN],
         description="Benchmarks to match against (default: aime24, aime25, math500, livecodebench, ifeval).")
-    benchmarks_dir: InputPath | None = Field(None, description="Folder of the local benchmark files; default $DISTILLERY_BENCHMARKS.")
+    benchmarks_dir: InputPath | None = Field(
+        None, description="Folder of the local benchmark files; default $DISTILLERY_BENCHMARKS, else the packaged copy.")
     model: str | None = Field(None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled all-MiniLM-L6-v2.")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch (batches, not texts, are split among ranks).")
