@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 from distillery.core.formats import query_from_messages
-from distillery.core.recipe import Sampling
 from distillery.core.records import Query
 from distillery.core.store import iter_jsonl
-from distillery.generate.backends.vllm_engine import VLLMChatModel, sampling_params
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed, build_conversation
+from distillery.llm.protocol import Sampling
+from distillery.llm.vllm_engine import VLLMChatModel, sampling_params
 from distillery.models.smollm2 import ensure_hf_folder
 from distillery.verify import VerifyConfig, build_verifier
 

@@ -9,7 +9,14 @@ import matplotlib.image
 import pytest
 
 from distillery.evaluate.benchmarks import BenchmarkSpec
-from distillery.evaluate.render import accuracy_table, length_table, render_html, render_markdown, render_plots, write_results
+from distillery.evaluate.render import (
+    accuracy_table,
+    length_table,
+    render_html,
+    render_markdown,
+    render_plots,
+    write_results,
+)
 from distillery.evaluate.samples import EvalSample
 from distillery.evaluate.summary import score_benchmark, summarize_samples
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import distillery
-
-from distillery.core.llm import ChatModel, Completion, Conversation
-from distillery.core.recipe import Sampling
-from distillery.core.records import Query
 from distillery.core.formats import query_from_messages
+from distillery.core.records import Query
+from distillery.llm.protocol import ChatModel, Completion, Conversation, Sampling
 
 QUICKSTART_QUERIES = Path(distillery.__file__).parent / "data" / "quickstart" / "queries.jsonl"
 

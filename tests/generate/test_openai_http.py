@@ -16,11 +16,12 @@ import httpx
 import pytest
 from generate_helpers import quickstart_queries
 
-from distillery.core.recipe import Sampling, TeacherConfig
-from distillery.generate.backends.factory import BackendConfigError, build_chat_model
-from distillery.generate.backends.openai_http import OpenAIChatModel
+from distillery.core.recipe import TeacherConfig
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
+from distillery.llm.build import BackendConfigError, build_chat_model
+from distillery.llm.openai_http import OpenAIChatModel
+from distillery.llm.protocol import Sampling
 from distillery.verify import VerifyConfig, build_verifier
 
 SERVED_NAME = "smollm2"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from generate_helpers import quickstart_queries
 
-from distillery.core.records import make_query
-from distillery.generate.backends.factory import BackendConfigError, build_chat_model
 from distillery.core.recipe import TeacherConfig
+from distillery.core.records import make_query
 from distillery.generate.prompts import THINK_ANSWER_PROMPT, attempt_seed, build_conversation
+from distillery.llm.build import BackendConfigError, build_chat_model
 
 
 def test_seeds_are_fixed_by_recipe_seed_query_teacher_and_attempt() -> None:

@@ -13,7 +13,7 @@ from distillery.cli import main
 from distillery.core.formats import query_from_am
 from distillery.core.records import Trace
 from distillery.core.store import Manifest, RunDir, iter_jsonl
-from distillery.generate.backends.replay import ReplayChatModel, ReplayFormatError
+from distillery.llm.replay import ReplayChatModel, ReplayFormatError
 
 
 def _am_row(question: str, answer: str, info: dict, claimed_score: float = 1.0) -> dict:

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from generate_helpers import RecordingModel, quickstart_queries
 
-from distillery.core.recipe import Sampling, parse_recipe
+from distillery.core.recipe import parse_recipe
 from distillery.core.stage import Item, ShardContext
 from distillery.core.store import RunDir
 from distillery.generate import stage as generate_stage
-from distillery.generate.backends.vllm_engine import VLLMChatModel
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed
+from distillery.llm.protocol import Sampling
+from distillery.llm.vllm_engine import VLLMChatModel
 from distillery.verify import VerifyConfig, build_verifier
 
 SHORT = Sampling(temperature=1.0, top_p=0.95, max_tokens=32)

@@ -20,9 +20,13 @@ from test_decontaminate import _audit, _id, embed_cache, step  # noqa: F401  (fi
 sys.path.insert(0, str(Path(__file__).parent))
 import planted  # noqa: E402
 
-from distillery.core.llm import Completion, Conversation  # noqa: E402
-from distillery.core.recipe import Sampling, parse_recipe  # noqa: E402
+from distillery.core.recipe import parse_recipe  # noqa: E402
 from distillery.core.store import read_json  # noqa: E402
+from distillery.llm.protocol import (  # noqa: E402
+    Completion,
+    Conversation,
+    Sampling,  # noqa: E402
+)
 from distillery.prepare import decontaminate  # noqa: E402
 
 

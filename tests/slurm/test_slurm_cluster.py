@@ -12,8 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_helpers import (DEV_PROFILE, HERE, cancel_jobs, ingest_then_slow, job_id_of, kept_outputs, sacct_history,
-                           wait_for_journal, wait_until_final, write_queries, write_recipe)
+from slurm_helpers import (
+    DEV_PROFILE,
+    HERE,
+    cancel_jobs,
+    ingest_then_slow,
+    job_id_of,
+    kept_outputs,
+    sacct_history,
+    wait_for_journal,
+    wait_until_final,
+    write_queries,
+    write_recipe,
+)
 
 from distillery.cli import main
 from distillery.core.plan import build_groups

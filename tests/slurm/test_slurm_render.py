@@ -14,8 +14,14 @@ from distillery.cli import main
 from distillery.core.plan import TaskGroup, build_groups
 from distillery.core.recipe import Recipe, Resources, load_recipe
 from distillery.core.store import RunDir
-from distillery.executors.slurm import (ProfileError, SlurmExecutor, _expand_job_ids, load_profile, parse_sacct,
-                                       render_sbatch)
+from distillery.executors.slurm import (
+    ProfileError,
+    SlurmExecutor,
+    _expand_job_ids,
+    load_profile,
+    parse_sacct,
+    render_sbatch,
+)
 
 GOLDEN = HERE / "golden"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.recipe import Sampling
 from distillery.core.records import Reference, make_query
-from distillery.generate.backends.transformers_chat import TransformersChatModel
+from distillery.llm.protocol import Sampling
+from distillery.llm.transformers_chat import TransformersChatModel
 from distillery.verify import VerifyConfig, build_verifier
 from distillery.verify.config import RewardSettings
 from distillery.verify.judge import parse_judge_score

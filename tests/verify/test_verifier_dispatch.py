@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from distillery.core.llm import Completion, Conversation
-from distillery.core.recipe import Sampling
 from distillery.core.records import Reference, make_query
 from distillery.core.records import TestCase as CodeTest
+from distillery.llm.protocol import Completion, Conversation, Sampling
 from distillery.verify import Verdict, VerifyConfig, build_verifier
 from distillery.verify.sandbox import SandboxSettings
 

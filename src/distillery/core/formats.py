@@ -14,7 +14,14 @@ import json
 from typing import Any
 
 from distillery.core.records import (
-    CATEGORIES, Attempt, Message, Query, Reference, TestCase, Trace, make_query,
+    CATEGORIES,
+    Attempt,
+    Message,
+    Query,
+    Reference,
+    TestCase,
+    Trace,
+    make_query,
 )
 
 AM_CATEGORY_ALIASES = {"if": "instruction_following", "instruction following": "instruction_following",

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
+from distillery.core.config import StrictModel
 from distillery.core.stage import Stage, StageConfig, stage_names, stage_type
+from distillery.llm.protocol import ModelSpec, Sampling
 
 
 class RecipeError(ValueError):
@@ -46,11 +48,7 @@ OutputPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path the run will create; made absolute at load time so every task agrees on it."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Resources(_Strict):
+class Resources(StrictModel):
     """What one task of a step asks the cluster for; the cluster profile adds partition, account, qos."""
 
     cpus_per_task: int = Field(1, ge=1, description="CPU cores per task.")
@@ -62,25 +60,15 @@ class Resources(_Strict):
     job_kind: str | None = Field(None, description="Cluster-profile entry to use (cpu, gpu, mpi); defaults to the stage's kind.")
 
 
-class Sampling(_Strict):
-    temperature: float = Field(0.6, ge=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(32768, ge=1, description="Most tokens generated per answer.")
-
-
-class TeacherConfig(_Strict):
+class TeacherConfig(ModelSpec):
     """One teacher model: how to reach it and how to sample it."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Short name, used in paths and reports.")
-    model: str = Field(description="Model folder, hub id, served model name, or a dataset file for replay.")
-    backend: Literal["vllm", "openai", "transformers", "replay"] = Field("vllm", description="Generation backend.")
     sampling: Sampling = Field(default_factory=Sampling)
     system_prompt: str | None = Field(None, description="System prompt; the default asks for <think>/<answer>.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend options (tensor_parallel_size, base_url, ...).")
     resources: Resources | None = Field(None, description="Resources per generation shard; overrides the step's.")
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(StrictModel):
     kind: Literal["local", "slurm"] = Field("local", description="local: this machine; slurm: submitit job arrays.")
     workers: int = Field(1, ge=1, description="Local only: shards run at once (1 = in this process).")
     profile: InputPath | None = Field(None, description="Cluster profile YAML (partition, account, qos, gres per job kind).")
@@ -88,7 +76,7 @@ class ExecutorConfig(_Strict):
     submitit_dir: OutputPath | None = Field(None, description="Where submitit keeps job files; defaults to <run>/_submitit.")
 
 
-class StepSpec(_Strict):
+class StepSpec(StrictModel):
     """One validated step of the recipe."""
 
     step: str
@@ -99,7 +87,7 @@ class StepSpec(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     name: str = Field(description="Run name, shown in status and reports.")
     run_dir: OutputPath = Field(description="Run directory; created on first run.")
     num_shards: int = Field(1, ge=1, description="Shards per step (array size).")

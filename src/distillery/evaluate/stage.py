@@ -15,20 +15,20 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from distillery.core.llm import ChatModel
-from distillery.core.recipe import OutputPath, Sampling, TeacherConfig
+from distillery.core.recipe import InputPath, TeacherConfig
 from distillery.core.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import ids_digest
+from distillery.data import benchmarks_dir
 from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec, load_benchmark
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
-from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.prompts import build_conversation
+from distillery.llm.build import build_chat_model
+from distillery.llm.protocol import ChatModel, Sampling
 from distillery.models import EMBEDDED, resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
 
@@ -52,8 +52,9 @@ class EvalConfig(StageConfig):
     benchmarks: list[BenchmarkSpec] = Field(
         default_factory=lambda: [BenchmarkSpec(name=n) for n in BUILTIN],
         description="Benchmarks to run (names of built-ins, or specs overriding them).")
-    benchmarks_dir: OutputPath = Field(Path("../shared/benchmarks"), validate_default=True,
-                                       description="Folder that relative benchmark files are read from.")
+    benchmarks_dir: InputPath | None = Field(
+        None, description="Folder that relative benchmark files are read from; default $DISTILLERY_BENCHMARKS, else "
+                          "the copy packaged with distillery.")
     model: str | None = Field(
         None, description="Model to evaluate: HF folder (e.g. {run_dir}/sft/{teacher}/hf), served name, or 'smollm2' "
                           "(embedded); unset: the teacher's model.")
@@ -82,8 +83,9 @@ class EvalConfig(StageConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"benchmarks: names must be unique, got {names}")
         if (info.context or {}).get("check_paths", True):
-            missing = [str(spec.local_path(self.benchmarks_dir)) for spec in self.benchmarks
-                       if not spec.hf_dataset and not spec.local_path(self.benchmarks_dir).exists()]
+            folder = benchmarks_dir(self.benchmarks_dir)
+            missing = [str(spec.local_path(folder)) for spec in self.benchmarks
+                       if not spec.hf_dataset and not spec.local_path(folder).exists()]
             if missing:
                 raise ValueError(f"benchmark files do not exist: {missing} (set benchmarks_dir or each file)")
         return self
@@ -138,7 +140,7 @@ class EvalStage(RecordStage):
     def benchmark_rows(self, spec: BenchmarkSpec) -> list[BenchmarkRow]:
         """The problems of one benchmark, read once per stage object (the digest and the items both need them)."""
         if spec.name not in self._rows:
-            self._rows[spec.name] = load_benchmark(spec, self.cfg.benchmarks_dir)
+            self._rows[spec.name] = load_benchmark(spec, benchmarks_dir(self.cfg.benchmarks_dir))
         return self._rows[spec.name]
 
     def _items(self, ctx: ShardContext) -> Iterator[tuple[Item, str]]:

@@ -29,11 +29,13 @@ from typing import Any
 
 import submitit
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
 # submitit's own renderer and memory format (private names, used by its tests too): `plan` shows byte for byte
 # the script `map_array` submits.
 from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
+from distillery.core.config import StrictModel
 from distillery.core.plan import TaskGroup
 from distillery.core.recipe import Recipe, RecipeError
 from distillery.core.runner import run_task
@@ -55,11 +57,7 @@ class ProfileError(RecipeError):
     """A cluster profile that cannot be used, or a group that does not fit it; raised before any submission."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JobKindProfile(_Strict):
+class JobKindProfile(StrictModel):
     """Where tasks of one job kind (cpu, gpu, mpi) run on this cluster, and the most they may ask for."""
 
     partition: str | None = Field(None, description="SLURM partition; None uses the cluster's default partition.")
@@ -80,7 +78,7 @@ class JobKindProfile(_Strict):
                                                 "dashes, e.g. {mail-type: FAIL}.")
 
 
-class ClusterProfile(_Strict):
+class ClusterProfile(StrictModel):
     """A cluster's job kinds and requeue policy; one YAML file per cluster under slurm/profiles/."""
 
     name: str = Field(description="Cluster name, shown in plans and logs.")

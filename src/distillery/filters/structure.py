@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import Field
 
 from distillery.core.records import Trace
+from distillery.core.responses import ParsedResponse, parse_response
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.filters.traces import parse_trace
 from distillery.models import load_tokenizer
-from distillery.verify.parsing import ParsedResponse, parse_response
 
 
 class StructureConfig(StageConfig):

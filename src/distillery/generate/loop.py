@@ -16,11 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from distillery.core.llm import ChatModel, Completion, Conversation
-from distillery.core.recipe import Sampling
 from distillery.core.records import Attempt, Query, Trace
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed, build_conversation
+from distillery.llm.protocol import ChatModel, Completion, Conversation, Sampling
 from distillery.verify.verdict import Verdict
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from distillery.core.llm import Conversation
 from distillery.core.records import Query
+from distillery.llm.protocol import Conversation
 
 THINK_ANSWER_PROMPT = (
     "You are a helpful assistant. Think through the problem step by step before you answer. "

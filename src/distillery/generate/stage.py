@@ -12,12 +12,12 @@ from contextlib import ExitStack
 
 from pydantic import Field, ValidationError
 
-from distillery.core.llm import ChatModel
 from distillery.core.records import Query, Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
-from distillery.generate.backends.factory import build_chat_model
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
+from distillery.llm.build import build_chat_model
+from distillery.llm.protocol import ChatModel
 from distillery.verify import VerifyConfig, build_verifier, parse_response
 
 

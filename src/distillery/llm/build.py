@@ -1,4 +1,5 @@
-"""`build_chat_model`: the backend a teacher's recipe entry asks for, built from its `options`.
+"""`build_chat_model`: the one way to build a `ChatModel` (a teacher, the eval student, either judge) from a
+`ModelSpec`: the backend it asks for, built from its `options`.
 
 `model` may be `smollm2`, the embedded SmolLM2-135M-Instruct. Options per backend (anything else is an error
 naming the teacher):
@@ -15,8 +16,7 @@ import inspect
 import os
 from typing import Any
 
-from distillery.core.llm import ChatModel
-from distillery.core.recipe import TeacherConfig
+from distillery.llm.protocol import ChatModel, ModelSpec
 from distillery.models import resolve_model
 
 
@@ -24,7 +24,7 @@ class BackendConfigError(ValueError):
     """A teacher's backend options cannot build its model."""
 
 
-def _check_options(teacher: TeacherConfig, factory: Any, options: dict[str, Any], reserved: set[str]) -> None:
+def _check_options(teacher: ModelSpec, factory: Any, options: dict[str, Any], reserved: set[str]) -> None:
     accepted = set(inspect.signature(factory).parameters) - reserved
     unknown = sorted(set(options) - accepted)
     if unknown:
@@ -32,15 +32,15 @@ def _check_options(teacher: TeacherConfig, factory: Any, options: dict[str, Any]
                                  f"expected some of {sorted(accepted)}")
 
 
-def build_chat_model(teacher: TeacherConfig) -> ChatModel:
-    """Construct the teacher's `ChatModel`; imports only the backend it uses."""
+def build_chat_model(teacher: ModelSpec) -> ChatModel:
+    """Construct the `ChatModel` a spec names; imports only the backend it uses."""
     options = dict(teacher.options)
     if teacher.backend == "vllm":
-        from distillery.generate.backends.vllm_engine import VLLMChatModel
+        from distillery.llm.vllm_engine import VLLMChatModel
 
         return VLLMChatModel(resolve_model(teacher.model), options, name=teacher.name)
     if teacher.backend == "openai":
-        from distillery.generate.backends.openai_http import OpenAIChatModel
+        from distillery.llm.openai_http import OpenAIChatModel
 
         if "base_url" not in options:
             raise BackendConfigError(f"teacher {teacher.name!r} (openai): options.base_url is required")
@@ -52,12 +52,12 @@ def build_chat_model(teacher: TeacherConfig) -> ChatModel:
             options["api_key"] = os.environ[key_variable]
         return OpenAIChatModel(teacher.model, name=teacher.name, **options)
     if teacher.backend == "transformers":
-        from distillery.generate.backends.transformers_chat import TransformersChatModel
+        from distillery.llm.transformers_chat import TransformersChatModel
 
         _check_options(teacher, TransformersChatModel, options, {"model_path", "name"})
         return TransformersChatModel(resolve_model(teacher.model), name=teacher.name, **options)
     if teacher.backend == "replay":
-        from distillery.generate.backends.replay import ReplayChatModel
+        from distillery.llm.replay import ReplayChatModel
 
         _check_options(teacher, ReplayChatModel, options, {"path", "name"})
         if options.get("tokenizer"):

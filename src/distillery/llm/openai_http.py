@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from openai import OpenAI
 
-from distillery.core.llm import Completion, Conversation
-from distillery.core.recipe import Sampling
+from distillery.llm.protocol import Completion, Conversation, Sampling
 
 logger = logging.getLogger(__name__)
 

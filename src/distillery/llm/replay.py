@@ -18,10 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from distillery.core.llm import Completion, Conversation
-from distillery.core.recipe import Sampling
 from distillery.core.records import normalise_text
 from distillery.core.store import iter_jsonl
+from distillery.llm.protocol import Completion, Conversation, Sampling
 
 logger = logging.getLogger(__name__)
 

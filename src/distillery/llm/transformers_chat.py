@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from distillery.core.llm import Completion, Conversation
-from distillery.core.recipe import Sampling
+from distillery.llm.protocol import Completion, Conversation, Sampling
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ import os
 import time
 from typing import Any
 
-from distillery.core.llm import Completion, Conversation
-from distillery.core.recipe import Sampling
+from distillery.llm.protocol import Completion, Conversation, Sampling
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The grey-zone second check: an LLM judges whether a query and a benchmark item are the same problem.
 
-Any `ChatModel` can judge (distillery.core.llm); the recipe picks a backend and a model. Decoding is greedy and
+Any `ChatModel` can judge (distillery.llm.protocol); the recipe picks a backend and a model. Decoding is greedy and
 seeded, so a verdict is reproducible. A reply that is neither yes nor no counts as "unclear" and keeps the query.
 """
 
@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillery.core.llm import ChatModel
-from distillery.core.recipe import Sampling
+from distillery.llm.build import build_chat_model
+from distillery.llm.protocol import ChatModel, ModelSpec, Sampling
 
 PROMPT = (
     "Decide whether two problems are the same problem. They are the same if they ask the same question about the "
@@ -36,9 +36,9 @@ class JudgeConfig(BaseModel):
 
 
 def build_judge(config: JudgeConfig) -> ChatModel:
-    from distillery.generate.backends.transformers_chat import TransformersChatModel
-
-    return TransformersChatModel(config.model, device=config.device, max_batch=config.batch_size)
+    spec = ModelSpec(name="contamination-judge", model=config.model, backend=config.backend,
+                     options={"device": config.device, "max_batch": config.batch_size})
+    return build_chat_model(spec)
 
 
 def parse_verdict(reply: str) -> Verdict:

@@ -9,13 +9,12 @@ shingles x permutations array and was no faster than datasketch (see `benchmarks
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-import functools
 
 import numpy as np
 from scipy.sparse import coo_matrix

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distillery.core.records import Query, TestCase
+from distillery.core.responses import parse_response
 from distillery.verify.config import CodeSettings
-from distillery.verify.parsing import parse_response
 from distillery.verify.sandbox import SANDBOX_ROOT, SandboxLimits, SandboxResult, run_sandboxed
 from distillery.verify.verdict import Verdict
 

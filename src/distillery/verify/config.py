@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from distillery.verify.parsing import DEFAULT_FALLBACKS, AnswerSource
+from distillery.core.config import StrictModel
+from distillery.core.responses import DEFAULT_FALLBACKS, AnswerSource
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings
 
 VerifierName = Literal["math", "code", "ifeval", "judge", "reward"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MathSettings(_Strict):
+class MathSettings(StrictModel):
     workers: int = Field(2, ge=1, description="Worker processes running Math-Verify.")
     timeout_s: int = Field(5, ge=1, description="Math-Verify's own parse and compare timeouts per item (SIGALRM in the worker).")
     hard_timeout_s: float = Field(30.0, gt=0, description="Wall-clock seconds after which a stuck worker is killed and the item times out (a few Math-Verify timeouts fit).")
@@ -33,7 +30,7 @@ def _compile_limits() -> SandboxLimits:
     return SandboxLimits(wall_s=60.0, cpu_s=30, memory_mb=2048, max_processes=64, max_file_mb=64, max_output_kb=256, tmpfs_mb=256)
 
 
-class CodeSettings(_Strict):
+class CodeSettings(StrictModel):
     max_tests: int = Field(10, ge=1, description="Most tests run per answer (the paper uses up to 10).")
     parallelism: int = Field(2, ge=1, description="Tests (sandboxes) running at once per verifier.")
     limits: SandboxLimits = Field(default_factory=SandboxLimits, description="Limits of each test run.")
@@ -45,7 +42,7 @@ class CodeSettings(_Strict):
     float_tolerance: float = Field(1e-6, ge=0, description="Absolute/relative tolerance when comparing numeric output tokens.")
 
 
-class IFEvalSettings(_Strict):
+class IFEvalSettings(StrictModel):
     mode: Literal["strict", "loose"] = Field("strict", description="IFEval strict, or loose (also tries the response without first/last line and markdown).")
 
 
@@ -62,7 +59,7 @@ DEFAULT_JUDGE_TEMPLATE_NO_REFERENCE = (
 )
 
 
-class JudgeSettings(_Strict):
+class JudgeSettings(StrictModel):
     model: str | None = Field(None, description="Judge model folder for the transformers backend; None = embedded SmolLM2-135M-Instruct.")
     template: str = Field(DEFAULT_JUDGE_TEMPLATE, description="Prompt with {question}, {reference}, {answer} for queries with a reference.")
     template_no_reference: str = Field(DEFAULT_JUDGE_TEMPLATE_NO_REFERENCE, description="Prompt with {question}, {answer} for queries without one.")
@@ -72,7 +69,7 @@ class JudgeSettings(_Strict):
     max_answer_chars: int = Field(8000, ge=1, description="Answers longer than this are cut (from the start) before judging.")
 
 
-class RewardSettings(_Strict):
+class RewardSettings(StrictModel):
     model: str | None = Field(None, description="Sequence-classification reward model folder (required when a category uses 'reward').")
     mapping: Literal["sigmoid", "linear"] = Field("sigmoid", description="sigmoid((r - shift) / scale), or linear (r - low) / (high - low) clipped.")
     shift: float = Field(0.0, description="Sigmoid centre.")
@@ -93,7 +90,7 @@ DEFAULT_VERIFIERS: dict[str, VerifierName] = {
 }
 
 
-class VerifyConfig(_Strict):
+class VerifyConfig(StrictModel):
     """How answers are scored: a verifier per category, each with its settings, and the pass threshold."""
 
     threshold: float = Field(0.9, ge=0, le=1, description="An answer passes when its score reaches this.")

@@ -17,8 +17,8 @@ from functools import cache
 from typing import Any
 
 from distillery.core.records import Query
+from distillery.core.responses import parse_response
 from distillery.verify.config import IFEvalSettings
-from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
 
 NAME = "ifeval"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-from distillery.core.llm import ChatModel
-from distillery.core.recipe import Sampling
 from distillery.core.records import Query
+from distillery.core.responses import parse_response
+from distillery.llm.protocol import ChatModel, ModelSpec, Sampling
+from distillery.models import EMBEDDED
 from distillery.verify.config import JudgeSettings
-from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
 
 NAME = "llm_judge"
@@ -57,10 +57,10 @@ class JudgeVerifier:
     @property
     def judge(self) -> ChatModel:
         if self._judge is None:
-            from distillery.generate.backends.transformers_chat import TransformersChatModel
-            from distillery.models.smollm2 import ensure_hf_folder
+            from distillery.llm.build import build_chat_model
 
-            self._judge = TransformersChatModel(self.settings.model or str(ensure_hf_folder()), name="judge")
+            spec = ModelSpec(name="judge", model=self.settings.model or EMBEDDED, backend="transformers")
+            self._judge = build_chat_model(spec)
         return self._judge
 
     def prompt(self, query: Query, answer: str) -> str:

@@ -13,8 +13,8 @@ from itertools import product
 from typing import Any
 
 from distillery.core.records import Query
+from distillery.core.responses import extract_final_answer, last_boxed, parse_response
 from distillery.verify.config import MathSettings
-from distillery.verify.parsing import extract_final_answer, last_boxed, parse_response
 from distillery.verify.pool import WorkerPool
 from distillery.verify.verdict import Verdict
 

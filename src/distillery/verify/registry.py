@@ -11,10 +11,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Self
 
-from distillery.core.llm import ChatModel
 from distillery.core.records import Query
+from distillery.core.responses import parse_response
+from distillery.llm.protocol import ChatModel
 from distillery.verify.config import VerifierName, VerifyConfig
-from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import CategoryVerifier, Verdict
 
 logger = logging.getLogger(__name__)

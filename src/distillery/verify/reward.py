@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distillery.core.records import Query
+from distillery.core.responses import parse_response
 from distillery.verify.config import RewardSettings
-from distillery.verify.parsing import parse_response
 from distillery.verify.verdict import Verdict
 
 NAME = "reward_model"
