@@ -9,7 +9,6 @@ freshness check), then times status with and without that check. Target: status 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import tempfile
@@ -19,11 +18,10 @@ from pathlib import Path
 from distillery.cli import _write_snapshot
 from distillery.core.plan import build_groups, pending_groups
 from distillery.core.recipe import load_recipe
-from distillery.core.runner import input_digest, load_run_recipe, task_header
-from distillery.core.stage import ShardContext
+from distillery.core.runner import load_run_recipe
 from distillery.core.status import collect_status, render_status
-from distillery.core.store import Manifest, RunDir, ids_digest
-from distillery.core.versions import code_version
+from distillery.core.store import RunDir
+from distillery.testing import finish_markers, finish_shard
 
 
 def fake_run(recipe_path: Path, root: Path, manifests: int) -> tuple[RunDir, int]:
@@ -35,25 +33,14 @@ def fake_run(recipe_path: Path, root: Path, manifests: int) -> tuple[RunDir, int
     _write_snapshot(recipe, run)
     recipe = load_run_recipe(run)
     written = 0
-    logger = logging.getLogger("bench")
     for group in build_groups(recipe):
-        stage = recipe.build_stage(group.step, group.teacher)
+        if group.phase == "scan":
+            finish_markers(run, group.step, group.teacher, group.shards)
         if group.phase in ("scan", "merge"):
-            directory = run.global_dir(group.step, group.teacher)
-            directory.mkdir(parents=True, exist_ok=True)
-            for shard_index in group.shards:
-                name = "merge.done.json" if group.phase == "merge" else f"scan-{shard_index:05d}.done.json"
-                (directory / name).write_text("{}")
             continue
         for shard_index in group.shards:
-            ctx = ShardContext(run, group.step, group.teacher, shard_index, group.num_shards, logger)
-            header = task_header(stage, ctx, input_digest(stage, ctx))
-            Manifest(stage=group.step, teacher=group.teacher, shard_index=shard_index, num_shards=group.num_shards,
-                     inputs=1000, kept=990, rejected=9, quarantined=1, sha256="0" * 64,
-                     input_ids_digest=header["input_ids_digest"],
-                     output_ids_digest=ids_digest([f"{group.key}-{shard_index}"]),
-                     config_digest=header["config_digest"], code_version=code_version(), elapsed_s=60.0,
-                     ).save(run.shard(group.step, group.teacher, shard_index, recipe.compress).manifest)
+            finish_shard(run, group.step, group.teacher, shard_index, [{"id": f"{group.key}-{shard_index}"}],
+                         recipe=recipe, elapsed_s=60.0)
             written += 1
     return run, written
 

@@ -26,7 +26,7 @@ def smollm2_dir() -> Path:
     return ensure_hf_folder()
 
 
-from collections.abc import Iterator  # noqa: E402  (appended with the fixture below)
+from collections.abc import Iterator
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import yaml
 
 from distillery.analyze.report import build_report
 from distillery.core.records import Attempt, Trace, make_query
-from distillery.core.store import Manifest, RunDir, write_jsonl
+from distillery.core.store import RunDir, write_jsonl
+from distillery.testing import finish_shard
 
 CATEGORIES = ("math", "code", "chat")
 STEPS = ("ingest", "generate", "perplexity", "structure")
@@ -29,15 +30,6 @@ def _trace(rng: random.Random, teacher: str, index: int, length: int, passes: bo
                         passed=passes and a == tries - 1, completion_tokens=length) for a in range(tries)]
     return Trace(query=query, teacher=teacher, attempts=attempts, accepted=tries - 1 if passes else None,
                  response_tokens=length if passes else 0)
-
-
-def _write_step(run: RunDir, step: str, teacher: str, kept: list[dict], rejected: list[tuple[dict, str]]) -> None:
-    paths = run.shard(step, teacher, 0)
-    count, sha = write_jsonl(paths.output, kept)
-    write_jsonl(paths.rejected, ({"key": r["query"]["id"], "reason": why, "where": "", "record": r} for r, why in rejected))
-    Manifest(stage=step, teacher=teacher, shard_index=0, num_shards=1, inputs=count + len(rejected), kept=count,
-             rejected=len(rejected), quarantined=0, sha256=sha, input_ids_digest="x", output_ids_digest="y",
-             config_digest="z", code_version="test", elapsed_s=0.0).save(paths.manifest)
 
 
 @pytest.fixture
@@ -54,14 +46,14 @@ def run_dir(tmp_path: Path) -> tuple[Path, dict]:
     for teacher, lengths in (("terse", lambda i: 100 + 7 * i), ("verbose", lambda i: 2000 + 9000 * (i % 3 == 0) * (i % 2 + 1))):
         traces = [_trace(rng, teacher, i, lengths(i), passes=i % 5 != 4) for i in range(30)]
         accepted = [t for t in traces if t.accepted is not None]
-        _write_step(run, "generate", teacher, [t.model_dump(mode="json") for t in accepted],
+        finish_shard(run, "generate", teacher, 0, [t.model_dump(mode="json") for t in accepted],
                     [(t.model_dump(mode="json"), "no attempt reached 0.9 after 3 attempts") for t in traces if t.accepted is None])
         for t in accepted:
             t.ppl = rng.uniform(2, 40)
         low = [t for t in accepted if t.ppl <= 30]
-        _write_step(run, "perplexity", teacher, [t.model_dump(mode="json") for t in low],
+        finish_shard(run, "perplexity", teacher, 0, [t.model_dump(mode="json") for t in low],
                     [(t.model_dump(mode="json"), f"perplexity {t.ppl:.3f} above the cutoff 30.000") for t in accepted if t.ppl > 30])
-        _write_step(run, "structure", teacher, [t.model_dump(mode="json") for t in low[:-1]],
+        finish_shard(run, "structure", teacher, 0, [t.model_dump(mode="json") for t in low[:-1]],
                     [(low[-1].model_dump(mode="json"), "malformed structure: empty answer")])
         final = np.array([t.response_tokens for t in low[:-1]])
         expected[teacher] = {

@@ -1,3 +1,3 @@
 """Fixtures of this test area live in core_helpers.py, importable under a name no other area shares."""
 
-from core_helpers import *  # noqa: F401,F403
+from core_helpers import *

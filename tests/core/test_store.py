@@ -10,10 +10,9 @@ from distillery.core.store import Journal, atomic_write, iter_jsonl, write_jsonl
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as out:
-            out.write("half a record")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_write(target) as out:
+        out.write("half a record")
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -33,7 +32,7 @@ def test_journal_drops_a_line_cut_short_and_keeps_complete_ones(tmp_path: Path) 
     with path.open("ab") as handle:
         handle.write(b'{"key": "c", "rec')  # a kill in the middle of a write
     reopened = Journal(path, {"k": 1})
-    assert [e["key"] for e in reopened.entries] == ["a", "b"]
+    assert [e["key"] for e in reopened.entries()] == ["a", "b"]
     reopened.append({"key": "c"})
     reopened.close()
     lines = path.read_bytes().splitlines()
@@ -45,4 +44,4 @@ def test_journal_with_another_header_is_discarded(tmp_path: Path) -> None:
     journal = Journal(path, {"config": "old"})
     journal.append({"key": "a"})
     journal.close()
-    assert Journal(path, {"config": "new"}).entries == []
+    assert list(Journal(path, {"config": "new"}).entries()) == []

@@ -13,11 +13,11 @@ import pytest
 from test_stage import eval_records, stable_records, write_recipe
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "slurm"))
-from slurm_helpers import DEV_PROFILE, cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final  # noqa: E402
+from slurm_helpers import DEV_PROFILE, cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final
 
-from distillery.cli import main  # noqa: E402
-from distillery.core.store import RunDir  # noqa: E402
-from distillery.evaluate.summary import summarize  # noqa: E402
+from distillery.cli import main
+from distillery.core.store import RunDir
+from distillery.evaluate.summary import summarize
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -88,21 +88,22 @@ def test_malformed_benchmark_rows_are_quarantined(tmp_path: Path, benchmarks_dir
     assert "gold answer" in outcomes[0].reason and "not JSON" in outcomes[1].reason
 
 
-def test_student_model_comes_from_the_template(tmp_path: Path, benchmarks_dir: Path) -> None:
+def test_student_model_is_the_export_of_from_step(tmp_path: Path, benchmarks_dir: Path) -> None:
     stage = build_stage(tmp_path, benchmarks_dir, 1, ["math500"])
-    assert stage.model_path() == "unused"
-    stage.config = stage.cfg.model_copy(update={"model": "{run_dir}/sft/{teacher}/hf", "backend": "transformers"})
-    student = stage.student_config()
-    assert student.model == f"{tmp_path / 'run'}/sft/student/hf"
+    run = RunDir(tmp_path / "run")
+    assert stage.model_path(run) == "unused"
+    stage.config = stage.config.model_copy(update={"from_step": "sft", "backend": "transformers"})
+    student = stage.student_config(run)
+    assert student.model == str(tmp_path / "run" / "sft" / "student" / "hf")
     assert (student.backend, student.sampling.temperature, student.sampling.top_p, student.sampling.max_tokens) == (
         "transformers", 0.6, 0.95, 49152)
     assert [(b.name, b.samples) for b in build_stage(tmp_path, benchmarks_dir, 1, ["aime24", "aime25", "math500",
-                                                                                    "livecodebench"]).cfg.benchmarks] == [
+                                                                                    "livecodebench"]).config.benchmarks] == [
         ("aime24", 64), ("aime25", 64), ("math500", 4), ("livecodebench", 16)]
 
 
 def test_recipe_verify_settings_lay_over_the_eval_defaults(tmp_path: Path, benchmarks_dir: Path) -> None:
-    default = build_stage(tmp_path, benchmarks_dir, 1, ["math500"]).cfg.verify
+    default = build_stage(tmp_path, benchmarks_dir, 1, ["math500"]).config.verify
     assert (default.code.max_tests, default.math.hard_timeout_s) == (1000, 60)
     recipe = parse_recipe({
         "name": "v", "run_dir": str(tmp_path / "run"), "teachers": [{"name": "student", "model": "unused"}],
@@ -113,8 +114,16 @@ def test_recipe_verify_settings_lay_over_the_eval_defaults(tmp_path: Path, bench
 
 
 def test_missing_benchmark_file_fails_when_the_recipe_is_loaded(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="benchmark files do not exist"):
+    with pytest.raises(RecipeError, match="benchmarks_dir: .*path does not exist"):
         build_stage(tmp_path, tmp_path / "nowhere", 1, ["aime24"])
+    with pytest.raises(RecipeError, match="benchmark files do not exist: .*aime24.jsonl"):
+        build_stage(tmp_path, tmp_path, 1, ["aime24"])
+
+
+def test_from_step_and_model_are_exclusive(tmp_path: Path, benchmarks_dir: Path) -> None:
+    with pytest.raises(RecipeError, match="from_step.*model.*not both"):
+        parse_recipe({"name": "x", "run_dir": str(tmp_path / "run"), "teachers": [{"name": "t", "model": "m"}],
+                      "steps": {"eval": {"from_step": "sft", "model": "other", "benchmarks": ["math500"]}}})
 
 
 def eval_records(run_dir: Path) -> list[dict[str, Any]]:
@@ -143,7 +152,7 @@ def test_smollm2_on_math500_slice_through_vllm(tmp_path: Path, smollm2_dir: Path
     assert isinstance(stage, EvalStage)
     ctx = ShardContext(RunDir(run_dir), "eval", "smollm2", 0, 1, logging.getLogger("test"))
     queries = {item.record["problem_id"]: item.record["query"] for item in stage.read_inputs(ctx)}
-    with build_verifier(stage.cfg.verify) as verifier:
+    with build_verifier(stage.config.verify) as verifier:
         again = verifier.verify_batch([(Query.model_validate(queries[r.problem_id]), r.response) for r in records])
     assert [v.score for v in again] == [r.score for r in records]
 

@@ -1,3 +1,3 @@
 """Fixtures of this test area live in filters_helpers.py, importable under a name no other area shares."""
 
-from filters_helpers import *  # noqa: F401,F403
+from filters_helpers import *

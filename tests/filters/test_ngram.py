@@ -20,6 +20,7 @@ from distillery.filters.ngram_counts import (
     words,
     write_counts,
 )
+from distillery.testing import make_stage
 
 N = 20
 LIMIT = 20
@@ -66,7 +67,7 @@ def test_planted_repetitions_are_caught_exactly(recipe, run) -> None:
     assert expected == planted, "the fixture plants exactly these repetitions"
     items = as_items(traces)
     shards = [items[0::3], items[1::3], items[2::3]]
-    stage = NgramStage("ngram", NgramConfig(n=N, limit=LIMIT, num_buckets=4, spill_at=700), recipe, recipe.teachers[0])
+    stage = make_stage(NgramStage, NgramConfig(n=N, limit=LIMIT, num_buckets=4, spill_at=700), recipe.teachers[0])
     outcomes = [o for shard in run_stage(stage, run, shards) for o in shard]
     prompt_of = {i.key: i.record["query"]["messages"][0]["content"] for i in items}
     rejected = {prompt_of[o.key] for o in outcomes if o.kind == "rejected"}
@@ -85,14 +86,14 @@ def test_planted_repetitions_are_caught_exactly(recipe, run) -> None:
 def test_clean_sample_has_no_false_positives(recipe, run) -> None:
     traces, planted, _ = _corpus(seed=11)
     clean = [t for t in traces if t.query.prompt not in planted]
-    stage = NgramStage("ngram", NgramConfig(n=N, limit=LIMIT), recipe, recipe.teachers[0])
+    stage = make_stage(NgramStage, NgramConfig(n=N, limit=LIMIT), recipe.teachers[0])
     outcomes = run_stage(stage, run, [as_items(clean)])[0]
     assert [o.kind for o in outcomes] == ["kept"] * len(clean)
 
 
 def test_count_once_per_trace_ignores_loops_within_one_trace(recipe, run) -> None:
     traces, planted, _ = _corpus()
-    stage = NgramStage("ngram", NgramConfig(n=N, limit=LIMIT, count="traces"), recipe, recipe.teachers[0])
+    stage = make_stage(NgramStage, NgramConfig(n=N, limit=LIMIT, count="traces"), recipe.teachers[0])
     outcomes = run_stage(stage, run, [as_items(traces)])[0]
     prompt_of = {t.query.id: t.query.prompt for t in traces}
     assert {prompt_of[o.key] for o in outcomes if o.kind == "rejected"} == planted - {"loop"}
@@ -102,7 +103,7 @@ def test_untraceable_and_unaccepted_items_are_accounted_for(recipe, run) -> None
     traces = [make_trace("a", "<think>x</think><answer>1</answer>"), make_trace("b", "", accepted=False)]
     items = as_items(traces)
     items.append(type(items[0])(position=2, key="bad", record={"query": {}}, where="test:2"))
-    stage = NgramStage("ngram", NgramConfig(n=3, limit=1), recipe, recipe.teachers[0])
+    stage = make_stage(NgramStage, NgramConfig(n=3, limit=1), recipe.teachers[0])
     kinds = {o.key: o.kind for o in run_stage(stage, run, [items])[0]}
     assert kinds == {traces[0].query.id: "kept", traces[1].query.id: "rejected", "bad": "quarantined"}
 
@@ -111,7 +112,7 @@ def test_token_unit_uses_the_tokenizer(recipe, run, smollm2_dir: Path) -> None:
     phrase = "The derivative of a constant is always zero, as every calculus student learns early."
     traces = [make_trace(f"q{i}", f"<think>Step {i}. {phrase} Done {i}.</think><answer>{i}</answer>") for i in range(4)]
     traces.append(make_trace("solo", "<think>Entirely different words appear only here.</think><answer>5</answer>"))
-    stage = NgramStage("ngram", NgramConfig(n=8, limit=3, unit="token", tokenizer=str(smollm2_dir)), recipe, recipe.teachers[0])
+    stage = make_stage(NgramStage, NgramConfig(n=8, limit=3, unit="token", tokenizer=str(smollm2_dir)), recipe.teachers[0])
     outcomes = run_stage(stage, run, [as_items(traces)])[0]
     kinds = {o.key: o.kind for o in outcomes}
     assert [kinds[t.query.id] for t in traces] == ["rejected"] * 4 + ["kept"]

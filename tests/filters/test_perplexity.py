@@ -13,6 +13,7 @@ from filters_helpers import as_items, context, make_trace, run_stage
 
 from distillery.filters.perplexity import PerplexityConfig, PerplexityStage
 from distillery.filters.scoring import Document, PackedScorer, plan_passes
+from distillery.testing import make_stage
 
 RESPONSES = [
     ("What is 2 + 3?", "<think>Two plus three is five.</think><answer>5</answer>"),
@@ -32,7 +33,7 @@ def stage_factory(smollm2_dir: Path):
 
     def build(recipe, **overrides) -> PerplexityStage:
         config = PerplexityConfig(model=str(smollm2_dir), device="cpu", **overrides)
-        stage = PerplexityStage("perplexity", config, recipe, recipe.teachers[0])
+        stage = make_stage(PerplexityStage, config, recipe.teachers[0])
         key = config.tokens_per_pass
         if key not in scorers:
             scorers[key] = stage.scorer

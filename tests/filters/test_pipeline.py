@@ -14,7 +14,8 @@ from filters_helpers import make_trace
 
 from distillery.analyze.report import build_report
 from distillery.core.runner import run_task
-from distillery.core.store import Manifest, RunDir, ids_digest, iter_jsonl, write_jsonl
+from distillery.core.store import Manifest, RunDir, iter_jsonl
+from distillery.testing import finish_shard
 
 LOOP = "the same filler sentence goes round and round again"
 
@@ -49,14 +50,9 @@ def test_filters_and_report_through_the_runner(tmp_path: Path, smollm2_dir: Path
         for shard in range(2):
             mine = traces[shard::2]
             kept = [t for t in mine if t.accepted is not None]
-            paths = run.shard("generate", teacher, shard)
-            count, sha = write_jsonl(paths.output, (t.model_dump(mode="json") for t in kept))
-            write_jsonl(paths.rejected, ({"key": t.query.id, "reason": "no attempt reached 0.9 after 1 attempts",
-                                          "record": t.model_dump(mode="json")} for t in mine if t.accepted is None))
-            Manifest(stage="generate", teacher=teacher, shard_index=shard, num_shards=2, inputs=len(mine), kept=count,
-                     rejected=len(mine) - count, quarantined=0, sha256=sha, input_ids_digest="-",
-                     output_ids_digest=ids_digest(t.query.id for t in kept), config_digest="-", code_version="-",
-                     elapsed_s=0.0).save(paths.manifest)
+            finish_shard(run, "generate", teacher, shard, (t.model_dump(mode="json") for t in kept),
+                         ((t.model_dump(mode="json"), "no attempt reached 0.9 after 1 attempts")
+                          for t in mine if t.accepted is None), num_shards=2)
     for teacher in teachers:
         for step in ("perplexity", "ngram"):
             for shard in range(2):

@@ -8,6 +8,7 @@ import pytest
 from filters_helpers import as_items, make_trace, run_stage
 
 from distillery.filters.structure import StructureConfig, StructureStage, check_structure
+from distillery.testing import make_stage
 
 
 @pytest.mark.parametrize(
@@ -54,8 +55,7 @@ def test_stage_caps_tokens_with_the_student_tokenizer(recipe, run, smollm2_dir: 
     conversation = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": short.response}], tokenize=False)
     short_tokens = len(tokenizer(conversation, add_special_tokens=False)["input_ids"])
-    stage = StructureStage("structure", StructureConfig(max_tokens=short_tokens + 20, tokenizer=str(smollm2_dir), batch_size=2),
-                           recipe, recipe.teachers[0])
+    stage = make_stage(StructureStage, StructureConfig(max_tokens=short_tokens + 20, tokenizer=str(smollm2_dir), batch_size=2), recipe.teachers[0])
     outcomes = {o.key: o for o in run_stage(stage, run, [as_items([short, long, broken, unanswered])])[0]}
     kept = outcomes[short.query.id]
     assert kept.kind == "kept"

@@ -1,3 +1,3 @@
 """Fixtures of this test area live in prepare_helpers.py, importable under a name no other area shares."""
 
-from prepare_helpers import *  # noqa: F401,F403
+from prepare_helpers import *

@@ -20,13 +20,13 @@ import yaml
 from prepare_helpers import kept_ids, query_row, rejected, run_recipe, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-import planted  # noqa: E402
+import planted
 
-from distillery.cli import main  # noqa: E402
-from distillery.core.recipe import load_recipe, snapshot  # noqa: E402
-from distillery.core.records import make_query  # noqa: E402
-from distillery.core.runner import run_task  # noqa: E402
-from distillery.core.store import Manifest, RunDir, iter_jsonl, read_json  # noqa: E402
+from distillery.cli import main
+from distillery.core.recipe import load_recipe, snapshot
+from distillery.core.records import make_query
+from distillery.core.runner import run_task
+from distillery.core.store import Manifest, RunDir, iter_jsonl, read_json
 
 MATH_BENCHMARKS = [{"name": "aime24"}, {"name": "aime25"}, {"name": "math500"}]
 

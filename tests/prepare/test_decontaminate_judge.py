@@ -18,16 +18,16 @@ from prepare_helpers import items_of, kept_ids, query_record, query_row, run_rec
 from test_decontaminate import _audit, _id, embed_cache, step  # noqa: F401  (fixture)
 
 sys.path.insert(0, str(Path(__file__).parent))
-import planted  # noqa: E402
+import planted
 
-from distillery.core.recipe import parse_recipe  # noqa: E402
-from distillery.core.store import read_json  # noqa: E402
-from distillery.llm.protocol import (  # noqa: E402
+from distillery.core.recipe import parse_recipe
+from distillery.core.store import read_json
+from distillery.llm.protocol import (
     Completion,
     Conversation,
-    Sampling,  # noqa: E402
+    Sampling,
 )
-from distillery.prepare import decontaminate  # noqa: E402
+from distillery.prepare import decontaminate
 
 
 @pytest.mark.slow

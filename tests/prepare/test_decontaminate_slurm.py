@@ -12,11 +12,11 @@ from test_decontaminate import MATH_BENCHMARKS, embed_cache, step  # noqa: F401 
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "slurm"))
-import planted  # noqa: E402
-from slurm_helpers import DEV_PROFILE, cancel_jobs, wait_until_final  # noqa: E402
+import planted
+from slurm_helpers import DEV_PROFILE, cancel_jobs, wait_until_final
 
-from distillery.cli import main  # noqa: E402
-from distillery.core.store import RunDir  # noqa: E402
+from distillery.cli import main
+from distillery.core.store import RunDir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -11,11 +11,11 @@ import pytest
 from prepare_helpers import items_of, kept_ids, query_record, query_row, rejected, run_recipe, shard_context, write_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-import labelled  # noqa: E402
+import labelled
 
-from distillery.core.records import make_query  # noqa: E402
-from distillery.core.store import Manifest  # noqa: E402
-from distillery.prepare.minhash import MinHasher, band_keys, cluster  # noqa: E402
+from distillery.core.records import make_query
+from distillery.core.store import Manifest
+from distillery.prepare.minhash import MinHasher, band_keys, cluster
 
 STEPS = {"clean": {}, "dedup": {}, "near_dedup": {}}
 

@@ -14,7 +14,6 @@ from distillery.core.runner import run_task
 from distillery.core.store import iter_jsonl
 from distillery.train.binpack import best_fit_decreasing, greedy_sequential, packing_efficiency
 from distillery.train.chat_tokens import render_conversation, tokenize_conversation, tokenize_rendered, trace_messages
-from distillery.train.pack_stage import packed_path
 from distillery.train.packed_file import PackedReader, write_packed
 
 
@@ -116,7 +115,7 @@ def test_pack_stage_end_to_end(tmp_path, traces, tokenizer, make_run, make_trace
     assert stats["over_cap"] == 1
     rejected = {row["key"]: row["reason"] for row in iter_jsonl(run.shard("pack", "t1", 0).rejected)}
     assert "max_tokens" in rejected[long_trace["query"]["id"]]
-    reader = PackedReader(packed_path(run, "pack", "t1"))
+    reader = PackedReader(run.packed("pack", "t1"))
     _check_file_invariants(reader)
     assert sorted(reader.doc_ids) == sorted(t["query"]["id"] for t in traces)
     assert stats["efficiency"] == pytest.approx(reader.total_tokens / (len(reader) * 300))

@@ -9,8 +9,8 @@ from typing import Any
 
 from distillery.core.recipe import Recipe
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, register
-from distillery.core.store import Manifest, RunDir, ids_digest, write_jsonl
-from distillery.core.versions import stage_config_digest
+from distillery.core.store import RunDir
+from distillery.testing import finish_shard
 
 
 @register
@@ -32,10 +32,4 @@ def recipe_dict(root: Path, steps: dict[str, Any], teacher: str = "t1", **top: A
 
 def finish_traces(run: RunDir, recipe: Recipe, records: list[dict[str, Any]], teacher: str = "t1") -> None:
     """Write the stand-in `traces` step's shard and a manifest that planners and runners accept as done."""
-    digest = stage_config_digest(recipe.build_stage("traces", teacher))
-    paths = run.shard("traces", teacher, 0)
-    count, sha = write_jsonl(paths.output, records)
-    keys = [r["query"]["id"] for r in records]
-    Manifest(stage="traces", teacher=teacher, shard_index=0, num_shards=1, inputs=count, kept=count, rejected=0,
-             quarantined=0, sha256=sha, input_ids_digest="external", output_ids_digest=ids_digest(keys),
-             config_digest=digest, code_version="test", elapsed_s=0.0).save(paths.manifest)
+    finish_shard(run, "traces", teacher, 0, records, recipe=recipe)

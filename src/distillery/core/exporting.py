@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from distillery.core.formats import am_from_trace, messages_from_query
-from distillery.core.inputs import read_step_all
 from distillery.core.recipe import Recipe
 from distillery.core.records import Query, Trace
+from distillery.core.runner import RunInputs
 from distillery.core.store import RunDir, write_jsonl
 
 
@@ -30,7 +30,7 @@ def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt
         raise ValueError(f"step {step!r} runs per teacher: pass --teacher (one of {recipe.teachers_of(step)})")
 
     def rows() -> Iterator[dict[str, Any]]:
-        for item in read_step_all(run, recipe, step, teacher):
+        for item in RunInputs(run, recipe, step, teacher).everything():
             yield _convert(item.record, fmt)
 
     count, _ = write_jsonl(output, rows())

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 
 from distillery.core.recipe import Recipe, Resources
-from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_header
-from distillery.core.stage import RecordStage, ShardContext, TaskStage, TwoPassStage
+from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_context, task_header
+from distillery.core.stage import RecordStage, TaskStage, TwoPassStage
 from distillery.core.store import Manifest, RunDir
 
 
@@ -93,8 +93,9 @@ class GroupInspector:
     def state(self, shard_index: int, check_inputs: bool = True) -> ShardState:
         group, run = self.group, self.run
         if group.phase in ("scan", "merge"):
-            name = "merge.done.json" if group.phase == "merge" else f"scan-{shard_index:05d}.done.json"
-            done = (run.global_dir(group.step, group.teacher) / name).exists()
+            marker = (run.merge_marker(group.step, group.teacher) if group.phase == "merge"
+                      else run.scan_marker(group.step, group.teacher, shard_index))
+            done = marker.exists()
             return ShardState("done" if done else "missing")
         paths = run.shard(group.step, group.teacher, shard_index, self.recipe.compress)
         try:
@@ -104,7 +105,7 @@ class GroupInspector:
         if manifest is not None:
             if not check_inputs:
                 return ShardState("done", manifest=manifest)
-            probe = ShardContext(run, group.step, group.teacher, shard_index, self.stage.num_shards(), self._logger)
+            probe = task_context(run, self.recipe, self.stage, group.teacher, shard_index, self._logger)
             try:
                 header = task_header(self.stage, probe, input_digest(self.stage, probe))
             except InputNotReady as error:

@@ -8,64 +8,19 @@ typed config. Every error names the file, the field (and its line) and what was 
 from __future__ import annotations
 
 import importlib
-import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import ConfigDict, Field, ValidationError
 
-from distillery.core.config import StrictModel
-from distillery.core.stage import Stage, StageConfig, stage_names, stage_type
-from distillery.llm.protocol import ModelSpec, Sampling
+from distillery.core.config import InputPath, OutputPath, StrictModel
+from distillery.core.stage import Stage, StageConfig, StepView, stage_names, stage_type
+from distillery.core.teachers import Resources, TeacherConfig
 
 
 class RecipeError(ValueError):
     """A recipe that cannot run: says where (file, field, line) and what was expected."""
-
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = Path((info.context or {}).get("base_dir", "."))
-    expanded = os.path.expandvars(str(value))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
-    if unset:
-        raise ValueError(f"environment variable {', '.join(unset)} is not set (used in {value})")
-    path = Path(expanded).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def _existing(value: Path, info: ValidationInfo) -> Path:
-    path = _resolve_path(value, info)
-    if (info.context or {}).get("check_paths", True) and not path.exists():
-        raise ValueError(f"path does not exist: {path}")
-    return path
-
-
-InputPath = Annotated[Path, AfterValidator(_existing)]
-"""A path that must exist when the recipe is loaded; relative paths are taken from the working directory."""
-OutputPath = Annotated[Path, AfterValidator(_resolve_path)]
-"""A path the run will create; made absolute at load time so every task agrees on it."""
-
-
-class Resources(StrictModel):
-    """What one task of a step asks the cluster for; the cluster profile adds partition, account, qos."""
-
-    cpus_per_task: int = Field(1, ge=1, description="CPU cores per task.")
-    mem_gb: float = Field(4, gt=0, description="Memory per node in GiB.")
-    gpus_per_node: int = Field(0, ge=0, description="GPUs per node.")
-    tasks_per_node: int = Field(1, ge=1, description="Tasks (ranks) per node: >1 for MPI or torch.distributed.")
-    nodes: int = Field(1, ge=1, description="Nodes per task group.")
-    time_min: int = Field(60, ge=1, description="Wall-clock limit per task in minutes; the task checkpoints and requeues.")
-    job_kind: str | None = Field(None, description="Cluster-profile entry to use (cpu, gpu, mpi); defaults to the stage's kind.")
-
-
-class TeacherConfig(ModelSpec):
-    """One teacher model: how to reach it and how to sample it."""
-
-    sampling: Sampling = Field(default_factory=Sampling)
-    system_prompt: str | None = Field(None, description="System prompt; the default asks for <think>/<answer>.")
-    resources: Resources | None = Field(None, description="Resources per generation shard; overrides the step's.")
 
 
 class ExecutorConfig(StrictModel):
@@ -119,8 +74,10 @@ class Recipe(StrictModel):
 
     def build_stage(self, step: str, teacher: str | None = None) -> Stage:
         spec = self.step(step)
-        cls = stage_type(spec.type)
-        return cls(step, spec.config, self, self.teacher(teacher) if teacher else None)
+        view = StepView(step=step, config=spec.config, teacher=self.teacher(teacher) if teacher else None,
+                        num_shards=self.num_shards, seed=self.seed, compress=self.compress,
+                        input_step=self.previous_step(step))
+        return stage_type(spec.type)(view)
 
     def teachers_of(self, step: str) -> list[str | None]:
         """Teachers a step runs for: each teacher for per-teacher stages, else a single None."""

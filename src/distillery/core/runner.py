@@ -7,17 +7,19 @@ executors read from their environment. Everything else comes from the recipe sna
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import yaml
 
 from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, TaskStage, TwoPassStage
-from distillery.core.store import Journal, Manifest, RunDir, ids_digest, read_json, write_json, write_jsonl
-from distillery.core.versions import code_version, stage_config_digest
+from distillery.core.store import Journal, Manifest, RunDir, ids_digest, jsonl_sink, open_text, read_json, write_json
+from distillery.core.versions import code_version
 
 PHASES = ("scan", "merge", "process", "task")
 
@@ -56,7 +58,7 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
     suffix = f".rank{rank}" if world_size > 1 else ""
     name = f"shard-{shard_index:05d}.{phase}{suffix}" if phase != "merge" else "merge"
     logger, handler = shard_logger(run, step, teacher, name)
-    ctx = ShardContext(run, step, teacher, shard_index, stage.num_shards(), logger, rank=rank, world_size=world_size)
+    ctx = task_context(run, recipe, stage, teacher, shard_index, logger, rank, world_size)
     started = time.time()
     logger.info("start %s %s teacher=%s shard %d/%d rank %d/%d", phase, step, teacher, shard_index, ctx.num_shards,
                 rank, world_size)
@@ -88,24 +90,76 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
         handler.close()
 
 
-def step_digest(run: RunDir, recipe: Recipe, step: str, teacher: str | None,
-                shard_index: int | None = None) -> str:
-    """Digest of a step's output ids (one shard, or all of them) for `teacher` where the step runs per teacher."""
-    src_teacher = teacher if teacher in recipe.teachers_of(step) else None
-    shards = range(recipe.build_stage(step, src_teacher).num_shards()) if shard_index is None else [shard_index]
-    digests = []
-    for index in shards:
-        manifest = run.shard(step, src_teacher, index, recipe.compress).manifest
-        if not manifest.exists():
-            raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
-        digests.append(read_json(manifest)["output_ids_digest"])
-    return ids_digest(digests) if len(digests) > 1 else digests[0]
+def record_key(record: dict[str, Any]) -> str:
+    """A record's stable key: a query's id, or the id of the query a trace answers."""
+    if "id" in record:
+        return str(record["id"])
+    return str(record["query"]["id"])
 
 
-def upstream_digest(run: RunDir, recipe: Recipe, stage: Stage, shard_index: int | None, teacher: str | None) -> str:
-    """Digest of what a shard is made from: the output ids of the input step's shard(s)."""
-    source = stage.input_step()
-    return "external" if source is None else step_digest(run, recipe, source, teacher, shard_index)
+class RunInputs:
+    """The runner's `StepInputs`: resolves a step's input step, its teacher and its shards in the run directory,
+    so stages never see the recipe."""
+
+    def __init__(self, run: RunDir, recipe: Recipe, step: str | None, teacher: str | None) -> None:
+        self.run = run
+        self.recipe = recipe
+        self.step = step
+        self.teacher = teacher
+
+    def _teacher_of(self, step: str) -> str | None:
+        return self.teacher if self.teacher in self.recipe.teachers_of(step) else None
+
+    def _num_shards(self, step: str) -> int:
+        return self.recipe.build_stage(step, self._teacher_of(step)).num_shards()
+
+    def _source(self) -> str:
+        if self.step is None:
+            raise ValueError("this step reads no input step (it is first in the recipe, or reads external input)")
+        return self.step
+
+    def shard(self, shard_index: int) -> Iterator[Item]:
+        step = self._source()
+        path = self.run.shard(step, self._teacher_of(step), shard_index, self.recipe.compress).output
+        with open_text(path) as handle:
+            for line_number, line in enumerate(handle, start=1):
+                record = json.loads(line)
+                yield Item(position=line_number - 1, key=record_key(record), record=record, where=f"{path}:{line_number}")
+
+    def everything(self) -> Iterator[Item]:
+        position = 0
+        for shard_index in range(self._num_shards(self._source())):
+            for item in self.shard(shard_index):
+                yield Item(position, item.key, item.record, item.where)
+                position += 1
+
+    def digest(self, step: str | None = None, shard_index: int | None = None) -> str:
+        step = step or self._source()
+        teacher = self._teacher_of(step)
+        shards = range(self._num_shards(step)) if shard_index is None else [shard_index]
+        digests = []
+        for index in shards:
+            manifest = self.run.shard(step, teacher, index, self.recipe.compress).manifest
+            if not manifest.exists():
+                raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
+            digests.append(read_json(manifest)["output_ids_digest"])
+        return ids_digest(digests) if len(digests) > 1 else digests[0]
+
+
+def task_context(run: RunDir, recipe: Recipe, stage: Stage, teacher: str | None, shard_index: int,
+                 logger: logging.Logger, rank: int = 0, world_size: int = 1) -> ShardContext:
+    return ShardContext(run, stage.step, teacher, shard_index, stage.num_shards(), logger,
+                        RunInputs(run, recipe, stage.input_step(), teacher), rank=rank, world_size=world_size)
+
+
+def input_digest(stage: Stage, ctx: ShardContext) -> str:
+    """The stage's own digest hook, else the output ids of its input step (this shard's, or all for tasks)."""
+    own = stage.input_digest(ctx)
+    if own is not None:
+        return own
+    if ctx.inputs is None or ctx.inputs.step is None:
+        return "external"
+    return ctx.inputs.digest(shard_index=ctx.shard_index if isinstance(stage, RecordStage) else None)
 
 
 def task_header(stage: Stage, ctx: ShardContext, digest: str) -> dict[str, Any]:
@@ -114,7 +168,7 @@ def task_header(stage: Stage, ctx: ShardContext, digest: str) -> dict[str, Any]:
         "teacher": ctx.teacher,
         "shard_index": ctx.shard_index,
         "num_shards": ctx.num_shards,
-        "config_digest": stage_config_digest(stage),
+        "config_digest": stage.config_digest,
         "input_ids_digest": digest,
     }
 
@@ -130,16 +184,8 @@ def manifest_is_fresh(manifest: Manifest, header: dict[str, Any]) -> str | None:
     return None
 
 
-def input_digest(stage: Stage, ctx: ShardContext) -> str:
-    own = getattr(stage, "input_digest", None)
-    if own is not None:
-        return own(ctx)
-    per_shard = isinstance(stage, RecordStage)
-    return upstream_digest(ctx.run, stage.recipe, stage, ctx.shard_index if per_shard else None, ctx.teacher)
-
-
 def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
-    paths = ctx.run.shard(ctx.stage, ctx.teacher, ctx.shard_index, stage.recipe.compress)
+    paths = ctx.run.shard(ctx.stage, ctx.teacher, ctx.shard_index, stage.view.compress)
     header = task_header(stage, ctx, input_digest(stage, ctx))
     if paths.manifest.exists():
         manifest = Manifest.load(paths.manifest)
@@ -150,12 +196,12 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
         ctx.logger.warning("rerunning stale shard: %s", stale)
         paths.manifest.unlink()
     if isinstance(stage, TwoPassStage):
-        merged = ctx.global_dir / "merge.done.json"
+        merged = ctx.run.merge_marker(ctx.stage, ctx.teacher)
         if not merged.exists():
             raise InputNotReady(f"{merged} is missing: the merge of {ctx.stage} has not finished")
     started = time.time()
     journal = Journal(paths.journal, header)
-    done = {entry["key"] for entry in journal.entries}
+    done = journal.keys
     resumed = len(done)
     if resumed:
         ctx.logger.info("resuming from journal: %d items already done", resumed)
@@ -173,7 +219,6 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
         for outcome in stage.process(pending(), ctx):
             if outcome.key in done:
                 raise RuntimeError(f"{ctx.stage}: two outcomes for item {outcome.key!r}")
-            done.add(outcome.key)
             journal.append(outcome.to_journal())
     finally:
         journal.close()
@@ -184,20 +229,29 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
 
 def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[str, Any], journal: Journal,
               started: float, resumed: int) -> dict[str, Any]:
-    outcomes = sorted((Outcome.from_journal(entry) for entry in journal.entries), key=lambda o: o.position)
-    kept = [o for o in outcomes if o.kind == "kept"]
-    rejected = [o for o in outcomes if o.kind == "rejected"]
-    quarantined = [o for o in outcomes if o.kind == "quarantined"]
-    count, sha = write_jsonl(paths.output, (o.record for o in kept), compress=stage.recipe.compress)
-    write_jsonl(paths.rejected, ({"key": o.key, "reason": o.reason, "where": o.where, "record": o.record} for o in rejected))
-    write_jsonl(paths.quarantine, ({"key": o.key, "reason": o.reason, "where": o.where, "raw": o.raw,
-                                    "record": o.record} for o in quarantined))
+    """Write the shard's kept, rejected and quarantined records in input order, streaming from the journal."""
+    counts = {"kept": 0, "rejected": 0, "quarantined": 0}
+    kept_keys: list[str] = []
+    with ExitStack() as stack:
+        kept = stack.enter_context(jsonl_sink(paths.output, stage.view.compress))
+        rejected = stack.enter_context(jsonl_sink(paths.rejected))
+        quarantined = stack.enter_context(jsonl_sink(paths.quarantine))
+        for entry in journal.entries_by("position"):
+            outcome = Outcome.from_journal(entry)
+            counts[outcome.kind] += 1
+            if outcome.kind == "kept":
+                kept.write(outcome.record or {})
+                kept_keys.append(outcome.key)
+            elif outcome.kind == "rejected":
+                rejected.write(outcome.rejected_row())
+            else:
+                quarantined.write(outcome.quarantine_row())
     manifest = Manifest(
         stage=ctx.stage, teacher=ctx.teacher, shard_index=ctx.shard_index, num_shards=ctx.num_shards,
-        inputs=len(outcomes), kept=count, rejected=len(rejected), quarantined=len(quarantined), sha256=sha,
-        input_ids_digest=header["input_ids_digest"], output_ids_digest=ids_digest(o.key for o in kept),
-        config_digest=header["config_digest"], code_version=code_version(), elapsed_s=round(time.time() - started, 3),
-        resumed_items=resumed, stats=ctx.stats,
+        inputs=sum(counts.values()), kept=counts["kept"], rejected=counts["rejected"],
+        quarantined=counts["quarantined"], sha256=kept.sha256, input_ids_digest=header["input_ids_digest"],
+        output_ids_digest=ids_digest(kept_keys), config_digest=header["config_digest"], code_version=code_version(),
+        elapsed_s=round(time.time() - started, 3), resumed_items=resumed, stats=ctx.stats,
     )
     manifest.save(paths.manifest)
     journal.remove()
@@ -205,13 +259,13 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
 
 
 def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
-    marker = ctx.global_dir / f"scan-{ctx.shard_index:05d}.done.json"
+    marker = ctx.run.scan_marker(ctx.stage, ctx.teacher, ctx.shard_index)
     header = task_header(stage, ctx, input_digest(stage, ctx))
     if marker.exists() and read_json(marker) == header:
         return header
     if ctx.rank == 0:
         marker.unlink(missing_ok=True)
-        (ctx.global_dir / "merge.done.json").unlink(missing_ok=True)
+        ctx.run.merge_marker(ctx.stage, ctx.teacher).unlink(missing_ok=True)
         ctx.global_dir.mkdir(parents=True, exist_ok=True)
     stage.scan(stage.read_inputs(ctx), ctx)
     if ctx.rank == 0:
@@ -220,9 +274,9 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
 
 
 def _merge(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
-    marker = ctx.global_dir / "merge.done.json"
-    scans = [read_json(p) for p in sorted(ctx.global_dir.glob("scan-*.done.json"))]
-    key = {"config_digest": stage_config_digest(stage), "num_shards": ctx.num_shards,
+    marker = ctx.run.merge_marker(ctx.stage, ctx.teacher)
+    scans = [read_json(p) for p in ctx.run.scan_markers(ctx.stage, ctx.teacher)]
+    key = {"config_digest": stage.config_digest, "num_shards": ctx.num_shards,
            "scans": ids_digest(s["input_ids_digest"] + str(s["shard_index"]) for s in scans)}
     if len(scans) != ctx.num_shards:
         raise InputNotReady(f"{ctx.stage}: {len(scans)} of {ctx.num_shards} scans are done")

@@ -10,32 +10,55 @@ Two shapes:
   `merge` (once), and `process` reads what `merge` wrote.
 - `TaskStage`: a whole-shard job that is not a record map (packing, training, reports); it keeps its own
   checkpoints and returns statistics for the manifest.
+
+A stage never sees the recipe. It is built from a `StepView` (its step's name, typed config, teacher, shard count
+and seed) and, per task, gets a `ShardContext` whose `inputs` the runner resolved: the kept records of its input
+step (this shard's or all of them) and the digests that key its output. The hooks a stage may implement are
+declared here: `read_inputs`, `input_digest`, `scan`, `merge`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
-from distillery.core.store import RunDir
+from distillery.core.config import StrictModel
+from distillery.core.store import RunDir, config_digest, jsonl_sink
 
 if TYPE_CHECKING:
-    from distillery.core.recipe import Recipe, TeacherConfig
+    from distillery.core.teachers import TeacherConfig
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
 
 
-class StageConfig(BaseModel):
+class StageConfig(StrictModel):
     """Base of every stage's typed config: unknown fields are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+
+ConfigT = TypeVar("ConfigT", bound=StageConfig)
+
+
+@dataclass(frozen=True)
+class StepView(Generic[ConfigT]):
+    """What a stage knows of its step: never the whole recipe."""
+
+    step: str
+    """This step's name in the recipe (one stage type may appear under several names)."""
+    config: ConfigT
+    teacher: TeacherConfig | None
+    """The teacher of a per-teacher step; None otherwise."""
+    num_shards: int
+    """The run's shard count (a stage may use fewer: see `Stage.num_shards`)."""
+    seed: int
+    compress: bool = False
+    input_step: str | None = None
+    """The step whose kept records feed this one by default (the previous step); None for the first."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +98,39 @@ class Outcome:
     def quarantined(cls, item: Item, reason: str) -> Outcome:
         return cls(item.position, item.key, "quarantined", item.record, reason, item.where, item.raw)
 
+    def rejected_row(self) -> dict[str, Any]:
+        """The row written to `rejected/`."""
+        return {"key": self.key, "reason": self.reason, "where": self.where, "record": self.record}
+
+    def quarantine_row(self) -> dict[str, Any]:
+        """The row written to `quarantine/`: the raw input too, since the record may not have parsed."""
+        return {"key": self.key, "reason": self.reason, "where": self.where, "raw": self.raw, "record": self.record}
+
     def to_journal(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
 
     @classmethod
     def from_journal(cls, entry: dict[str, Any]) -> Outcome:
         return cls(**entry)
+
+
+class StepInputs(Protocol):
+    """The runner's answer to "what is this task made from": implemented in `distillery.core.runner`."""
+
+    step: str | None
+    """The input step; None for a step that reads external input."""
+
+    def shard(self, shard_index: int) -> Iterator[Item]:
+        """Kept records of one shard of the input step."""
+        ...
+
+    def everything(self) -> Iterator[Item]:
+        """Kept records of every shard of the input step, positions numbered across shards."""
+        ...
+
+    def digest(self, step: str | None = None, shard_index: int | None = None) -> str:
+        """Digest of the output ids of `step` (default: the input step), one shard or all of them."""
+        ...
 
 
 @dataclass
@@ -93,10 +143,29 @@ class ShardContext:
     shard_index: int
     num_shards: int
     logger: logging.Logger
+    inputs: StepInputs | None = None
+    """Set by the runner (None only in a context built by hand)."""
     stats: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
     """Ranks of a multi-task job (MPI, torch.distributed) inside this shard; 0/1 for a single task."""
+
+    def publish_task_output(self, rejected: Iterable[Outcome], quarantined: Iterable[Outcome]) -> dict[str, int]:
+        """A task stage's dropped and malformed inputs, written where a record stage's go; returns their counts
+        for the stats (`rejected`, `quarantined`)."""
+        paths = self.run.shard(self.stage, self.teacher, self.shard_index)
+        with jsonl_sink(paths.rejected) as rejected_out, jsonl_sink(paths.quarantine) as quarantine_out:
+            for outcome in rejected:
+                rejected_out.write(outcome.rejected_row())
+            for outcome in quarantined:
+                quarantine_out.write(outcome.quarantine_row())
+        return {"rejected": rejected_out.count, "quarantined": quarantine_out.count}
+
+    @property
+    def upstream(self) -> StepInputs:
+        if self.inputs is None:
+            raise ValueError(f"step {self.stage!r}: no inputs in this context")
+        return self.inputs
 
     @property
     def global_dir(self) -> Path:
@@ -105,10 +174,10 @@ class ShardContext:
     @property
     def work_dir(self) -> Path:
         """Scratch and checkpoint space of this shard, kept across requeues."""
-        return self.run.stage_dir(self.stage, self.teacher) / "_work" / f"shard-{self.shard_index:05d}"
+        return self.run.work_dir(self.stage, self.teacher, self.shard_index)
 
 
-class Stage(ABC):
+class Stage(ABC, Generic[ConfigT]):
     """Common base: a registered name, a typed config, and its place in the run."""
 
     name: ClassVar[str]
@@ -118,38 +187,48 @@ class Stage(ABC):
     kind: ClassVar[str] = "cpu"
     """Job kind for cluster profiles: cpu, gpu, mpi."""
 
-    def __init__(self, step: str, config: StageConfig, recipe: Recipe, teacher: TeacherConfig | None = None) -> None:
-        self.step = step
-        """This stage's name in the recipe (one stage type may appear under several names)."""
-        self.config = config
-        self.recipe = recipe
-        self.teacher = teacher
+    def __init__(self, view: StepView[ConfigT]) -> None:
+        self.view = view
+        self.step = view.step
+        self.config: ConfigT = view.config
+        self.teacher = view.teacher
+
+    @functools.cached_property
+    def config_digest(self) -> str:
+        """Digest of everything that decides the step's output besides its input: type, config, teacher, seed.
+        Cached: status computes it for every shard."""
+        return config_digest({
+            "type": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "teacher": self.teacher.model_dump(mode="json") if self.teacher else None,
+            "seed": self.view.seed,
+        })
 
     def num_shards(self) -> int:
         """How many shards this stage has; by default the run's shard count."""
-        return self.recipe.num_shards
+        return self.view.num_shards
 
     def input_step(self) -> str | None:
-        """The recipe step whose kept records feed this one; None for a stage that reads external input."""
-        return self.recipe.previous_step(self.step)
+        """The step whose kept records feed this one; None for a stage that reads external input."""
+        return self.view.input_step
+
+    def input_digest(self, ctx: ShardContext) -> str | None:
+        """Hook: what keys this task's output besides its config. None (the default): the output ids of the input
+        step's shard (record stages) or of the whole input step (task stages)."""
+        return None
 
 
-class RecordStage(Stage):
+class RecordStage(Stage[ConfigT]):
     def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
-        """Items of this shard; by default the kept records of the same shard of the input step."""
-        from distillery.core.inputs import read_step_shard
-
-        source = self.input_step()
-        if source is None:
-            raise ValueError(f"step {self.step!r} is first in the recipe but does not read external input")
-        yield from read_step_shard(ctx.run, self.recipe, source, ctx.teacher, ctx.shard_index)
+        """Hook: the items of this shard; by default the kept records of the same shard of the input step."""
+        yield from ctx.upstream.shard(ctx.shard_index)
 
     @abstractmethod
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         """Yield exactly one outcome per item, in any order."""
 
 
-class TwoPassStage(RecordStage):
+class TwoPassStage(RecordStage[ConfigT]):
     """A record stage that needs a corpus-wide view first: scan every shard, merge once, then process."""
 
     @abstractmethod
@@ -161,7 +240,7 @@ class TwoPassStage(RecordStage):
         """Combine every shard's summary into what `process` reads; return statistics for the manifest."""
 
 
-class TaskStage(Stage):
+class TaskStage(Stage[ConfigT]):
     @abstractmethod
     def run(self, ctx: ShardContext) -> dict[str, Any]:
         """Do the whole shard; return statistics for the manifest. Must be safe to call again after a kill."""

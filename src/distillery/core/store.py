@@ -7,8 +7,12 @@ Layout (DESIGN.md):
     <run>/<stage>[/<teacher>]/shard-00042.journal    append-only item journal of an unfinished shard
     <run>/<stage>[/<teacher>]/rejected/shard-00042.jsonl     dropped records with their reason
     <run>/<stage>[/<teacher>]/quarantine/shard-00042.jsonl   malformed input with file:line and reason
-    <run>/<stage>[/<teacher>]/_global/                       scan/merge files of two-pass stages
+    <run>/<stage>[/<teacher>]/_global/                       scan/merge files and markers of two-pass stages
+    <run>/<stage>[/<teacher>]/_work/shard-00042/             scratch and checkpoints of one shard, kept across requeues
+    <run>/<stage>[/<teacher>]/shard-00000.h5                 packed token bins (pack)
+    <run>/<stage>[/<teacher>]/hf/                            a training step's Hugging Face export (sft)
     <run>/logs/<stage>[/<teacher>]/                          one log per shard task
+`RunDir` names every one of these; nothing else builds a path inside a run.
 """
 
 from __future__ import annotations
@@ -95,17 +99,45 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+class JsonlSink:
+    """Rows appended one at a time to a file written atomically; counts them and hashes their content."""
+
+    def __init__(self, out: IO[Any]) -> None:
+        self._out = out
+        self._digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+        self._digest.update(line.encode("utf-8"))
+        self._out.write(line)
+        self.count += 1
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+@contextmanager
+def jsonl_sink(path: Path, compress: bool = False) -> Iterator[JsonlSink]:
+    with atomic_write(path, compress=compress) as out:
+        yield JsonlSink(out)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]], compress: bool = False) -> tuple[int, str]:
     """Atomically write rows; return (count, sha256 of the file's logical content)."""
-    digest = hashlib.sha256()
-    count = 0
-    with atomic_write(path, compress=compress) as out:
+    with jsonl_sink(path, compress) as sink:
         for row in rows:
-            line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
-            digest.update(line.encode("utf-8"))
-            out.write(line)
-            count += 1
-    return count, digest.hexdigest()
+            sink.write(row)
+    return sink.count, sink.sha256
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ids_digest(ids: Iterable[str]) -> str:
@@ -202,6 +234,29 @@ class RunDir:
     def global_dir(self, stage: str, teacher: str | None = None) -> Path:
         return self.stage_dir(stage, teacher) / "_global"
 
+    def scan_marker(self, stage: str, teacher: str | None, shard_index: int) -> Path:
+        """Written when a two-pass stage's scan of one shard is done."""
+        return self.global_dir(stage, teacher) / f"scan-{shard_index:05d}.done.json"
+
+    def scan_markers(self, stage: str, teacher: str | None) -> list[Path]:
+        return sorted(self.global_dir(stage, teacher).glob("scan-*.done.json"))
+
+    def merge_marker(self, stage: str, teacher: str | None) -> Path:
+        """Written when a two-pass stage's merge is done."""
+        return self.global_dir(stage, teacher) / "merge.done.json"
+
+    def work_dir(self, stage: str, teacher: str | None, shard_index: int) -> Path:
+        """Scratch and checkpoint space of one shard, kept across requeues."""
+        return self.stage_dir(stage, teacher) / "_work" / shard_name(shard_index)
+
+    def packed(self, stage: str, teacher: str | None) -> Path:
+        """The packed token bins of a `pack` step (one file per teacher)."""
+        return self.stage_dir(stage, teacher) / f"{shard_name(0)}.h5"
+
+    def hf_export(self, stage: str, teacher: str | None = None) -> Path:
+        """The Hugging Face folder a training step exports (what eval's `from_step` evaluates)."""
+        return self.stage_dir(stage, teacher) / "hf"
+
     def log_dir(self, stage: str, teacher: str | None = None) -> Path:
         return self.root / "logs" / (f"{stage}/{teacher}" if teacher else stage)
 
@@ -210,11 +265,12 @@ class RunDir:
 
 
 class Journal:
-    """Append-only record of finished items of one shard.
+    """Append-only record of finished items of one shard, kept on disk: only the finished keys are in memory.
 
     The first line is a header keyed by what the shard is made from; a journal whose header does not match
     the current task is stale and is discarded. A line cut short by a kill is dropped on reopen, so an item
-    counts as done only once its whole line is on disk.
+    counts as done only once its whole line is on disk. Memory is bounded by the item count (a key and an
+    offset per item), never by the size of the records: a shard of long traces is read back one line at a time.
     """
 
     def __init__(self, path: Path, header: dict[str, Any], fsync_every: int = 1) -> None:
@@ -222,27 +278,33 @@ class Journal:
         self.header = header
         self.fsync_every = fsync_every
         self._pending = 0
-        self.entries: list[dict[str, Any]] = self._load()
+        self.keys: set[str] = set()
+        self._load()
         self._handle = self.path.open("ab")
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> None:
         if not self.path.exists():
             self._start_fresh()
-            return []
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        lines = complete.splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if header != self.header:
-            self._start_fresh()
-            return []
-        if len(complete) != len(data):
+            return
+        with self.path.open("rb") as handle:
+            first = handle.readline()
+            try:
+                header = json.loads(first) if first.endswith(b"\n") else None
+            except json.JSONDecodeError:
+                header = None
+            if header != self.header:
+                handle.close()
+                self._start_fresh()
+                return
+            complete = len(first)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                self.keys.add(json.loads(line)["key"])
+                complete += len(line)
+        if complete != self.path.stat().st_size:
             with self.path.open("r+b") as handle:
-                handle.truncate(len(complete))
-        return [json.loads(line) for line in lines[1:]]
+                handle.truncate(complete)
 
     def _start_fresh(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,10 +313,33 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         self._handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-        self.entries.append(entry)
+        self.keys.add(entry["key"])
         self._pending += 1
         if self._pending >= self.fsync_every:
             self.flush()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every entry, in the order it was journaled."""
+        with self.path.open("rb") as handle:
+            handle.readline()
+            for line in handle:
+                yield json.loads(line)
+
+    def entries_by(self, field_name: str) -> Iterator[dict[str, Any]]:
+        """Every entry in the order of an integer field (e.g. the input position), read back one at a time."""
+        offsets: list[tuple[int, int]] = []
+        with self.path.open("rb") as handle:
+            offset = len(handle.readline())
+            for line in handle:
+                offsets.append((json.loads(line)[field_name], offset))
+                offset += len(line)
+            offsets.sort()
+            for _, offset in offsets:
+                handle.seek(offset)
+                yield json.loads(handle.readline())
 
     def flush(self) -> None:
         self._handle.flush()

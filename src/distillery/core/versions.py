@@ -6,12 +6,6 @@ import functools
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from distillery.core.store import config_digest
-
-if TYPE_CHECKING:
-    from distillery.core.stage import Stage
 
 
 @functools.cache
@@ -27,18 +21,3 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return base
     return f"{base}+g{commit}"
-
-
-def stage_config_digest(stage: Stage) -> str:
-    """Digest of everything that decides a step's output besides its input: type, config, teacher, seed.
-    Cached on the stage object: status computes it for every shard."""
-    cached = getattr(stage, "_config_digest", None)
-    if cached is not None:
-        return cached
-    stage._config_digest = config_digest({
-        "type": stage.name,
-        "config": stage.config.model_dump(mode="json"),
-        "teacher": stage.teacher.model_dump(mode="json") if stage.teacher else None,
-        "seed": stage.recipe.seed,
-    })
-    return stage._config_digest

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from distillery.evaluate.summary import EvalSummary  # noqa: E402
+from distillery.evaluate.summary import EvalSummary
 
 
 def length_histograms(summary: EvalSummary, out_dir: Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """`eval`: a student answers every benchmark problem k times; each answer is scored and its length kept.
 
-Runs once per teacher: the student evaluated for teacher T is the model fine-tuned on T's traces (`model`:
-`{run_dir}/sft/{teacher}/hf`, where the sft step exports it), or the teacher's own model when `model` is unset.
+Runs once per teacher: the student evaluated for teacher T is the model fine-tuned on T's traces (`from_step: sft`:
+the Hugging Face export of that step for T), a named model (`model`), or the teacher's own model when neither is set.
 The items are (benchmark, problem, sample) triples, dealt round-robin to the shards, so a shard mixes easy and
 hard problems; each sample's seed comes from (recipe seed, benchmark, problem, sample) and not from the student,
 so every student answers under the same seeds. The framework journals every scored sample: a preempted
@@ -22,14 +22,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from distillery.core.recipe import InputPath, TeacherConfig
 from distillery.core.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
-from distillery.core.store import ids_digest
+from distillery.core.store import RunDir, ids_digest
 from distillery.data import benchmarks_dir
 from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec, load_benchmark
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.prompts import build_conversation
 from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel, Sampling
-from distillery.models import EMBEDDED, resolve_model
+from distillery.models import resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
 
 PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
@@ -55,9 +55,12 @@ class EvalConfig(StageConfig):
     benchmarks_dir: InputPath | None = Field(
         None, description="Folder that relative benchmark files are read from; default $DISTILLERY_BENCHMARKS, else "
                           "the copy packaged with distillery.")
+    from_step: str | None = Field(
+        None, description="Evaluate the Hugging Face export of this step (e.g. sft) for the same teacher; a retrained "
+                          "student makes the eval stale.")
     model: str | None = Field(
-        None, description="Model to evaluate: HF folder (e.g. {run_dir}/sft/{teacher}/hf), served name, or 'smollm2' "
-                          "(embedded); unset: the teacher's model.")
+        None, description="Model to evaluate instead: HF folder, served name, or 'smollm2' (embedded); unset and no "
+                          "from_step: the teacher's model.")
     backend: Literal["vllm", "openai", "transformers"] | None = Field(
         None, description="Generation backend; unset: the teacher's.")
     options: dict[str, Any] = Field(
@@ -79,6 +82,8 @@ class EvalConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check_benchmarks(self, info: ValidationInfo) -> EvalConfig:
+        if self.from_step and self.model:
+            raise ValueError("set `from_step` or `model`, not both")
         names = [spec.name for spec in self.benchmarks]
         if len(set(names)) != len(names):
             raise ValueError(f"benchmarks: names must be unique, got {names}")
@@ -98,7 +103,7 @@ def sample_seed(base_seed: int, benchmark: str, problem_id: str, sample: int) ->
 
 
 @register
-class EvalStage(RecordStage):
+class EvalStage(RecordStage[EvalConfig]):
     name = "eval"
     Config = EvalConfig
     per_teacher = True
@@ -108,45 +113,41 @@ class EvalStage(RecordStage):
         super().__init__(*args, **kwargs)
         self._rows: dict[str, list[BenchmarkRow]] = {}
 
-    @property
-    def cfg(self) -> EvalConfig:
-        return self.config  # type: ignore[return-value]
-
     def input_step(self) -> str | None:
         return None
 
-    def model_path(self) -> str:
+    def model_path(self, run: RunDir) -> str:
         """The model this step evaluates for its teacher."""
-        template = self.cfg.model or (self.teacher.model if self.teacher else "")
-        if not template:
-            raise ValueError(f"step {self.step!r}: set `model` (no teacher to take it from)")
-        if template == EMBEDDED:
-            return resolve_model(template)
-        teacher = self.teacher.name if self.teacher else ""
-        return template.replace("{teacher}", teacher).replace("{run_dir}", str(self.recipe.run_dir))
+        teacher = self.teacher.name if self.teacher else None
+        if self.config.from_step:
+            return str(run.hf_export(self.config.from_step, teacher))
+        model = self.config.model or (self.teacher.model if self.teacher else "")
+        if not model:
+            raise ValueError(f"step {self.step!r}: set `from_step` or `model` (no teacher to take it from)")
+        return resolve_model(model)
 
-    def student_config(self) -> TeacherConfig:
+    def student_config(self, run: RunDir) -> TeacherConfig:
         """The student as a `TeacherConfig`, which is what the backend factory builds a `ChatModel` from."""
         teacher = self.teacher
         return TeacherConfig(
             name=teacher.name if teacher else self.step,
-            model=self.model_path(),
-            backend=self.cfg.backend or (teacher.backend if teacher else "vllm"),
-            sampling=self.cfg.sampling,
-            system_prompt=self.cfg.system_prompt,
-            options={**(teacher.options if teacher else {}), **self.cfg.options},
+            model=self.model_path(run),
+            backend=self.config.backend or (teacher.backend if teacher else "vllm"),
+            sampling=self.config.sampling,
+            system_prompt=self.config.system_prompt,
+            options={**(teacher.options if teacher else {}), **self.config.options},
         )
 
     def benchmark_rows(self, spec: BenchmarkSpec) -> list[BenchmarkRow]:
         """The problems of one benchmark, read once per stage object (the digest and the items both need them)."""
         if spec.name not in self._rows:
-            self._rows[spec.name] = load_benchmark(spec, benchmarks_dir(self.cfg.benchmarks_dir))
+            self._rows[spec.name] = load_benchmark(spec, benchmarks_dir(self.config.benchmarks_dir))
         return self._rows[spec.name]
 
     def _items(self, ctx: ShardContext) -> Iterator[tuple[Item, str]]:
         """This shard's items, with the query id each key stands for (for the input digest)."""
         index = position = 0
-        for spec in self.cfg.benchmarks:
+        for spec in self.config.benchmarks:
             for row in self.benchmark_rows(spec):
                 samples = spec.samples if row.query is not None else 1
                 # Items are dealt round-robin by global index; jump straight to this shard's samples of the row
@@ -169,19 +170,16 @@ class EvalStage(RecordStage):
 
     def input_digest(self, ctx: ShardContext) -> str:
         """Keyed by the shard's (benchmark, problem, sample) keys and the content ids of their queries, and by
-        the step before it (the sft that made the student): a retrained student makes the eval stale."""
-        from distillery.core.runner import step_digest
-
+        the step whose export it evaluates: a retrained student makes the eval stale."""
         keys = [f"{item.key}={query_id}" for item, query_id in self._items(ctx)]
-        previous = self.recipe.previous_step(self.step)
-        if previous is not None:
-            keys.append("after=" + step_digest(ctx.run, self.recipe, previous, ctx.teacher))
+        if self.config.from_step:
+            keys.append("after=" + ctx.upstream.digest(step=self.config.from_step))
         return ids_digest(keys)
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
-        config = self.cfg
+        config = self.config
         specs = {spec.name: spec for spec in config.benchmarks}
-        student = self.student_config()
+        student = self.student_config(ctx.run)
         model: ChatModel | None = None
         verifier: Verifier | None = None
         totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0, "verifier_errors": 0}
@@ -214,13 +212,13 @@ class EvalStage(RecordStage):
     def _score(self, group: list[Item], spec: BenchmarkSpec, model: ChatModel, verifier: Verifier,
                totals: dict[str, Any], ctx: ShardContext) -> Iterator[Outcome]:
         """Generate, verify and yield one benchmark's part of a batch."""
-        config = self.cfg
+        config = self.config
         sampling = config.sampling
         if spec.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": spec.max_tokens})
         records: list[dict[str, Any]] = [item.record for item in group if item.record is not None]
         queries = [Query.model_validate(record["query"]) for record in records]
-        seeds = [sample_seed(self.recipe.seed, spec.name, r["problem_id"], r["sample"]) for r in records]
+        seeds = [sample_seed(self.view.seed, spec.name, r["problem_id"], r["sample"]) for r in records]
         started = time.perf_counter()
         completions = model.chat([build_conversation(q, config.system_prompt) for q in queries], sampling, seeds)
         totals["generate_s"] += time.perf_counter() - started

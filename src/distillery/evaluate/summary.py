@@ -127,7 +127,7 @@ def summarize(run_dir: Path | str) -> EvalSummary:
             stage = recipe.build_stage(spec.step, teacher)
             assert isinstance(stage, EvalStage)
             student = teacher if len(eval_steps) == 1 else f"{spec.step}/{teacher}"
-            models[student] = stage.model_path()
+            models[student] = stage.model_path(run)
             done, collected = 0, []
             for shard_index in range(stage.num_shards()):
                 paths = run.shard(spec.step, teacher, shard_index, recipe.compress)

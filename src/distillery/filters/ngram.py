@@ -56,7 +56,7 @@ class NgramConfig(StageConfig):
 
 
 @register
-class NgramStage(TwoPassStage):
+class NgramStage(TwoPassStage[NgramConfig]):
     name = "ngram"
     Config = NgramConfig
     per_teacher = True

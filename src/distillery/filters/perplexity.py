@@ -48,7 +48,7 @@ def _threshold_path(ctx: ShardContext) -> Path:
 
 
 @register
-class PerplexityStage(TwoPassStage):
+class PerplexityStage(TwoPassStage[PerplexityConfig]):
     name = "perplexity"
     Config = PerplexityConfig
     per_teacher = True

@@ -47,7 +47,7 @@ def check_structure(response: str, require_answer_tags: bool = True, require_thi
 
 
 @register
-class StructureStage(RecordStage):
+class StructureStage(RecordStage[StructureConfig]):
     name = "structure"
     Config = StructureConfig
     per_teacher = True

@@ -63,7 +63,7 @@ class GenerateStage(RecordStage):
         ctx.logger.info("generate: teacher %s (%s %s) on %d queries, batch %d, up to %d attempts", teacher.name,
                         teacher.backend, teacher.model, len(valid), config.batch_size, config.max_attempts)
         settings = LoopSettings(teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
-                                base_seed=self.recipe.seed, threshold=config.verify.threshold,
+                                base_seed=self.view.seed, threshold=config.verify.threshold,
                                 max_attempts=config.max_attempts, batch_size=config.batch_size)
         with ExitStack() as cleanup:
             cleanup.callback(lambda: ctx.stats.update(progress.stats()))

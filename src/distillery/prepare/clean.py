@@ -32,12 +32,12 @@ def _invalid(error: ValidationError) -> str:
 
 
 @register
-class CleanStage(RecordStage):
+class CleanStage(RecordStage[CleanConfig]):
     name = "clean"
     Config = CleanConfig
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
-        config: CleanConfig = self.config  # type: ignore[assignment]
+        config = self.config
         reasons: Counter[str] = Counter()
         removed_chars = 0
         for item in items:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from distillery.core.records import Query, normalise_text
-from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
+from distillery.core.stage import ConfigT, Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import atomic_write, read_json, write_json
 from distillery.prepare.minhash import MinHasher, band_keys, cluster, estimated_jaccard
 
@@ -61,7 +61,7 @@ def _load_scans(ctx: ShardContext, prefix: str) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0].files}
 
 
-class DropListStage(TwoPassStage):
+class DropListStage(TwoPassStage[ConfigT]):
     """Shared `process`: drop the keys that `merge` listed for this shard, keep the rest."""
 
     def write_drops(self, ctx: ShardContext, shards: np.ndarray, keys: np.ndarray, reasons: list[str]) -> None:
@@ -87,7 +87,7 @@ class ExactDedupConfig(StageConfig):
 
 
 @register
-class ExactDedupStage(DropListStage):
+class ExactDedupStage(DropListStage[ExactDedupConfig]):
     name = "dedup"
     Config = ExactDedupConfig
 
@@ -110,7 +110,7 @@ class ExactDedupStage(DropListStage):
         reasons = [f"exact_duplicate: same normalised text as {keys[s]}" for s in survivor[~first]]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
         ctx.logger.info("exact dedup: %d queries, %d duplicates dropped", len(keys), len(losers))
-        return {"queries": int(len(keys)), "duplicates": int(len(losers)), "groups": int(first.sum())}
+        return {"queries": len(keys), "duplicates": len(losers), "groups": int(first.sum())}
 
 
 class NearDedupConfig(StageConfig):
@@ -132,12 +132,12 @@ class NearDedupConfig(StageConfig):
 
 
 @register
-class NearDedupStage(DropListStage):
+class NearDedupStage(DropListStage[NearDedupConfig]):
     name = "near_dedup"
     Config = NearDedupConfig
 
     def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
-        config: NearDedupConfig = self.config  # type: ignore[assignment]
+        config = self.config
         keys, texts = [], []
         for item, query in parse_items(items):
             keys.append(item.key)
@@ -147,7 +147,7 @@ class NearDedupStage(DropListStage):
                   signatures=signatures, shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
-        config: NearDedupConfig = self.config  # type: ignore[assignment]
+        config = self.config
         scans = _load_scans(ctx, "minhash")
         keys, signatures, shards = scans["keys"], scans["signatures"], scans["shards"]
         labels, left, _ = cluster(signatures, band_keys(signatures, config.bands, config.rows), config.jaccard_threshold)
@@ -159,5 +159,5 @@ class NearDedupStage(DropListStage):
         reasons = [f"near_duplicate: of {keys[s]} (estimated Jaccard {j:.2f})" for s, j in zip(their_survivors, similarity)]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
         ctx.logger.info("near dedup: %d queries, %d verified pairs, %d dropped", len(keys), len(left), len(losers))
-        return {"queries": int(len(keys)), "verified_pairs": int(len(left)), "duplicates": int(len(losers)),
-                "clusters_with_duplicates": int(len(np.unique(labels[losers])))}
+        return {"queries": len(keys), "verified_pairs": len(left), "duplicates": len(losers),
+                "clusters_with_duplicates": len(np.unique(labels[losers]))}

@@ -36,7 +36,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _min_hashes_kernel():  # noqa: ANN202 - a numba dispatcher
+def _min_hashes_kernel():
     """The compiled kernel, built on first use: importing numba (llvmlite) in every task that merely parses a
     recipe breaks vLLM's kernel registration in the same process."""
     import numba
@@ -50,8 +50,7 @@ def _min_hashes_kernel():  # noqa: ANN202 - a numba dispatcher
                 value = hashes[position]
                 for k in range(len(a)):
                     permuted = np.uint32((a[k] * value + b[k]) >> shift)
-                    if permuted < out[doc, k]:
-                        out[doc, k] = permuted
+                    out[doc, k] = min(out[doc, k], permuted)
 
     return min_hashes
 

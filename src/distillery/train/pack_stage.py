@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field, ValidationError
 from tqdm import tqdm
 
-from distillery.core.inputs import read_step_all
-from distillery.core.stage import Item, ShardContext, StageConfig, TaskStage, register
-from distillery.core.store import RunDir, ids_digest, shard_name, write_jsonl
+from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskStage, register
+from distillery.core.store import file_sha256, ids_digest
 from distillery.train.binpack import best_fit_decreasing, packing_efficiency
 from distillery.train.chat_tokens import (
     NO_TRAINED_TOKENS,
@@ -23,19 +20,6 @@ from distillery.train.chat_tokens import (
 )
 from distillery.train.models import resolve_model_dir
 from distillery.train.packed_file import write_packed
-
-
-def packed_path(run: RunDir, step: str, teacher: str | None) -> Path:
-    """The packed file of a `pack` step (one per teacher)."""
-    return run.stage_dir(step, teacher) / f"{shard_name(0)}.h5"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @register
@@ -65,51 +49,46 @@ class PackStage(TaskStage):
         model_dir = resolve_model_dir(config.student)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         docs: list[tuple[str, np.ndarray, np.ndarray]] = []
-        rejected: list[dict[str, Any]] = []
-        quarantined: list[dict[str, Any]] = []
+        rejected: list[Outcome] = []
+        quarantined: list[Outcome] = []
         pending: list[tuple[Item, tuple[str, int]]] = []
 
         def tokenize_pending() -> None:
             for (item, _), sample in zip(pending, tokenize_rendered(tokenizer, [r for _, r in pending])):
                 if len(sample) > config.max_tokens:
-                    rejected.append({"key": item.key, "where": item.where, "record": item.record,
-                                     "reason": f"{len(sample)} tokens > max_tokens {config.max_tokens}"})
+                    rejected.append(Outcome.rejected(item, f"{len(sample)} tokens > max_tokens {config.max_tokens}"))
                 elif not sample.loss_mask.any():
-                    rejected.append({"key": item.key, "where": item.where, "record": item.record,
-                                     "reason": NO_TRAINED_TOKENS})
+                    rejected.append(Outcome.rejected(item, NO_TRAINED_TOKENS))
                 else:
                     docs.append((item.key, sample.tokens, sample.loss_mask))
             pending.clear()
 
         inputs = 0
-        for item in tqdm(read_step_all(ctx.run, self.recipe, source, ctx.teacher), desc="tokenize", unit="trace"):
+        for item in tqdm(ctx.upstream.everything(), desc="tokenize", unit="trace"):
             inputs += 1
             try:
                 pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))
             except ValidationError as error:
-                quarantined.append({"key": item.key, "where": item.where, "record": item.record,
-                                    "reason": f"not a trace: {error.errors()[0]['msg']}"})
+                quarantined.append(Outcome.quarantined(item, f"not a trace: {error.errors()[0]['msg']}"))
             except TemplateError as error:
-                rejected.append({"key": item.key, "where": item.where, "reason": str(error), "record": item.record})
+                rejected.append(Outcome.rejected(item, str(error)))
             if len(pending) >= config.tokenize_batch:
                 tokenize_pending()
         tokenize_pending()
         lengths = [len(tokens) for _, tokens, _ in docs]
         bins = best_fit_decreasing(lengths, capacity)
         efficiency = packing_efficiency(lengths, bins, capacity)
-        output = packed_path(ctx.run, ctx.stage, ctx.teacher)
+        output = ctx.run.packed(ctx.stage, ctx.teacher)
         total = write_packed(output, docs, bins, capacity,
                              {"efficiency": efficiency, "tokenizer": str(model_dir), "max_tokens": config.max_tokens})
-        paths = ctx.run.shard(ctx.stage, ctx.teacher, 0)
-        write_jsonl(paths.rejected, rejected)
-        write_jsonl(paths.quarantine, quarantined)
-        over_cap = sum(1 for r in rejected if "max_tokens" in r["reason"])
+        over_cap = sum(1 for outcome in rejected if "max_tokens" in outcome.reason)
+        dropped = ctx.publish_task_output(rejected, quarantined)
         ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
                         len(docs), inputs, len(bins), capacity, efficiency, over_cap)
         return {
-            "inputs": inputs, "kept": len(docs), "rejected": len(rejected), "quarantined": len(quarantined),
+            "inputs": inputs, "kept": len(docs), **dropped,
             "over_cap": over_cap, "bins": len(bins), "tokens": total,
             "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
-            "efficiency": round(efficiency, 6), "sha256": _file_sha256(output),
+            "efficiency": round(efficiency, 6), "sha256": file_sha256(output),
             "output_ids_digest": ids_digest(key for key, _, _ in docs), "path": str(output),
         }

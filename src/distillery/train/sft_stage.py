@@ -84,7 +84,6 @@ class SFTStage(TaskStage):
         from distillery.train.convert import hf_to_megatron, load_hf_state, save_shards
         from distillery.train.gpt import ModelShape
         from distillery.train.models import resolve_model_dir
-        from distillery.train.pack_stage import packed_path
         from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
         from distillery.train.trainer import Trainer
 
@@ -113,7 +112,7 @@ class SFTStage(TaskStage):
             dist.barrier()
             out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
             out_dir.mkdir(parents=True, exist_ok=True)
-            data = packed_path(ctx.run, source, ctx.teacher)
+            data = ctx.run.packed(source, ctx.teacher)
             fingerprint = config_digest({"config": config.model_dump(mode="json"),
                                          "data": Manifest.load(ctx.run.shard(source, ctx.teacher, 0).manifest).sha256})
             trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, out_dir / "metrics.jsonl",

@@ -1,0 +1,72 @@
+"""A kit for tests and benchmarks: fake a finished step the way the runner would have finished it.
+
+`finish_shard` writes a shard's kept records, its rejected rows and a manifest written last, exactly as the
+runner does; with a recipe, the manifest carries the header the runner would compute (config digest, input
+digest), so planners and runners take the shard as done and fresh. One way to fake a step, used everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from distillery.core.recipe import Recipe
+from distillery.core.runner import input_digest, record_key, task_context, task_header
+from distillery.core.stage import Item, Outcome, Stage, StageConfig, StepView
+from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json
+from distillery.core.teachers import TeacherConfig
+from distillery.core.versions import code_version
+
+_LOGGER = logging.getLogger("distillery.testing")
+
+
+def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, kept: Iterable[dict[str, Any]],
+                 rejected: Iterable[tuple[dict[str, Any], str]] = (), *, recipe: Recipe | None = None,
+                 num_shards: int = 1, compress: bool = False, elapsed_s: float = 0.0,
+                 stats: dict[str, Any] | None = None) -> Manifest:
+    """Write one shard of `step` as done: `kept` records, `rejected` (record, reason) pairs, then its manifest.
+
+    With `recipe`, the shard count, compression and the manifest's config and input digests are the ones the
+    runner would compute now (the step's input must be finished first); without, they are placeholders.
+    """
+    header = {"num_shards": num_shards, "config_digest": "test", "input_ids_digest": "external"}
+    if recipe is not None:
+        stage = recipe.build_stage(step, teacher)
+        ctx = task_context(run, recipe, stage, teacher, shard_index, _LOGGER)
+        header = task_header(stage, ctx, input_digest(stage, ctx))
+        compress = recipe.compress
+    paths = run.shard(step, teacher, shard_index, compress)
+    keys: list[str] = []
+    with jsonl_sink(paths.output, compress) as out:
+        for record in kept:
+            out.write(record)
+            keys.append(record_key(record))
+    with jsonl_sink(paths.rejected) as dropped:
+        for position, (record, reason) in enumerate(rejected):
+            dropped.write(Outcome.rejected(Item(position, record_key(record), record), reason).rejected_row())
+    manifest = Manifest(
+        stage=step, teacher=teacher, shard_index=shard_index, num_shards=header["num_shards"],
+        inputs=out.count + dropped.count, kept=out.count, rejected=dropped.count, quarantined=0, sha256=out.sha256,
+        input_ids_digest=header["input_ids_digest"], output_ids_digest=ids_digest(keys),
+        config_digest=header["config_digest"], code_version=code_version(), elapsed_s=elapsed_s, stats=stats or {})
+    manifest.save(paths.manifest)
+    return manifest
+
+
+def finish_markers(run: RunDir, step: str, teacher: str | None, shards: Iterable[int]) -> None:
+    """Mark a two-pass step's scans and merge as done (for planners; their content is not read back)."""
+    for shard_index in shards:
+        write_json(run.scan_marker(step, teacher, shard_index), {})
+    write_json(run.merge_marker(step, teacher), {})
+
+
+StageT = TypeVar("StageT", bound=Stage)
+
+
+def make_stage(cls: type[StageT], config: StageConfig, teacher: TeacherConfig | None = None, *, step: str | None = None,
+               num_shards: int = 1, seed: int = 0, input_step: str | None = None) -> StageT:
+    """A stage built outside a recipe, with the view a recipe would give it."""
+    view = StepView(step=step or cls.name, config=config, teacher=teacher, num_shards=num_shards, seed=seed,
+                    input_step=input_step)
+    return cls(view)
