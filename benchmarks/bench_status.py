@@ -21,6 +21,7 @@ from distillery.core.recipe import load_recipe
 from distillery.core.runner import load_run_recipe
 from distillery.core.status import collect_status, render_status
 from distillery.core.store import RunDir
+from distillery.executors.sbatch import render_sbatch
 from distillery.testing import finish_markers, finish_shard
 
 
@@ -65,8 +66,6 @@ def main() -> None:
     started = time.perf_counter()
     recipe = load_recipe(args.recipe, check_paths=False)
     groups = build_groups(recipe)
-    from distillery.executors.slurm import render_sbatch
-
     scripts = [render_sbatch(recipe, group) for group in groups]
     plan_s = time.perf_counter() - started
     print(f"plan (paper recipe): {len(groups)} job arrays, {sum(len(g.shards) for g in groups)} tasks, "

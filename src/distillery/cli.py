@@ -60,18 +60,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{group.key:<36} {len(group.shards):>6} {todo:>5} {group.job_kind:<5} {r.cpus_per_task:>4} "
               f"{r.mem_gb:>4.0f}G {r.gpus_per_node:>4} {group.world_size:>5} {r.time_min:>5}m  "
               f"{', '.join(group.depends_on) or '-'}")
-    if recipe.executor.kind == "slurm" or args.sbatch:
-        from distillery.executors.slurm import render_sbatch
+    from distillery.executors import build_executor
 
-        for group in groups:
-            print(f"\n# ---- sbatch for {group.key} ----")
-            print(render_sbatch(recipe, group))
+    description = build_executor(recipe, run, "slurm" if args.sbatch else None).describe(groups)
+    if description:
+        print(description)
     return 0
 
 
 def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     from distillery.core.plan import pending_groups
-    from distillery.executors.base import build_executor
+    from distillery.executors import build_executor
 
     recipe, run = _load(args.target, args.set)
     if kind is None and getattr(args, "executor", None):
@@ -93,7 +92,7 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     executor = build_executor(recipe, run, kind)
     started = time.time()
     ok = executor.execute(groups)
-    if (kind or recipe.executor.kind) == "local":
+    if executor.blocking:
         from distillery.core.status import collect_status, render_status
 
         print(render_status(collect_status(run, recipe)))
@@ -106,15 +105,12 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from distillery.core.status import collect_status, render_status
+    from distillery.executors import executor_of_run
 
     recipe, run = _load(args.target, [])
+    executor = executor_of_run(recipe, run)
     while True:
-        states = None
-        if run.jobs_file().exists():
-            from distillery.executors.slurm import query_states
-
-            states = query_states(run)
-        text = render_status(collect_status(run, recipe, states, check_inputs=not args.fast))
+        text = render_status(collect_status(run, recipe, executor.states(), check_inputs=not args.fast))
         if not args.watch:
             print(text)
             return 0
@@ -175,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not require input paths to exist (planning on a machine without the data mounted)")
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
-    p.add_argument("--executor", choices=["local", "slurm"], help="override the recipe's executor")
+XX
     p.add_argument("--until", metavar="STEP", help="stop after this step (e.g. run query preparation only)")
     p.set_defaults(func=cmd_run)
     add("submit", "submit one SLURM job array per step x teacher x phase, with afterok dependencies").set_defaults(

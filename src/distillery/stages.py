@@ -1,20 +1,21 @@
-"""Where each stage type lives: stage name -> module that registers it.
+"""Where each stage type lives: stage name -> `module:Class`.
 
 A stage module is imported only when a recipe uses that stage, so `distillery status` or `plan` on an ingest
-recipe does not pay for importing torch, vLLM or Megatron. Add a new stage here (one line).
+recipe does not pay for importing torch, vLLM or Megatron. Add a new stage here (one line); a recipe plugin
+registers its own with `distillery.core.stage.register`.
 """
 
-STAGE_MODULES: dict[str, str] = {
-    "ingest": "distillery.ingest.stage",
-    "clean": "distillery.prepare.clean",
-    "dedup": "distillery.prepare.dedup",
-    "near_dedup": "distillery.prepare.dedup",
-    "decontaminate": "distillery.prepare.decontaminate",
-    "generate": "distillery.generate.stage",
-    "perplexity": "distillery.filters.perplexity",
-    "ngram": "distillery.filters.ngram",
-    "structure": "distillery.filters.structure",
-    "pack": "distillery.train.pack_stage",
-    "sft": "distillery.train.sft_stage",
-    "eval": "distillery.evaluate.stage",
+STAGE_CLASSES: dict[str, str] = {
+    "ingest": "distillery.ingest.stage:Ingest",
+    "clean": "distillery.prepare.clean:CleanStage",
+    "dedup": "distillery.prepare.dedup:ExactDedupStage",
+    "near_dedup": "distillery.prepare.dedup:NearDedupStage",
+    "decontaminate": "distillery.prepare.decontaminate:DecontaminateStage",
+    "generate": "distillery.generate.stage:GenerateStage",
+    "perplexity": "distillery.filters.perplexity:PerplexityStage",
+    "ngram": "distillery.filters.ngram:NgramStage",
+    "structure": "distillery.filters.structure:StructureStage",
+    "pack": "distillery.train.pack_stage:PackStage",
+    "sft": "distillery.train.sft_stage:SFTStage",
+    "eval": "distillery.evaluate.stage:EvalStage",
 }

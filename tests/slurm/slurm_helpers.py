@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from distillery.core.store import RunDir
-from distillery.executors.slurm import query_states
+from distillery.executors.sacct import query_states
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]

@@ -32,7 +32,7 @@ from distillery.core.recipe import load_recipe
 from distillery.core.runner import load_run_recipe
 from distillery.core.status import collect_status
 from distillery.core.store import Manifest, RunDir
-from distillery.executors.slurm import render_sbatch
+from distillery.executors.sbatch import render_sbatch
 
 pytestmark = pytest.mark.slurm
 

@@ -14,14 +14,10 @@ from distillery.cli import main
 from distillery.core.plan import TaskGroup, build_groups
 from distillery.core.recipe import Recipe, Resources, load_recipe
 from distillery.core.store import RunDir
-from distillery.executors.slurm import (
-    ProfileError,
-    SlurmExecutor,
-    _expand_job_ids,
-    load_profile,
-    parse_sacct,
-    render_sbatch,
-)
+from distillery.executors.sacct import expand_job_ids, parse_sacct
+from distillery.executors.sbatch import render_sbatch
+from distillery.executors.slurm import SlurmExecutor
+from distillery.executors.slurm_profile import ProfileError, load_profile
 
 GOLDEN = HERE / "golden"
 
@@ -106,10 +102,10 @@ def test_group_that_does_not_fit_fails_before_submission(tmp_path: Path, resourc
 
 
 def test_pending_array_tasks_are_expanded() -> None:
-    assert _expand_job_ids("41_[0-2,5%2]") == ["41_0", "41_1", "41_2", "41_5"]
-    assert _expand_job_ids("41_[7]") == ["41_7"]
-    assert _expand_job_ids("41_3") == ["41_3"]
-    assert _expand_job_ids("42") == ["42"]
+    assert expand_job_ids("41_[0-2,5%2]") == ["41_0", "41_1", "41_2", "41_5"]
+    assert expand_job_ids("41_[7]") == ["41_7"]
+    assert expand_job_ids("41_3") == ["41_3"]
+    assert expand_job_ids("42") == ["42"]
 
 
 def test_sacct_history_reads_as_latest_state_with_requeue_shown() -> None:

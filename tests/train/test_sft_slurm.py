@@ -16,7 +16,7 @@ from distillery.cli import main
 from distillery.core.recipe import load_recipe
 from distillery.core.runner import run_task
 from distillery.core.store import Manifest, RunDir
-from distillery.executors.slurm import query_states
+from distillery.executors.sacct import query_states
 
 HERE = Path(__file__).resolve().parent
 DEV_PROFILE = HERE.parents[1] / "slurm" / "profiles" / "dev.yaml"

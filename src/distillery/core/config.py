@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 
 class StrictModel(BaseModel):
@@ -38,3 +39,40 @@ InputPath = Annotated[Path, AfterValidator(_existing)]
 """A path that must exist when the recipe is loaded; relative paths are taken from the working directory."""
 OutputPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path the run will create; made absolute at load time so every task agrees on it."""
+
+
+def yaml_line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each YAML node's path (keys and list indices) to its 1-based line, for error messages."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[path + (key.value,)] = key.start_mark.line + 1
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, path + (index,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def format_validation_error(source: str, error: ValidationError, prefix: tuple[Any, ...] = (),
+                            lines: dict[tuple[Any, ...], int] | None = None) -> str:
+    """One line per error: `file:line: field.path: what was expected (got ...)`; the one formatter of config errors."""
+    lines = lines or {}
+    messages = []
+    for item in error.errors():
+        loc = prefix + tuple(item["loc"])
+        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        where = f"{source}:{line}" if line else source
+        expected = item["msg"]
+        if item["type"] == "extra_forbidden":
+            expected = "unknown field (check the spelling; see `distillery explain`)"
+        messages.append(f"{where}: {field or '<top>'}: {expected} (got {item.get('input')!r:.80})")
+    return "\n".join(messages)

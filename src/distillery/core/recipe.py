@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
-from distillery.core.config import InputPath, OutputPath, StrictModel
+from distillery.core.config import InputPath, OutputPath, StrictModel, format_validation_error, yaml_line_index
 from distillery.core.stage import Stage, StageConfig, StepView, stage_names, stage_type
 from distillery.core.teachers import Resources, TeacherConfig
 
@@ -85,43 +85,9 @@ class Recipe(StrictModel):
         return [t.name for t in self.teachers] if cls.per_teacher else [None]
 
 
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each YAML node's path (keys and list indices) to its 1-based line, for error messages."""
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[path + (key.value,)] = key.start_mark.line + 1
-                walk(value, path + (key.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, value in enumerate(node.value):
-                walk(value, path + (index,))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _format_errors(source: str, error: ValidationError, prefix: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
-    messages = []
-    for item in error.errors():
-        loc = prefix + tuple(item["loc"])
-        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
-        where = f"{source}:{line}" if line else source
-        expected = item["msg"]
-        if item["type"] == "extra_forbidden":
-            expected = "unknown field (check the spelling; see `distillery explain`)"
-        messages.append(f"{where}: {field or '<top>'}: {expected} (got {item.get('input')!r:.80})")
-    return "\n".join(messages)
-
-
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
                  check_paths: bool = True, text: str | None = None) -> Recipe:
-    lines = _line_index(text) if text else {}
+    lines = yaml_line_index(text) if text else {}
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     context = {"base_dir": base_dir or Path.cwd(), "check_paths": check_paths}
@@ -132,7 +98,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     try:
         recipe = Recipe.model_validate(top, context=context)
     except ValidationError as error:
-        raise RecipeError(_format_errors(source, error, (), lines)) from None
+        raise RecipeError(format_validation_error(source, error, (), lines)) from None
     for module in recipe.plugins:
         try:
             importlib.import_module(module)
@@ -153,7 +119,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
             config = stage_type(kind).Config.model_validate(body, context=context)
             resources = Resources.model_validate(resources_raw or {})
         except ValidationError as error:
-            errors.append(_format_errors(source, error, ("steps", step_name), lines))
+            errors.append(format_validation_error(source, error, ("steps", step_name), lines))
             continue
         steps.append(StepSpec(step=step_name, type=kind, config=config, resources=resources))
     if errors:

@@ -20,7 +20,6 @@ declared here: `read_inputs`, `input_digest`, `scan`, `merge`.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from distillery.core.config import StrictModel
+from distillery.core.registry import LazyRegistry
 from distillery.core.store import RunDir, config_digest, jsonl_sink
+from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
     from distillery.core.teachers import TeacherConfig
@@ -42,6 +43,7 @@ class StageConfig(StrictModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
+StageT = TypeVar("StageT", bound="Stage")
 
 
 @dataclass(frozen=True)
@@ -246,34 +248,23 @@ class TaskStage(Stage[ConfigT]):
         """Do the whole shard; return statistics for the manifest. Must be safe to call again after a kill."""
 
 
-_REGISTRY: dict[str, type[Stage]] = {}
+STAGES: LazyRegistry[type[Stage]] = LazyRegistry("stage type", STAGE_CLASSES)
 
 
-def register(cls: type[Stage]) -> type[Stage]:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"stage name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
+def register(cls: type[StageT]) -> type[StageT]:
+    """Class decorator: register a stage type under its `name` (built-in stages are also listed in
+    `distillery.stages`, so they load lazily)."""
+    STAGES.add(cls.name, cls)
     return cls
 
 
 def stage_type(name: str) -> type[Stage]:
-    """The stage class registered under `name`, importing its module on first use (see distillery.stages)."""
-    if name not in _REGISTRY:
-        from distillery.stages import STAGE_MODULES
-
-        module = STAGE_MODULES.get(name)
-        if module is None:
-            raise KeyError(name)
-        importlib.import_module(module)
-        if name not in _REGISTRY:
-            raise KeyError(f"{module} does not register a stage named {name!r}")
-    return _REGISTRY[name]
+    """The stage class registered under `name`, importing its module on first use."""
+    return STAGES.get(name)
 
 
 def stage_names() -> list[str]:
-    from distillery.stages import STAGE_MODULES
-
-    return sorted(set(STAGE_MODULES) | set(_REGISTRY))
+    return STAGES.names()
 
 
 def stage_types() -> dict[str, type[Stage]]:

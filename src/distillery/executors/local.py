@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from distillery.core.plan import TaskGroup
 from distillery.core.runner import run_task
-from distillery.executors.base import Executor
+from distillery.executors import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
 
 
 class LocalExecutor(Executor):
+    """Runs every task on this machine and returns when all have run."""
+
+    blocking = True
+
     def execute(self, groups: list[TaskGroup]) -> bool:
         failed_groups: set[str] = set()
         run_dir = str(self.run.root)

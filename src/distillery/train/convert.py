@@ -11,14 +11,13 @@ the embedding as `output_layer.weight`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from distillery.core.store import atomic_dir
 from distillery.train.gpt import ModelShape
 
 Shards = dict[tuple[int, int], dict[str, torch.Tensor]]
@@ -146,9 +145,7 @@ def load_hf_state(folder: Path) -> dict[str, torch.Tensor]:
 def save_hf_folder(state: dict[str, torch.Tensor], source: Path, target: Path,
                    dtype: torch.dtype | None = None) -> Path:
     """Write `state` as a Hugging Face folder with `source`'s config and tokenizer, atomically (temp dir + rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         config = json.loads((source / "config.json").read_text())
         if dtype is not None:
             config["dtype"] = str(dtype).removeprefix("torch.")
@@ -158,28 +155,18 @@ def save_hf_folder(state: dict[str, torch.Tensor], source: Path, target: Path,
                 shutil.copy2(source / name, staging / name)
         tensors = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in state.items()}
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def save_shards(shards: Shards, folder: Path, shape: ModelShape) -> None:
     """One file per (tp, pp) rank plus a metadata file, written into a temp dir that is renamed into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    for (tp_rank, pp_rank), state in shards.items():
-        torch.save(state, staging / shard_file(tp_rank, pp_rank))
-    tp = 1 + max(t for t, _ in shards)
-    pp = 1 + max(p for _, p in shards)
-    (staging / "megatron.json").write_text(json.dumps({"tensor_parallel": tp, "pipeline_parallel": pp,
-                                                       "shape": shape.__dict__}, indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    with atomic_dir(folder) as staging:
+        for (tp_rank, pp_rank), state in shards.items():
+            torch.save(state, staging / shard_file(tp_rank, pp_rank))
+        tp = 1 + max(t for t, _ in shards)
+        pp = 1 + max(p for _, p in shards)
+        (staging / "megatron.json").write_text(json.dumps({"tensor_parallel": tp, "pipeline_parallel": pp,
+                                                           "shape": shape.__dict__}, indent=1))
 
 
 def shard_file(tp_rank: int, pp_rank: int) -> str:

@@ -12,14 +12,14 @@ Attributes: capacity, efficiency, tokenizer.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from distillery.core.store import atomic_path
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,17 @@ def write_packed(path: Path, docs: list[tuple[str, np.ndarray, np.ndarray]], bin
     position_ids = (np.arange(total, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)).astype(np.int32)
     bin_docs = np.zeros(len(bins) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in bins], out=bin_docs[1:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp_name, "w") as out:
-            out.create_dataset("tokens", data=tokens, chunks=True if total else None)
-            out.create_dataset("loss_mask", data=loss_mask)
-            out.create_dataset("position_ids", data=position_ids)
-            out.create_dataset("cu_seqlens", data=cu_seqlens)
-            out.create_dataset("bin_docs", data=bin_docs)
-            out.create_dataset("doc_ids", data=np.asarray([docs[doc][0] for doc in order], dtype=object),
-                               dtype=h5py.string_dtype())
-            out.attrs["capacity"] = capacity
-            for key, value in attrs.items():
-                out.attrs[key] = value
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+        out.create_dataset("tokens", data=tokens, chunks=True if total else None)
+        out.create_dataset("loss_mask", data=loss_mask)
+        out.create_dataset("position_ids", data=position_ids)
+        out.create_dataset("cu_seqlens", data=cu_seqlens)
+        out.create_dataset("bin_docs", data=bin_docs)
+        out.create_dataset("doc_ids", data=np.asarray([docs[doc][0] for doc in order], dtype=object),
+                           dtype=h5py.string_dtype())
+        out.attrs["capacity"] = capacity
+        for key, value in attrs.items():
+            out.attrs[key] = value
     return total
 
 
