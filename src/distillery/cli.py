@@ -14,6 +14,7 @@ import yaml
 from distillery.core.recipe import Recipe, RecipeError, load_recipe, snapshot
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, atomic_write
+from distillery.executors import EXECUTORS
 
 logger = logging.getLogger("distillery")
 
@@ -73,13 +74,12 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     from distillery.executors import build_executor
 
     recipe, run = _load(args.target, args.set)
-    if kind is None and getattr(args, "executor", None):
-        kind = args.executor
+    kind = kind or args.executor
     if Path(args.target).is_file():
         _write_snapshot(recipe, run)
         recipe = load_run_recipe(run)
     groups = pending_groups(run, recipe)
-    if getattr(args, "until", None):
+    if args.until:
         names = [spec.step for spec in recipe.steps]
         if args.until not in names:
             print(f"--until {args.until}: no such step; steps: {', '.join(names)}", file=sys.stderr)
@@ -171,12 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not require input paths to exist (planning on a machine without the data mounted)")
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
-XX
+    p.add_argument("--executor", choices=EXECUTORS.names(), help="override the recipe's executor")
     p.add_argument("--until", metavar="STEP", help="stop after this step (e.g. run query preparation only)")
     p.set_defaults(func=cmd_run)
     add("submit", "submit one SLURM job array per step x teacher x phase, with afterok dependencies").set_defaults(
-        func=lambda a: cmd_run(a, "slurm"))
-    add("resume", "resubmit (or rerun locally) only missing or stale shards of a run").set_defaults(func=cmd_run)
+        func=lambda a: cmd_run(a, "slurm"), executor=None, until=None)
+    add("resume", "resubmit (or rerun locally) only missing or stale shards of a run").set_defaults(
+        func=cmd_run, executor=None, until=None)
     p = add("status", "every step x teacher x shard: done, partial, running, pending, failed, stale; counts, ETA")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--fast", action="store_true", help="skip input-digest checks (large runs)")

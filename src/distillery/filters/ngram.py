@@ -33,7 +33,7 @@ from distillery.filters.ngram_counts import (
     token_hashes,
     words,
 )
-from distillery.filters.traces import parse_trace
+from distillery.filters.traces import accepted_traces, screen_traces
 from distillery.models import load_tokenizer
 
 
@@ -91,10 +91,7 @@ class NgramStage(TwoPassStage[NgramConfig]):
         for stale in runs_dir.glob("run-*.bin"):
             stale.unlink()
         counter = SpillingCounter(runs_dir, self.config.spill_at)
-        for item in items:
-            trace = parse_trace(item)
-            if isinstance(trace, str) or trace.accepted is None:
-                continue
+        for _, trace in accepted_traces(items):
             hashes = self.trace_ngrams(trace)[1]
             counter.add(np.unique(hashes) if self.config.count == "traces" else hashes)
         distinct = counter.finish(ctx.global_dir / "counts" / f"{shard_name(ctx.shard_index)}.bin", self.config.num_buckets)
@@ -110,14 +107,11 @@ class NgramStage(TwoPassStage[NgramConfig]):
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         frequent = np.fromfile(ctx.global_dir / "frequent.bin", dtype=COUNT_DTYPE)
         offending: Counter[str] = Counter()  # offending n-gram -> its corpus count
-        for item in items:
-            trace = parse_trace(item)
-            if isinstance(trace, str):
-                yield Outcome.quarantined(item, trace)
+        for entry in screen_traces(items):
+            if isinstance(entry, Outcome):
+                yield entry
                 continue
-            if trace.accepted is None:
-                yield Outcome.rejected(item, "no accepted response")
-                continue
+            item, trace = entry
             units, hashes = self.trace_ngrams(trace)
             counts = lookup(frequent, hashes)
             hit_positions = np.flatnonzero(counts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from distillery.core.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import iter_jsonl, read_json, shard_name, write_json, write_jsonl
 from distillery.filters.scoring import Document, PackedScorer
-from distillery.filters.traces import parse_trace
+from distillery.filters.traces import accepted_traces, screen_traces
 from distillery.models import resolve_model
 
 
@@ -92,16 +93,17 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
         if checkpoint.exists():
             done = {row["id"]: row for row in _complete_lines(checkpoint)}
             ctx.logger.info("perplexity scan resumes with %d traces already scored", len(done))
-        pending = [t for t in (parse_trace(item) for item in items)
-                   if isinstance(t, Trace) and t.accepted is not None and t.id not in done]
+        pending = (trace for _, trace in accepted_traces(items) if trace.id not in done)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        scored = 0
         with checkpoint.open("a", encoding="utf-8") as journal:
-            for start in range(0, len(pending), self.config.chunk_traces):
-                chunk = self.score_traces(pending[start : start + self.config.chunk_traces])
+            while batch := list(islice(pending, self.config.chunk_traces)):
+                chunk = self.score_traces(batch)
                 journal.write("".join(json.dumps(row) + "\n" for row in chunk.values()))
                 journal.flush()
                 done.update(chunk)
-                ctx.logger.info("perplexity scan: %d of %d new traces scored", start + len(chunk), len(pending))
+                scored += len(chunk)
+                ctx.logger.info("perplexity scan: %d new traces scored", scored)
         write_jsonl(_scores_path(ctx, ctx.shard_index), done.values())
         checkpoint.unlink()
 
@@ -125,14 +127,11 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
         scores = {row["id"]: row for row in iter_jsonl(scores_file)} if scores_file.exists() else {}
         cutoff = read_json(_threshold_path(ctx))["cutoff"] if _threshold_path(ctx).exists() else self.config.max_ppl
         batch: list[tuple[Item, Trace]] = []
-        for item in items:
-            trace = parse_trace(item)
-            if isinstance(trace, str):
-                yield Outcome.quarantined(item, trace)
-            elif trace.accepted is None:
-                yield Outcome.rejected(item, "no accepted response to score")
+        for entry in screen_traces(items, "no accepted response to score"):
+            if isinstance(entry, Outcome):
+                yield entry
             else:
-                batch.append((item, trace))
+                batch.append(entry)
                 if len(batch) >= self.config.chunk_traces:
                     yield from self._decide(batch, scores, cutoff)
                     batch = []

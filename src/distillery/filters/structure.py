@@ -17,7 +17,7 @@ from pydantic import Field
 from distillery.core.records import Trace
 from distillery.core.responses import ParsedResponse, parse_response
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
-from distillery.filters.traces import parse_trace
+from distillery.filters.traces import screen_traces
 from distillery.models import load_tokenizer
 
 
@@ -70,14 +70,11 @@ class StructureStage(RecordStage[StructureConfig]):
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         batch: list[tuple[Item, Trace, ParsedResponse]] = []
-        for item in items:
-            trace = parse_trace(item)
-            if isinstance(trace, str):
-                yield Outcome.quarantined(item, trace)
+        for entry in screen_traces(items):
+            if isinstance(entry, Outcome):
+                yield entry
                 continue
-            if trace.accepted is None:
-                yield Outcome.rejected(item, "no accepted response")
-                continue
+            item, trace = entry
             parts = check_structure(trace.response, self.config.require_answer_tags, self.config.require_think)
             if isinstance(parts, str):
                 yield Outcome.rejected(item, f"malformed structure: {parts}")

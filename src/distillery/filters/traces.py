@@ -1,11 +1,13 @@
-"""Reading the Trace records that every filter stage takes as input."""
+"""Reading the Trace records that every filter stage takes as input, and the screening every filter shares."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
 
 from distillery.core.records import Trace
-from distillery.core.stage import Item
+from distillery.core.stage import Item, Outcome
 
 
 def parse_trace(item: Item) -> Trace | str:
@@ -17,3 +19,24 @@ def parse_trace(item: Item) -> Trace | str:
     except ValidationError as error:
         first = error.errors()[0]
         return f"not a Trace record: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def screen_traces(items: Iterable[Item], unaccepted: str = "no accepted response"
+                  ) -> Iterator[Outcome | tuple[Item, Trace]]:
+    """What every filter does first: quarantine an item that is not a trace, reject (pass on as dropped) a trace
+    with no accepted response, and hand on the rest as (item, trace) for the filter's own check."""
+    for item in items:
+        trace = parse_trace(item)
+        if isinstance(trace, str):
+            yield Outcome.quarantined(item, trace)
+        elif trace.accepted is None:
+            yield Outcome.rejected(item, unaccepted)
+        else:
+            yield item, trace
+
+
+def accepted_traces(items: Iterable[Item]) -> Iterator[tuple[Item, Trace]]:
+    """The (item, trace) pairs a corpus-wide scan counts: every well-formed trace with an accepted response."""
+    for entry in screen_traces(items):
+        if not isinstance(entry, Outcome):
+            yield entry
