@@ -94,8 +94,10 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     ok = executor.execute(groups)
     if executor.blocking:
         from distillery.core.status import collect_status, render_status
+        from distillery.executors import render_timings
 
         print(render_status(collect_status(run, recipe)))
+        print("\nwall time per step (this invocation)\n" + render_timings(executor.timings))
         print(f"\n{'finished' if ok else 'FAILED'} in {time.time() - started:.0f}s; outputs: {run.root}  "
               f"logs: {run.root / 'logs'}")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,4 +33,6 @@ def test_quickstart_ingest_runs_the_bundled_sample(tmp_path: Path, monkeypatch: 
     assert len(manifests) == 2 and all(m.reconciles() for m in manifests)
     assert sum(m.kept for m in manifests) >= 20
     assert not (run_dir / "clean").exists()
-    assert "finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finished" in out
+    assert re.search(r"^ingest\s+\d+\.\ds\s+100%$", out, re.M), "the per-step time table lists the step that ran"

@@ -22,6 +22,8 @@ class Executor(ABC):
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe = recipe
         self.run = run
+        self.timings: dict[str, float] = {}
+        """Wall-clock seconds per group key of the last `execute` (blocking executors)."""
 
     @abstractmethod
     def execute(self, groups: list[TaskGroup]) -> bool:
@@ -40,6 +42,19 @@ class Executor(ABC):
     def has_submitted(cls, run: RunDir) -> bool:
         """Whether this kind of executor has submitted tasks of the run (so `states` can say something)."""
         return False
+
+
+def render_timings(timings: dict[str, float]) -> str:
+    """Wall time per step (its groups summed: scan, merge, process; every teacher) and in total."""
+    per_step: dict[str, float] = {}
+    for key, seconds in timings.items():
+        step = key.split(":")[0].split("/")[0]
+        per_step[step] = per_step.get(step, 0.0) + seconds
+    total = sum(per_step.values()) or 1.0
+    lines = [f"{'step':<20} {'wall':>9} {'share':>6}"]
+    lines += [f"{step:<20} {seconds:>8.1f}s {seconds / total:>6.0%}" for step, seconds in per_step.items()]
+    lines.append(f"{'total':<20} {sum(per_step.values()):>8.1f}s")
+    return "\n".join(lines)
 
 
 EXECUTORS: LazyRegistry[type[Executor]] = LazyRegistry("executor", {

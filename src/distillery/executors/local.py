@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import socket
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
@@ -73,7 +74,9 @@ class LocalExecutor(Executor):
                 logger.error("%s: not run, it depends on failed %s", group.key, blocked)
                 failed_groups.add(group.key)
                 continue
+            started = time.perf_counter()
             failures = self._run_group(run_dir, group, workers)
+            self.timings[group.key] = time.perf_counter() - started
             if failures:
                 failed_groups.add(group.key)
                 for shard_index, error in failures:
