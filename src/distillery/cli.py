@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     if Path(args.target).is_file():
         _write_snapshot(recipe, run)
         recipe = load_run_recipe(run)
-    groups = pending_groups(run, recipe)
+    groups = pending_groups(run, recipe, sweep=True)
     if args.until:
         names = [spec.step for spec in recipe.steps]
         if args.until not in names:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from filters_helpers import as_items, make_trace, run_stage
 
 from distillery.core.records import Trace
 from distillery.filters.ngram import NgramConfig, NgramStage
@@ -20,7 +19,7 @@ from distillery.filters.ngram_counts import (
     words,
     write_counts,
 )
-from distillery.testing import make_stage
+from distillery.testing import as_items, make_stage, make_trace, run_stage
 
 N = 20
 LIMIT = 20

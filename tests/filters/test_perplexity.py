@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from filters_helpers import as_items, context, make_trace, run_stage
 
 from distillery.filters.perplexity import PerplexityConfig, PerplexityStage
 from distillery.filters.scoring import Document, PackedScorer, plan_passes
-from distillery.testing import make_stage
+from distillery.testing import as_items, make_stage, make_trace, run_stage, shard_context
 
 RESPONSES = [
     ("What is 2 + 3?", "<think>Two plus three is five.</think><answer>5</answer>"),
@@ -97,7 +96,7 @@ def test_percentile_threshold_over_shards_and_scan_resume(recipe, run, stage_fac
     traces.append(make_trace("Unanswered question?", "<think>no</think><answer>?</answer>", accepted=False))
     items = as_items(traces)
     # a scan killed after its first chunk left this checkpoint: the resumed scan must not rescore it
-    ctx = context(run, "perplexity", 0, 2)
+    ctx = shard_context(run, "perplexity", 0, 2)
     ctx.work_dir.mkdir(parents=True)
     planted = {"id": traces[0].id, "ppl": 1.5, "tokens": 7}
     (ctx.work_dir / "perplexity-scan.jsonl").write_text(json.dumps(planted) + "\n" + '{"id": "cut sh')
@@ -119,7 +118,7 @@ def test_percentile_threshold_over_shards_and_scan_resume(recipe, run, stage_fac
 def test_absolute_threshold_without_scan_scores_in_process(recipe, run, stage_factory) -> None:
     stage = stage_factory(recipe, tokens_per_pass=4096, max_ppl=50.0)
     traces = [make_trace(p, r) for p, r in RESPONSES[5:]]
-    outcomes = list(stage.process(iter(as_items(traces)), context(run, "perplexity", 0, 1)))
+    outcomes = list(stage.process(iter(as_items(traces)), shard_context(run, "perplexity", 0, 1)))
     for outcome in outcomes:
         assert outcome.kind == ("rejected" if outcome.record["ppl"] > 50.0 else "kept")
     assert {o.kind for o in outcomes} == {"kept", "rejected"}

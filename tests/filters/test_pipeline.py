@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 
 import yaml
-from filters_helpers import make_trace
 
 from distillery.analyze.report import build_report
 from distillery.core.runner import run_task
 from distillery.core.store import Manifest, RunDir, iter_jsonl
-from distillery.testing import finish_shard
+from distillery.testing import finish_shard, make_trace
 
 LOOP = "the same filler sentence goes round and round again"
 

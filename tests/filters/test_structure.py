@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from filters_helpers import as_items, make_trace, run_stage
 
 from distillery.filters.structure import StructureConfig, StructureStage, check_structure
-from distillery.testing import make_stage
+from distillery.testing import as_items, make_stage, make_trace, run_stage
 
 
 @pytest.mark.parametrize(

@@ -119,9 +119,12 @@ class GroupInspector:
         return ShardState("missing")
 
 
-def pending_groups(run: RunDir, recipe: Recipe) -> list[TaskGroup]:
+def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[TaskGroup]:
     """Groups cut down to the shards that are missing or stale; a group with nothing left is dropped and
-    its dependents no longer wait for it. Anything downstream of pending work is pending too."""
+    its dependents no longer wait for it. Anything downstream of pending work is pending too.
+
+    With `sweep` (run and resume, never plan or status), what a kill -9 left beside a finished shard goes: its
+    journal (killed between the manifest and the journal's removal) and temporary files of its writers."""
     pending: list[TaskGroup] = []
     kept_keys: set[str] = set()
     for group in build_groups(recipe):
@@ -130,7 +133,13 @@ def pending_groups(run: RunDir, recipe: Recipe) -> list[TaskGroup]:
             shards = group.shards
         else:
             inspector = GroupInspector(run, recipe, group)
-            shards = [s for s in group.shards if inspector.state(s).state != "done"]
+            done = {s for s in group.shards if inspector.state(s).state == "done"}
+            if sweep and group.phase in ("process", "task"):
+                for shard_index in sorted(done):
+                    paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
+                    for leftover in [paths.journal, *paths.leftovers()]:
+                        leftover.unlink(missing_ok=True)
+            shards = [s for s in group.shards if s not in done]
         if shards:
             pending.append(TaskGroup(group.step, group.teacher, group.phase, shards, group.num_shards,
                                      group.resources, group.job_kind, upstream_pending))

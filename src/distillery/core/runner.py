@@ -192,6 +192,7 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
         stale = manifest_is_fresh(manifest, header)
         if stale is None:
             ctx.logger.info("already done (%s)", paths.manifest)
+            paths.journal.unlink(missing_ok=True)  # a kill between the manifest and the journal's removal
             return manifest.__dict__
         ctx.logger.warning("rerunning stale shard: %s", stale)
         paths.manifest.unlink()
@@ -199,6 +200,9 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
         merged = ctx.run.merge_marker(ctx.stage, ctx.teacher)
         if not merged.exists():
             raise InputNotReady(f"{merged} is missing: the merge of {ctx.stage} has not finished")
+    for leftover in paths.leftovers():
+        ctx.logger.info("removing %s, left by a killed writer", leftover)
+        leftover.unlink(missing_ok=True)
     started = time.time()
     journal = Journal(paths.journal, header)
     done = journal.keys

@@ -1,4 +1,6 @@
-"""A kit for tests and benchmarks: fake a finished step the way the runner would have finished it.
+"""A kit for tests and benchmarks: fake a finished step the way the runner would have finished it, build stages
+and records outside a recipe, and drive a stage's phases in the runner's order. Test-only stages live in
+`distillery.testing.stages` (a recipe plugin), the SLURM test helpers in `distillery.testing.slurm`.
 
 `finish_shard` writes a shard's kept records, its rejected rows and a manifest written last, exactly as the
 runner does; with a recipe, the manifest carries the header the runner would compute (config digest, input
@@ -7,13 +9,16 @@ digest), so planners and runners take the shard as done and fresh. One way to fa
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from distillery.core.recipe import Recipe
+from distillery.core.records import Attempt, Trace, make_query
 from distillery.core.runner import input_digest, record_key, task_context, task_header
-from distillery.core.stage import Item, Outcome, Stage, StageConfig, StepView
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, StageConfig, StepView, TwoPassStage
 from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json
 from distillery.core.teachers import TeacherConfig
 from distillery.core.versions import code_version
@@ -70,3 +75,56 @@ def make_stage(cls: type[StageT], config: StageConfig, teacher: TeacherConfig | 
     view = StepView(step=step or cls.name, config=config, teacher=teacher, num_shards=num_shards, seed=seed,
                     input_step=input_step)
     return cls(view)
+
+
+def write_queries(path: Path, count: int) -> Path:
+    """`count` plain math queries in the messages format, one per line."""
+    with path.open("w") as handle:
+        for index in range(count):
+            handle.write(json.dumps({"category": "math", "messages": [{"role": "user", "content": f"What is {index} + 1?"}],
+                                     "reference": {"answer": str(index + 1)}}) + "\n")
+    return path
+
+
+def make_trace(prompt: str, response: str, teacher: str = "alpha", category: str = "math",
+               accepted: bool = True, score: float = 1.0) -> Trace:
+    """A one-attempt trace of `teacher`, accepted or not."""
+    query = make_query(category, [{"role": "user", "content": prompt}])
+    attempt = Attempt(index=0, seed=0, response=response, score=score, passed=accepted,
+                      completion_tokens=len(response.split()))
+    return Trace(query=query, teacher=teacher, attempts=[attempt], accepted=0 if accepted else None,
+                 response_tokens=len(response.split()))
+
+
+def as_items(traces: Sequence[Trace]) -> list[Item]:
+    return [Item(position=i, key=t.query.id, record=t.model_dump(mode="json"), where=f"test:{i}")
+            for i, t in enumerate(traces)]
+
+
+def shard_context(run: RunDir, step: str, shard_index: int = 0, num_shards: int = 1,
+                  teacher: str | None = "alpha") -> ShardContext:
+    """A task's context built by hand (no inputs resolved: the caller hands the stage its items)."""
+    return ShardContext(run, step, teacher, shard_index, num_shards, logging.getLogger(f"test.{step}"))
+
+
+def run_stage(stage: RecordStage, run: RunDir, shards: Sequence[Sequence[Item]],
+              teacher: str | None = "alpha") -> list[list[Outcome]]:
+    """Scan every shard, merge once, then process every shard (what the runner does for a two-pass stage);
+    checks that each item gets exactly one outcome."""
+
+    def context(shard_index: int) -> ShardContext:
+        return shard_context(run, stage.step, shard_index, len(shards), teacher)
+
+    if isinstance(stage, TwoPassStage):
+        for index, items in enumerate(shards):
+            ctx = context(index)
+            ctx.global_dir.mkdir(parents=True, exist_ok=True)
+            stage.scan(iter(items), ctx)
+        stage.merge(context(0))
+    results = []
+    for index, items in enumerate(shards):
+        outcomes = list(stage.process(iter(items), context(index)))
+        if sorted(o.key for o in outcomes) != sorted(i.key for i in items):
+            raise AssertionError(f"{stage.step} shard {index}: not one outcome per item")
+        results.append(outcomes)
+    return results

@@ -1,0 +1,85 @@
+"""Test-only stages, registered when a recipe names this module as a plugin (`plugins: [distillery.testing.stages]`);
+importable in any process, including SLURM array tasks, with no path set up. They never appear in the built-in
+stage table."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydantic import Field
+
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TaskStage, register
+
+PLUGIN = __name__
+"""The module name to list under a recipe's `plugins:`."""
+
+
+class SleepyConfig(StageConfig):
+    delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per item.")
+    reject_every: int = Field(0, ge=0, description="Reject every n-th item by position (0 = never).")
+    tag: str = Field("x", description="Written into every kept record, so a config change changes the output.")
+
+
+@register
+class Sleepy(RecordStage[SleepyConfig]):
+    name = "test_sleepy"
+    Config = SleepyConfig
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        for item in items:
+            time.sleep(self.config.delay_s)
+            if self.config.reject_every and item.position % self.config.reject_every == 0:
+                yield Outcome.rejected(item, f"position {item.position} is a multiple of {self.config.reject_every}")
+            else:
+                yield Outcome.kept(item, {**item.record, "tag": self.config.tag, "shard": ctx.shard_index})
+
+
+class SlowCopyConfig(StageConfig):
+    delay_s: float = Field(0.0, ge=0, description="Seconds to sleep per item, so a test can interrupt a shard.")
+    items_per_shard: int = Field(0, ge=0, description="0: read the previous step; >0: make this many items per shard.")
+
+
+@register
+class SlowCopy(RecordStage[SlowCopyConfig]):
+    """Keeps every record, slowly, adding its shard index."""
+
+    name = "test_slurm_slow"
+    Config = SlowCopyConfig
+
+    def input_step(self) -> str | None:
+        return None if self.config.items_per_shard else super().input_step()
+
+    def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
+        if not self.config.items_per_shard:
+            yield from super().read_inputs(ctx)
+            return
+        for position in range(self.config.items_per_shard):
+            key = f"s{ctx.shard_index}-{position}"
+            yield Item(position, key, {"id": key, "square": position * position})
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        for item in items:
+            time.sleep(self.config.delay_s)
+            yield Outcome.kept(item, {**item.record, "shard": ctx.shard_index})
+
+
+@register
+class MpiWorld(TaskStage):
+    """Reports what MPI and the executor told each rank; rank 0's answer lands in the manifest's stats."""
+
+    name = "test_slurm_mpi"
+    kind = "mpi"
+
+    def input_step(self) -> str | None:
+        return None
+
+    def run(self, ctx: ShardContext) -> dict[str, Any]:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        seen = comm.gather({"mpi_rank": comm.Get_rank(), "ctx_rank": ctx.rank, "ctx_world_size": ctx.world_size,
+                            "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"})
+        return {"inputs": 0, "mpi_world_size": comm.Get_size(), "ranks": seen}
