@@ -6,25 +6,11 @@ Interrupted runs must end with exactly the records of an uninterrupted local run
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_helpers import (
-    DEV_PROFILE,
-    HERE,
-    cancel_jobs,
-    ingest_then_slow,
-    job_id_of,
-    kept_outputs,
-    sacct_history,
-    wait_for_journal,
-    wait_until_final,
-    write_queries,
-    write_recipe,
-)
 
 from distillery.cli import main
 from distillery.core.plan import build_groups
@@ -33,14 +19,24 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.status import collect_status
 from distillery.core.store import Manifest, RunDir
 from distillery.executors.sbatch import render_sbatch
+from distillery.testing import write_queries
+from distillery.testing.slurm import (
+    DEV_PROFILE,
+    cancel_jobs,
+    ingest_then_slow,
+    job_id_of,
+    kept_outputs,
+    sacct_history,
+    wait_for_journal,
+    wait_until_final,
+    write_recipe,
+)
 
 pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture(autouse=True)
 def cluster(slurm_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    # Jobs inherit the submitter's environment: this makes the test stages (a recipe plugin) importable in them.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     yield
     for run_dir in tmp_path.glob("*run*"):
         cancel_jobs(run_dir)

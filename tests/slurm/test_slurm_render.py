@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm_helpers import DEV_PROFILE, EXAMPLE_PROFILE, HERE, ingest_then_slow, write_queries, write_recipe
 
 from distillery.cli import main
 from distillery.core.plan import TaskGroup, build_groups
@@ -18,8 +17,10 @@ from distillery.executors.sacct import expand_job_ids, parse_sacct
 from distillery.executors.sbatch import render_sbatch
 from distillery.executors.slurm import SlurmExecutor
 from distillery.executors.slurm_profile import ProfileError, load_profile
+from distillery.testing import write_queries
+from distillery.testing.slurm import DEV_PROFILE, EXAMPLE_PROFILE, ingest_then_slow, write_recipe
 
-GOLDEN = HERE / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 def normalise(text: str, run_dir: Path) -> str:
@@ -80,7 +81,7 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, body: str, field: str,
 
 
 def test_shipped_profiles_are_valid() -> None:
-    for path in sorted((HERE.parents[1] / "slurm" / "profiles").glob("*.yaml")):
+    for path in sorted((DEV_PROFILE.parent).glob("*.yaml")):
         profile = load_profile(path)
         assert {"cpu", "gpu", "mpi"} <= set(profile.job_kinds), path
         assert profile.job_kinds["mpi"].mpi == "pmi2", f"{path}: MPI without pmi2 runs one-rank jobs"

@@ -9,10 +9,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from distillery.core.store import RunDir
 from distillery.executors.sacct import query_states
+from distillery.testing.stages import PLUGIN
 
+CHECKOUT = Path(__file__).resolve().parents[3]
+"""The source checkout these helpers run in (the repository's `slurm/` folder holds the cluster profiles)."""
+DEV_PROFILE = CHECKOUT / "slurm" / "profiles" / "dev.yaml"
+EXAMPLE_PROFILE = CHECKOUT / "slurm" / "profiles" / "example-cluster.yaml"
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+def write_recipe(path: Path, run_dir: Path, steps: dict[str, Any], num_shards: int = 4, kind: str = "slurm",
+                 profile: Path = DEV_PROFILE) -> Path:
+    recipe = {"name": "slurm-test", "run_dir": str(run_dir), "num_shards": num_shards, "plugins": [PLUGIN],
+              "executor": {"kind": kind, "profile": str(profile), "array_parallelism": 8}, "steps": steps}
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def ingest_then_slow(queries: Path, delay_s: float) -> dict[str, Any]:
+    small = {"mem_gb": 1, "time_min": 30}  # time >= 20 min: a USR2 then counts as preemption, not time limit
+    return {"ingest": {"inputs": [{"path": str(queries)}], "resources": small},
+            "slow": {"type": "test_slurm_slow", "delay_s": delay_s, "resources": small}}
 
 
 def wait_until_final(run_dir: Path, expected_tasks: int, timeout_s: float = 240,
