@@ -26,7 +26,8 @@ SHAPES = [(37, 24, 101), (32, 32, 64), (5, 40, 33)]
 
 
 def make_inputs(tokens: int, hidden: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0,
-                logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                logit_scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """hidden [T, H], weight [V, H], targets [T], a random response mask [T] and cu_seqlens of four documents."""
     generator = torch.Generator().manual_seed(seed)
     hidden_TH = torch.randn(tokens, hidden, generator=generator).to(dtype)
     weight_VH = (torch.randn(vocab, hidden, generator=generator) * logit_scale / hidden ** 0.5).to(dtype)
