@@ -114,6 +114,37 @@ def test_packed_loss_equals_documents_one_by_one(tmp_path, tiny_model, megatron_
     assert float(padded_total) == pytest.approx(float(total), rel=1e-6)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_token_losses_equal_megatrons_own_cross_entropy(tmp_path, tiny_model, megatron_single, tie) -> None:
+    """The loss through distillery.kernels (reference on CPU) equals GPTModel's labels loss, gradients included."""
+    folder = tiny_model(tmp_path, "qwen2", tie=tie)
+    shape = ModelShape.from_folder(folder)
+    model = build_model(shape, 1, 1, torch.float32, torch.device("cpu"))
+    load_state(model, hf_to_megatron(load_hf_state(folder), shape, 1, 1)[(0, 0)])
+    rng = np.random.default_rng(3)
+    lengths = [13, 21, 7]
+    masks = [(np.arange(n) >= n // 3).astype(np.uint8) for n in lengths]
+    bin_ = PackedBin(rng.integers(0, shape.vocab_size, sum(lengths)).astype(np.int32), np.concatenate(masks),
+                     np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+                     np.concatenate([[0], np.cumsum(lengths)]))
+    inputs = packed_inputs(bin_, torch.device("cpu"))
+
+    def loss_and_grads(loss_T: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        (loss_T * inputs.weights_T).sum().backward()
+        return loss_T.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ours, our_grads = loss_and_grads(token_losses(model, inputs))
+    megatron_T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
+                       packed_seq_params=inputs.packed)[0]
+    theirs, their_grads = loss_and_grads(megatron_T)
+    trained = inputs.weights_T.bool()
+    torch.testing.assert_close(ours[trained], theirs[trained], atol=1e-5, rtol=1e-5)
+    assert not ours[~trained].any(), "untrained tokens are not scored"
+    for (name, _), mine, expected in zip(model.named_parameters(), our_grads, their_grads):
+        torch.testing.assert_close(mine, expected, atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_flex_attention_document_mask_equals_block_diagonal_mask() -> None:
     """The GPU path's FlexAttention mask (run eagerly here) against the CPU path's explicit mask."""
     import torch.nn.functional as F
