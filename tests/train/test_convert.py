@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distillery.train.batches import packed_inputs, token_losses
+from distillery.train.batches import packed_inputs, token_losses, weighted_loss_sum
 from distillery.train.convert import (
     hf_to_megatron,
     load_hf_state,
@@ -116,7 +116,7 @@ def test_packed_loss_equals_documents_one_by_one(tmp_path, tiny_model, megatron_
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_token_losses_equal_megatrons_own_cross_entropy(tmp_path, tiny_model, megatron_single, tie) -> None:
-    """The loss through distillery.kernels (reference on CPU) equals GPTModel's labels loss, gradients included."""
+    """The losses through distillery.kernels (references on CPU) equal GPTModel's labels loss, gradients included."""
     folder = tiny_model(tmp_path, "qwen2", tie=tie)
     shape = ModelShape.from_folder(folder)
     model = build_model(shape, 1, 1, torch.float32, torch.device("cpu"))
@@ -129,20 +129,25 @@ def test_token_losses_equal_megatrons_own_cross_entropy(tmp_path, tiny_model, me
                      np.concatenate([[0], np.cumsum(lengths)]))
     inputs = packed_inputs(bin_, torch.device("cpu"))
 
-    def loss_and_grads(loss_T: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def grads_of(loss: torch.Tensor) -> list[torch.Tensor]:
         model.zero_grad(set_to_none=True)
-        (loss_T * inputs.weights_T).sum().backward()
-        return loss_T.detach(), [p.grad.clone() for p in model.parameters()]
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
 
-    ours, our_grads = loss_and_grads(token_losses(model, inputs))
+    ours_T = token_losses(model, inputs)
+    our_grads = grads_of((ours_T * inputs.weights_T).sum())
+    weighted = weighted_loss_sum(model, inputs)
+    weighted_grads = grads_of(weighted)
     megatron_T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
                        packed_seq_params=inputs.packed)[0]
-    theirs, their_grads = loss_and_grads(megatron_T)
+    their_grads = grads_of((megatron_T * inputs.weights_T).sum())
     trained = inputs.weights_T.bool()
-    torch.testing.assert_close(ours[trained], theirs[trained], atol=1e-5, rtol=1e-5)
-    assert not ours[~trained].any(), "untrained tokens are not scored"
-    for (name, _), mine, expected in zip(model.named_parameters(), our_grads, their_grads):
+    torch.testing.assert_close(ours_T[trained].detach(), megatron_T[trained].detach(), atol=1e-5, rtol=1e-5)
+    assert not ours_T[~trained].any(), "untrained tokens are not scored"
+    assert float(weighted) == pytest.approx(float((megatron_T * inputs.weights_T).sum()), rel=1e-5)
+    for (name, _), mine, summed, expected in zip(model.named_parameters(), our_grads, weighted_grads, their_grads):
         torch.testing.assert_close(mine, expected, atol=1e-6, rtol=1e-4, msg=name)
+        torch.testing.assert_close(summed, expected, atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_flex_attention_document_mask_equals_block_diagonal_mask() -> None:
