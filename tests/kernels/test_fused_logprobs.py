@@ -156,6 +156,14 @@ def test_bad_inputs_are_named(problem, message, device) -> None:
         fused_linear_logprobs(**{k: v if v is None else v.to(device) for k, v in arguments.items()})
 
 
+def test_runs_under_inference_mode_as_the_scorer_calls_it(device) -> None:
+    inputs = make_inputs(37, 24, 101, torch.bfloat16, device, seed=9)
+    with torch.inference_mode():
+        result = fused_linear_logprobs(*inputs, tiles=SMALL_TILES)
+    expected, _, _ = fp32_reference(*inputs)
+    torch.testing.assert_close(result.nll_sum_D, expected.nll_sum_D, atol=2e-3, rtol=1e-5)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU: the default Hopper tiles and the memory bound only mean "
                                        "something compiled (the CPU tests run the interpreter with small tiles)")
