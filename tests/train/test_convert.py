@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distillery.train.batches import packed_inputs, token_losses
+from distillery.train.batches import packed_inputs, token_losses, weighted_loss_sum
 from distillery.train.convert import (
     hf_to_megatron,
     load_hf_state,
@@ -112,6 +112,42 @@ def test_packed_loss_equals_documents_one_by_one(tmp_path, tiny_model, megatron_
         padded_total = (token_losses(model, padded) * padded.weights_T).sum() / padded.weights_T.sum()
     assert float(total) == pytest.approx(separate_sum / separate_count, rel=1e-5)
     assert float(padded_total) == pytest.approx(float(total), rel=1e-6)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_token_losses_equal_megatrons_own_cross_entropy(tmp_path, tiny_model, megatron_single, tie) -> None:
+    """The losses through distillery.kernels (references on CPU) equal GPTModel's labels loss, gradients included."""
+    folder = tiny_model(tmp_path, "qwen2", tie=tie)
+    shape = ModelShape.from_folder(folder)
+    model = build_model(shape, 1, 1, torch.float32, torch.device("cpu"))
+    load_state(model, hf_to_megatron(load_hf_state(folder), shape, 1, 1)[(0, 0)])
+    rng = np.random.default_rng(3)
+    lengths = [13, 21, 7]
+    masks = [(np.arange(n) >= n // 3).astype(np.uint8) for n in lengths]
+    bin_ = PackedBin(rng.integers(0, shape.vocab_size, sum(lengths)).astype(np.int32), np.concatenate(masks),
+                     np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+                     np.concatenate([[0], np.cumsum(lengths)]))
+    inputs = packed_inputs(bin_, torch.device("cpu"))
+
+    def grads_of(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    ours_T = token_losses(model, inputs)
+    our_grads = grads_of((ours_T * inputs.weights_T).sum())
+    weighted = weighted_loss_sum(model, inputs)
+    weighted_grads = grads_of(weighted)
+    megatron_T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
+                       packed_seq_params=inputs.packed)[0]
+    their_grads = grads_of((megatron_T * inputs.weights_T).sum())
+    trained = inputs.weights_T.bool()
+    torch.testing.assert_close(ours_T[trained].detach(), megatron_T[trained].detach(), atol=1e-5, rtol=1e-5)
+    assert not ours_T[~trained].any(), "untrained tokens are not scored"
+    assert float(weighted) == pytest.approx(float((megatron_T * inputs.weights_T).sum()), rel=1e-5)
+    for (name, _), mine, summed, expected in zip(model.named_parameters(), our_grads, weighted_grads, their_grads):
+        torch.testing.assert_close(mine, expected, atol=1e-6, rtol=1e-4, msg=name)
+        torch.testing.assert_close(summed, expected, atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_flex_attention_document_mask_equals_block_diagonal_mask() -> None:

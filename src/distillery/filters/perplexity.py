@@ -32,7 +32,7 @@ class PerplexityConfig(StageConfig):
     device: str = Field("auto", description="Torch device: auto (cuda when present), cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
     tokens_per_pass: int = Field(8192, ge=16, description="Tokens packed into one forward pass (longer traces get a pass alone).")
-    logits_chunk: int = Field(512, ge=1, description="Response tokens whose vocabulary logits exist at once (memory: chunk x vocab x 8 bytes).")
+    logits_chunk: int = Field(512, ge=1, description="CPU path: response tokens whose logits exist at once (chunk x vocab x 8 bytes); GPU: unused.")
     condition_on_prompt: bool = Field(True, description="Score the response after the chat-templated prompt (else alone).")
     max_response_tokens: int = Field(32768, ge=1, description="Response tokens scored at most; longer ones are scored on their start.")
     chunk_traces: int = Field(256, ge=1, description="Traces scored per checkpoint of the scan.")

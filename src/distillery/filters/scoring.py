@@ -4,8 +4,8 @@ Several documents share one forward pass: their tokens are concatenated into one
 at 0 for every document, and attention is causal *within* each document only (block-diagonal causal), done
 by running scaled-dot-product attention once per document segment. No L x L mask is ever built, so a 32k
 row costs what its documents cost, not 32k^2. Only target tokens (a trace's response, not its prompt) are
-scored, and their logits are computed in chunks from the final hidden states, so the full
-(tokens x vocabulary) logit matrix never exists either.
+scored, by `distillery.kernels.linear_logprobs` from the final hidden states (the fused Triton kernel on a GPU,
+the chunked torch reference on CPU), so the full (tokens x vocabulary) logit matrix never exists either.
 
 For a document with context c_1..c_m and target t_1..t_k:
     NLL = -(1/k) * sum_j log p(t_j | c_1..c_m, t_1..t_{j-1}),   perplexity = exp(NLL).
@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from distillery.kernels import linear_logprobs
 
 ATTENTION_NAME = "distillery_document_sdpa"
 
@@ -142,6 +144,8 @@ class PackedScorer:
             raise ValueError(f"{model_dir}: logit soft-capping is not supported by the chunked scorer")
         self.decoder = self.model.get_decoder()
         self.lm_head = self.model.get_output_embeddings()
+        if getattr(self.lm_head, "bias", None) is not None:
+            raise ValueError(f"{model_dir}: an output head with a bias is not supported by the fused scorer")
 
     @torch.inference_mode()
     def score(self, documents: Sequence[Document], progress: bool = False) -> list[DocumentScore]:
@@ -159,8 +163,7 @@ class PackedScorer:
         bounds = [0]
         predictor_rows: list[int] = []
         target_ids: list[int] = []
-        owner: list[int] = []
-        for doc_index, doc in enumerate(documents):
+        for doc in documents:
             start = len(ids)
             ids.extend(doc.context_ids)
             ids.extend(doc.target_ids)
@@ -170,7 +173,6 @@ class PackedScorer:
             for position in range(max(first_target, start + 1), len(ids)):
                 predictor_rows.append(position - 1)
                 target_ids.append(ids[position])
-                owner.append(doc_index)
         device = self.device
         input_ids_1L = torch.tensor([ids], device=device)
         position_ids_1L = torch.tensor([positions], device=device)
@@ -180,14 +182,12 @@ class PackedScorer:
             cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens,
             max_length_q=max(len(d) for d in documents), max_length_k=max(len(d) for d in documents),
         ).last_hidden_state
+        # row r predicts token r + 1; a document's predictor rows lie inside it, so its bounds group them
         rows_N = torch.tensor(predictor_rows, device=device, dtype=torch.long)
-        targets_N = torch.tensor(target_ids, device=device, dtype=torch.long)
-        owner_N = torch.tensor(owner, device=device, dtype=torch.long)
-        nll_sums = torch.zeros(len(documents), dtype=torch.float64, device=device)
-        for chunk_start in range(0, len(predictor_rows), self.logits_chunk):
-            chunk = slice(chunk_start, chunk_start + self.logits_chunk)
-            logits_CV = self.lm_head(hidden_1LD[0, rows_N[chunk]]).float()
-            nll_C = torch.logsumexp(logits_CV, dim=-1) - logits_CV.gather(1, targets_N[chunk, None]).squeeze(1)
-            nll_sums.index_add_(0, owner_N[chunk], nll_C.double())
-        counts = torch.bincount(owner_N, minlength=len(documents)).tolist()
-        return [DocumentScore(float(total), int(count)) for total, count in zip(nll_sums.tolist(), counts)]
+        targets_L = torch.zeros(len(ids), device=device, dtype=torch.long).index_put_(
+            (rows_N,), torch.tensor(target_ids, device=device, dtype=torch.long))
+        mask_L = torch.zeros(len(ids), device=device, dtype=torch.bool).index_fill_(0, rows_N, True)
+        scored = linear_logprobs(hidden_1LD[0], self.lm_head.weight, targets_L, mask_L, cu_seq_lens,
+                                 chunk_tokens=self.logits_chunk)
+        return [DocumentScore(float(total), int(count))
+                for total, count in zip(scored.nll_sum_D.tolist(), scored.tokens_D.tolist())]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
+from distillery.kernels import linear_logprobs, linear_nll_sum
 from distillery.train.packed_file import PackedBin
 
 
@@ -50,7 +51,55 @@ def packed_inputs(bin_: PackedBin, device: torch.device, pad_to: int | None = No
 
 
 def token_losses(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
-    """Per-token cross-entropy [T] of the next-token labels (vocabulary-parallel under TP)."""
-    loss_1T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
-                    packed_seq_params=inputs.packed)
-    return loss_1T[0].float()
+    """Per-token cross-entropy [T] of the next-token labels, 0 where `weights_T` is 0 (differentiable).
+
+    With one tensor-parallel rank it comes from the final hidden states and the output weight through
+    `distillery.kernels.linear_logprobs` (fused kernel on a GPU, torch reference on CPU); under tensor
+    parallelism Megatron's vocabulary-parallel cross-entropy runs on its sharded logits.
+    """
+    if _tensor_parallel():
+        loss_1T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
+                        packed_seq_params=inputs.packed)
+        return loss_1T[0].float() * (inputs.weights_T > 0)
+    hidden_TH, weight_VH = _head_inputs(model, inputs)
+    return -linear_logprobs(hidden_TH, weight_VH, inputs.labels_1T[0], inputs.weights_T > 0).logprobs_T
+
+
+def weighted_loss_sum(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
+    """sum_t weights_t * cross-entropy_t: the micro-batch's training loss before normalisation.
+
+    With one tensor-parallel rank through `distillery.kernels.linear_nll_sum`, which on a GPU makes the head's
+    gradients during the forward (three matmuls, no [T, V] logits); else the sum of `token_losses`.
+    """
+    if _tensor_parallel():
+        return (token_losses(model, inputs) * inputs.weights_T).sum()
+    hidden_TH, weight_VH = _head_inputs(model, inputs)
+    return linear_nll_sum(hidden_TH, weight_VH, inputs.labels_1T[0], inputs.weights_T).loss
+
+
+def _tensor_parallel() -> bool:
+    from megatron.core import parallel_state
+
+    return parallel_state.get_tensor_model_parallel_world_size() > 1
+
+
+def _head_inputs(model: torch.nn.Module, inputs: PackedInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states [T, H] and the output weight [V, H], cast to the autocast dtype if autocast is on."""
+    hidden_TH = _final_hidden_states(model, inputs)[:, 0]
+    weight_VH = (model.shared_embedding_or_output_weight() if model.share_embeddings_and_output_weights
+                 else model.output_layer.weight)
+    device_type = hidden_TH.device.type
+    if torch.is_autocast_enabled(device_type):  # a custom kernel is not autocast: cast as F.linear would
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden_TH, weight_VH = hidden_TH.to(dtype), weight_VH.to(dtype)
+    return hidden_TH, weight_VH
+
+
+def _final_hidden_states(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
+    """The decoder's output [T, 1, H], final norm applied: what GPTModel returns when it has no post-process."""
+    post_process = model.post_process
+    model.post_process = False
+    try:
+        return model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, packed_seq_params=inputs.packed)
+    finally:
+        model.post_process = post_process

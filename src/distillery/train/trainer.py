@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from distillery.core.store import atomic_write
-from distillery.train.batches import packed_inputs, token_losses
+from distillery.train.batches import packed_inputs, weighted_loss_sum
 from distillery.train.checkpoint import latest_checkpoint, load_rank_state, save_checkpoint
 from distillery.train.flops import peak_flops, training_flops
 from distillery.train.gpt import ModelShape, build_model, load_state, model_state
@@ -215,13 +215,12 @@ class Trainer:
         def run_stage() -> torch.Tensor:
             with autocast:
                 if self.links.last:
-                    return token_losses(self.model, inputs)
+                    return weighted_loss_sum(self.model, inputs)
                 return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
                                   packed_seq_params=inputs.packed)
 
         return pipeline_forward_backward(self.model, self.links, inputs.tokens_1T.shape[1], self.shape.hidden_size,
-                                         self.device, run_stage, lambda losses_T: (losses_T * inputs.weights_T).sum(),
-                                         scale)
+                                         self.device, run_stage, lambda weighted: weighted, scale)
 
     def train_step(self, bins: np.ndarray, document_mask: bool = True) -> dict[str, Any]:
         """One optimizer step over `bins` (all ranks pass the same bins; each takes its data-parallel share).
@@ -245,7 +244,7 @@ class Trainer:
                 loss_sum += self._pipeline_micro_batch(inputs, autocast, max(loss_tokens, 1.0))
             else:
                 with autocast:
-                    weighted = (token_losses(self.model, inputs) * inputs.weights_T).sum()
+                    weighted = weighted_loss_sum(self.model, inputs)
                 (weighted / max(loss_tokens, 1.0)).backward()
                 loss_sum += weighted.detach()
         self._all_reduce_gradients()
