@@ -23,7 +23,8 @@ class MathSettings(StrictModel):
     timeout_s: int = Field(5, ge=1, description="Math-Verify's own parse and compare timeouts per item (SIGALRM in the worker).")
     hard_timeout_s: float = Field(30.0, gt=0, description="Wall-clock seconds after which a stuck worker is killed and the item times out (a few Math-Verify timeouts fit).")
     float_rounding: int = Field(6, ge=0, description="Decimal places Math-Verify rounds floats to before comparing.")
-    fallbacks: list[AnswerSource] = Field(list(DEFAULT_FALLBACKS), description="Where the final answer is looked for, in order.")
+    fallbacks: list[AnswerSource] = Field(list(DEFAULT_FALLBACKS), description="Where the final answer is looked for in the answer part, in order.")
+    exact_decimals: bool = Field(True, description="A bare decimal must equal an exact gold exactly unless the question asks for a decimal or rounding.")
 
 
 def _compile_limits() -> SandboxLimits:
