@@ -10,8 +10,8 @@ Before Math-Verify sees them, both answers go through `math_forms.normalise_form
 e-notation, digit separators, repeating decimals, number words, spellings of the imaginary unit), and an
 inequality in one variable is compared with an interval as the set it describes. Two rules are stricter than
 Math-Verify: answers naming different units (`5 m` for `5 cm`) are different answers, and a bare decimal
-for an exact gold that is not itself a decimal (`0.3333` for `\\frac{1}{3}`) must equal it exactly unless
-the question asks for a decimal or rounding. Everything, normalising included, runs in the worker pool under
+for an exact gold that is not itself a decimal (`0.3333` for `\\frac{1}{3}`) must equal it exactly, or when
+the question asks for a decimal or rounding, to the places the decimal gives (`0.1429` for 1/7). Everything, normalising included, runs in the worker pool under
 its timeouts.
 
 Gold answers as MATH-500 stores them are bare LaTeX; Math-Verify's `parse` on a bare string can keep a
@@ -86,13 +86,17 @@ def _set_equal(gold: Any, prediction: Any, float_rounding: int, timeout_s: int) 
     return bool(verify(gold_set, prediction_set, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True))
 
 
-def _decimal_is_exact(parsed_gold: list[Any], literal: str) -> bool | None:
-    """Whether a decimal equals a numeric gold exactly; None when the gold is no plain number."""
+def _decimal_matches(parsed_gold: list[Any], literal: str, rounded: bool) -> bool | None:
+    """Whether a decimal equals a numeric gold exactly or, when `rounded`, to the places it gives (`0.1429` for
+    1/7); None when the gold is no plain number."""
     from sympy import Expr, Rational, simplify
 
     for candidate in parsed_gold:
         if isinstance(candidate, Expr) and candidate.is_number:
-            return bool(simplify(candidate - Rational(literal)) == 0)
+            if not rounded:
+                return bool(simplify(candidate - Rational(literal)) == 0)
+            places = len(literal.split(".")[1])
+            return bool(abs(candidate.evalf(places + 10) - Rational(literal)) <= Rational(1, 2 * 10**places) * (1 + Rational(1, 10**9)))
     return None
 
 
@@ -105,7 +109,7 @@ def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
-    gold_raw, prediction_raw, boxed, timeout_s, float_rounding, exact_decimals = payload
+    gold_raw, prediction_raw, boxed, timeout_s, float_rounding, rounded_decimals = payload
     gold = gold_text(normalise_forms(gold_raw))
     prediction = normalise_forms(prediction_raw)
     prediction = f"\\boxed{{{prediction}}}" if boxed else as_math(prediction)
@@ -122,12 +126,12 @@ def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]
         result["reason"] = f"different units: {sorted(predicted_units)} for {sorted(gold_units)}"
         return result
     literal = decimal_literal(prediction)
-    if exact_decimals and literal is not None and not re.search(r"\d?\.\d", gold_raw):
-        exact = _decimal_is_exact(parsed_gold, literal)
-        if exact is not None:
-            result["correct"] = exact
-            if not exact:
-                result["reason"] = "a decimal that is not exactly the gold (the question asks for no approximation)"
+    if literal is not None and not re.search(r"\d?\.\d", gold_raw):
+        matches = _decimal_matches(parsed_gold, literal, rounded_decimals)
+        if matches is not None:
+            result["correct"] = matches
+            if not matches:
+                result["reason"] = "a decimal that is not the gold " + ("to its places" if rounded_decimals else "exactly")
             return result
     for gold_candidate, candidate in product(parsed_gold, parsed_prediction):
         try:
@@ -178,8 +182,8 @@ class MathVerifier:
             if prediction is None:
                 verdicts[slot] = Verdict.failed(self.name, "no final answer found", structure=parse_response(response).problem)
                 continue
-            exact_decimals = self.settings.exact_decimals and not asks_for_approximation(query.prompt)
-            payloads.append((query.reference.answer, *prediction, self.settings.timeout_s, self.settings.float_rounding, exact_decimals))
+            rounded = not self.settings.exact_decimals or asks_for_approximation(query.prompt)
+            payloads.append((query.reference.answer, *prediction, self.settings.timeout_s, self.settings.float_rounding, rounded))
             slots.append(slot)
         for slot, result in zip(slots, self.pool.map(payloads) if payloads else []):
             if not result.ok:

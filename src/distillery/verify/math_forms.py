@@ -4,7 +4,8 @@ two things it ignores: the unit an answer is given in, and whether it is a bare 
 Each rewrite keeps the value: a one-column (or one-row) matrix becomes a tuple, `1.5e6` becomes
 `1.5\\times 10^{6}`, thin-space digit separators go, a repeating decimal (`0.\\overline{3}`, `0.1666...`)
 becomes its exact fraction, a number written in words becomes digits (text2num), and the imaginary unit's
-other spellings (`\\mathrm{i}`, `\\imath`, `\\sqrt{-1}`, a Python-style `2+3j`) become `i`. Every regex here
+other spellings (`\\mathrm{i}`, `\\imath`, `\\sqrt{-1}`, a Python-style `2+3j`) become `i`; `x \\in S` becomes `S`
+and spacing commands before a letter go. Every regex here
 is linear in the input: these run in the verifier's worker processes, but a slow pattern would still cost
 one timeout per answer.
 """
@@ -23,6 +24,8 @@ _REPEATING_BAR = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\(?:overline|bar|dot)\s*(?:
 _REPEATING_DOTS = re.compile(r"(?<![\d.])(\d*)\.(\d+)\s*(?:\\[lc]?dots|\.{3}|…)")
 _IMAGINARY = re.compile(r"\\(?:mathrm|mathit|text|textrm|operatorname|mathbf)\s*\{\s*[ij]\s*\}|\\imath\b|\\jmath\b|\\sqrt\s*\{\s*-\s*1\s*\}")
 _PYTHON_COMPLEX = re.compile(r"[\d\s.+\-*/()j]+")
+_MEMBER_OF = re.compile(r"^\s*[A-Za-z]\s*\\in\s+")
+_SPACING = re.compile(r"\\[,;:!]\s*(?=[A-Za-z\\])")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
 _WORDS = re.compile(r"[A-Za-z]+(?:[- ][A-Za-z]+)*")
 
@@ -101,6 +104,7 @@ def normalise_forms(text: str) -> str:
     if words is not None:
         return words
     text = _words_in_prose(text)
+    text = _MEMBER_OF.sub("", _SPACING.sub("", text))
     text = _COLUMN.sub(_column_to_tuple, text)
     text = _TIMES_TEN.sub(r"\1\\times 10^", text)
     text = _E_NOTATION.sub(_e_notation, text)
