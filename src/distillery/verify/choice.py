@@ -5,7 +5,8 @@ options, as `(A) ...` or `A. ...`/`A) ...` lines (`is_multiple_choice`); the reg
 whatever their category, instead of to the LLM judge.
 
 The choice is read from the answer part of the response only (never from `<think>`), from every place it
-states a final answer: `\\boxed{C}`, "The answer is (C)", "The correct answer is (D)", "Answer: C", or an
+states a final answer: `\\boxed{C}`, "The answer is (C)", "The correct answer is (D)", "Answer: C", "The
+answer is Congress (B)", or an
 answer part that is just the letter (`<answer>C</answer>`, `(C) 0.17 kJ/mol`). Naming two different
 letters as the answer, in one statement ("(C) or (D)") or in two, is wrong: a verifier that picked one of
 them would reward hedging.
@@ -33,6 +34,11 @@ _STATEMENT = re.compile(
     r"(?i:final answer|(?:correct|right|best) (?:answer|option|choice)|answer(?: choice)?)"
     rf"\s*(?i:is|:|=|would be|should be)\s*:?\s*(?i:option |choice )?{_CHOSEN}(?![\w]){_FURTHER}"
 )
+_NAMED_THEN_LETTER = re.compile(
+    r"(?i:final answer|(?:correct|right|best) (?:answer|option|choice)|answer)\s*(?i:is|:)\s+"
+    rf"(?!(?i:not|neither)\b)[\w'-]+(?:\s+[\w'-]+){{0,4}}\s*\(({_LETTER})\)(?![\w])"
+)
+""""The answer is Congress (B)": the option's text first, its letter after, a few words at most."""
 _WHOLE = re.compile(rf"\(?({_LETTER})\)?[.:)]?(?:\s+\S.*)?", re.DOTALL)
 
 
@@ -65,8 +71,11 @@ def chosen_letters(answer_part: str) -> list[str]:
         whole = re.fullmatch(rf"\(?({_LETTER})\)?(?:[.:)\s].*)?", inner, re.DOTALL)
         if whole:
             named.append((match.start(), whole.group(1)))
-    for match in _STATEMENT.finditer(_MARKUP.sub(r"\1", answer_part)):
+    plain = _MARKUP.sub(r"\1", answer_part)
+    for match in _STATEMENT.finditer(plain):
         named.extend((match.start(), letter) for letter in match.groups() if letter)
+    stated = {position for position, _ in named}
+    named.extend((match.start(), match.group(1)) for match in _NAMED_THEN_LETTER.finditer(plain) if match.start() not in stated)
     if not named:
         bare = _MARKUP.sub(r"\1", answer_part).strip()
         whole = _WHOLE.fullmatch(bare) if len(bare) <= 300 else None
