@@ -95,6 +95,11 @@ def test_rejections_say_why(verdicts: list[tuple[dict[str, Any], Any]]) -> None:
         ("1 - 12j", "1 - 12i"),
         ("x + j", "x + j"),
         (r"x \in [-2,7]", "[-2,7]"),
+        (r"\langle -7, 16, 5 \rangle", "(-7, 16, 5)"),
+        ("**14/3**", "14/3"),
+        ("28 800", "28800"),
+        ("2 3", "2 3"),
+        ("6 - 5 i", "6 - 5i"),
     ],
 )
 def test_normalise_forms(written: str, normalised: str) -> None:

@@ -5,7 +5,8 @@ Each rewrite keeps the value: a one-column (or one-row) matrix becomes a tuple, 
 `1.5\\times 10^{6}`, thin-space digit separators go, a repeating decimal (`0.\\overline{3}`, `0.1666...`)
 becomes its exact fraction, a number written in words becomes digits (text2num), and the imaginary unit's
 other spellings (`\\mathrm{i}`, `\\imath`, `\\sqrt{-1}`, a Python-style `2+3j`) become `i`; `x \\in S` becomes `S`
-and spacing commands before a letter go. Every regex here
+and spacing commands before a letter go; `\\langle v \\rangle` is a tuple, markdown emphasis around the
+answer goes, and an answer that is only digit groups split by plain spaces (`28 800`) is one number. Every regex here
 is linear in the input: these run in the verifier's worker processes, but a slow pattern would still cost
 one timeout per answer.
 """
@@ -24,6 +25,8 @@ _REPEATING_BAR = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\(?:overline|bar|dot)\s*(?:
 _REPEATING_DOTS = re.compile(r"(?<![\d.])(\d*)\.(\d+)\s*(?:\\[lc]?dots|\.{3}|…)")
 _IMAGINARY = re.compile(r"\\(?:mathrm|mathit|text|textrm|operatorname|mathbf)\s*\{\s*[ij]\s*\}|\\imath\b|\\jmath\b|\\sqrt\s*\{\s*-\s*1\s*\}")
 _PYTHON_COMPLEX = re.compile(r"[\d\s.+\-*/()j]+")
+_SPACED_GROUPS = re.compile(r"\d{1,3}(?: \d{3})+")
+_SPACED_I = re.compile(r"(\d)\s+i\b")
 _MEMBER_OF = re.compile(r"^\s*[A-Za-z]\s*\\in\s+")
 _SPACING = re.compile(r"\\[,;:!]\s*(?=[A-Za-z\\])")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
@@ -103,8 +106,12 @@ def normalise_forms(text: str) -> str:
     words = number_from_words(text)
     if words is not None:
         return words
-    text = _words_in_prose(text)
+    text = _words_in_prose(text.strip().strip("*_").strip())
+    if _SPACED_GROUPS.fullmatch(text):
+        return text.replace(" ", "")
     text = _MEMBER_OF.sub("", _SPACING.sub("", text))
+    text = text.replace("\\langle", "(").replace("\\rangle", ")")
+    text = _SPACED_I.sub(r"\1i", text)
     text = _COLUMN.sub(_column_to_tuple, text)
     text = _TIMES_TEN.sub(r"\1\\times 10^", text)
     text = _E_NOTATION.sub(_e_notation, text)
