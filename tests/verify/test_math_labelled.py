@@ -59,9 +59,12 @@ def test_accuracy_on_the_labelled_set(verdicts: list[tuple[dict[str, Any], Any]]
 
 
 def test_rejections_say_why(verdicts: list[tuple[dict[str, Any], Any]]) -> None:
-    reasons = {row["kind"]: verdict.details.get("reason", "") for row, verdict in verdicts if not row["label"] and not verdict.passed}
-    assert reasons["units"].startswith("different units")
-    assert reasons["decimal_approximation"].startswith("a decimal that is not the gold")
+    reasons: dict[str, list[str]] = {}
+    for row, verdict in verdicts:
+        if not row["label"] and not verdict.passed:
+            reasons.setdefault(row["kind"], []).append(verdict.details.get("reason", ""))
+    assert any(reason.startswith("different units") for reason in reasons["units"])
+    assert any(reason.startswith("a decimal that is not the gold") for reason in reasons["decimal_approximation"])
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def normalise_forms(text: str) -> str:
     if _SPACED_GROUPS.fullmatch(text):
         return text.replace(" ", "")
     text = _MEMBER_OF.sub("", _SPACING.sub("", text))
-    text = text.replace("\\langle", "(").replace("\\rangle", ")")
+    text = re.sub(r"\\langle\s*", "(", re.sub(r"\s*\\rangle", ")", text))
     text = _SPACED_I.sub(r"\1i", text)
     text = _COLUMN.sub(_column_to_tuple, text)
     text = _TIMES_TEN.sub(r"\1\\times 10^", text)
