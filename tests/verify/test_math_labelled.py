@@ -51,6 +51,7 @@ def test_labelled_set_covers_every_kind_with_both_labels(benchmarks_dir: Path) -
     assert all(labels[kind, True] and labels[kind, False] for kind in KINDS - {"decimal_approximation"}), labels
 
 
+@pytest.mark.slow
 def test_accuracy_on_the_labelled_set(verdicts: list[tuple[dict[str, Any], Any]]) -> None:
     wrong = [(row["kind"], row["gold"], row["response"][-80:], verdict.details) for row, verdict in verdicts if verdict.passed != row["label"]]
     false_accepts = [row for row, verdict in verdicts if verdict.passed and not row["label"]]
@@ -58,6 +59,7 @@ def test_accuracy_on_the_labelled_set(verdicts: list[tuple[dict[str, Any], Any]]
     assert len(false_accepts) <= 1, false_accepts
 
 
+@pytest.mark.slow
 def test_rejections_say_why(verdicts: list[tuple[dict[str, Any], Any]]) -> None:
     reasons: dict[str, list[str]] = {}
     for row, verdict in verdicts:

@@ -56,10 +56,10 @@ def as_math(text: str) -> str:
     return f"${text}$"
 
 
-def _relation_set(value: Any) -> Any:
-    """The set of reals an inequality in one variable describes ("x < 2 or x > 3", which Math-Verify reads as a
-    FiniteSet of two relations, is their union), or None for anything else."""
-    from sympy import FiniteSet, Union
+def _relations(value: Any) -> list[Any] | None:
+    """The inequalities of an answer in one variable ("x < 2 or x > 3", which Math-Verify reads as a FiniteSet
+    of two relations, gives two), or None when it is no such answer."""
+    from sympy import FiniteSet
     from sympy.core.relational import Relational
     from sympy.logic.boolalg import And, Or
 
@@ -68,22 +68,26 @@ def _relation_set(value: Any) -> Any:
         return None
     if len(set().union(*(item.free_symbols for item in relations))) != 1:
         return None
-    return Union(*(item.as_set() for item in relations))
+    return relations
 
 
 def _set_equal(gold: Any, prediction: Any, float_rounding: int, timeout_s: int) -> bool:
-    """An interval against the inequality it describes (either way round); False for any other pair."""
-    from math_verify import verify
-    from sympy import Set
+    """An interval against the inequality it describes (either way round); False for any other pair.
 
-    gold_relation, prediction_relation = _relation_set(gold), _relation_set(prediction)
-    if (gold_relation is None) == (prediction_relation is None):
+    The set is only solved for (sympy's `as_set`, slow) when the other side is a set that is no inequality.
+    """
+    from math_verify import verify
+    from sympy import Set, Union
+
+    gold_relations, prediction_relations = _relations(gold), _relations(prediction)
+    if gold_relations is not None and prediction_relations is None and isinstance(prediction, Set):
+        relations, other = gold_relations, prediction
+    elif prediction_relations is not None and gold_relations is None and isinstance(gold, Set):
+        relations, other = prediction_relations, gold
+    else:
         return False
-    gold_set = gold if gold_relation is None else gold_relation
-    prediction_set = prediction if prediction_relation is None else prediction_relation
-    if not isinstance(gold_set, Set) or not isinstance(prediction_set, Set):
-        return False
-    return bool(verify(gold_set, prediction_set, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True))
+    described = Union(*(item.as_set() for item in relations))
+    return bool(verify(other, described, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True))
 
 
 def _decimal_matches(parsed_gold: list[Any], literal: str, rounded: bool) -> bool | None:
