@@ -6,6 +6,8 @@ sources found (the last box of the answer part, else "the answer is X"; never th
 Multiple choice: `ChoiceVerifier` on choice_responses.jsonl, against the same old default sources with the
 found text compared to the reference letter (what a gold-answer check without a letter reader does).
 Targets (issue 13): math accuracy >= 97% with at most 1 false accept.
+The times are a side note: the pool's fresh workers start with cold Math-Verify parser caches (each set item
+is a new expression), and on a loaded machine two workers get no second core; compare the same run only.
 
     python benchmarks/bench_verifiers.py [--data tests/verify/data] [--workers 2]
 """
