@@ -54,15 +54,31 @@ def test_chat_seeds_are_per_request_and_token_counts_real(chat_model: Transforme
     assert greedy[0].text == greedy[1].text
 
 
-def test_judge_score_parsing() -> None:
-    assert parse_judge_score("Reasoning... Score: 8", 10) == 0.8
-    assert parse_judge_score("score = 3 / 5 overall", 10) == 0.6
-    assert parse_judge_score("I'd give it 7/10.", 10) == 0.7
-    assert parse_judge_score("Score: 4. Actually, Score: 9", 10) == 0.9
+def test_judge_score_parsing_is_strict() -> None:
+    assert parse_judge_score("The candidate matches the reference.\nScore: 8", 10) == 0.8
+    assert parse_judge_score("score = 3 / 5", 10) == 0.6
+    assert parse_judge_score("Reasoning first.\n7/10", 10) == 0.7
+    assert parse_judge_score("Score: 4\nOn reflection the units are right.\nScore: 9", 10) == 0.9
     assert parse_judge_score("**Score:** 10", 10) == 1.0
-    assert parse_judge_score("9", 10) == 0.9
+    assert parse_judge_score("> Final score: 6 out of 10.", 10) == 0.6
+    assert parse_judge_score('{"score": 7, "reason": "minor slip"}', 10) == 0.7
+    assert parse_judge_score('Verdict:\n```json\n{"score": 2}\n```', 10) == 0.2
+    # never the first (or any) number in running text: the "0.17" taken out of an echoed answer
+    assert parse_judge_score("The answer is (D) 0.17 kJ/mol", 10) is None
+    assert parse_judge_score("Reasoning... Score: 8 because it is close", 10) is None
+    assert parse_judge_score("I'd give it 7/10.", 10) is None
+    assert parse_judge_score("9", 10) is None
     assert parse_judge_score("Score: 42", 10) is None
+    assert parse_judge_score('{"score": "high"}', 10) is None
     assert parse_judge_score("It is correct.", 10) is None
+
+
+def test_default_templates_ask_for_the_strict_format() -> None:
+    from distillery.verify.config import DEFAULT_JUDGE_TEMPLATE, DEFAULT_JUDGE_TEMPLATE_NO_REFERENCE
+
+    for template in (DEFAULT_JUDGE_TEMPLATE, DEFAULT_JUDGE_TEMPLATE_NO_REFERENCE):
+        assert template.endswith("\nScore: N") and "line of its own" in template
+        assert parse_judge_score(template.replace("Score: N", "Score: 6"), 10) == 0.6
 
 
 @pytest.mark.slow

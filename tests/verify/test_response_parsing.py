@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distillery.core.responses import find_final_answer
 from distillery.verify import extract_final_answer, parse_response
 
 
@@ -51,3 +52,14 @@ def test_extract_final_answer_sources_and_order() -> None:
     assert extract_final_answer("<think>x</think>line one\nline two\n", ["last_line"]) == "line two"
     assert extract_final_answer(r"<think>the answer is \boxed{3}", ["boxed", "answer_is"]) is None
     assert extract_final_answer("nothing to see", ["boxed"]) is None
+
+
+def test_default_sources_read_the_answer_tag_and_never_the_think_block() -> None:
+    assert extract_final_answer("<think>work</think>\n<answer>\n\\frac{14}{3}\n</answer>") == r"\frac{14}{3}"
+    assert extract_final_answer(r"<think>so \boxed{12}</think><answer>13</answer>") == "13"
+    assert extract_final_answer(r"<think>so \boxed{12}</think>The answer is 13.") == "13"
+    assert extract_final_answer(r"<think>so \boxed{12}</think>") is None
+    assert extract_final_answer(r"<think>so \boxed{12}</think><answer>The correct answer is 7.</answer>") == "7"
+    assert find_final_answer(r"<think>x</think><answer>We get \boxed{5}.</answer>") == ("boxed", "5")
+    assert find_final_answer("<think>x</think><answer>5</answer>") == ("answer_tag", "5")
+    assert find_final_answer("<think><answer>4</answer></think>The sum is 5.") is None

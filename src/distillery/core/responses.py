@@ -1,7 +1,8 @@
 """Split a response into its `<think>` and `<answer>` parts, and pull out the final answer.
 
 Broken structure (a truncated think block, two answer blocks) is reported in `problem`, never raised:
-the caller turns it into a verdict.
+the caller turns it into a verdict. The final answer is only ever looked for in the answer part: a
+`\\boxed{}` the model wrote while thinking never counts, whatever the answer part says.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 AnswerSource = Literal["boxed", "answer_tag", "answer_is", "last_number", "last_line"]
-DEFAULT_FALLBACKS: tuple[AnswerSource, ...] = ("boxed", "answer_is")
+DEFAULT_FALLBACKS: tuple[AnswerSource, ...] = ("boxed", "answer_is", "answer_tag")
+"""A box wins, then a "the answer is X" sentence, then the whole `<answer>` part (the pipeline's own format)."""
 
 _TAG = re.compile(r"</?(think|answer)>")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE)
+_ANSWER_IS = re.compile(
+    r"(?:final answer|(?:the )?(?:correct |right )?answer)\**\s*(?:is|:)\s*:?\**\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE
+)
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -90,21 +94,22 @@ def last_boxed(text: str) -> str | None:
     return found.strip() if found is not None else None
 
 
-def extract_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FALLBACKS) -> str | None:
-    """The final answer of a response: each source in `fallbacks` is tried in order.
+def find_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FALLBACKS) -> tuple[AnswerSource, str] | None:
+    """The final answer of a response and the source it came from: each source in `fallbacks` is tried in order.
 
-    Sources: `boxed` (last \\boxed{}), `answer_tag` (<answer>...</answer>), `answer_is` ("the answer is X"),
-    `last_number`, `last_line`. Sources other than `answer_tag` look only at the answer part of the response.
+    Sources: `boxed` (last \\boxed{}), `answer_is` ("the answer is X"), `answer_tag` (the whole <answer>
+    part, when the response has that tag), `last_number`, `last_line`. All of them look only at the answer
+    part of the response (`parse_response(text).answer`), so nothing inside <think> is ever read.
     """
     parsed = parse_response(text)
-    answer_part = parsed.answer or ("" if parsed.problem == "unterminated <think> block" else text)
+    answer_part = parsed.answer
     for source in fallbacks:
         found: str | None = None
         if source == "boxed":
             found = last_boxed(answer_part)
         elif source == "answer_tag":
-            match = re.search(r"<answer>(.*?)(?:</answer>|$)", text, re.DOTALL)
-            found = match.group(1).strip() if match else None
+            tagged = "<answer>" in text.rsplit("</think>", 1)[-1] and "more than one" not in parsed.problem
+            found = answer_part if tagged else None
         elif source == "answer_is":
             matches = _ANSWER_IS.findall(answer_part)
             found = matches[-1].strip().strip("$").strip() if matches else None
@@ -115,5 +120,11 @@ def extract_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_
             lines = [line.strip() for line in _TAG.sub("", answer_part).splitlines() if line.strip()]
             found = lines[-1] if lines else None
         if found:
-            return found
+            return source, found
     return None
+
+
+def extract_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FALLBACKS) -> str | None:
+    """The final answer of a response (see `find_final_answer`), or None."""
+    found = find_final_answer(text, fallbacks)
+    return found[1] if found else None

@@ -15,7 +15,7 @@ from distillery.core.config import StrictModel
 from distillery.core.responses import DEFAULT_FALLBACKS, AnswerSource
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings
 
-VerifierName = Literal["math", "code", "ifeval", "judge", "reward"]
+VerifierName = Literal["math", "code", "ifeval", "judge", "reward", "choice"]
 
 
 class MathSettings(StrictModel):
@@ -23,7 +23,8 @@ class MathSettings(StrictModel):
     timeout_s: int = Field(5, ge=1, description="Math-Verify's own parse and compare timeouts per item (SIGALRM in the worker).")
     hard_timeout_s: float = Field(30.0, gt=0, description="Wall-clock seconds after which a stuck worker is killed and the item times out (a few Math-Verify timeouts fit).")
     float_rounding: int = Field(6, ge=0, description="Decimal places Math-Verify rounds floats to before comparing.")
-    fallbacks: list[AnswerSource] = Field(list(DEFAULT_FALLBACKS), description="Where the final answer is looked for, in order.")
+    fallbacks: list[AnswerSource] = Field(list(DEFAULT_FALLBACKS), description="Where the final answer is looked for in the answer part, in order.")
+    exact_decimals: bool = Field(True, description="A bare decimal must equal an exact gold exactly, or to its places when the question asks for a decimal or rounding; False: always to its places.")
 
 
 def _compile_limits() -> SandboxLimits:
@@ -49,13 +50,16 @@ class IFEvalSettings(StrictModel):
 DEFAULT_JUDGE_TEMPLATE = (
     "You are grading an answer against a reference answer.\n\n"
     "Question:\n{question}\n\nReference answer:\n{reference}\n\nCandidate answer:\n{answer}\n\n"
-    "Does the candidate answer agree with the reference answer? Reply with a score from 0 to 10, "
-    "where 10 means fully correct and 0 means wrong, in the form `Score: N`."
+    "Does the candidate answer agree with the reference answer? Grade it from 0 to 10, where 10 means fully "
+    "correct and 0 means wrong. End your reply with a line of its own holding only the grade, in the form\n"
+    "Score: N"
 )
 DEFAULT_JUDGE_TEMPLATE_NO_REFERENCE = (
     "You are grading an assistant's answer to a user's request.\n\n"
     "Request:\n{question}\n\nAnswer:\n{answer}\n\n"
-    "How helpful, correct and complete is the answer? Reply with a score from 0 to 10 in the form `Score: N`."
+    "How helpful, correct and complete is the answer? Grade it from 0 to 10. End your reply with a line of its "
+    "own holding only the grade, in the form\n"
+    "Score: N"
 )
 
 
@@ -95,6 +99,7 @@ class VerifyConfig(StrictModel):
 
     threshold: float = Field(0.9, ge=0, le=1, description="An answer passes when its score reaches this.")
     verifiers: dict[str, VerifierName] = Field(default_factory=lambda: dict(DEFAULT_VERIFIERS), description="Verifier per category.")
+    route_multiple_choice: bool = Field(True, description="Score any query whose reference is an option letter and whose prompt lists options with the choice verifier, whatever its category.")
     math: MathSettings = Field(default_factory=MathSettings, description="Math-Verify settings.")
     code: CodeSettings = Field(default_factory=CodeSettings, description="Code sandbox settings.")
     ifeval: IFEvalSettings = Field(default_factory=IFEvalSettings, description="Instruction-following checks.")

@@ -2,14 +2,19 @@
 
 Written here because the maintained packages (if-verifiable, lm-eval's ifeval) need NLTK's punkt data,
 which is downloaded at run time and cannot be on these machines. The checks follow IFEval's published
-definitions (google-research `instruction_following_eval/instructions.py`); two differ in tokenisation:
-sentences are split by a rule-based splitter instead of punkt, and capital words are counted over regex
-word tokens instead of NLTK's word_tokenize. Language detection uses `langdetect` (profiles ship with it).
+definitions (google-research `instruction_following_eval/instructions.py`). Two need NLTK there and follow
+its rules here: sentences are counted by punkt's decisions (`split_sentences`), and capital words are
+counted over word tokens that keep a hyphenated word (and a dotted acronym) whole, as `word_tokenize` does.
+Language detection uses `langdetect` (profiles ship with it).
+
+An instruction id this module does not know, or kwargs its check does not take, costs that instruction only
+(it counts as not followed and the verdict's details say why); the query's other instructions are scored.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -51,33 +56,78 @@ def _compare(actual: int, relation: str, expected: int) -> bool:
     raise ValueError(f"relation must be 'less than' or 'at least', got {relation!r}")
 
 
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "inc", "ltd", "co", "no", "vol", "fig", "u.s"}
-_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+")
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "inc", "ltd", "co", "corp", "no",
+    "vol", "fig", "u.s", "u.k", "jan", "feb", "mar", "apr", "aug", "sept", "oct", "nov", "dec", "gen", "gov", "sen",
+    "rep", "capt", "lt", "col", "ft", "mt", "approx", "dept", "est", "a.m", "p.m",
+}
+_COMMON_STARTERS = frozenset((
+    "a", "an", "the", "this", "that", "these", "those", "it", "its", "he", "she", "they", "we", "you", "there",
+    "then", "but", "and", "or", "so", "yet", "however", "if", "when", "while", "as", "after", "before", "because",
+    "although", "though", "since", "once", "my", "our", "your", "his", "her", "their", "what", "why", "how", "who",
+    "which", "where", "no", "yes", "not", "all", "some", "each", "every", "one", "two", "first", "second", "next",
+    "finally", "also", "in", "on", "at", "for", "to", "of", "with", "by", "from", "here", "now", "today", "thus",
+    "therefore", "instead", "still", "many", "most", "more", "other", "such", "both", "either", "neither", "only",
+    "even", "just", "let", "please", "do", "does", "did", "is", "are", "was", "were", "be", "can", "could", "will",
+    "would", "should", "may", "might", "must", "have", "has", "had"
+))
+"""Words a capitalised token after an initial or a number most likely starts a sentence with (punkt's
+orthographic evidence, learnt from a corpus, says the same of such frequent words)."""
+_CLOSERS = "\"')]}*_”’»"
+_TOKEN = re.compile(r"\S+")
+
+
+def _breaks_after(token: str, following: str) -> bool:
+    """Whether punkt ends a sentence after `token` when `following` is the next token.
+
+    `?` and `!` always end one, and a period after an ordinary word does whatever comes next. After an
+    abbreviation or an ellipsis only a frequent word written capitalised starts a sentence; after an initial
+    likewise (`J. R. Tolkien` is one sentence, `Plan B. Then` two); after a number anything but a
+    lowercase word does.
+    """
+    core = token.rstrip(_CLOSERS)
+    if not core or core[-1] not in ".!?":
+        return False
+    if core[-1] in "!?":
+        return True
+    next_word = following.lstrip(_CLOSERS + "(\"'“‘")
+    starts_common = bool(next_word[:1].isupper()) and next_word.rstrip(".,;:!?").lower() in _COMMON_STARTERS
+    stem = core.rstrip(".").lstrip(_CLOSERS + "(\"'“‘").lower()
+    if core.endswith("..") or stem in _ABBREVIATIONS:
+        return starts_common
+    if re.fullmatch(r"[^\W\d_]", stem):
+        return starts_common
+    if re.fullmatch(r"\d+", stem):
+        return not next_word[:1].islower()
+    return True
 
 
 def split_sentences(text: str) -> list[str]:
-    """Rule-based sentence split after . ! ? and whitespace, except after common abbreviations and initials.
-
-    Pieces without a letter (a list number "3.") are not sentences.
-    """
-    pieces, start = [], 0
-    for match in _BOUNDARY.finditer(text):
-        last_word = text[start:match.start()].split()[-1:] or [""]
-        stem = last_word[0].lower().rstrip(".")
-        if match.group(0).startswith(".") and (stem in _ABBREVIATIONS or re.fullmatch(r"[a-z]", stem)):
-            continue
-        pieces.append(text[start:match.end()])
-        start = match.end()
-    pieces.append(text[start:])
-    return [piece.strip() for piece in pieces if re.search(r"[^\W\d_]", piece)]
+    """Sentences as punkt splits them: after `.`, `?` or `!` (closing quotes, brackets and markdown `*` may
+    follow, as in `.**` or `.”`), before whitespace, unless `_breaks_after` says otherwise. A letterless
+    piece such as a list number `1.` that ends a sentence is a sentence, as punkt counts it."""
+    tokens = list(_TOKEN.finditer(text))
+    sentences, start = [], 0
+    for current, following in itertools.pairwise(tokens):
+        if _breaks_after(current.group(0), following.group(0)):
+            sentences.append(text[start:current.end()].strip())
+            start = following.start()
+    if text[start:].strip():
+        sentences.append(text[start:].strip())
+    return sentences
 
 
 def _no_comma(response: str) -> bool:
     return "," not in response
 
 
+_WORD_TOKEN = re.compile(r"\w+(?:[-.]\w+)*")
+"""Word tokens as `nltk.word_tokenize` counts capitals over them: `STATE-OF-THE-ART` and `U.S.A` are one word;
+a contraction is two (`DON'T` -> `DON`, `T`, like its `DO`, `N'T`)."""
+
+
 def _capital_word_frequency(response: str, capital_frequency: int, capital_relation: str) -> bool:
-    words = re.findall(r"\w+", response)
+    words = _WORD_TOKEN.findall(response)
     return _compare(sum(word.isupper() for word in words), capital_relation, capital_frequency)
 
 
@@ -257,11 +307,28 @@ def loose_variants(response: str) -> list[str]:
 
 
 def check_instruction(instruction_id: str, kwargs: dict[str, Any], response: str, mode: str = "strict") -> bool:
-    """Whether `response` follows one instruction; loose mode accepts any loose variant that does."""
+    """Whether `response` follows one instruction; loose mode accepts any loose variant that does.
+
+    Raises KeyError for an unknown id, TypeError or ValueError for kwargs the check does not take.
+    """
     check = CHECKS[instruction_id]
     arguments = {key: value for key, value in kwargs.items() if value is not None}
     candidates = [response] if mode == "strict" else loose_variants(response)
     return any(candidate.strip() and check(candidate, **arguments) for candidate in candidates)
+
+
+def _followed(item: dict[str, Any], answer: str, mode: str) -> tuple[bool, str]:
+    """One instruction's result and, when it could not be checked, why."""
+    instruction_id = str(item.get("id"))
+    if instruction_id not in CHECKS:
+        return False, "unknown instruction id"
+    kwargs = item.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return False, f"kwargs must be a mapping, got {type(kwargs).__name__}"
+    try:
+        return check_instruction(instruction_id, kwargs, answer, mode), ""
+    except (TypeError, ValueError) as error:
+        return False, f"bad kwargs {sorted(kwargs)}: {error}"
 
 
 class IFEvalVerifier:
@@ -280,18 +347,19 @@ class IFEvalVerifier:
         instructions = query.reference.instructions
         if not instructions:
             return Verdict.failed(self.name, "query has no instructions")
-        unknown = sorted({str(item.get("id")) for item in instructions} - set(CHECKS))
-        if unknown:
-            return Verdict.failed(self.name, f"unknown instruction ids {unknown}")
         parsed = parse_response(response)
-        answer = parsed.answer
-        followed = [check_instruction(item["id"], item.get("kwargs") or {}, answer, self.settings.mode) for item in instructions]
+        results = [_followed(item, parsed.answer, self.settings.mode) for item in instructions]
+        followed = [result for result, _ in results]
         score = sum(followed) / len(followed)
-        details = {
+        details: dict[str, Any] = {
             "mode": self.settings.mode,
-            "followed": dict(zip([item["id"] for item in instructions], followed)),
+            "followed": dict(zip([str(item.get("id")) for item in instructions], followed)),
             "structure": parsed.problem,
         }
+        unchecked = {str(item.get("id")): why for item, (_, why) in zip(instructions, results) if why}
+        if unchecked:
+            details["unchecked"] = unchecked
+            details["reason"] = "; ".join(f"{instruction_id}: {why}" for instruction_id, why in unchecked.items())
         return Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
 
     def close(self) -> None:

@@ -1,13 +1,16 @@
 """LLM judge (science, general, chat without a reward model): a prompt asking any `ChatModel` for a score.
 
-The judge's reply is free text from a possibly weak model, so the score is read defensively: the last
-`Score: N` (or `N/10`, or `N out of 10`) wins, values are clipped to the scale, and a reply with no number is
-a verdict saying so, not an exception.
+The judge's reply is free text from a possibly weak model, so the score is read by a strict format only:
+a line that is just the score (`Score: 7`, `**Score:** 7/10`, `7/10`), or a JSON object with a
+`score` field (`{"score": 7}`). The last such score wins; a number anywhere else ("The answer is (D) 0.17
+kJ/mol") is never taken for one. A value off the scale, or a reply without the format, is a verdict saying
+so, not an exception.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 from distillery.core.records import Query
@@ -20,27 +23,42 @@ from distillery.verify.verdict import Verdict
 NAME = "llm_judge"
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_SCORE_PATTERNS = (
-    re.compile(rf"score\s*(?:is|of)?\s*[:=]?\s*\**\s*{_NUMBER}\s*(?:/\s*{_NUMBER}|out of\s*{_NUMBER})?", re.IGNORECASE),
-    re.compile(rf"{_NUMBER}\s*(?:/|out of)\s*{_NUMBER}", re.IGNORECASE),
-    re.compile(rf"(?<![\w.]){_NUMBER}(?![\w.])"),
+_LABEL = r"(?:final )?(?:score|rating|grade)[ \t*_]*[:=][ \t*_]*"
+_SCALE = r"[ \t]*(?:/|out of)[ \t]*"
+_SCORE_LINE = re.compile(
+    rf"^[ \t>#*_-]*(?:{_LABEL}{_NUMBER}(?:{_SCALE}{_NUMBER})?|{_NUMBER}{_SCALE}{_NUMBER})[ \t*_.]*$",
+    re.IGNORECASE | re.MULTILINE,
 )
+"""`Score: 7`, `Score: 7/10` or `7/10` alone on a line; a bare number is not a score (an echoed answer is one)."""
+_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
+
+
+def _json_scores(text: str) -> list[tuple[int, float]]:
+    scores = []
+    for match in _JSON_OBJECT.finditer(text):
+        try:
+            value = json.loads(match.group(0))
+        except ValueError:
+            continue
+        score = value.get("score") if isinstance(value, dict) else None
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            scores.append((match.start(), float(score)))
+    return scores
 
 
 def parse_judge_score(text: str, max_score: float) -> float | None:
-    """The judge's score as a fraction in [0, 1], or None when the reply holds no usable number.
+    """The judge's score as a fraction in [0, 1], or None when the reply states no score in the strict format.
 
-    A score written against another scale ("4/5") is rescaled by that scale.
+    A score written against another scale ("4/5") is rescaled by that scale; a value off its scale is None.
     """
-    for pattern in _SCORE_PATTERNS:
-        matches = pattern.findall(text)
-        for groups in reversed(matches):
-            groups = (groups,) if isinstance(groups, str) else groups
-            value = float(groups[0])
-            scale = next((float(g) for g in groups[1:] if g), max_score)
-            if scale > 0 and 0 <= value <= scale:
-                return value / scale
-    return None
+    found: list[tuple[int, float, float]] = [(position, value, max_score) for position, value in _json_scores(text)]
+    for match in _SCORE_LINE.finditer(text):
+        value, scale = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        found.append((match.start(), float(value), float(scale) if scale else max_score))
+    if not found:
+        return None
+    _, value, scale = max(found)
+    return value / scale if scale > 0 and 0 <= value <= scale else None
 
 
 class JudgeVerifier:

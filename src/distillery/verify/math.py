@@ -1,5 +1,19 @@
 """Math (and any gold-answer category): Math-Verify in worker processes, one verdict per item whatever happens.
 
+Final-answer policy. The answer is read from the answer part of the response only: the `<answer>...</answer>`
+block, or the text after `</think>` (a whole untagged response is its own answer part; a `<think>` that never
+closes has none). Nothing inside `<think>` ever counts, not even a `\\boxed{}`. Within the answer part the
+sources of `MathSettings.fallbacks` are tried in order, by default: the last `\\boxed{}`, then the last
+"the (final) answer is X", then the whole `<answer>` block. One answer is compared, never any of several.
+
+Before Math-Verify sees them, both answers go through `math_forms.normalise_forms` (column vectors as tuples,
+e-notation, digit separators, repeating decimals, number words, spellings of the imaginary unit), and an
+inequality in one variable is compared with an interval as the set it describes. Two rules are stricter than
+Math-Verify: answers naming different units (`5 m` for `5 cm`) are different answers, and a bare decimal
+for an exact gold that is not itself a decimal (`0.3333` for `\\frac{1}{3}`) must equal it exactly, or when
+the question asks for a decimal or rounding, to the places the decimal gives (`0.1429` for 1/7). Everything, normalising included, runs in the worker pool under
+its timeouts.
+
 Gold answers as MATH-500 stores them are bare LaTeX; Math-Verify's `parse` on a bare string can keep a
 fragment (`3\\sqrt{2}` -> 3) or nothing (sets, intervals, `\\dfrac`). Wrapped in `\\boxed{}` the whole
 expression is parsed, so a bare gold is boxed first, and a gold that still parses to nothing is a verdict
@@ -9,12 +23,14 @@ saying so rather than a silent wrong comparison.
 from __future__ import annotations
 
 import logging
+import re
 from itertools import product
 from typing import Any
 
 from distillery.core.records import Query
-from distillery.core.responses import extract_final_answer, last_boxed, parse_response
+from distillery.core.responses import find_final_answer, parse_response
 from distillery.verify.config import MathSettings
+from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units
 from distillery.verify.pool import WorkerPool
 from distillery.verify.verdict import Verdict
 
@@ -31,8 +47,65 @@ def gold_text(answer: str) -> str:
     return f"\\boxed{{{stripped}}}"
 
 
-def check_pair(payload: tuple[str, str, int, int]) -> dict[str, Any]:
-    """Worker function: parse gold and prediction and compare them (Math-Verify timeouts need a main thread).
+def as_math(text: str) -> str:
+    """A bare answer in `$...$` so Math-Verify reads it as LaTeX; prose ("42 square units") and delimited text stay."""
+    if "$" in text or "\\(" in text or "\\[" in text:
+        return text
+    if re.search(r"(?<![\\A-Za-z])[A-Za-z]{3,}", re.sub(r"\\(?:text|mbox|mathrm)\s*\{[^{}]*\}", "", text)):
+        return text
+    return f"${text}$"
+
+
+def _relations(value: Any) -> list[Any] | None:
+    """The inequalities of an answer in one variable ("x < 2 or x > 3", which Math-Verify reads as a FiniteSet
+    of two relations, gives two), or None when it is no such answer."""
+    from sympy import FiniteSet
+    from sympy.core.relational import Relational
+    from sympy.logic.boolalg import And, Or
+
+    relations = list(value.args) if isinstance(value, FiniteSet) else [value]
+    if not relations or not all(isinstance(item, (Relational, And, Or)) for item in relations):
+        return None
+    if len(set().union(*(item.free_symbols for item in relations))) != 1:
+        return None
+    return relations
+
+
+def _set_equal(gold: Any, prediction: Any, float_rounding: int, timeout_s: int) -> bool:
+    """An interval against the inequality it describes (either way round); False for any other pair.
+
+    The set is only solved for (sympy's `as_set`, slow) when the other side is a set that is no inequality.
+    """
+    from math_verify import verify
+    from sympy import Set, Union
+
+    gold_relations, prediction_relations = _relations(gold), _relations(prediction)
+    if gold_relations is not None and prediction_relations is None and isinstance(prediction, Set):
+        relations, other = gold_relations, prediction
+    elif prediction_relations is not None and gold_relations is None and isinstance(gold, Set):
+        relations, other = prediction_relations, gold
+    else:
+        return False
+    described = Union(*(item.as_set() for item in relations))
+    return bool(verify(other, described, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True))
+
+
+def _decimal_matches(parsed_gold: list[Any], literal: str, rounded: bool) -> bool | None:
+    """Whether a decimal equals a numeric gold exactly or, when `rounded`, to the places it gives (`0.1429` for
+    1/7); None when the gold is no plain number."""
+    from sympy import Expr, Rational, simplify
+
+    for candidate in parsed_gold:
+        if isinstance(candidate, Expr) and candidate.is_number:
+            if not rounded:
+                return bool(simplify(candidate - Rational(literal)) == 0)
+            places = len(literal.split(".")[1])
+            return bool(abs(candidate.evalf(places + 10) - Rational(literal)) <= Rational(1, 2 * 10**places) * (1 + Rational(1, 10**9)))
+    return None
+
+
+def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]:
+    """Worker function: normalise, parse and compare gold and prediction (Math-Verify timeouts need a main thread).
 
     Each (gold, prediction) candidate pair is compared on its own so that a timeout is reported as one
     instead of being folded into "not equal".
@@ -40,7 +113,10 @@ def check_pair(payload: tuple[str, str, int, int]) -> dict[str, Any]:
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
-    gold, prediction, timeout_s, float_rounding = payload
+    gold_raw, prediction_raw, boxed, timeout_s, float_rounding, rounded_decimals = payload
+    gold = gold_text(normalise_forms(gold_raw))
+    prediction = normalise_forms(prediction_raw)
+    prediction = f"\\boxed{{{prediction}}}" if boxed else as_math(prediction)
     parsed_gold = parse(gold, parsing_timeout=timeout_s)
     if not parsed_gold:
         return {"error": "gold answer could not be parsed", "gold": gold}
@@ -49,9 +125,22 @@ def check_pair(payload: tuple[str, str, int, int]) -> dict[str, Any]:
     if not parsed_prediction:
         return result
     result["prediction"] = str(parsed_prediction[-1])
+    gold_units, predicted_units = units(gold_raw), units(prediction_raw)
+    if gold_units and predicted_units and gold_units != predicted_units:
+        result["reason"] = f"different units: {sorted(predicted_units)} for {sorted(gold_units)}"
+        return result
+    literal = decimal_literal(prediction)
+    if literal is not None and not re.search(r"\d?\.\d", gold_raw):
+        matches = _decimal_matches(parsed_gold, literal, rounded_decimals)
+        if matches is not None:
+            result["correct"] = matches
+            if not matches:
+                result["reason"] = "a decimal that is not the gold " + ("to its places" if rounded_decimals else "exactly")
+            return result
     for gold_candidate, candidate in product(parsed_gold, parsed_prediction):
         try:
-            if verify(gold_candidate, candidate, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True):
+            if verify(gold_candidate, candidate, float_rounding=float_rounding, timeout_seconds=timeout_s, raise_on_error=True) \
+                    or _set_equal(gold_candidate, candidate, float_rounding, timeout_s):
                 result["correct"] = True
                 return result
         except TimeoutException:
@@ -61,14 +150,13 @@ def check_pair(payload: tuple[str, str, int, int]) -> dict[str, Any]:
     return result
 
 
-def prediction_text(response: str, settings: MathSettings) -> str | None:
-    """The final answer to compare, boxed when it came from a \\boxed{} so it parses like the gold."""
-    answer_part = parse_response(response).answer
-    boxed = last_boxed(answer_part) if "boxed" in settings.fallbacks else None
-    if boxed is not None:
-        return f"\\boxed{{{boxed}}}"
-    found = extract_final_answer(response, [source for source in settings.fallbacks if source != "boxed"])
-    return f"${found}$" if found is not None and "$" not in found else found
+def prediction_text(response: str, settings: MathSettings) -> tuple[str, bool] | None:
+    """The final answer to compare, and whether it came from a \\boxed{} (then it is boxed again, like the gold)."""
+    found = find_final_answer(response, settings.fallbacks)
+    if found is None:
+        return None
+    source, text = found
+    return text, source == "boxed"
 
 
 class MathVerifier:
@@ -98,7 +186,8 @@ class MathVerifier:
             if prediction is None:
                 verdicts[slot] = Verdict.failed(self.name, "no final answer found", structure=parse_response(response).problem)
                 continue
-            payloads.append((gold_text(query.reference.answer), prediction, self.settings.timeout_s, self.settings.float_rounding))
+            rounded = not self.settings.exact_decimals or asks_for_approximation(query.prompt)
+            payloads.append((query.reference.answer, *prediction, self.settings.timeout_s, self.settings.float_rounding, rounded))
             slots.append(slot)
         for slot, result in zip(slots, self.pool.map(payloads) if payloads else []):
             if not result.ok:

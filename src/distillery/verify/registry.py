@@ -1,6 +1,8 @@
 """`build_verifier`: one object that scores any query, dispatching by category to the configured verifier.
 
-Category verifiers are built on first use (a recipe with no code queries never starts a sandbox, one with
+A multiple-choice query (a reference that is one option letter, options listed in the prompt; see
+`choice.is_multiple_choice`) goes to the choice verifier whatever its category, unless
+`route_multiple_choice` is off. Category verifiers are built on first use (a recipe with no code queries never starts a sandbox, one with
 no chat queries never loads a judge) and shared between categories mapped to the same verifier.
 """
 
@@ -14,6 +16,7 @@ from typing import Self
 from distillery.core.records import Query
 from distillery.core.responses import parse_response
 from distillery.llm.protocol import ChatModel
+from distillery.verify.choice import ChoiceVerifier, is_multiple_choice
 from distillery.verify.config import VerifierName, VerifyConfig
 from distillery.verify.verdict import CategoryVerifier, Verdict
 
@@ -50,12 +53,17 @@ def _reward(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
     return RewardVerifier(config.reward, config.threshold)
 
 
+def _choice(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
+    return ChoiceVerifier(config.threshold)
+
+
 FACTORIES: dict[VerifierName, Callable[[VerifyConfig, ChatModel | None], CategoryVerifier]] = {
     "math": _math,
     "code": _code,
     "ifeval": _ifeval,
     "judge": _judge,
     "reward": _reward,
+    "choice": _choice,
 }
 
 
@@ -67,9 +75,17 @@ class Verifier:
         self.judge = judge
         self._built: dict[str, CategoryVerifier] = {}
 
+    def verifier_name(self, query: Query) -> VerifierName:
+        """Which verifier scores `query`: the choice verifier for a multiple-choice query, else its category's."""
+        if self.config.route_multiple_choice and is_multiple_choice(query):
+            return "choice"
+        return self.config.verifiers[query.category]
+
     def for_category(self, category: str) -> CategoryVerifier:
         """The verifier configured for `category`, built on first use."""
-        name = self.config.verifiers[category]
+        return self._get(self.config.verifiers[category])
+
+    def _get(self, name: VerifierName) -> CategoryVerifier:
         if name not in self._built:
             logger.info("starting the %s verifier", name)
             self._built[name] = FACTORIES[name](self.config, self.judge)
@@ -83,12 +99,12 @@ class Verifier:
 
         Every verdict's details carry `well_formed` (the <think>/<answer> structure check).
         """
-        by_verifier: dict[str, list[int]] = defaultdict(list)
+        by_verifier: dict[VerifierName, list[int]] = defaultdict(list)
         for position, (query, _) in enumerate(pairs):
-            by_verifier[self.config.verifiers[query.category]].append(position)
+            by_verifier[self.verifier_name(query)].append(position)
         verdicts: list[Verdict | None] = [None] * len(pairs)
-        for positions in by_verifier.values():
-            verifier = self.for_category(pairs[positions[0]][0].category)
+        for name, positions in by_verifier.items():
+            verifier = self._get(name)
             for position, verdict in zip(positions, verifier.verify_batch([pairs[p] for p in positions])):
                 verdict.details.setdefault("well_formed", parse_response(pairs[position][1]).well_formed)
                 verdicts[position] = verdict
