@@ -25,6 +25,7 @@ EPILOG = """examples:
   distillery status runs/quickstart               what is done, running, stale; counts, throughput, ETA
   distillery resume runs/quickstart               rerun / resubmit only missing or stale shards
   distillery report runs/quickstart               teacher comparison: plots + one HTML page
+  distillery verify runs/quickstart               every shard checked against its manifest (sha256, count)
   distillery export runs/quickstart --step generate --teacher smol-a --format am -o traces.jsonl
 """
 
@@ -137,6 +138,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from distillery.core.integrity import verify_run
+
+    run = RunDir(args.target)
+    if not run.recipe.exists():
+        raise FileNotFoundError(f"{run.recipe} does not exist: is {run.root} a distillery run directory?")
+    checked, findings = verify_run(run)
+    for finding in findings:
+        print(f"MISMATCH {finding.manifest.relative_to(run.root)}: {finding.problem}")
+        if args.invalidate:
+            finding.manifest.unlink()
+    advice = ""
+    if findings:
+        advice = (f"; their manifests were removed: `distillery resume {run.root}` reruns them" if args.invalidate
+                  else "; rerun with --invalidate to mark them for `distillery resume`")
+    print(f"{checked} shards checked against their manifests: {len(findings)} mismatched{advice}")
+    return 1 if findings else 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from distillery.core.stage import stage_names, stage_type
 
@@ -191,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["am", "messages", "native"], default="native", help="output format")
     p.add_argument("-o", "--output", required=True, help="output JSONL file")
     p.set_defaults(func=cmd_export)
+    p = add("verify", "recompute every shard's sha256 and record count and report shards that do not match their "
+            "manifest (truncated or edited since)", "run directory")
+    p.add_argument("--invalidate", action="store_true", help="remove the manifests of mismatched shards so that "
+                   "`resume` reruns them (and everything made from them)")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("explain", help="list stages, or a stage's config fields with their meaning and defaults")
     p.add_argument("stage", nargs="?", help="stage type")
     p.set_defaults(func=cmd_explain)

@@ -117,3 +117,33 @@ def test_engine_kind_tasks_run_in_fresh_processes_with_the_same_output(tmp_path:
     assert main(["run", str(recipe)]) == 0
     assert "job_kind: gpu" in (spawned / "recipe.yaml").read_text()
     assert _outputs(spawned, "sleepy") == _outputs(in_process, "sleepy")
+
+
+def test_a_shard_truncated_or_edited_after_its_manifest_is_detected_and_rerun(
+        tmp_path: Path, queries: Path, write_recipe: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, queries)
+    assert main(["run", str(recipe)]) == 0
+    expected = _outputs(run_dir, "sleepy")
+    assert main(["verify", str(run_dir)]) == 0
+    assert "0 mismatched" in capsys.readouterr().out
+
+    run = RunDir(run_dir)
+    truncated = run.shard("ingest", None, 0).output
+    truncated.write_bytes(truncated.read_bytes()[:-40])  # a writer that ran out of disk
+    edited = run.shard("sleepy", None, 1).output
+    edited.write_bytes(edited.read_bytes().replace(b'"tag": "x"', b'"tag": "y"', 1))  # same size, other content
+    assert main(["verify", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "ingest/shard-00000.done.json" in out and "bytes" in out
+    assert "sleepy/shard-00001.done.json" in out and "sha256" in out
+    assert main(["status", str(run_dir)]) == 0
+    assert "stale" in capsys.readouterr().out
+
+    assert main(["resume", str(run_dir)]) == 0  # the truncated input is rerun, and what was made from it
+    assert _outputs(run_dir, "sleepy") != expected  # an edit that kept the size is caught by the full check only
+    assert main(["verify", str(run_dir), "--invalidate"]) == 1
+    assert "sleepy/shard-00001" in capsys.readouterr().out
+    assert main(["resume", str(run_dir)]) == 0
+    assert _outputs(run_dir, "sleepy") == expected
+    assert main(["verify", str(run_dir)]) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, Resources
 from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_context, task_header
 from distillery.core.stage import RecordStage, TaskStage, TwoPassStage
@@ -110,7 +111,7 @@ class GroupInspector:
                 header = task_header(self.stage, probe, input_digest(self.stage, probe))
             except InputNotReady as error:
                 return ShardState("stale", f"input not ready: {error}", manifest)
-            why = manifest_is_fresh(manifest, header)
+            why = manifest_is_fresh(manifest, header) or size_mismatch(paths, manifest)
             return ShardState("stale", why, manifest) if why else ShardState("done", manifest=manifest)
         if paths.journal.exists():
             with paths.journal.open("rb") as handle:

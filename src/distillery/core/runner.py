@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, TaskStage, TwoPassStage
 from distillery.core.store import Journal, Manifest, RunDir, ids_digest, jsonl_sink, open_text, read_json, write_json
@@ -119,12 +120,24 @@ class RunInputs:
         return self.step
 
     def shard(self, shard_index: int) -> Iterator[Item]:
+        """The shard's kept records, read only if the file still matches its manifest (size before reading,
+        record count after)."""
         step = self._source()
-        path = self.run.shard(step, self._teacher_of(step), shard_index, self.recipe.compress).output
-        with open_text(path) as handle:
-            for line_number, line in enumerate(handle, start=1):
+        paths = self.run.shard(step, self._teacher_of(step), shard_index, self.recipe.compress)
+        if not paths.manifest.exists():
+            raise InputNotReady(f"input {paths.manifest} is missing: step {step!r} shard {shard_index} has not finished")
+        manifest = Manifest.load(paths.manifest)
+        problem = size_mismatch(paths, manifest)
+        if problem is not None:
+            raise InputNotReady(f"input {paths.output} does not match its manifest ({problem}): rerun {step!r}")
+        count = 0
+        with open_text(paths.output) as handle:
+            for count, line in enumerate(handle, start=1):
                 record = json.loads(line)
-                yield Item(position=line_number - 1, key=record_key(record), record=record, where=f"{path}:{line_number}")
+                yield Item(position=count - 1, key=record_key(record), record=record, where=f"{paths.output}:{count}")
+        if count != manifest.kept:
+            raise InputNotReady(f"input {paths.output} holds {count} records, its manifest says {manifest.kept}: "
+                                f"rerun {step!r}")
 
     def everything(self) -> Iterator[Item]:
         position = 0
@@ -189,7 +202,7 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
     header = task_header(stage, ctx, input_digest(stage, ctx))
     if paths.manifest.exists():
         manifest = Manifest.load(paths.manifest)
-        stale = manifest_is_fresh(manifest, header)
+        stale = manifest_is_fresh(manifest, header) or size_mismatch(paths, manifest)
         if stale is None:
             ctx.logger.info("already done (%s)", paths.manifest)
             paths.journal.unlink(missing_ok=True)  # a kill between the manifest and the journal's removal
@@ -256,6 +269,7 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
         quarantined=counts["quarantined"], sha256=kept.sha256, input_ids_digest=header["input_ids_digest"],
         output_ids_digest=ids_digest(kept_keys), config_digest=header["config_digest"], code_version=code_version(),
         elapsed_s=round(time.time() - started, 3), resumed_items=resumed, stats=ctx.stats,
+        size_bytes=paths.output.stat().st_size,
     )
     manifest.save(paths.manifest)
     journal.remove()

@@ -219,6 +219,8 @@ class Manifest:
     elapsed_s: float
     resumed_items: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int | None = None
+    """Size of the JSONL output as written (record stages); checked on every read."""
 
     def reconciles(self) -> bool:
         return self.inputs == self.kept + self.rejected + self.quarantined

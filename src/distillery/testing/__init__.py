@@ -54,7 +54,8 @@ def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, 
         stage=step, teacher=teacher, shard_index=shard_index, num_shards=header["num_shards"],
         inputs=out.count + dropped.count, kept=out.count, rejected=dropped.count, quarantined=0, sha256=out.sha256,
         input_ids_digest=header["input_ids_digest"], output_ids_digest=ids_digest(keys),
-        config_digest=header["config_digest"], code_version=code_version(), elapsed_s=elapsed_s, stats=stats or {})
+        config_digest=header["config_digest"], code_version=code_version(), elapsed_s=elapsed_s, stats=stats or {},
+        size_bytes=paths.output.stat().st_size)
     manifest.save(paths.manifest)
     return manifest
 
