@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, Resources
 from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_context, task_header
 from distillery.core.stage import RecordStage, TaskStage, TwoPassStage
-from distillery.core.store import Manifest, RunDir
+from distillery.core.store import Manifest, RunDir, read_json
 
 
 @dataclass
@@ -79,6 +80,8 @@ class ShardState:
     detail: str = ""
     manifest: Manifest | None = None
     journal_items: int = 0
+    marker: dict[str, Any] | None = None
+    """A finished scan's or merge's marker: its item count and elapsed time."""
 
 
 class GroupInspector:
@@ -96,8 +99,10 @@ class GroupInspector:
         if group.phase in ("scan", "merge"):
             marker = (run.merge_marker(group.step, group.teacher) if group.phase == "merge"
                       else run.scan_marker(group.step, group.teacher, shard_index))
-            done = marker.exists()
-            return ShardState("done" if done else "missing")
+            try:
+                return ShardState("done", marker=read_json(marker))
+            except FileNotFoundError:
+                return ShardState("missing")
         paths = run.shard(group.step, group.teacher, shard_index, self.recipe.compress)
         try:
             manifest = Manifest.load(paths.manifest)

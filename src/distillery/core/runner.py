@@ -277,18 +277,31 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
 
 
 def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
+    """A scan's marker holds its header (what it was made from) plus its elapsed time and item count, so that
+    `status` reports a scan's real throughput."""
     marker = ctx.run.scan_marker(ctx.stage, ctx.teacher, ctx.shard_index)
     header = task_header(stage, ctx, input_digest(stage, ctx))
-    if marker.exists() and read_json(marker) == header:
-        return header
+    if marker.exists():
+        done = read_json(marker)
+        if {key: done.get(key) for key in header} == header:
+            return done
     if ctx.rank == 0:
         marker.unlink(missing_ok=True)
         ctx.run.merge_marker(ctx.stage, ctx.teacher).unlink(missing_ok=True)
         ctx.global_dir.mkdir(parents=True, exist_ok=True)
-    stage.scan(stage.read_inputs(ctx), ctx)
+    started = time.time()
+    counted = [0]
+
+    def counting(items: Iterator[Item]) -> Iterator[Item]:
+        for item in items:
+            counted[0] += 1
+            yield item
+
+    stage.scan(counting(stage.read_inputs(ctx)), ctx)
+    result = {**header, "inputs": counted[0], "elapsed_s": round(time.time() - started, 3), "stats": ctx.stats}
     if ctx.rank == 0:
-        write_json(marker, header)
-    return header
+        write_json(marker, result)
+    return result
 
 
 def _merge(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
@@ -300,8 +313,10 @@ def _merge(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
         raise InputNotReady(f"{ctx.stage}: {len(scans)} of {ctx.num_shards} scans are done")
     if marker.exists() and read_json(marker).get("key") == key:
         return read_json(marker)
+    started = time.time()
     stats = stage.merge(ctx)
-    result = {"key": key, "stats": stats}
+    result = {"key": key, "stats": stats, "inputs": sum(int(s.get("inputs", 0)) for s in scans),
+              "elapsed_s": round(time.time() - started, 3)}
     write_json(marker, result)
     return result
 

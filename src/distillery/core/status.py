@@ -56,6 +56,9 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
             status.partial_items += state.journal_items
             if state.state == "stale":
                 status.stale.append(f"shard {shard_index}: {state.detail}")
+            if state.marker is not None:
+                status.inputs += int(state.marker.get("inputs", 0))
+                status.elapsed_s += float(state.marker.get("elapsed_s", 0.0))
             if state.manifest is not None:
                 manifest = state.manifest
                 status.inputs += manifest.inputs
