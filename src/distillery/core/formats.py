@@ -81,8 +81,10 @@ def _am_reference(field: Callable[[str], Any]) -> Reference:
                      instructions=instructions)
 
 
-def query_from_am(row: Any, default_category: str | None = None, source: str = "") -> tuple[Query, Trace | None]:
-    """An AM record -> its Query, and the Trace of its assistant turn when it has one.
+def query_from_am(row: Any, default_category: str | None = None, source: str = "",
+                  with_trace: bool = True) -> tuple[Query, Trace | None]:
+    """An AM record -> its Query, and the Trace of its assistant turn when it has one (and `with_trace`: query
+    ingest passes False, so a damaged released score does not lose the query).
 
     Query fields (category, source, ground_truth, test_case, instruction_constrain) are read from the last human
     turn's info, falling back to the answer turn's info where the question's has none.
@@ -108,7 +110,7 @@ def query_from_am(row: Any, default_category: str | None = None, source: str = "
     query = make_query(category_name(field("category"), default_category, "info.category"), messages,
                        _am_reference(field), source=info_source if isinstance(info_source, str) and info_source else source,
                        metadata={"am": {"row": row}})
-    if not answers:
+    if not answers or not with_trace:
         return query, None
     score = number(answer_info.get("verify_score"), "info.verify_score")
     attempt = Attempt(index=0, seed=0, response=turns[answers[-1]][1], score=score,

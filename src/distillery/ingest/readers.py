@@ -241,12 +241,25 @@ class _Gunzip(io.RawIOBase):
                 self.problem = f"gzip stream ends after {self._consumed} bytes, before its end marker (file cut short?)"
                 self._finished = True
                 return b""
+        before = self._inflate.copy()
         try:
             return self._inflate.decompress(data, 4 * _CHUNK)
         except zlib.error as error:
             self.problem = f"corrupt gzip data near compressed byte {self._consumed}: {error}"
             self._finished = True
-            return b""
+            return _salvage(before, data)
+
+
+def _salvage(inflate: Any, data: bytes) -> bytes:
+    """What `data` decompresses to before its damage: zlib raises without returning the output of the failing
+    call, so feed it again a byte at a time (only ever done once, at the damage)."""
+    out = []
+    for index in range(len(data)):
+        try:
+            out.append(inflate.decompress(data[index:index + 1]))
+        except zlib.error:
+            break
+    return b"".join(out)
 
 
 def _parquet_rows(path: Path, stats: FileStats) -> Iterator[RawRow]:

@@ -37,7 +37,7 @@ def query_from_row(row: Any, row_format: RowFormat, default_category: str | None
         raise FormatError(f"expected a JSON object, got {kind(row)}")
     layout = detect_layout(row, fields) if row_format == "auto" else row_format
     if layout == "am":
-        return query_from_am(row, default_category, source)[0]
+        return query_from_am(row, default_category, source, with_trace=False)[0]
     if layout == "messages":
         return query_from_messages(row, default_category, source)
     return query_from_fields(row, default_category, source, fields)
