@@ -117,7 +117,8 @@ def test_am_schema_drift_imports_typed_values_and_keeps_the_row_exactly(name: st
 
 def test_a_damaged_released_score_fails_the_trace_import_but_not_the_query() -> None:
     row = _with_info(AM_ROW, answer=_set(verify_score="high", ppl=None))
-    with pytest.raises(FormatError, match=r"info.verify_score: expected a finite number or its text, got a string \('high'\)"):
+    expected = r"info.verify_score: expected a finite number or its text, got a string \('high'\)"
+    with pytest.raises(FormatError, match=expected):
         query_from_am(row)
     query, trace = query_from_am(row, with_trace=False)
     assert trace is None and query.reference.answer == "2"

@@ -60,7 +60,8 @@ def test_real_benchmark_files_ingest_with_every_field_kept(tmp_path: Path) -> No
     for record in by_source["lcb_v5_public_tests.jsonl"]:
         row, reference = lcb_rows[record["metadata"]["id"]], record["reference"]
         assert record["category"] == "code" and record["messages"][0]["content"] == row["question"]
-        assert [(t["input"], t["output"]) for t in reference["tests"]] == [(t["input"], t["output"]) for t in row["tests"]]
+        pairs = [(t["input"], t["output"]) for t in row["tests"]]
+        assert [(t["input"], t["output"]) for t in reference["tests"]] == pairs
         assert reference["fn_name"] == row["fn_name"] and reference["starter_code"] == (row["starter_code"] or None)
         assert record["metadata"]["tests_are_public_only"] is True and "tests" not in record["metadata"]
 

@@ -38,7 +38,8 @@ def _no_footer(path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "build", "message"), [
     ("cut.parquet", _no_footer, "unreadable Parquet metadata"),
-    ("garbage.parquet", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n not parquet"), "neither Parquet (no PAR1 magic bytes) nor JSON lines"),
+    ("garbage.parquet", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n not parquet"),
+     "neither Parquet (no PAR1 magic bytes) nor JSON lines"),
     ("empty.parquet", lambda p: p.write_bytes(b""), "empty file; expected Parquet"),
 ])
 def test_an_unreadable_file_fails_the_recipe_with_one_error_naming_it(
@@ -101,7 +102,8 @@ def test_the_same_file_twice_is_all_duplicates_and_limit_marks_the_file_incomple
     assert manifest.stats["truncated_files"] == [], "a limit is not damage"
 
 
-def test_a_misnamed_file_is_read_by_its_content_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_misnamed_file_is_read_by_its_content_with_a_warning(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     gz = tmp_path / "plain-name.jsonl"
     gz.write_bytes(gzip.compress(json.dumps({"prompt": "Q1", "category": "math"}).encode() + b"\n"))
     stats = FileStats(str(gz))

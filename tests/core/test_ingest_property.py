@@ -65,8 +65,10 @@ def damaged_line(draw: st.DrawFn, index: str) -> Line:
         lambda: good[:1] + b'"dup": 1, "dup": 2, ' + good[1:],
         lambda: good.replace(b"[", b"\xff[", 1),                                   # invalid UTF-8
         lambda: json.dumps({"prompt": draw(st.integers() | st.none() | st.lists(text)), "category": "math"}).encode(),
-        lambda: json.dumps({"prompt": f"[{index}]", "category": draw(st.integers() | st.sampled_from(["nope", ""]))}).encode(),
-        lambda: json.dumps({"prompt": f"[{index}]", "category": "math", "answer": draw(st.lists(text, max_size=2))}).encode(),
+        lambda: json.dumps({"prompt": f"[{index}]",
+                            "category": draw(st.integers() | st.sampled_from(["nope", ""]))}).encode(),
+        lambda: json.dumps({"prompt": f"[{index}]", "category": "math",
+                            "answer": draw(st.lists(text, max_size=2))}).encode(),
         lambda: json.dumps({"messages": draw(text | st.lists(st.integers(), max_size=2)), "category": "math"}).encode(),
         lambda: json.dumps({"conversations": [{"from": "human", "value": f"[{index}]", "info": draw(text)}]}).encode(),
     ]))()
@@ -113,8 +115,8 @@ def _ingest(files: list[tuple[Path, dict]], run: Path) -> tuple[list, dict]:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plain=jsonl_file("a"), zipped=jsonl_file("b"), rows=parquet_rows(), crlf=st.booleans(), last_newline=st.booleans(),
-       row_group_size=st.integers(1, 4))
+@given(plain=jsonl_file("a"), zipped=jsonl_file("b"), rows=parquet_rows(), crlf=st.booleans(),
+       last_newline=st.booleans(), row_group_size=st.integers(1, 4))
 def test_random_mixtures_never_crash_keep_valid_records_exactly_and_account_for_every_line(
         plain: list[Line], zipped: list[Line], rows: list[tuple[dict, str, str]], crlf: bool, last_newline: bool,
         row_group_size: int) -> None:
@@ -126,7 +128,8 @@ def test_random_mixtures_never_crash_keep_valid_records_exactly_and_account_for_
             data = end.join(line.data for line in lines) + (end if last_newline and lines else b"")
             path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
         schema = pa.schema([("prompt", pa.string()), ("category", pa.string()), ("blob", pa.binary())])
-        pq.write_table(pa.Table.from_pylist([row for row, _, _ in rows], schema), parquet, row_group_size=row_group_size)
+        table = pa.Table.from_pylist([row for row, _, _ in rows], schema)
+        pq.write_table(table, parquet, row_group_size=row_group_size)
         outcomes, stats = _ingest([(jsonl, {}), (gz, {}), (parquet, {"category": "general"})], root / "run")
 
     plain, zipped = _as_read(plain, last_newline), _as_read(zipped, last_newline)

@@ -46,7 +46,8 @@ def _am_turns(row: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(role, text, info) per turn; `info` may be missing, null, an object or an object's JSON text."""
     conversations = row.get("conversations")
     if not isinstance(conversations, list) or not conversations:
-        raise FormatError(f"conversations: expected a non-empty list of {{from, value, info}}, got {kind(conversations)}")
+        raise FormatError("conversations: expected a non-empty list of {from, value, info}, "
+                          f"got {kind(conversations)}")
     turns = []
     for index, turn in enumerate(conversations):
         where = f"conversations[{index}]"
@@ -74,7 +75,8 @@ def _am_reference(field: Callable[[str], Any]) -> Reference:
     constraint = decoded(_blank_to_none(field("instruction_constrain")), "info.instruction_constrain",
                          "{instruction_id_list, kwargs}")
     if constraint is not None and not isinstance(constraint, dict):
-        raise FormatError(f"info.instruction_constrain: expected {{instruction_id_list, kwargs}}, got {kind(constraint)}")
+        raise FormatError("info.instruction_constrain: expected {instruction_id_list, kwargs}, "
+                          f"got {kind(constraint)}")
     instructions = instructions_from_value(constraint.get("instruction_id_list"), constraint.get("kwargs"),
                                            "info.instruction_constrain.instruction_id_list") if constraint else []
     return Reference(answer=answer_text(field("ground_truth"), "info.ground_truth"), tests=tests, fn_name=fn_name,
@@ -108,15 +110,16 @@ def query_from_am(row: Any, default_category: str | None = None, source: str = "
     messages += [Message(role=role, content=value) for role, value, _ in turns[: last_user + 1]]
     info_source = field("source")
     query = make_query(category_name(field("category"), default_category, "info.category"), messages,
-                       _am_reference(field), source=info_source if isinstance(info_source, str) and info_source else source,
-                       metadata={"am": {"row": row}})
+                       _am_reference(field), metadata={"am": {"row": row}},
+                       source=info_source if isinstance(info_source, str) and info_source else source)
     if not answers or not with_trace:
         return query, None
     score = number(answer_info.get("verify_score"), "info.verify_score")
     attempt = Attempt(index=0, seed=0, response=turns[answers[-1]][1], score=score,
                       passed=None if score is None else score >= 0.9, verifier="released")
     trace = Trace(query=query, teacher=text(answer_info.get("model_name"), "info.model_name") or "released",
-                  attempts=[attempt], accepted=0, think=text(answer_info.get("think_content"), "info.think_content") or "",
+                  attempts=[attempt], accepted=0,
+                  think=text(answer_info.get("think_content"), "info.think_content") or "",
                   answer=text(answer_info.get("answer_content"), "info.answer_content") or "",
                   ppl=number(answer_info.get("ppl"), "info.ppl"))
     return query, trace

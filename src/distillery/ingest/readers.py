@@ -277,7 +277,8 @@ def _parquet_rows(path: Path, stats: FileStats) -> Iterator[RawRow]:
         except (pa.ArrowException, OSError) as error:
             stats.problem = stats.problem or f"row group {group} is unreadable: {error}"
             for index in range(row, row + size):
-                yield RawRow(f"{path}:row {index}", problem=f"row group {group} of the Parquet file is unreadable: {error}")
+                yield RawRow(f"{path}:row {index}",
+                             problem=f"row group {group} of the Parquet file is unreadable: {error}")
             row += size
             continue
         columns = [_column_values(table.column(index)) for index in range(table.num_columns)]

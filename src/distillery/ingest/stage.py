@@ -31,13 +31,19 @@ logger = logging.getLogger(__name__)
 
 
 class InputSpec(StageConfig):
-    path: InputPath = Field(description="A JSON-lines file (.jsonl, .jsonl.gz) or Parquet; the format is read from the content.")
-    format: RowFormat = Field("auto", description="auto: detect each row's layout (AM `conversations`, `messages`, or a flat query row with prompt/problem/question); am, messages, fields: insist on one.")
-    category: str | None = Field(None, description="Category for records that carry none (a name or an alias such as IF, coding).")
+    path: InputPath = Field(description="A JSON-lines file (.jsonl, .jsonl.gz) or Parquet; the format is read "
+                                        "from the content.")
+    format: RowFormat = Field("auto", description="auto: detect each row's layout (AM `conversations`, `messages`, "
+                                                  "or a flat row with prompt/problem/question); am, messages, fields: "
+                                                  "insist on one.")
+    category: str | None = Field(None, description="Category for records that carry none (a name or an alias such "
+                                                   "as IF, coding).")
     source: str | None = Field(None, description="Source name recorded on every query (default: the file name).")
-    fields: dict[str, str] = Field(default_factory=dict, description=f"Flat rows: our name -> the file's column, for {', '.join(FIELD_NAMES)}.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Flat rows: our name -> the file's column, "
+                                                                     f"for {', '.join(FIELD_NAMES)}.")
     limit: int | None = Field(None, ge=1, description="Read at most this many records (for smoke runs).")
-    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description="A longer JSON line is quarantined without being read into memory.")
+    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description="A longer JSON line is quarantined without being "
+                                                                   "read into memory.")
 
     @field_validator("path")
     @classmethod
@@ -61,7 +67,8 @@ class InputSpec(StageConfig):
 
 
 class IngestConfig(StageConfig):
-    inputs: list[InputSpec] = Field(min_length=1, description="Files to read, in order; earlier files win on duplicate ids.")
+    inputs: list[InputSpec] = Field(min_length=1, description="Files to read, in order; earlier files win on "
+                                                              "duplicate ids.")
 
 
 def shard_of(key: str, num_shards: int) -> int:
