@@ -32,7 +32,8 @@ from distillery.core.coerce import (
 )
 from distillery.core.records import Attempt, Message, Query, Reference, Trace, make_query
 
-__all__ = ["FormatError", "am_from_trace", "messages_from_query", "query_from_am", "query_from_messages"]
+__all__ = ["FormatError", "am_from_trace", "messages_from_query", "query_from_am", "query_from_messages",
+           "reference_from_value"]
 
 _ROLE_FROM_AM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _AM_FROM_ROLE = {"user": "human", "assistant": "assistant", "system": "system"}
