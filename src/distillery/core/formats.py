@@ -5,113 +5,124 @@
 - OpenAI-style messages: `{messages: [{role, content}], ...}` plus our optional `category`, `reference`, `source`.
 
 Import keeps every field it has no typed home for in `metadata`, and export lays our fields over it, so
-`export(import(x)) == x` for records in either format.
+`export(import(x)) == x` for records in either format. An AM row is kept whole, exactly as parsed, in
+`query.metadata["am"]["row"]`: the released files drift in types (`info` as an object, null or JSON text;
+`verify_score` as 1, 1.0 or "1.0"; `ppl` as text; `ground_truth` as a number; `test_case` and
+`instruction_constrain` as objects or JSON text), and export reproduces each field with the type it came in.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from distillery.core.records import (
-    CATEGORIES,
-    Attempt,
-    Message,
-    Query,
-    Reference,
-    TestCase,
-    Trace,
-    make_query,
-)
+from pydantic import ValidationError
 
-AM_CATEGORY_ALIASES = {"if": "instruction_following", "instruction following": "instruction_following",
-                       "other": "general", "general chat": "chat", "reasoning": "general"}
+from distillery.core.coerce import (
+    FormatError,
+    answer_text,
+    category_name,
+    decoded,
+    instructions_from_value,
+    kind,
+    number,
+    tests_from_value,
+    text,
+)
+from distillery.core.records import Attempt, Message, Query, Reference, Trace, make_query
+
+__all__ = ["FormatError", "am_from_trace", "messages_from_query", "query_from_am", "query_from_messages",
+           "reference_from_value"]
+
 _ROLE_FROM_AM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _AM_FROM_ROLE = {"user": "human", "assistant": "assistant", "system": "system"}
 
 
-class FormatError(ValueError):
-    """A record that does not fit the expected format; the message says which field and what was expected."""
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
-def _category(value: Any, default: str | None) -> str:
-    if value is None:
-        if default is None:
-            raise FormatError("no category: the record has none and the input sets no default `category`")
-        return default
-    if not isinstance(value, str):
-        raise FormatError(f"category: expected a string, got {type(value).__name__}")
-    name = AM_CATEGORY_ALIASES.get(value.strip().lower(), value.strip().lower())
-    if name not in CATEGORIES:
-        raise FormatError(f"category: expected one of {list(CATEGORIES)} (or {sorted(AM_CATEGORY_ALIASES)}), got {value!r}")
-    return name
-
-
-def _tests_from_am(test_case: Any) -> tuple[list[TestCase], str | None]:
-    """AM/LiveCodeBench-style tests: {"inputs": [...], "outputs": [...], "fn_name": ...} (possibly JSON text)."""
-    if isinstance(test_case, str):
-        try:
-            test_case = json.loads(test_case)
-        except json.JSONDecodeError:
-            return [], None
-    if isinstance(test_case, dict) and isinstance(test_case.get("inputs"), list) and isinstance(test_case.get("outputs"), list):
-        tests = [TestCase(input=_as_text(i), output=_as_text(o)) for i, o in zip(test_case["inputs"], test_case["outputs"])]
-        return tests, test_case.get("fn_name")
-    return [], None
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _constraints_from_am(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return []
-    if isinstance(value, dict) and isinstance(value.get("instruction_id_list"), list):
-        kwargs = value.get("kwargs") or [{}] * len(value["instruction_id_list"])
-        return [{"id": i, "kwargs": k or {}} for i, k in zip(value["instruction_id_list"], kwargs)]
-    return []
-
-
-def query_from_am(row: Any, default_category: str | None = None, source: str = "") -> tuple[Query, Trace | None]:
-    """An AM record -> its Query, and the Trace of its assistant turn when it has one."""
-    if not isinstance(row, dict):
-        raise FormatError(f"expected a JSON object, got {type(row).__name__}")
+def _am_turns(row: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(role, text, info) per turn; `info` may be missing, null, an object or an object's JSON text."""
     conversations = row.get("conversations")
     if not isinstance(conversations, list) or not conversations:
-        raise FormatError("conversations: expected a non-empty list of {from, value, info}")
-    messages: list[Message] = []
+        raise FormatError("conversations: expected a non-empty list of {from, value, info}, "
+                          f"got {kind(conversations)}")
+    turns = []
     for index, turn in enumerate(conversations):
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or turn.get("from") not in _ROLE_FROM_AM:
-            raise FormatError(f"conversations[{index}]: expected {{from: human|assistant, value: str, info: {{...}}}}")
-        messages.append(Message(role=_ROLE_FROM_AM[turn["from"]], content=turn["value"]))
-    if isinstance(row.get("system"), str) and row["system"]:
-        messages.insert(0, Message(role="system", content=row["system"]))
-    last_user = max(i for i, m in enumerate(messages) if m.role == "user") if any(m.role == "user" for m in messages) else None
-    if last_user is None:
-        raise FormatError("conversations: no human turn")
-    question_turn = conversations[last_user - (1 if messages[0].role == "system" else 0)]
-    info = question_turn.get("info") or {}
-    tests, fn_name = _tests_from_am(info.get("test_case"))
-    reference = Reference(
-        answer=info.get("ground_truth") if isinstance(info.get("ground_truth"), str) else None,
-        tests=tests, fn_name=fn_name, instructions=_constraints_from_am(info.get("instruction_constrain")),
-    )
-    query = make_query(_category(info.get("category"), default_category), messages[: last_user + 1], reference,
-                       source=info.get("source") or source, metadata={"am": {"row": row}})
-    trace = None
-    if last_user + 1 < len(messages):
-        answer_turn = conversations[-1]
-        answer_info = answer_turn.get("info") or {}
-        score = answer_info.get("verify_score")
-        attempt = Attempt(index=0, seed=0, response=answer_turn["value"], score=score,
-                          passed=None if score is None else score >= 0.9, verifier="released")
-        trace = Trace(query=query, teacher=answer_info.get("model_name") or "released", attempts=[attempt], accepted=0,
-                      think=answer_info.get("think_content") or "", answer=answer_info.get("answer_content") or "",
-                      ppl=answer_info.get("ppl"))
+        where = f"conversations[{index}]"
+        if not isinstance(turn, dict):
+            raise FormatError(f"{where}: expected an object {{from, value, info}}, got {kind(turn)}")
+        role = turn.get("from")
+        if not isinstance(role, str) or role.lower() not in _ROLE_FROM_AM:
+            raise FormatError(f"{where}.from: expected one of {', '.join(_ROLE_FROM_AM)}, got {kind(role)}")
+        if not isinstance(turn.get("value"), str):
+            raise FormatError(f"{where}.value: expected a string, got {kind(turn.get('value'))}")
+        info = decoded(_blank_to_none(turn.get("info")), f"{where}.info", "an object")
+        info = {} if info is None else info
+        if not isinstance(info, dict):
+            raise FormatError(f"{where}.info: expected an object, null or an object's JSON text, got {kind(info)}")
+        turns.append((_ROLE_FROM_AM[role.lower()], turn["value"], info))
+    return turns
+
+
+def _am_reference(field: Callable[[str], Any]) -> Reference:
+    test_case = _blank_to_none(field("test_case"))
+    if isinstance(test_case, str) and not test_case.lstrip().startswith(("{", "[")):
+        tests, fn_name = [], None  # assert-style test code: no typed home, kept in the original row
+    else:
+        tests, fn_name = tests_from_value(test_case, "info.test_case")
+    constraint = decoded(_blank_to_none(field("instruction_constrain")), "info.instruction_constrain",
+                         "{instruction_id_list, kwargs}")
+    if constraint is not None and not isinstance(constraint, dict):
+        raise FormatError("info.instruction_constrain: expected {instruction_id_list, kwargs}, "
+                          f"got {kind(constraint)}")
+    instructions = instructions_from_value(constraint.get("instruction_id_list"), constraint.get("kwargs"),
+                                           "info.instruction_constrain.instruction_id_list") if constraint else []
+    return Reference(answer=answer_text(field("ground_truth"), "info.ground_truth"), tests=tests, fn_name=fn_name,
+                     instructions=instructions)
+
+
+def query_from_am(row: Any, default_category: str | None = None, source: str = "",
+                  with_trace: bool = True) -> tuple[Query, Trace | None]:
+    """An AM record -> its Query, and the Trace of its assistant turn when it has one (and `with_trace`: query
+    ingest passes False, so a damaged released score does not lose the query).
+
+    Query fields (category, source, ground_truth, test_case, instruction_constrain) are read from the last human
+    turn's info, falling back to the answer turn's info where the question's has none.
+    """
+    if not isinstance(row, dict):
+        raise FormatError(f"expected a JSON object, got {kind(row)}")
+    turns = _am_turns(row)
+    system = text(row.get("system"), "system")
+    users = [index for index, (role, _, _) in enumerate(turns) if role == "user"]
+    if not users:
+        raise FormatError("conversations: expected at least one human turn")
+    last_user = users[-1]
+    answers = [index for index, (role, _, _) in enumerate(turns) if role == "assistant" and index > last_user]
+    answer_info = turns[answers[-1]][2] if answers else {}
+
+    def field(name: str) -> Any:
+        value = turns[last_user][2].get(name)
+        return answer_info.get(name) if value is None else value
+
+    messages = [Message(role="system", content=system)] if system else []
+    messages += [Message(role=role, content=value) for role, value, _ in turns[: last_user + 1]]
+    info_source = field("source")
+    query = make_query(category_name(field("category"), default_category, "info.category"), messages,
+                       _am_reference(field), metadata={"am": {"row": row}},
+                       source=info_source if isinstance(info_source, str) and info_source else source)
+    if not answers or not with_trace:
+        return query, None
+    score = number(answer_info.get("verify_score"), "info.verify_score")
+    attempt = Attempt(index=0, seed=0, response=turns[answers[-1]][1], score=score,
+                      passed=None if score is None else score >= 0.9, verifier="released")
+    trace = Trace(query=query, teacher=text(answer_info.get("model_name"), "info.model_name") or "released",
+                  attempts=[attempt], accepted=0,
+                  think=text(answer_info.get("think_content"), "info.think_content") or "",
+                  answer=text(answer_info.get("answer_content"), "info.answer_content") or "",
+                  ppl=number(answer_info.get("ppl"), "info.ppl"))
     return query, trace
 
 
@@ -156,32 +167,49 @@ def _empty_info(query: Query) -> dict[str, Any]:
 
 
 _MESSAGES_KNOWN = {"messages", "category", "reference", "source"}
+_REFERENCE_FIELDS = ", ".join(Reference.model_fields)
+
+
+def reference_from_value(value: Any, field: str = "reference") -> Reference:
+    """A `reference` object (or its JSON text); answers and tests in any layout `coerce` accepts."""
+    value = decoded(_blank_to_none(value), field, "an object")
+    if value is None:
+        return Reference()
+    if not isinstance(value, dict):
+        raise FormatError(f"{field}: expected an object with {_REFERENCE_FIELDS}, got {kind(value)}")
+    unknown = sorted(set(value) - set(Reference.model_fields))
+    if unknown:
+        raise FormatError(f"{field}: unknown field(s) {', '.join(unknown)}; expected some of {_REFERENCE_FIELDS}")
+    tests, fn_name = tests_from_value(value.get("tests"), f"{field}.tests")
+    fields = {**value, "answer": answer_text(value.get("answer"), f"{field}.answer"), "tests": tests,
+              "fn_name": text(value.get("fn_name"), f"{field}.fn_name") or fn_name}
+    try:
+        return Reference.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = ".".join(str(part) for part in first["loc"])
+        raise FormatError(f"{field}.{location}: {first['msg']}, got {kind(first.get('input'))}") from None
 
 
 def query_from_messages(row: Any, default_category: str | None = None, source: str = "") -> Query:
     """`{messages, category?, reference?, source?, ...}` -> Query; unknown fields go to metadata."""
     if not isinstance(row, dict):
-        raise FormatError(f"expected a JSON object, got {type(row).__name__}")
+        raise FormatError(f"expected a JSON object, got {kind(row)}")
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise FormatError("messages: expected a non-empty list of {role, content}")
+        raise FormatError(f"messages: expected a non-empty list of {{role, content}}, got {kind(messages)}")
     parsed = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str) or \
                 message.get("role") not in ("system", "user", "assistant"):
-            raise FormatError(f"messages[{index}]: expected {{role: system|user|assistant, content: str}}, got {message!r:.120}")
+            raise FormatError(f"messages[{index}]: expected {{role: system|user|assistant, content: str}}, "
+                              f"got {message!r:.120}")
         parsed.append(Message(role=message["role"], content=message["content"]))
     if not any(m.role == "user" for m in parsed):
-        raise FormatError("messages: no user turn")
-    reference = row.get("reference") or {}
-    if not isinstance(reference, dict):
-        raise FormatError("reference: expected an object with answer/tests/fn_name/instructions")
-    try:
-        ref = Reference.model_validate(reference)
-    except ValueError as error:
-        raise FormatError(f"reference: {error}") from None
+        raise FormatError("messages: expected at least one user turn")
     metadata = {k: v for k, v in row.items() if k not in _MESSAGES_KNOWN}
-    return make_query(_category(row.get("category"), default_category), parsed, ref,
+    return make_query(category_name(row.get("category"), default_category), parsed,
+                      reference_from_value(row.get("reference")),
                       source=row.get("source") if isinstance(row.get("source"), str) else source, metadata=metadata)
 
 
