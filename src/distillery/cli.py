@@ -178,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sbatch", action="store_true", help="print sbatch scripts even for a local recipe")
     p.add_argument("--no-path-check", action="store_true",
                    help="do not require input paths to exist (planning on a machine without the data mounted)")
-    p.add_argument("--cost", action="store_true", help="estimate GPU-hours, shard durations, wall time and disk per step")
+    p.add_argument("--cost", action="store_true",
+                   help="estimate GPU-hours, shard durations, wall time and disk per step")
     p.add_argument("--cost-inputs", type=Path, metavar="FILE", help="YAML overriding the cost model's inputs")
-    p.add_argument("--calibrate", type=Path, metavar="RUN", help="measure throughputs from a run's manifests (implies --cost)")
-    p.add_argument("--nodes", type=int, default=16, metavar="N", help="cluster nodes for the wall-time estimate (default 16)")
+    p.add_argument("--calibrate", type=Path, metavar="RUN",
+                   help="measure throughputs from a run's manifests (implies --cost)")
+    p.add_argument("--nodes", type=int, default=16, metavar="N",
+                   help="cluster nodes for the wall-time estimate (default 16)")
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the recipe's executor")

@@ -201,5 +201,6 @@ def test_many_quick_runs_under_one_uid_do_not_run_out_of_processes(program_dir: 
     the sandbox reaping them, the 17th quick run under one uid failed with "Can't fork for pid 1"."""
     one_uid = SETTINGS.model_copy(update={"uid_base": SETTINGS.uid_base + SETTINGS.uid_count - 1, "uid_count": 1})
     limits = SandboxLimits(max_processes=4)
-    results = [run_sandboxed([PYTHON, "-c", "print(1)"], program_dir, limits=limits, settings=one_uid) for _ in range(12)]
-    assert [result.exit_code for result in results] == [0] * 12, [result.stderr for result in results if result.exit_code]
+    results = [run_sandboxed([PYTHON, "-c", "print(1)"], program_dir, limits=limits, settings=one_uid)
+               for _ in range(12)]
+    assert [r.exit_code for r in results] == [0] * 12, [r.stderr for r in results if r.exit_code]

@@ -46,7 +46,8 @@ class LengthBin(StrictModel):
 
 
 class TeacherCost(StrictModel):
-    tokens_per_s_per_gpu: float = Field(1500, gt=0, description="Generated tokens/s per GPU at full batch, prefill included.")
+    tokens_per_s_per_gpu: float = Field(
+        1500, gt=0, description="Generated tokens/s per GPU at full batch, prefill included.")
     acceptance: float = Field(0.75, gt=0, le=1, description="Probability that one attempt passes verification.")
     length_scale: float = Field(1.0, gt=0, description="The teacher's answer length relative to `lengths`.")
     serving_gpus: int | None = Field(
@@ -101,11 +102,15 @@ class CostInputs(StrictModel):
 
     queries: int = Field(1_890_000, ge=1, description="Queries in the recipe's input files.")
     prompt_tokens: float = Field(300, gt=0, description="Mean tokens of a query.")
-    lengths: list[LengthBin] = Field(default_factory=lambda: list(DEFAULT_LENGTHS), description="Answer length histogram.")
-    teachers: dict[str, TeacherCost] = Field(default_factory=lambda: dict(DEFAULT_TEACHERS), description="Per teacher name.")
+    lengths: list[LengthBin] = Field(
+        default_factory=lambda: list(DEFAULT_LENGTHS), description="Answer length histogram.")
+    teachers: dict[str, TeacherCost] = Field(
+        default_factory=lambda: dict(DEFAULT_TEACHERS), description="Per teacher name.")
     default_teacher: TeacherCost = Field(default_factory=TeacherCost, description="A teacher not named in `teachers`.")
-    steps: dict[str, StepCost] = Field(default_factory=lambda: dict(DEFAULT_STEPS), description="Per step name or type.")
-    verify_per_s_per_cpu: float = Field(10, gt=0, description="Verifications per second per CPU core (mix of categories).")
+    steps: dict[str, StepCost] = Field(
+        default_factory=lambda: dict(DEFAULT_STEPS), description="Per step name or type.")
+    verify_per_s_per_cpu: float = Field(
+        10, gt=0, description="Verifications per second per CPU core (mix of categories).")
     bytes_per_token: float = Field(4.0, gt=0, description="UTF-8 bytes per token of text.")
     record_overhead: float = Field(1.25, ge=1, description="JSON keys, ids and verdicts per byte of text.")
     compression: float = Field(0.3, gt=0, le=1, description="gzip output size over input size, for compress: true.")
@@ -127,7 +132,8 @@ class CostInputs(StrictModel):
             return self.steps[name]
         if kind in self.steps:
             return self.steps[kind]
-        raise RecipeError(f"cost inputs: no throughput for step {name!r} (type {kind!r}); add steps.{name} to the cost inputs")
+        raise RecipeError(
+            f"cost inputs: no throughput for step {name!r} (type {kind!r}); add steps.{name} to the cost inputs")
 
 
 def load_cost_inputs(path: Path | None) -> CostInputs:
@@ -411,12 +417,16 @@ def calibrate(
             per_attempt = seen.completion_tokens / seen.attempts
             base = mean_completion(inputs.lengths, 1.0, spec.sampling.max_tokens)
             update: dict[str, float] = {"acceptance": acceptance, "length_scale": per_attempt / base}
+            max_attempts = getattr(run_recipe.step(step).config, "max_attempts", 1)
+            configured_tokens = mean_completion(inputs.lengths, cost.length_scale, spec.sampling.max_tokens)
             rows += [Comparison(step, teacher, "acceptance per attempt", cost.acceptance, acceptance),
-                     Comparison(step, teacher, "tokens per attempt",
-                                mean_completion(inputs.lengths, cost.length_scale, spec.sampling.max_tokens), per_attempt)]
+                     Comparison(step, teacher, "queries kept", 1 - (1 - cost.acceptance) ** max_attempts,
+                                seen.kept / seen.inputs),
+                     Comparison(step, teacher, "tokens per attempt", configured_tokens, per_attempt)]
             if gpus and spec.backend != "openai":
                 busy = seen.elapsed_s - seen.shards * cost.startup_s
-                configured_s = seen.completion_tokens / seen.shards / (cost.tokens_per_s_per_gpu * gpus) + cost.startup_s
+                per_shard = seen.completion_tokens / seen.shards
+                configured_s = per_shard / (cost.tokens_per_s_per_gpu * gpus) + cost.startup_s
                 rows.append(Comparison(step, teacher, "s per shard", configured_s, seen.elapsed_s / seen.shards))
                 if busy > 0:
                     update["tokens_per_s_per_gpu"] = seen.completion_tokens / busy / gpus
@@ -472,13 +482,14 @@ def render_estimate(rows: list[StepEstimate], nodes: int) -> str:
                      f"{_duration(row.shard_s):>7} {row.concurrency:>7} {_duration(row.wall_s):>7} "
                      f"{row.disk_bytes / 1e9:>8.1f}  {'; '.join(row.notes)}")
     local = [row for row in rows if row.kind != "remote"]
+    remote_hours = sum(r.gpu_hours for r in rows if r.kind == "remote")
     by_step: dict[str, float] = {}
     for row in rows:
         by_step[row.step] = max(by_step.get(row.step, 0.0), row.wall_s)
     lines.append(f"{'total':<28} {'':<6} {sum(r.shards for r in rows):>6} {'':>8} {'':>8} "
                  f"{sum(r.gpu_hours for r in local):>9.1f} {sum(r.cpu_hours for r in rows):>9.1f} {'':>7} {'':>7} "
                  f"{_duration(sum(r.wall_s for r in rows)):>7} {sum(r.disk_bytes for r in rows) / 1e9:>8.1f}  "
-                 f"GPU-h on this cluster (remote servers add {sum(r.gpu_hours for r in rows if r.kind == 'remote'):.1f}); "
+                 f"GPU-h on this cluster (remote servers add {remote_hours:.1f}); "
                  f"wall with every step and teacher in turn on all nodes; {_duration(sum(by_step.values()))} "
                  "with the teachers side by side (node contention ignored)")
     return "\n".join(lines)
@@ -508,5 +519,6 @@ def cost_report(recipe: Recipe, inputs_path: Path | None, nodes: int, calibrate_
 
         run = RunDir(calibrate_run)
         calibrated, rows = calibrate(inputs, load_run_recipe(run), measure_run(run.root))
-        sections += [render_comparison(rows, run.root), "calibrated " + render_estimate(estimate(recipe, calibrated, nodes), nodes)]
+        calibrated_rows = estimate(recipe, calibrated, nodes)
+        sections += [render_comparison(rows, run.root), "calibrated " + render_estimate(calibrated_rows, nodes)]
     return "\n\n".join(sections)

@@ -229,7 +229,11 @@ class CodeVerifier:
         if not compiled.started:
             return [], TestRun("sandbox_error", compiled.wall_s, compiled.stderr.decode(errors="replace")[-1000:])
         if compiled.timed_out or compiled.exit_code != 0 or not (program_dir / "solution").exists():
-            reason = "compiler timed out" if compiled.timed_out else compiled.stderr.decode(errors="replace")[-1000:]
+            reason = compiled.stderr.decode(errors="replace")[-1000:]
+            if compiled.memory_exceeded:
+                reason = f"compiler passed the memory budget ({compiled.memory_limit})"
+            if compiled.timed_out:
+                reason = "compiler timed out"
             return [], TestRun("compile_error", compiled.wall_s, reason or f"compiler exit code {compiled.exit_code}")
         return [f"{SANDBOX_ROOT}/solution"], None
 
@@ -241,13 +245,15 @@ class CodeVerifier:
         if failure is not None:
             detail = result.stderr.decode(errors="replace")[-300:]
             if failure == "memory_limit" and result.memory_exceeded:
-                detail = f"the sandbox passed its memory budget ({result.memory_limit}); peak {result.peak_memory_bytes} bytes"
+                peak = result.peak_memory_bytes
+                detail = f"the sandbox passed its memory budget ({result.memory_limit}); peak {peak} bytes"
             return TestRun(failure, result.wall_s, detail, result.memory_limit)
         actual = result.stdout.decode(errors="replace")
         compare = call_output_matches if fn_name else stdout_matches
         if compare(test.output, actual, self.settings.float_tolerance):
             return TestRun("accepted", result.wall_s, memory_limit=result.memory_limit)
-        return TestRun("wrong_answer", result.wall_s, f"expected {test.output[:100]!r}, got {actual[:100]!r}", result.memory_limit)
+        mismatch = f"expected {test.output[:100]!r}, got {actual[:100]!r}"
+        return TestRun("wrong_answer", result.wall_s, mismatch, result.memory_limit)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -69,7 +69,10 @@ def processes_of_uid(uid: int, zombies: bool = False) -> list[int]:
             continue
         finally:
             os.close(fd)
-        if key in status and (b"\nState:\tZ" in status and parent in status if zombies else b"\nState:\tZ" not in status):
+        if key not in status:
+            continue
+        zombie = b"\nState:\tZ" in status
+        if (zombie and parent in status) if zombies else not zombie:
             pids.append(int(name))
     return pids
 
@@ -94,7 +97,9 @@ class UidWatchGuard:
     def __init__(self, uid: int, budget_bytes: int, poll_s: float) -> None:
         self.uid = uid
         self.budget_bytes = budget_bytes
-        self.description = f"uid_watch: PSS sum of the sandbox uid's processes <= {budget_bytes // MIB} MiB, polled every {poll_s} s"
+        self.description = (
+            f"uid_watch: PSS sum of the sandbox uid's processes <= {budget_bytes // MIB} MiB, polled every {poll_s} s"
+        )
         self._peak = 0
 
     def attach(self, pid: int) -> None:
@@ -290,7 +295,8 @@ def _detect(enforcement: MemoryEnforcement, cgroup_parent: str | None) -> tuple[
 
 
 def open_guard(
-    uid: int, budget_bytes: int, max_processes: int, enforcement: MemoryEnforcement, cgroup_parent: str | None, poll_s: float
+    uid: int, budget_bytes: int, max_processes: int, enforcement: MemoryEnforcement, cgroup_parent: str | None,
+    poll_s: float,
 ) -> MemoryGuard:
     """The guard for one sandbox run under `uid`; `auto` falls back to the uid watch if a cgroup cannot be made."""
     kind, parents = _detect(enforcement, cgroup_parent)
@@ -299,7 +305,8 @@ def open_guard(
         if kind == "cgroup_v2":
             return CgroupV2Guard(parents[0] / name, budget_bytes, max_processes)
         if kind == "cgroup_v1":
-            return CgroupV1Guard(parents[0] / name, parents[1] / name if len(parents) > 1 else None, budget_bytes, max_processes)
+            pids = parents[1] / name if len(parents) > 1 else None
+            return CgroupV1Guard(parents[0] / name, pids, budget_bytes, max_processes)
     except OSError as error:
         if enforcement != "auto":
             raise

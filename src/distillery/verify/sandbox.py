@@ -50,11 +50,17 @@ class SandboxLimits(BaseModel):
     wall_s: float = Field(10.0, gt=0, description="Wall-clock seconds before the whole sandbox is killed.")
     cpu_s: int = Field(5, ge=1, description="CPU seconds per process (RLIMIT_CPU).")
     memory_mb: int = Field(1024, ge=64, description="Address space per process in MiB (RLIMIT_AS).")
-    sandbox_memory_mb: int = Field(1024, ge=64, description="Memory of all the sandbox's processes together in MiB (cgroup or uid watch).")
+    sandbox_memory_mb: int | None = Field(
+        None, ge=64, description="Memory of all the sandbox's processes together in MiB; default memory_mb."
+    )
     max_processes: int = Field(16, ge=1, description="Processes and threads of the sandbox's uid (RLIMIT_NPROC).")
     max_file_mb: int = Field(16, ge=1, description="Largest file a program may write, in MiB (RLIMIT_FSIZE).")
     max_output_kb: int = Field(8192, ge=1, description="Most stdout (and stderr) kept, in KiB; more is an output-limit error.")
     tmpfs_mb: int = Field(64, ge=1, description="Size of the private /tmp in MiB.")
+
+    @property
+    def sandbox_budget_mb(self) -> int:
+        return self.sandbox_memory_mb or self.memory_mb
 
 
 class SandboxSettings(BaseModel):
@@ -66,12 +72,12 @@ class SandboxSettings(BaseModel):
     uid_count: int = Field(64, ge=1, description="How many uids (so how many concurrent sandboxes on a host).")
     lock_dir: str = Field("/tmp/distillery-sandbox-uids", description="Lock files that make a uid lease exclusive across processes.")
     memory_enforcement: MemoryEnforcement = Field(
-        "auto", description="How the sandbox memory budget is held: the first usable of cgroup_v2, cgroup_v1, uid_watch (auto), or one of them."
+        "auto", description="How the memory budget is held: cgroup_v2, cgroup_v1, uid_watch, or auto (first usable)."
     )
     cgroup_parent: str | None = Field(
         None, description="A delegated cgroup v2 folder for the sandboxes' cgroups; default: this process's own cgroup."
     )
-    memory_poll_s: float = Field(0.02, gt=0, description="How often a running sandbox's memory is checked (uid watch: summed).")
+    memory_poll_s: float = Field(0.02, gt=0, description="Seconds between checks of a running sandbox's memory.")
 
 
 @dataclass
@@ -131,7 +137,8 @@ def _become_subreaper() -> None:
     about `max_processes` quick runs under one uid the next one failed with "Can't fork for pid 1". Other orphans of
     this process's descendants come here too; only the sandbox uids' zombies are reaped (by `kill_uid`)."""
     if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        logger.warning("cannot become a child subreaper (errno %d): sandbox zombies are left to init", ctypes.get_errno())
+        logger.warning("cannot become a child subreaper (errno %d): sandbox zombies are left to init",
+                       ctypes.get_errno())
 
 
 def _reap_zombies(uid: int) -> None:
@@ -229,7 +236,7 @@ def run_sandboxed(
         stdin_path = Path(io_dir, "stdin")
         stdin_path.write_bytes(stdin)
         guard = open_guard(
-            uid, limits.sandbox_memory_mb * MIB, limits.max_processes, settings.memory_enforcement,
+            uid, limits.sandbox_budget_mb * MIB, limits.max_processes, settings.memory_enforcement,
             settings.cgroup_parent, settings.memory_poll_s,
         )
         status_read, status_write = os.pipe()
