@@ -52,7 +52,7 @@ def _inputs(**changes: object) -> CostInputs:
                   "remote": TeacherCost(tokens_per_s_per_gpu=250, acceptance=0.5, serving_gpus=4, startup_s=0)},
         steps={"ingest": StepCost(rate=100, startup_s=0), "pack": StepCost(unit="tokens", rate=1000, startup_s=0),
                "sft": StepCost(unit="tokens", rate=100, startup_s=0)},
-        verify_per_s_per_cpu=1.0, bytes_per_token=4, record_overhead=1.25, pack_fill=0.5, pack_bytes_per_token=9,
+        verify_per_s_per_cpu=1.0, task_overhead_s=0, bytes_per_token=4, record_overhead=1.25, pack_fill=0.5, pack_bytes_per_token=9,
         student_params_b=1,
     )
     return base.model_copy(update=changes)
@@ -93,12 +93,14 @@ def test_slow_verification_bounds_the_shard(tmp_path: Path) -> None:
     assert row.shard_s == pytest.approx(375) and "verification is the bottleneck" in row.notes
 
 
-def test_startup_counts_in_gpu_hours_and_in_every_shard(tmp_path: Path) -> None:
-    inputs = _inputs()
+def test_startup_and_task_overhead_count_in_gpu_hours_and_in_every_shard(tmp_path: Path) -> None:
+    inputs = _inputs(task_overhead_s=5)
     inputs.teachers["t1"] = inputs.teachers["t1"].model_copy(update={"startup_s": 60})
-    row = next(r for r in estimate(_recipe(tmp_path / "run"), inputs, 1) if r.key == "generate/t1")
-    # 10 shards x 60 s x 2 GPUs held while the engine loads: 1200 GPU-s more; each shard 60 s longer.
-    assert row.gpu_hours == pytest.approx((4500 + 1200) / 3600) and row.shard_s == pytest.approx(285)
+    rows = {row.key: row for row in estimate(_recipe(tmp_path / "run"), inputs, 1)}
+    # 10 shards x (60 + 5) s x 2 GPUs held while the engine loads: 1300 GPU-s more; each shard 65 s longer.
+    assert rows["generate/t1"].gpu_hours == pytest.approx((4500 + 1300) / 3600)
+    assert rows["generate/t1"].shard_s == pytest.approx(290)
+    assert rows["ingest"].shard_s == pytest.approx(1 + 5)
 
 
 def test_pack_bins_and_sft_checkpoints_by_hand(tmp_path: Path) -> None:
@@ -164,10 +166,12 @@ def test_calibration_puts_measurements_next_to_the_estimate_and_reuses_them(tmp_
     assert table[("generate", "tokens per attempt")] == (pytest.approx(750), pytest.approx(800))
     assert table[("generate", "tokens/s per GPU")] == (250, pytest.approx(600))  # 240k tokens / 200 s / 2 GPUs
     assert table[("generate", "s per shard")] == (pytest.approx(240), pytest.approx(100))  # 120k / (250 x 2)
-    # The estimate redone: 990 queries x 1.5 attempts x mean(min(533, 1000), min(2133, 1000)) = 766.7 tokens.
+    # The histogram is stretched until its capped mean is the measured 800: mean(min(500 s, 1000), min(2000 s,
+    # 1000)) = 800 at s = 1.2. The estimate redone: 990 queries x 1.5 attempts x 800 tokens at 600 tokens/s/GPU.
+    assert calibrated.teachers["t1"].length_scale == pytest.approx(1.2)
     row = next(r for r in estimate(recipe, calibrated, 1) if r.key == "generate/t1")
     assert row.records_in == pytest.approx(990)
-    assert row.gpu_hours == pytest.approx(990 * 1.5 * (500 * 800 / 750 + 1000) / 2 / 600 / 3600)
+    assert row.gpu_hours == pytest.approx(990 * 1.5 * 800 / 600 / 3600)
 
 
 def test_plan_cost_on_the_paper_recipe_prints_a_row_per_step_and_teacher(
@@ -221,3 +225,12 @@ def test_calibration_leaves_out_startup_and_skips_gpu_rates_measured_without_gpu
     assert not any(row.step == "decontaminate" and "/s" in row.quantity for row in rows)
     assert calibrated.steps["decontaminate"].rate == 2000
     assert calibrated.steps["decontaminate"].keep == pytest.approx(0.9)
+
+
+def test_a_teacher_on_cpus_is_costed_per_task(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path / "run")
+    recipe.step("generate").resources = recipe.step("generate").resources.model_copy(update={"gpus_per_node": 0})
+    row = next(r for r in estimate(recipe, _inputs(), 1) if r.key == "generate/t1")
+    # 1.125M tokens at 250 tokens/s per task: 4500 task-seconds on 4 cores, no GPU-hours, 450 s a shard.
+    assert row.kind == "cpu" and row.gpu_hours == 0
+    assert row.cpu_hours == pytest.approx(4500 * 4 / 3600) and row.shard_s == pytest.approx(450)

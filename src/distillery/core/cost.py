@@ -47,19 +47,21 @@ class LengthBin(StrictModel):
 
 class TeacherCost(StrictModel):
     tokens_per_s_per_gpu: float = Field(
-        1500, gt=0, description="Generated tokens/s per GPU at full batch, prefill included.")
+        1500, gt=0, description="Generated tokens/s per GPU at full batch, prefill included (per task on CPUs).")
     acceptance: float = Field(0.75, gt=0, le=1, description="Probability that one attempt passes verification.")
     length_scale: float = Field(1.0, gt=0, description="The teacher's answer length relative to `lengths`.")
     serving_gpus: int | None = Field(
         None, ge=1, description="GPUs of a remote server (openai backend): where its GPU-hours are spent.")
-    startup_s: float = Field(300, ge=0, description="Seconds a shard task spends loading the engine before decoding.")
+    startup_s: float = Field(
+        300, ge=0, description="Seconds a shard spends loading the engine (inside its manifest's elapsed time).")
 
 
 class StepCost(StrictModel):
     unit: Literal["records", "tokens"] = Field("records", description="What `rate` counts.")
     rate: float = Field(gt=0, description="Units per second per GPU (GPU steps) or per task (CPU steps).")
     keep: float = Field(1.0, ge=0, le=1, description="Fraction of input records kept.")
-    startup_s: float = Field(10, ge=0, description="Seconds a shard task spends starting (imports, model load).")
+    startup_s: float = Field(
+        0, ge=0, description="Seconds a shard spends loading a model (inside its manifest's elapsed time).")
 
 
 class Hardware(StrictModel):
@@ -76,7 +78,7 @@ DEFAULT_LENGTHS = [
 DEFAULT_TEACHERS = {
     "am-thinking-v1": TeacherCost(tokens_per_s_per_gpu=1500, acceptance=0.76),
     "qwen3-235b-a22b": TeacherCost(tokens_per_s_per_gpu=1200, acceptance=0.75),
-    "deepseek-r1": TeacherCost(tokens_per_s_per_gpu=600, acceptance=0.74, serving_gpus=16, startup_s=10),
+    "deepseek-r1": TeacherCost(tokens_per_s_per_gpu=600, acceptance=0.74, serving_gpus=16, startup_s=0),
 }
 """The paper's teachers: a 32B dense model on 4 GPUs, a 22B-active MoE on 8, R1 (671B) served on two nodes.
 Acceptance near 0.75 gives the ~1.3 attempts per query of the paper's regeneration loop."""
@@ -90,7 +92,7 @@ DEFAULT_STEPS = {
     "perplexity": StepCost(unit="tokens", rate=6000, keep=0.99, startup_s=180),  # 2 x 32e9 FLOP/token at ~400 TFLOP/s
     "ngram": StepCost(rate=1500, keep=0.98),
     "structure": StepCost(rate=800, keep=0.97),
-    "pack": StepCost(unit="tokens", rate=2_000_000, keep=0.999, startup_s=30),  # a fast tokenizer on 32 cores
+    "pack": StepCost(unit="tokens", rate=2_000_000, keep=0.999),  # a fast tokenizer on 32 cores
     "sft": StepCost(unit="tokens", rate=1800, startup_s=600),  # 6 x 32e9 FLOP/token at 35% MFU of 989 TFLOP/s
     "eval": StepCost(unit="tokens", rate=1500, startup_s=300),
 }
@@ -111,6 +113,8 @@ class CostInputs(StrictModel):
         default_factory=lambda: dict(DEFAULT_STEPS), description="Per step name or type.")
     verify_per_s_per_cpu: float = Field(
         10, gt=0, description="Verifications per second per CPU core (mix of categories).")
+    task_overhead_s: float = Field(
+        20, ge=0, description="Scheduling and process start of every shard task, outside its manifest's elapsed time.")
     bytes_per_token: float = Field(4.0, gt=0, description="UTF-8 bytes per token of text.")
     record_overhead: float = Field(1.25, ge=1, description="JSON keys, ids and verdicts per byte of text.")
     compression: float = Field(0.3, gt=0, le=1, description="gzip output size over input size, for compress: true.")
@@ -164,6 +168,19 @@ def mean_completion(lengths: Iterable[LengthBin], scale: float, max_tokens: int)
     bins = list(lengths)
     total = sum(b.share for b in bins)
     return sum(b.share * min(b.tokens * scale, max_tokens) for b in bins) / total
+
+
+def fit_length_scale(lengths: list[LengthBin], max_tokens: int, measured: float) -> float:
+    """The scale of the length histogram whose mean, each answer capped at `max_tokens`, is `measured` (the
+    capped mean grows with the scale, so bisection finds it; a mean at the cap gives the smallest scale there)."""
+    low, high = 1e-6, 1e6
+    for _ in range(200):
+        middle = math.sqrt(low * high)
+        if mean_completion(lengths, middle, max_tokens) < measured:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 @dataclass
@@ -282,7 +299,7 @@ def _estimate_step(
         work = records_in * (tokens_in if cost.unit == "tokens" else 1)
         out_bytes = _text_bytes(row.records_out, tokens_in, inputs, recipe.compress)
         out_bytes += _text_bytes(records_in - row.records_out, tokens_in, inputs, False)
-    task_s = work / (cost.rate * (gpus or 1)) + cost.startup_s * shards
+    task_s = work / (cost.rate * (gpus or 1)) + (cost.startup_s + inputs.task_overhead_s) * shards
     row.gpu_hours = task_s * gpus / 3600
     row.cpu_hours = task_s * resources.cpus_per_task * resources.nodes / 3600
     row.shard_s = task_s / shards
@@ -304,19 +321,24 @@ def _generate(recipe: Recipe, row: StepEstimate, config: object, teacher: str, r
     row.records_out = row.records_in * (1 - (1 - cost.acceptance) ** max_attempts)
     row.tokens_per_record = row.tokens_per_record + completion
     gpus = _task_gpus(resources)
-    if spec.backend == "openai" or not gpus:
+    start_s = (cost.startup_s + inputs.task_overhead_s) * row.shards
+    verify_s = row.records_in * attempts / (inputs.verify_per_s_per_cpu * resources.cpus_per_task)
+    row.cpu_hours = verify_s * resources.cpus_per_task / 3600
+    if spec.backend == "openai":
         row.kind = "remote"
         gpus = cost.serving_gpus or 0
         if not gpus:
-            row.notes.append("no GPUs: set serving_gpus for a remote teacher")
-    gpu_s = work / cost.tokens_per_s_per_gpu
-    if row.kind != "remote":
-        gpu_s += cost.startup_s * row.shards * gpus  # the engine holds its GPUs while it loads
-    row.gpu_hours = gpu_s / 3600
-    verify_s = row.records_in * attempts / (inputs.verify_per_s_per_cpu * resources.cpus_per_task)
-    row.cpu_hours = verify_s * resources.cpus_per_task / 3600
-    row.shard_s = (gpu_s / gpus if gpus else math.inf) / row.shards  # decoding; `_schedule` adds verification
-    row.verify_shard_s = verify_s / row.shards + cost.startup_s
+            row.notes.append("set serving_gpus for a remote teacher")
+        row.gpu_hours = work / cost.tokens_per_s_per_gpu / 3600
+        decode_s = work / cost.tokens_per_s_per_gpu / gpus if gpus else math.inf
+    elif gpus:
+        row.gpu_hours = (work / cost.tokens_per_s_per_gpu + start_s * gpus) / 3600  # GPUs held while loading
+        decode_s = row.gpu_hours * 3600 / gpus
+    else:  # an engine on the task's CPUs: the rate is per task
+        decode_s = work / cost.tokens_per_s_per_gpu + start_s
+        row.cpu_hours = decode_s * resources.cpus_per_task / 3600
+    row.shard_s = decode_s / row.shards  # `_schedule` adds verification (and a remote server's sharing)
+    row.verify_shard_s = verify_s / row.shards + cost.startup_s + inputs.task_overhead_s
     row.disk_bytes = _text_bytes(row.records_out, row.tokens_per_record, inputs, recipe.compress)
     row.disk_bytes += _text_bytes(row.records_in - row.records_out, row.tokens_per_record - completion, inputs, False)
     row.notes.append(f"{attempts:.2f} attempts/query, {completion:.0f} tokens/attempt")
@@ -395,8 +417,9 @@ def calibrate(
 ) -> tuple[CostInputs, list[Comparison]]:
     """Inputs with the run's measured throughputs, acceptance, lengths and keep rates in place of the configured
     ones, and each configured figure next to its measurement (the run's own shard durations included: the
-    estimate for the records those shards really had). Measured rates leave out the configured `startup_s` of
-    each shard (none is derived when startup would take the whole time). A GPU stage that ran without GPUs (a
+    estimate for the records those shards really had, without `task_overhead_s`, which manifests do not see).
+    Measured rates leave out the configured `startup_s` of each shard (none is derived when startup would take
+    the whole time). A GPU stage that ran without GPUs (a
     CPU pilot) calibrates its keep rate only: its speed says nothing about a GPU; a CPU step's rate is per task.
     Token counts of steps other than generation are the model's, not measured."""
     main = _main_groups(run_recipe)
@@ -415,8 +438,8 @@ def calibrate(
             spec = run_recipe.teacher(teacher)
             acceptance = seen.accepted / seen.attempts
             per_attempt = seen.completion_tokens / seen.attempts
-            base = mean_completion(inputs.lengths, 1.0, spec.sampling.max_tokens)
-            update: dict[str, float] = {"acceptance": acceptance, "length_scale": per_attempt / base}
+            scale = fit_length_scale(inputs.lengths, spec.sampling.max_tokens, per_attempt)
+            update: dict[str, float] = {"acceptance": acceptance, "length_scale": scale}
             max_attempts = getattr(run_recipe.step(step).config, "max_attempts", 1)
             configured_tokens = mean_completion(inputs.lengths, cost.length_scale, spec.sampling.max_tokens)
             rows += [Comparison(step, teacher, "acceptance per attempt", cost.acceptance, acceptance),
