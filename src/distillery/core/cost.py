@@ -446,12 +446,12 @@ def calibrate(
                      Comparison(step, teacher, "queries kept", 1 - (1 - cost.acceptance) ** max_attempts,
                                 seen.kept / seen.inputs),
                      Comparison(step, teacher, "tokens per attempt", configured_tokens, per_attempt)]
-            if gpus and spec.backend != "openai":
+            if spec.backend != "openai":  # a CPU engine's shards are compared, its per-task rate not reused
                 busy = seen.elapsed_s - seen.shards * cost.startup_s
                 per_shard = seen.completion_tokens / seen.shards
-                configured_s = per_shard / (cost.tokens_per_s_per_gpu * gpus) + cost.startup_s
+                configured_s = per_shard / (cost.tokens_per_s_per_gpu * (gpus or 1)) + cost.startup_s
                 rows.append(Comparison(step, teacher, "s per shard", configured_s, seen.elapsed_s / seen.shards))
-                if busy > 0:
+                if busy > 0 and gpus:
                     update["tokens_per_s_per_gpu"] = seen.completion_tokens / busy / gpus
                     rows.append(Comparison(step, teacher, "tokens/s per GPU", cost.tokens_per_s_per_gpu,
                                            update["tokens_per_s_per_gpu"]))
