@@ -51,6 +51,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from distillery.core.plan import build_groups, pending_groups
 
     recipe, run = _load(args.target, args.set, check_paths=not args.no_path_check)
+    if args.cost or args.calibrate:
+        from distillery.core.cost import cost_report
+
+        print(cost_report(recipe, args.cost_inputs, args.nodes, args.calibrate))
+        return 0
     groups = build_groups(recipe)
     pending = {g.key: g for g in pending_groups(run, recipe)} if run.recipe.exists() else {g.key: g for g in groups}
     print(f"run {recipe.name!r} -> {run.root}   executor: {recipe.executor.kind}   teachers: "
@@ -191,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sbatch", action="store_true", help="print sbatch scripts even for a local recipe")
     p.add_argument("--no-path-check", action="store_true",
                    help="do not require input paths to exist (planning on a machine without the data mounted)")
+    p.add_argument("--cost", action="store_true",
+                   help="estimate GPU-hours, shard durations, wall time and disk per step")
+    p.add_argument("--cost-inputs", type=Path, metavar="FILE", help="YAML overriding the cost model's inputs")
+    p.add_argument("--calibrate", type=Path, metavar="RUN",
+                   help="measure throughputs from a run's manifests (implies --cost)")
+    p.add_argument("--nodes", type=int, default=16, metavar="N",
+                   help="cluster nodes for the wall-time estimate (default 16)")
     p.set_defaults(func=cmd_plan)
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
     p.add_argument("--executor", choices=EXECUTORS.names(), help="override the recipe's executor")

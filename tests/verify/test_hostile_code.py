@@ -18,7 +18,7 @@ from distillery.verify.sandbox import SandboxLimits, SandboxSettings, processes_
 
 SECRET = "distillery-test-secret-5f2c"
 SANDBOX = SandboxSettings(uid_base=62000, uid_count=8, lock_dir="/tmp/distillery-sandbox-uids-tests")
-LIMITS = SandboxLimits(wall_s=6.0, cpu_s=2, memory_mb=512, max_processes=16, max_file_mb=4, max_output_kb=256, tmpfs_mb=16)
+LIMITS = SandboxLimits(wall_s=6.0, cpu_s=2, memory_mb=512, sandbox_memory_mb=256, max_processes=16, max_file_mb=4, max_output_kb=256, tmpfs_mb=16)
 COMPILE = SandboxLimits(wall_s=30.0, cpu_s=20, memory_mb=1024, max_processes=32, max_file_mb=64, max_output_kb=256, tmpfs_mb=128)
 
 
@@ -52,6 +52,7 @@ PROGRAMS: list[tuple[str, str, str, str, str, set[str]]] = [
     ("fork_bomb", PY, "import os\nwhile True:\n    os.fork()\n", "", "", {"runtime_error", "time_limit"}),
     ("fork_bomb_sleepers", PY, "import os, time\nfor _ in range(1000):\n    if os.fork() == 0:\n        time.sleep(1000)\n", "", "", {"runtime_error"}),
     ("memory_bomb", PY, "x = bytearray(4 * 1024**3)\n", "", "", {"memory_limit"}),
+    ("memory_spread_children", PY, "import os, time\nfor _ in range(8):\n    if os.fork() == 0:\n        block = bytearray(64 << 20)\n        for i in range(0, len(block), 4096):\n            block[i:i + 8] = os.getpid().to_bytes(4, 'little') + i.to_bytes(4, 'little')\n        time.sleep(100)\nfor _ in range(8):\n    os.wait()\nprint('spread')\n", "", "", {"memory_limit"}),
     ("memory_growth", PY, "x = []\nwhile True:\n    x.append(' ' * 10**6)\n", "", "", {"memory_limit"}),
     ("infinite_loop", PY, "while True:\n    pass\n", "", "", {"time_limit"}),
     ("sleep_forever", PY, "import time\ntime.sleep(10**6)\n", "", "", {"time_limit"}),
@@ -101,7 +102,7 @@ def _query(name: str, language: str, stdin: str, expected: str) -> Query:
 
 
 @pytest.fixture(scope="module")
-def battery_verdicts() -> dict[str, tuple[set[str], str]]:
+def battery_verdicts() -> dict[str, tuple[set[str], dict]]:
     os.environ["DISTILLERY_TEST_SECRET"] = SECRET
     HOST_CANARY.unlink(missing_ok=True)
     settings = CodeSettings(parallelism=2, limits=LIMITS, compile_limits=COMPILE, sandbox=SANDBOX)
@@ -111,7 +112,7 @@ def battery_verdicts() -> dict[str, tuple[set[str], str]]:
         verdicts = verifier.verify_batch(pairs)
     finally:
         verifier.close()
-    return {name: (allowed, verdict.details["verdicts"][0]) for (name, *_, allowed), verdict in zip(PROGRAMS, verdicts)}
+    return {name: (allowed, verdict.details) for (name, *_, allowed), verdict in zip(PROGRAMS, verdicts)}
 
 
 def test_battery_is_large_enough() -> None:
@@ -121,13 +122,22 @@ def test_battery_is_large_enough() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [program[0] for program in PROGRAMS])
-def test_hostile_program_is_contained_with_the_right_verdict(name: str, battery_verdicts: dict[str, tuple[set[str], str]]) -> None:
-    allowed, verdict = battery_verdicts[name]
+def test_hostile_program_is_contained_with_the_right_verdict(name: str, battery_verdicts: dict[str, tuple[set[str], dict]]) -> None:
+    allowed, details = battery_verdicts[name]
+    verdict = details["verdicts"][0]
     assert verdict in allowed, f"{name}: got {verdict}, expected one of {sorted(allowed)}"
 
 
 @pytest.mark.slow
-def test_no_process_left_behind_and_host_unaffected(battery_verdicts: dict[str, tuple[set[str], str]]) -> None:
+def test_verdicts_say_which_whole_sandbox_memory_limit_was_in_force(battery_verdicts: dict[str, tuple[set[str], dict]]) -> None:
+    _, details = battery_verdicts["memory_spread_children"]
+    assert details["sandbox_memory_limit"].split(":")[0] in {"cgroup_v2", "cgroup_v1", "uid_watch"}
+    assert "256 MiB" in details["sandbox_memory_limit"] and "memory budget" in details["first_failure"]
+    assert all(details["sandbox_memory_limit"] for _, details in battery_verdicts.values() if details["verdicts"] != ["compile_error"])
+
+
+@pytest.mark.slow
+def test_no_process_left_behind_and_host_unaffected(battery_verdicts: dict[str, tuple[set[str], dict]]) -> None:
     leftovers = {uid: processes_of_uid(uid) for uid in range(SANDBOX.uid_base, SANDBOX.uid_base + SANDBOX.uid_count)}
     assert not any(leftovers.values()), f"sandbox processes survived: {leftovers}"
     assert not HOST_CANARY.exists(), "a sandboxed program wrote to the host's /tmp"

@@ -55,6 +55,7 @@ class TestRun:
     verdict: TestVerdict
     wall_s: float
     detail: str = ""
+    memory_limit: str = ""
 
 
 def _done(run: TestRun) -> Future[TestRun]:
@@ -110,6 +111,8 @@ def classify(result: SandboxResult, limits: SandboxLimits) -> TestVerdict | None
     """The verdict of a run that did not finish cleanly; None when it exited 0 (its output decides)."""
     if not result.started:
         return "sandbox_error"
+    if result.memory_exceeded:
+        return "memory_limit"
     if result.timed_out or result.signal == signal.SIGXCPU or result.signal == signal.SIGKILL and result.wall_s >= limits.cpu_s:
         return "time_limit"
     if result.output_limited:
@@ -185,6 +188,7 @@ class CodeVerifier:
             "verdicts": [run.verdict for run in runs],
             "first_failure": next((f"{run.verdict}: {run.detail}"[:500] for run in runs if run.verdict != "accepted"), ""),
             "language": query.reference.language,
+            "sandbox_memory_limit": next((run.memory_limit for run in runs if run.memory_limit), ""),
         }
         return Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
 
@@ -225,7 +229,11 @@ class CodeVerifier:
         if not compiled.started:
             return [], TestRun("sandbox_error", compiled.wall_s, compiled.stderr.decode(errors="replace")[-1000:])
         if compiled.timed_out or compiled.exit_code != 0 or not (program_dir / "solution").exists():
-            reason = "compiler timed out" if compiled.timed_out else compiled.stderr.decode(errors="replace")[-1000:]
+            reason = compiled.stderr.decode(errors="replace")[-1000:]
+            if compiled.memory_exceeded:
+                reason = f"compiler passed the memory budget ({compiled.memory_limit})"
+            if compiled.timed_out:
+                reason = "compiler timed out"
             return [], TestRun("compile_error", compiled.wall_s, reason or f"compiler exit code {compiled.exit_code}")
         return [f"{SANDBOX_ROOT}/solution"], None
 
@@ -235,12 +243,17 @@ class CodeVerifier:
         if failure == "sandbox_error":
             logger.warning("sandbox failed to start: %s", result.stderr.decode(errors="replace")[-300:])
         if failure is not None:
-            return TestRun(failure, result.wall_s, result.stderr.decode(errors="replace")[-300:])
+            detail = result.stderr.decode(errors="replace")[-300:]
+            if failure == "memory_limit" and result.memory_exceeded:
+                peak = result.peak_memory_bytes
+                detail = f"the sandbox passed its memory budget ({result.memory_limit}); peak {peak} bytes"
+            return TestRun(failure, result.wall_s, detail, result.memory_limit)
         actual = result.stdout.decode(errors="replace")
         compare = call_output_matches if fn_name else stdout_matches
         if compare(test.output, actual, self.settings.float_tolerance):
-            return TestRun("accepted", result.wall_s)
-        return TestRun("wrong_answer", result.wall_s, f"expected {test.output[:100]!r}, got {actual[:100]!r}")
+            return TestRun("accepted", result.wall_s, memory_limit=result.memory_limit)
+        mismatch = f"expected {test.output[:100]!r}, got {actual[:100]!r}"
+        return TestRun("wrong_answer", result.wall_s, mismatch, result.memory_limit)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
