@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -24,6 +25,7 @@ EPILOG = """examples:
   distillery submit jobs/am-thinking-distill.yaml submit one SLURM job array per step x teacher
   distillery status runs/quickstart               what is done, running, stale; counts, throughput, ETA
   distillery resume runs/quickstart               rerun / resubmit only missing or stale shards
+  distillery rerun runs/quickstart --step generate --teacher smol-warm --shards 0   exactly these shards again
   distillery report runs/quickstart               teacher comparison: plots + one HTML page
   distillery verify runs/quickstart               every shard checked against its manifest (sha256, count)
   distillery export runs/quickstart --step generate --teacher smol-a --format am -o traces.jsonl
@@ -111,12 +113,55 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     return 0 if ok else 1
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Run exactly the named shards of one step again, from scratch: their manifests and journals go first."""
+    import dataclasses
+
+    from distillery.core.plan import build_groups
+    from distillery.executors import build_executor, executor_of_run
+
+    recipe, run = _load(args.target, [])
+    groups = [g for g in build_groups(recipe) if g.step == args.step and g.teacher == args.teacher
+              and g.phase in ("process", "task")]
+    if not groups:
+        teachers = recipe.teachers_of(args.step) if args.step in [s.step for s in recipe.steps] else []
+        print(f"rerun: no step {args.step!r} for teacher {args.teacher!r}; steps: "
+              f"{', '.join(s.step for s in recipe.steps)}; teachers of that step: {teachers}", file=sys.stderr)
+        return 2
+    group = groups[0]
+    shards = sorted(group.shards) if args.shards is None else sorted({int(s) for s in args.shards.split(",")})
+    unknown = [s for s in shards if s not in group.shards]
+    if unknown:
+        print(f"rerun: {group.key} has shards 0-{group.num_shards - 1}, not {unknown}", file=sys.stderr)
+        return 2
+    live = {s for (key, s), state in executor_of_run(recipe, run).states().items()
+            if key == group.key and state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING")}
+    if live & set(shards):
+        print(f"rerun: shards {sorted(live & set(shards))} of {group.key} are queued or running; cancel them first",
+              file=sys.stderr)
+        return 2
+    for shard_index in shards:
+        paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
+        paths.manifest.unlink(missing_ok=True)
+        paths.journal.unlink(missing_ok=True)
+    executor = build_executor(recipe, run, args.executor)
+    ok = executor.execute([dataclasses.replace(group, shards=shards, depends_on=[])])
+    print(f"{'reran' if executor.blocking else 'resubmitted'} {group.key} shards {shards}"
+          f"{'' if ok else ' (FAILED: see the shard logs)'}; `distillery resume {run.root}` brings later steps up "
+          "to date if their inputs changed")
+    return 0 if ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from distillery.core.status import collect_status, render_status
+    from distillery.core.status import collect_status, render_status, status_json
     from distillery.executors import executor_of_run
 
     recipe, run = _load(args.target, [])
     executor = executor_of_run(recipe, run)
+    if args.json:
+        print(json.dumps(status_json(collect_status(run, recipe, executor.states(), check_inputs=not args.fast)),
+                         indent=1))
+        return 0
     while True:
         text = render_status(collect_status(run, recipe, executor.states(), check_inputs=not args.fast))
         if not args.watch:
@@ -212,9 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
         func=lambda a: cmd_run(a, "slurm"), executor=None, until=None)
     add("resume", "resubmit (or rerun locally) only missing or stale shards of a run").set_defaults(
         func=cmd_run, executor=None, until=None)
+    p = add("rerun", "run exactly these shards of one step again, from scratch (e.g. after a bad node)",
+            "run directory")
+    p.add_argument("--step", required=True, help="step name, e.g. generate")
+    p.add_argument("--teacher", help="teacher name for per-teacher steps")
+    p.add_argument("--shards", help="comma-separated shard indices (default: every shard of the step)")
+    p.add_argument("--executor", choices=EXECUTORS.names(), help="override the recipe's executor")
+    p.set_defaults(func=cmd_rerun)
     p = add("status", "every step x teacher x shard: done, partial, running, pending, failed, stale; counts, ETA")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--fast", action="store_true", help="skip input-digest checks (large runs)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON (for dashboards) and exit")
     p.set_defaults(func=cmd_status)
     add("report", "teacher comparison report (PNG plots + HTML)", "run directory").set_defaults(func=cmd_report)
     p = add("export", "export a step's kept records", "run directory")

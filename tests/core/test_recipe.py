@@ -57,3 +57,21 @@ def test_bad_recipe_fails_before_anything_runs(tmp_path: Path, capsys: pytest.Ca
     assert main(["run", str(path)]) == 2
     assert "num_shards" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_only_generation_takes_the_teachers_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A teacher's `resources` size the tasks that serve its model; its sft, perplexity and eval steps keep
+    their own (a remote teacher's client-sized resources must not turn its student's training into a CPU job)."""
+    from distillery.core.plan import build_groups
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("DISTILLERY_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DISTILLERY_DATA", str(tmp_path / "data"))
+    recipe = load_recipe(repo / "jobs" / "am-thinking-distill.yaml", check_paths=False)
+    groups = {g.key: g for g in build_groups(recipe)}
+    assert groups["generate/deepseek-r1:process"].job_kind == "cpu"
+    assert groups["generate/am-thinking-v1:process"].resources.gpus_per_node == 4
+    sft = groups["sft/deepseek-r1:task"]
+    assert (sft.job_kind, sft.resources.nodes, sft.resources.gpus_per_node) == ("gpu", 4, 8)
+    assert groups["perplexity/deepseek-r1:scan"].job_kind == "gpu"

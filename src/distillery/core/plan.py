@@ -57,8 +57,8 @@ def build_groups(recipe: Recipe) -> list[TaskGroup]:
         previous = recipe.previous_step(spec.step)
         for teacher in recipe.teachers_of(spec.step):
             stage = recipe.build_stage(spec.step, teacher)
-            resources = (stage.teacher.resources if stage.teacher and stage.teacher.resources and stage.kind == "gpu"
-                         else spec.resources)
+            teacher_resources = stage.teacher.resources if stage.teacher and stage.serves_teacher else None
+            resources = teacher_resources or spec.resources
             deps: list[str] = []
             if previous is not None:
                 upstream = [t for t in recipe.teachers_of(previous) if t in (teacher, None)] or recipe.teachers_of(previous)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -244,10 +246,20 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
     return _finalise(stage, ctx, paths, header, journal, started, resumed)
 
 
+def reason_kind(reason: str) -> str:
+    """A reject reason with its numbers and quoted parts masked, so reasons of one kind count together."""
+    return _NUMBER.sub("#", _QUOTED.sub("'...'", reason))[:120]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
 def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[str, Any], journal: Journal,
               started: float, resumed: int) -> dict[str, Any]:
     """Write the shard's kept, rejected and quarantined records in input order, streaming from the journal."""
     counts = {"kept": 0, "rejected": 0, "quarantined": 0}
+    reasons: Counter[str] = Counter()
     kept_keys: list[str] = []
     with ExitStack() as stack:
         kept = stack.enter_context(jsonl_sink(paths.output, stage.view.compress))
@@ -261,6 +273,7 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
                 kept_keys.append(outcome.key)
             elif outcome.kind == "rejected":
                 rejected.write(outcome.rejected_row())
+                reasons[reason_kind(outcome.reason)] += 1
             else:
                 quarantined.write(outcome.quarantine_row())
     manifest = Manifest(
@@ -268,8 +281,8 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
         inputs=sum(counts.values()), kept=counts["kept"], rejected=counts["rejected"],
         quarantined=counts["quarantined"], sha256=kept.sha256, input_ids_digest=header["input_ids_digest"],
         output_ids_digest=ids_digest(kept_keys), config_digest=header["config_digest"], code_version=code_version(),
-        elapsed_s=round(time.time() - started, 3), resumed_items=resumed, stats=ctx.stats,
-        size_bytes=paths.output.stat().st_size,
+        elapsed_s=round(time.time() - started, 3), resumed_items=resumed,
+        stats={**ctx.stats, "reject_reasons": dict(reasons.most_common(20))}, size_bytes=paths.output.stat().st_size,
     )
     manifest.save(paths.manifest)
     journal.remove()

@@ -188,6 +188,8 @@ class Stage(ABC, Generic[ConfigT]):
     """Runs once per teacher (generation and everything after it)."""
     kind: ClassVar[str] = "cpu"
     """Job kind for cluster profiles: cpu, gpu, mpi."""
+    serves_teacher: ClassVar[bool] = False
+    """Runs the teacher's model (generation): its tasks take the teacher's `resources` instead of the step's."""
 
     def __init__(self, view: StepView[ConfigT]) -> None:
         self.view = view

@@ -1,12 +1,15 @@
 """The status view: every step x teacher x phase with shard states, record counts, throughput and ETA.
 
 Built from manifests (done), journals (partial: items finished so far) and, for SLURM runs, one sacct call.
+Rendered as a plain-text table (shard states grouped into ranges, so 10,000 shards stay readable, and the most
+common reject reasons per step) or as JSON for dashboards.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from distillery.core.plan import GroupInspector, TaskGroup, build_groups
 from distillery.core.recipe import Recipe
@@ -25,6 +28,11 @@ class GroupStatus:
     elapsed_s: float = 0.0
     stale: list[str] = field(default_factory=list)
     not_reconciled: list[int] = field(default_factory=list)
+    shard_states: list[str] = field(default_factory=list)
+    """Each shard's state label, in shard order."""
+    reject_reasons: Counter = field(default_factory=Counter)
+    """Reject reasons (numbers masked) summed over finished shards."""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -53,6 +61,7 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
             if label != "done" and scheduler:
                 label = scheduler.lower()
             status.states[label] += 1
+            status.shard_states.append(label)
             status.partial_items += state.journal_items
             if state.state == "stale":
                 status.stale.append(f"shard {shard_index}: {state.detail}")
@@ -66,6 +75,9 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
                 status.rejected += manifest.rejected
                 status.quarantined += manifest.quarantined
                 status.elapsed_s += manifest.elapsed_s
+                status.reject_reasons.update(manifest.stats.get("reject_reasons", {}))
+                status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
+                                    for path in manifest.stats.get("truncated_files", [])]
                 if not manifest.reconciles():
                     status.not_reconciled.append(shard_index)
         result.append(status)
@@ -80,6 +92,31 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def state_ranges(labels: list[str]) -> str:
+    """Shard states as ranges: `0-41 done, 42 running, 43-9999 pending`."""
+    parts: list[str] = []
+    start = 0
+    for index in range(1, len(labels) + 1):
+        if index == len(labels) or labels[index] != labels[start]:
+            span = f"{start}" if index - 1 == start else f"{start}-{index - 1}"
+            parts.append(f"{span} {labels[start]}")
+            start = index
+    return ", ".join(parts)
+
+
+def status_json(statuses: list[GroupStatus]) -> list[dict[str, Any]]:
+    """One object per group, for dashboards (`distillery status --json`)."""
+    return [{
+        "group": status.group.key, "step": status.group.step, "teacher": status.group.teacher,
+        "phase": status.group.phase, "shards": len(status.group.shards), "states": dict(status.states),
+        "shard_states": state_ranges(status.shard_states), "inputs": status.inputs, "kept": status.kept,
+        "rejected": status.rejected, "quarantined": status.quarantined, "partial_items": status.partial_items,
+        "elapsed_s": round(status.elapsed_s, 3), "items_per_s": round(status.throughput, 3), "eta_s": status.eta_s,
+        "reject_reasons": dict(status.reject_reasons.most_common()), "stale": status.stale,
+        "not_reconciled": status.not_reconciled, "warnings": status.warnings,
+    } for status in statuses]
+
+
 def render_status(statuses: list[GroupStatus]) -> str:
     """A plain-text table (what operators paste into tickets)."""
     header = f"{'step/teacher:phase':<34} {'shards':>7} {'done':>5} {'state':<28} {'in':>8} {'kept':>8} {'rej':>6} " \
@@ -92,8 +129,16 @@ def render_status(statuses: list[GroupStatus]) -> str:
         lines.append(f"{status.group.key:<34} {len(status.group.shards):>7} {status.states['done']:>5} {others:<28} "
                      f"{status.inputs:>8} {status.kept:>8} {status.rejected:>6} {status.quarantined:>5} "
                      f"{status.throughput:>8.1f} {_duration(status.eta_s):>7}")
+        if others != "all done" and len(status.shard_states) > 1:
+            lines.append(f"    shards: {state_ranges(status.shard_states)[:300]}")
         for stale in status.stale[:5]:
             lines.append(f"    stale: {stale}")
+        if len(status.stale) > 5:
+            lines.append(f"    ... and {len(status.stale) - 5} more stale shards")
+        for reason, count in status.reject_reasons.most_common(3):
+            lines.append(f"    rejected {count}x: {reason}")
+        for warning in status.warnings[:5]:
+            lines.append(f"    WARNING {warning}")
         if status.not_reconciled:
             lines.append(f"    COUNTS DO NOT RECONCILE in shards {status.not_reconciled}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -325,13 +326,17 @@ class Journal:
     the current task is stale and is discarded. A line cut short by a kill is dropped on reopen, so an item
     counts as done only once its whole line is on disk. Memory is bounded by the item count (a key and an
     offset per item), never by the size of the records: a shard of long traces is read back one line at a time.
+
+    Every entry is handed to the kernel at once (a killed process loses nothing it journaled); it is fsynced at
+    most every `fsync_interval_s` and on close, which bounds what a node crash loses to that many seconds of
+    work. Fsyncing every entry cost 84% of a quick stage's time (ingest: 11.9 of 14.2 s for 2,758 rows).
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], fsync_every: int = 1) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], fsync_interval_s: float = 1.0) -> None:
         self.path = path
         self.header = header
-        self.fsync_every = fsync_every
-        self._pending = 0
+        self.fsync_interval_s = fsync_interval_s
+        self._synced_at = time.monotonic()
         self.keys: set[str] = set()
         self._load()
         self._handle = self.path.open("ab")
@@ -367,9 +372,9 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         self._handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+        self._handle.flush()
         self.keys.add(entry["key"])
-        self._pending += 1
-        if self._pending >= self.fsync_every:
+        if time.monotonic() - self._synced_at >= self.fsync_interval_s:
             self.flush()
 
     def __len__(self) -> int:
@@ -398,7 +403,7 @@ class Journal:
     def flush(self) -> None:
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._pending = 0
+        self._synced_at = time.monotonic()
 
     def close(self) -> None:
         self.flush()

@@ -46,7 +46,7 @@ class ShardTask(submitit.helpers.Checkpointable):
 
     def checkpoint(self, run_dir: str, step: str, teacher: str | None, phase: str,
                    shard_index: int) -> submitit.helpers.DelayedSubmission:
-        """On USR2: requeue the same task; its item journal (fsynced per item) says where to continue."""
+        """On USR2: requeue the same task; its item journal (every finished item written through) says where to continue."""
         logger.warning("%s %s shard %d: checkpoint and requeue", step, phase, shard_index)
         return submitit.helpers.DelayedSubmission(self, run_dir, step, teacher, phase, shard_index)
 

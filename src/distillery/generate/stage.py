@@ -42,6 +42,7 @@ class GenerateStage(RecordStage):
     Config = GenerateConfig
     per_teacher = True
     kind = "gpu"
+    serves_teacher = True
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         config: GenerateConfig = self.config  # type: ignore[assignment]
