@@ -15,9 +15,12 @@ them would reward hedging.
 from __future__ import annotations
 
 import re
+from typing import Self
 
 from distillery.core.records import Query
 from distillery.core.responses import parse_response
+from distillery.llm.protocol import ChatModel
+from distillery.verify.config import VerifyConfig
 from distillery.verify.verdict import Verdict
 
 NAME = "multiple_choice"
@@ -88,6 +91,11 @@ class ChoiceVerifier:
     """Scores 1.0 when the response chooses exactly the reference letter, else 0.0."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.threshold)
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold

@@ -17,11 +17,12 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from distillery.core.records import Query, TestCase
 from distillery.core.responses import parse_response
-from distillery.verify.config import CodeSettings
+from distillery.llm.protocol import ChatModel
+from distillery.verify.config import CodeSettings, VerifyConfig
 from distillery.verify.sandbox import SANDBOX_ROOT, SandboxLimits, SandboxResult, run_sandboxed
 from distillery.verify.verdict import Verdict
 
@@ -142,6 +143,11 @@ class CodeVerifier:
     """Runs up to `max_tests` tests per answer, `parallelism` sandboxes at a time."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.code, config.threshold)
 
     def __init__(self, settings: CodeSettings, threshold: float) -> None:
         self.settings = settings

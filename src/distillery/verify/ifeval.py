@@ -19,11 +19,12 @@ import json
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Self
 
 from distillery.core.records import Query
 from distillery.core.responses import parse_response
-from distillery.verify.config import IFEvalSettings
+from distillery.llm.protocol import ChatModel
+from distillery.verify.config import IFEvalSettings, VerifyConfig
 from distillery.verify.verdict import Verdict
 
 NAME = "ifeval"
@@ -335,6 +336,11 @@ class IFEvalVerifier:
     """Score = fraction of `Reference.instructions` the answer part of the response follows."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.ifeval, config.threshold)
 
     def __init__(self, settings: IFEvalSettings, threshold: float) -> None:
         self.settings = settings

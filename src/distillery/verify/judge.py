@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Self
 
 from distillery.core.records import Query
 from distillery.core.responses import parse_response
 from distillery.llm.protocol import ChatModel, ModelSpec, Sampling
 from distillery.models import EMBEDDED
-from distillery.verify.config import JudgeSettings
+from distillery.verify.config import JudgeSettings, VerifyConfig
 from distillery.verify.verdict import Verdict
 
 NAME = "llm_judge"
@@ -65,6 +66,11 @@ class JudgeVerifier:
     """Asks the judge model to grade the answer part of each response against the reference answer."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.judge, config.threshold, judge)
 
     def __init__(self, settings: JudgeSettings, threshold: float, judge: ChatModel | None = None) -> None:
         self.settings = settings

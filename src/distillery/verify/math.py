@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import re
 from itertools import product
-from typing import Any
+from typing import Any, Self
 
 from distillery.core.records import Query
 from distillery.core.responses import find_final_answer, parse_response
-from distillery.verify.config import MathSettings
+from distillery.llm.protocol import ChatModel
+from distillery.verify.config import MathSettings, VerifyConfig
 from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units
 from distillery.verify.pool import WorkerPool
 from distillery.verify.verdict import Verdict
@@ -163,6 +164,11 @@ class MathVerifier:
     """Scores 1.0 when the final answer is equivalent to `Reference.answer`, else 0.0."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.math, config.threshold)
 
     def __init__(self, settings: MathSettings, threshold: float) -> None:
         self.settings = settings

@@ -10,61 +10,28 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Self
 
 from distillery.core.records import Query
+from distillery.core.registry import LazyRegistry
 from distillery.core.responses import parse_response
 from distillery.llm.protocol import ChatModel
-from distillery.verify.choice import ChoiceVerifier, is_multiple_choice
+from distillery.verify.choice import is_multiple_choice
 from distillery.verify.config import VerifierName, VerifyConfig
 from distillery.verify.verdict import CategoryVerifier, Verdict
 
 logger = logging.getLogger(__name__)
 
 
-def _math(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    from distillery.verify.math import MathVerifier
-
-    return MathVerifier(config.math, config.threshold)
-
-
-def _code(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    from distillery.verify.code import CodeVerifier
-
-    return CodeVerifier(config.code, config.threshold)
-
-
-def _ifeval(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    from distillery.verify.ifeval import IFEvalVerifier
-
-    return IFEvalVerifier(config.ifeval, config.threshold)
-
-
-def _judge(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    from distillery.verify.judge import JudgeVerifier
-
-    return JudgeVerifier(config.judge, config.threshold, judge)
-
-
-def _reward(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    from distillery.verify.reward import RewardVerifier
-
-    return RewardVerifier(config.reward, config.threshold)
-
-
-def _choice(config: VerifyConfig, judge: ChatModel | None) -> CategoryVerifier:
-    return ChoiceVerifier(config.threshold)
-
-
-FACTORIES: dict[VerifierName, Callable[[VerifyConfig, ChatModel | None], CategoryVerifier]] = {
-    "math": _math,
-    "code": _code,
-    "ifeval": _ifeval,
-    "judge": _judge,
-    "reward": _reward,
-    "choice": _choice,
-}
+VERIFIERS: LazyRegistry[type[CategoryVerifier]] = LazyRegistry("verifier", {
+    "math": "distillery.verify.math:MathVerifier",
+    "code": "distillery.verify.code:CodeVerifier",
+    "ifeval": "distillery.verify.ifeval:IFEvalVerifier",
+    "judge": "distillery.verify.judge:JudgeVerifier",
+    "reward": "distillery.verify.reward:RewardVerifier",
+    "choice": "distillery.verify.choice:ChoiceVerifier",
+})
+"""Verifier name -> class, imported on first use; each is built with `from_config(config, judge)`."""
 
 
 class Verifier:
@@ -88,7 +55,7 @@ class Verifier:
     def _get(self, name: VerifierName) -> CategoryVerifier:
         if name not in self._built:
             logger.info("starting the %s verifier", name)
-            self._built[name] = FACTORIES[name](self.config, self.judge)
+            self._built[name] = VERIFIERS.get(name).from_config(self.config, self.judge)
         return self._built[name]
 
     def verify(self, query: Query, response: str) -> Verdict:
@@ -104,10 +71,15 @@ class Verifier:
             by_verifier[self.verifier_name(query)].append(position)
         verdicts: list[Verdict | None] = [None] * len(pairs)
         for name, positions in by_verifier.items():
-            verifier = self._get(name)
-            for position, verdict in zip(positions, verifier.verify_batch([pairs[p] for p in positions])):
+            batch = self._get(name).verify_batch([pairs[p] for p in positions])
+            if len(batch) != len(positions):
+                raise RuntimeError(f"the {name} verifier returned {len(batch)} verdicts for {len(positions)} answers")
+            for position, verdict in zip(positions, batch, strict=True):
                 verdict.details.setdefault("well_formed", parse_response(pairs[position][1]).well_formed)
                 verdicts[position] = verdict
+        missing = [position for position, verdict in enumerate(verdicts) if verdict is None]
+        if missing:
+            raise RuntimeError(f"no verdict for answers {missing}")
         return [verdict for verdict in verdicts if verdict is not None]
 
     def close(self) -> None:

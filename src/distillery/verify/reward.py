@@ -4,13 +4,15 @@ configurable function maps its raw reward to [0, 1]."""
 from __future__ import annotations
 
 import math
+from typing import Self
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distillery.core.records import Query
 from distillery.core.responses import parse_response
-from distillery.verify.config import RewardSettings
+from distillery.llm.protocol import ChatModel
+from distillery.verify.config import RewardSettings, VerifyConfig
 from distillery.verify.verdict import Verdict
 
 NAME = "reward_model"
@@ -27,6 +29,11 @@ class RewardVerifier:
     """One raw reward per pair: the single logit, or for two labels the second minus the first."""
 
     name = NAME
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(config.reward, config.threshold)
 
     def __init__(self, settings: RewardSettings, threshold: float) -> None:
         if not settings.model:

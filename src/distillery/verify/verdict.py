@@ -30,6 +30,11 @@ class CategoryVerifier(Protocol):
 
     name: str
 
+    @classmethod
+    def from_config(cls, config: Any, judge: Any = None) -> CategoryVerifier:
+        """Built from a step's `VerifyConfig` (and the judge model, for the LLM judge)."""
+        ...
+
     def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:
         """One verdict per (query, response), in order."""
         ...
