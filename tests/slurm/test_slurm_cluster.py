@@ -192,3 +192,25 @@ def test_recipe_with_unknown_profile_kind_submits_nothing(tmp_path: Path, capsys
     assert main(["submit", str(recipe)]) == 2
     assert "no entry 'tpu'" in capsys.readouterr().err
     assert not RunDir(tmp_path / "slurm-run").jobs_file().exists()
+
+
+def test_groups_larger_than_the_array_limit_go_in_chunks_that_all_gate_their_dependents(tmp_path: Path) -> None:
+    from distillery.executors.slurm import max_array_size
+
+    assert max_array_size() >= 1  # read from the real cluster's `scontrol show config`
+    profile = tmp_path / "small-arrays.yaml"
+    profile.write_text(DEV_PROFILE.read_text() + "max_array_size: 3\n")
+    steps = ingest_then_slow(write_queries(tmp_path / "queries.jsonl", 30), delay_s=0.0)
+    run_dir = tmp_path / "slurm-run"
+    recipe = write_recipe(tmp_path / "slurm.yaml", run_dir, steps, num_shards=5, profile=profile)
+    assert main(["submit", str(recipe)]) == 0
+    ledger = [json.loads(line) for line in RunDir(run_dir).jobs_file().read_text().splitlines()]
+    assert [(entry["group"], entry["shards"]) for entry in ledger] == [
+        ("ingest:process", [0, 1, 2]), ("ingest:process", [3, 4]), ("slow:process", [0, 1, 2]),
+        ("slow:process", [3, 4])]
+    states = wait_until_final(run_dir, expected_tasks=10)
+    assert set(states.values()) == {"COMPLETED"}, states
+    ingest_end = max(_sacct_time(job_id_of(run_dir, "ingest:process", s), "End") for s in range(5))
+    slow_start = min(_sacct_time(job_id_of(run_dir, "slow:process", s), "Start") for s in range(5))
+    assert slow_start >= ingest_end, "a dependent array started before every chunk of its input finished"
+    assert kept_outputs(run_dir, "slow") == reference_outputs(tmp_path, steps, 5, "slow")

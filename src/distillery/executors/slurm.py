@@ -15,8 +15,11 @@ sacct call for `distillery status`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import re
+import subprocess
 import time
 from typing import Any
 
@@ -46,7 +49,8 @@ class ShardTask(submitit.helpers.Checkpointable):
 
     def checkpoint(self, run_dir: str, step: str, teacher: str | None, phase: str,
                    shard_index: int) -> submitit.helpers.DelayedSubmission:
-        """On USR2: requeue the same task; its item journal (every finished item written through) says where to continue."""
+        """On USR2: requeue the same task; its item journal (every finished item written through) says where to
+        continue."""
         logger.warning("%s %s shard %d: checkpoint and requeue", step, phase, shard_index)
         return submitit.helpers.DelayedSubmission(self, run_dir, step, teacher, phase, shard_index)
 
@@ -88,16 +92,33 @@ class SlurmExecutor(Executor):
         return True
 
     def _submit(self, group: TaskGroup, shards: list[int], dependencies: list[str]) -> list[str]:
-        folder = submitit_folder(self.recipe, self.run, group)
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_timeouts)
-        narrowed = dataclasses.replace(group, shards=shards)
-        executor.update_parameters(**sbatch_parameters(self.recipe, self.profile, narrowed, dependencies or None))
-        count = len(shards)
-        jobs = executor.map_array(ShardTask(), [str(self.run.root)] * count, [group.step] * count,
-                                  [group.teacher] * count, [group.phase] * count, shards)
-        job_ids = [job.job_id for job in jobs]
-        append_jobs(self.run, {"group": group.key, "job_ids": job_ids, "shards": shards, "submitted": time.time()})
-        logger.info("%s: submitted %d task(s) as %s%s", group.key, count, job_ids[0].split("_")[0],
+        """One job array per chunk of at most the cluster's MaxArraySize tasks; the arrays' ids (what dependents
+        wait on: afterok:<array id> covers every task of it)."""
+        limit = self.profile.max_array_size or max_array_size()
+        arrays: list[str] = []
+        for start in range(0, len(shards), limit):
+            chunk = shards[start : start + limit]
+            folder = submitit_folder(self.recipe, self.run, group)
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_timeouts)
+            narrowed = dataclasses.replace(group, shards=chunk)
+            executor.update_parameters(**sbatch_parameters(self.recipe, self.profile, narrowed, dependencies or None))
+            count = len(chunk)
+            jobs = executor.map_array(ShardTask(), [str(self.run.root)] * count, [group.step] * count,
+                                      [group.teacher] * count, [group.phase] * count, chunk)
+            job_ids = [job.job_id for job in jobs]
+            append_jobs(self.run, {"group": group.key, "job_ids": job_ids, "shards": chunk, "submitted": time.time()})
+            arrays += sorted({job_id.split("_")[0] for job_id in job_ids})
+        logger.info("%s: submitted %d task(s) as %s%s", group.key, len(shards), ", ".join(arrays),
                     f" after {dependencies}" if dependencies else "")
-        # Dependents wait on whole arrays (afterok:<array id> covers every task of it).
-        return sorted({job_id.split("_")[0] for job_id in job_ids})
+        return arrays
+
+
+@functools.cache
+def max_array_size() -> int:
+    """The cluster's MaxArraySize: array indices run 0 .. MaxArraySize - 1, so that many tasks fit one array."""
+    done = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=False)
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", done.stdout, re.M)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"cannot read MaxArraySize from `scontrol show config` ({done.returncode}): "
+                           f"{done.stderr.strip()[:300]}; set max_array_size in the cluster profile")
+    return int(match.group(1))

@@ -48,6 +48,8 @@ class ClusterProfile(StrictModel):
     job_kinds: dict[str, JobKindProfile] = Field(description="Settings per job kind (cpu, gpu, mpi).")
     signal_delay_s: int = Field(90, ge=10, description="USR2 this long before the time limit: checkpoint and requeue.")
     max_timeouts: int = Field(3, ge=0, description="Requeues at the time limit per task; preemptions do not count.")
+    max_array_size: int | None = Field(None, ge=1, description="Most tasks per job array; a larger group is submitted "
+                                       "as several arrays. None: the cluster's MaxArraySize (scontrol show config).")
     source: str = Field("<default>", exclude=True, description="File the profile was read from, for error messages.")
 
     def kind(self, group: TaskGroup) -> JobKindProfile:
