@@ -141,10 +141,10 @@ def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[Tas
             inspector = GroupInspector(run, recipe, group)
             done = {s for s in group.shards if inspector.state(s).state == "done"}
             if sweep and group.phase in ("process", "task"):
-                for shard_index in sorted(done):
-                    paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
-                    for leftover in [paths.journal, *paths.leftovers()]:
-                        leftover.unlink(missing_ok=True)
+                for shard_index, strays in run.stray_files(group.step, group.teacher).items():
+                    if shard_index in done:
+                        for stray in strays:
+                            stray.unlink(missing_ok=True)
             shards = [s for s in group.shards if s not in done]
         if shards:
             pending.append(TaskGroup(group.step, group.teacher, group.phase, shards, group.num_shards,

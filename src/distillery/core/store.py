@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+_STRAY = re.compile(r"^(?:shard-(\d{5})\.journal|\.shard-(\d{5})\..*\.tmp)$")
 
 
 def shard_name(shard_index: int) -> str:
@@ -307,6 +310,22 @@ class RunDir:
     def packed(self, stage: str, teacher: str | None) -> Path:
         """The packed token bins of a `pack` step (one file per teacher)."""
         return self.stage_dir(stage, teacher) / f"{shard_name(0)}.h5"
+
+    def stray_files(self, stage: str, teacher: str | None = None) -> dict[int, list[Path]]:
+        """Journals and `atomic_write` temporary files of a step's shards, by shard index: one directory listing
+        per folder, not one per shard (resume sweeps 10,000 shards with it)."""
+        found: dict[int, list[Path]] = {}
+        base = self.stage_dir(stage, teacher)
+        for folder in (base, base / "rejected", base / "quarantine"):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                match = _STRAY.match(entry.name)
+                if match:
+                    found.setdefault(int(match.group(1) or match.group(2)), []).append(Path(entry.path))
+        return found
 
     def hf_export(self, stage: str, teacher: str | None = None) -> Path:
         """The Hugging Face folder a training step exports (what eval's `from_step` evaluates)."""
