@@ -214,3 +214,15 @@ def test_eval_array_interrupted_mid_shard_resumes_to_the_same_numbers(
     assert stable_records(eval_records(run_dir)) == stable_records(eval_records(reference))
     ours, theirs = (summarize(d).result("smollm2", "math500") for d in (run_dir, reference))
     assert (ours.pass1, ours.pass_at_k, repr(ours.lengths)) == (theirs.pass1, theirs.pass_at_k, repr(theirs.lengths))
+
+
+def test_eval_step_can_have_its_own_shard_count(tmp_path: Path, benchmarks_dir: Path) -> None:
+    recipe = parse_recipe({
+        "name": "shards", "run_dir": str(tmp_path / "run"), "num_shards": 3,
+        "teachers": [{"name": "student", "model": "unused"}],
+        "steps": {"eval": {"benchmarks": [{"name": "aime24", "limit": 4, "samples": 2}], "shards": 1}},
+    })
+    stage = recipe.build_stage("eval", "student")
+    assert stage.num_shards() == 1
+    items = list(stage.read_inputs(context(tmp_path, 0, stage.num_shards())))
+    assert len(items) == 8

@@ -74,6 +74,9 @@ class EvalConfig(StageConfig):
     pass_score: float = Field(
         1.0, ge=0, le=1, description="An answer counts as correct at this score (1.0: equal answer, all tests pass).")
     batch_size: int = Field(256, ge=1, description="Samples per engine call; the most work a preempted shard loses.")
+    shards: int | None = Field(
+        None, ge=1, description="Shards of this step (default: the run's num_shards). Each shard loads the student "
+                                "once: few shards when the benchmarks are small.")
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -115,6 +118,9 @@ class EvalStage(RecordStage[EvalConfig]):
 
     def input_step(self) -> str | None:
         return None
+
+    def num_shards(self) -> int:
+        return self.config.shards or self.view.num_shards
 
     def model_path(self, run: RunDir) -> str:
         """The model this step evaluates for its teacher."""
