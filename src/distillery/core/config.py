@@ -76,3 +76,14 @@ def format_validation_error(source: str, error: ValidationError, prefix: tuple[A
             expected = "unknown field (check the spelling; see `distillery explain`)"
         messages.append(f"{where}: {field or '<top>'}: {expected} (got {item.get('input')!r:.80})")
     return "\n".join(messages)
+
+
+def read_yaml(path: Path, what: str, error: type[Exception]) -> tuple[Any, str]:
+    """A YAML file's data and text; a missing file or invalid YAML raises `error` naming the file."""
+    if not path.exists():
+        raise error(f"{path}: {what} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text), text
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML: {problem}") from None

@@ -14,7 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
-from distillery.core.config import InputPath, OutputPath, StrictModel, format_validation_error, yaml_line_index
+from distillery.core.config import (
+    InputPath,
+    OutputPath,
+    StrictModel,
+    format_validation_error,
+    read_yaml,
+    yaml_line_index,
+)
 from distillery.core.stage import Stage, StageConfig, StepView, stage_names, stage_type
 from distillery.core.teachers import Resources, TeacherConfig
 
@@ -140,13 +147,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
 def load_recipe(path: Path | str, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
     """Read and validate a recipe file; `overrides` are `dotted.key=yaml_value` strings."""
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"{path}: recipe file does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    data, text = read_yaml(path, "recipe file", RecipeError)
     for override in overrides or []:
         key, _, value = override.partition("=")
         if not _:

@@ -41,26 +41,14 @@ def shard_name(shard_index: int) -> str:
 @contextmanager
 def atomic_write(path: Path, mode: str = "w", compress: bool = False) -> Iterator[IO[Any]]:
     """Write to a temporary file beside `path`, fsync, then rename: a killed writer leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if compress:
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                    yield gz if "b" in mode else _TextOut(gz)
-            elif "b" in mode:
-                yield raw
-            else:
-                text = _TextOut(raw)
-                yield text
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as raw:
+        if compress:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                yield gz if "b" in mode else _TextOut(gz)
+        elif "b" in mode:
+            yield raw
+        else:
+            yield _TextOut(raw)
 
 
 @contextmanager

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError
 
-from distillery.core.config import StrictModel, format_validation_error, yaml_line_index
+from distillery.core.config import StrictModel, format_validation_error, read_yaml, yaml_line_index
 from distillery.core.plan import TaskGroup
 from distillery.core.recipe import RecipeError
 
@@ -70,13 +69,7 @@ def load_profile(path: Path | str | None) -> ClusterProfile:
     if path is None:
         return default_profile()
     path = Path(path)
-    if not path.exists():
-        raise ProfileError(f"{path}: cluster profile does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ProfileError(f"{path}: not valid YAML: {error}") from None
+    data, text = read_yaml(path, "cluster profile", ProfileError)
     try:
         profile = ClusterProfile.model_validate(data)
     except ValidationError as error:
