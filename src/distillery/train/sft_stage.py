@@ -25,6 +25,11 @@ if TYPE_CHECKING:  # torch and Megatron load only when the stage runs, not when 
     from distillery.train.trainer import Trainer, TrainSettings
 
 
+LAYOUT_FIELDS = {"tensor_parallel", "pipeline_parallel", "distributed_optimizer", "gpu_memory_gib", "export_hf",
+                 "recompute", "recompute_num_layers", "peak_tflops"}
+"""Settings that change how training runs, never what it computes."""
+
+
 def export_dir(run_dir: Path, step: str, teacher: str | None) -> Path:
     return run_dir / step / teacher if teacher else run_dir / step
 
@@ -52,7 +57,12 @@ class SFTStage(TaskStage):
         keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
         seed: int = Field(0, description="Seed of the data order.")
         precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, else fp32.")
-        recompute: bool = Field(False, description="Recompute layer activations in backward (GPU, long bins).")
+        recompute: Literal["off", "selective", "full"] = Field(
+            "off", description="Activation recompute on GPU: selective (each layer's MLP) or full (layer chunks); "
+                               "a CPU keeps every activation and says so in the log.")
+        recompute_num_layers: int = Field(1, ge=1, description="Layers per recomputed chunk under full recompute.")
+        distributed_optimizer: bool = Field(True, description="Shard AdamW state over data-parallel ranks (ZeRO-1).")
+        gpu_memory_gib: float = Field(80.0, gt=0, description="Memory of one GPU, for the plan's memory table.")
         peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU (GPUs detected).")
         export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
 
@@ -76,6 +86,7 @@ class SFTStage(TaskStage):
             seed=config.seed, tensor_parallel=config.tensor_parallel, pipeline_parallel=config.pipeline_parallel,
             max_steps=config.max_steps, dtype=dtype,
             recompute=config.recompute, pad_bins=device.type == "cuda", peak_tflops=config.peak_tflops,
+            recompute_num_layers=config.recompute_num_layers, distributed_optimizer=config.distributed_optimizer,
         )
 
     def run(self, ctx: ShardContext) -> dict[str, Any]:
@@ -114,7 +125,8 @@ class SFTStage(TaskStage):
             out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
             out_dir.mkdir(parents=True, exist_ok=True)
             data = packed_path(ctx.run, source, ctx.teacher)
-            fingerprint = config_digest({"config": config.model_dump(mode="json"),
+            # the layout is left out: a checkpoint resumes under any TP, PP or DP size
+            fingerprint = config_digest({"config": config.model_dump(mode="json", exclude=LAYOUT_FIELDS),
                                          "data": Manifest.load(ctx.run.shard(source, ctx.teacher, 0).manifest).sha256})
             trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, out_dir / "metrics.jsonl",
                               device, ctx.logger, fingerprint)
@@ -133,12 +145,10 @@ class SFTStage(TaskStage):
                 **summary}
 
     def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
-        from distillery.train.checkpoint import latest_checkpoint, load_rank_state
-        from distillery.train.convert import megatron_to_hf, save_hf_folder
+        """The final checkpoint already holds the Hugging Face tensors (layout.py): read them whole."""
+        from distillery.train.checkpoint import latest_checkpoint, load_full
+        from distillery.train.convert import save_hf_folder
 
         checkpoint = latest_checkpoint(trainer.checkpoints, trainer.fingerprint)
         assert checkpoint is not None, "training always ends with a checkpoint"
-        shards = {(tp_rank, pp_rank): load_rank_state(checkpoint, tp_rank, pp_rank, trainer.layout)["model"]
-                  for tp_rank in range(trainer.settings.tensor_parallel)
-                  for pp_rank in range(trainer.settings.pipeline_parallel)}
-        save_hf_folder(megatron_to_hf(shards, shape), model_dir, target)
+        save_hf_folder(load_full(checkpoint, "model/"), model_dir, target)
