@@ -174,6 +174,8 @@ class Trainer:
         self.step = int(state["step"])
         set_moments(self.optimizer, moments, self.names, self.step)
         self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr  # the scheduler's state does not reach the optimizer's groups by itself
         torch.set_rng_state(state["rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
