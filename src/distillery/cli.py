@@ -60,6 +60,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{group.key:<36} {len(group.shards):>6} {todo:>5} {group.job_kind:<5} {r.cpus_per_task:>4} "
               f"{r.mem_gb:>4.0f}G {r.gpus_per_node:>4} {group.world_size:>5} {r.time_min:>5}m  "
               f"{', '.join(group.depends_on) or '-'}")
+    shown: set[str] = set()
+    for group in groups:  # training steps add their per-GPU memory arithmetic
+        stage = recipe.build_stage(group.step, group.teacher)
+        if hasattr(stage, "memory_report") and group.step not in shown:
+            shown.add(group.step)
+            print("\n" + stage.memory_report())
     if recipe.executor.kind == "slurm" or args.sbatch:
         from distillery.executors.slurm import render_sbatch
 

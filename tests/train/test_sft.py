@@ -116,7 +116,7 @@ def test_kill_and_resume_reproduces_the_curve(tmp_path, traces, make_run, tiny_m
     [process] = _launch_ranks(killed, 1)
     checkpoints = killed / "sft" / "t1" / "_work" / "shard-00000" / "checkpoints"
     deadline = time.time() + 240
-    while not (checkpoints / "step-00000002" / "done.json").exists() and process.poll() is None \
+    while not (checkpoints / "step-00000002" / "meta.json").exists() and process.poll() is None \
             and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)

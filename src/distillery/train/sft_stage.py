@@ -89,6 +89,29 @@ class SFTStage(TaskStage):
             recompute_num_layers=config.recompute_num_layers, distributed_optimizer=config.distributed_optimizer,
         )
 
+    def memory_report(self) -> str:
+        """Per-GPU memory of this step at its pack step's bin length, and the other layouts of its GPUs (plan).
+
+        The world size is the step's own resources (nodes x tasks per node).
+        """
+        from distillery.train.memory import Layout, layout_options, memory_table, student_shape
+
+        config: SFTStage.Config = self.config  # type: ignore[assignment]
+        resources = self.recipe.step(self.step).resources
+        world_size = resources.nodes * resources.tasks_per_node
+        shape = student_shape(config.student)
+        if shape is None:
+            return f"sft memory: no config.json in {config.student} and not a known model size"
+        source = self.input_step()
+        seq = getattr(self.recipe.build_stage(source, self.teacher.name if self.teacher else None).config,
+                      "max_tokens", 32768) if source else 32768
+        model_parallel = config.tensor_parallel * config.pipeline_parallel
+        layout = Layout(config.tensor_parallel, config.pipeline_parallel, max(1, world_size // model_parallel),
+                        config.recompute, config.recompute_num_layers, config.distributed_optimizer)
+        return "\n".join([memory_table(shape, layout, seq, config.global_batch, config.gpu_memory_gib),
+                          layout_options(shape, world_size, seq, config.global_batch, config.gpu_memory_gib,
+                                         config.recompute, config.recompute_num_layers)])
+
     def run(self, ctx: ShardContext) -> dict[str, Any]:
         import torch.distributed as dist
 
