@@ -102,6 +102,18 @@ def test_1f1b_order() -> None:
             assert peak == min(stages - stage, count)  # 1F1B bounds the activations a stage holds
 
 
+def test_recompute_on_cpu_says_what_it_does_instead(tmp_path, tiny_model, megatron_single, caplog) -> None:
+    from distillery.train.gpt import build_model
+
+    shape = ModelShape.from_folder(tiny_model(tmp_path, "llama"))
+    with caplog.at_level("WARNING", logger="distillery.train.gpt"):
+        model = build_model(shape, 1, 1, torch.float32, torch.device("cpu"), recompute="full", recompute_num_layers=2)
+    assert "on CPU every activation is kept for backward (no recompute" in caplog.text
+    assert model.config.recompute_granularity is None
+    with pytest.raises(ValueError, match="recompute must be one of"):
+        build_model(shape, 1, 1, torch.float32, torch.device("cpu"), recompute="partial")
+
+
 @pytest.mark.slow
 def test_bubble_share_matches_formula(tmp_path) -> None:
     # a stage that sleeps 40 ms forward and 80 ms backward: compute time that CPU load does not stretch

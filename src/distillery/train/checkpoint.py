@@ -96,7 +96,11 @@ def save_checkpoint(root: Path, step: int, tensors: dict[str, Piece], trainer_st
 
 
 def _prune(root: Path, fingerprint: str, keep: int) -> None:
+    """Keep the newest `keep` of this fingerprint; a step folder without meta.json is an older format's."""
     complete = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
+    for legacy in root.glob("step-*"):
+        if legacy not in complete:
+            shutil.rmtree(legacy, ignore_errors=True)
     current = [p for p in complete if read_meta(p)["fingerprint"] == fingerprint]
     for old in current[:-keep] + [p for p in complete if p not in current]:
         shutil.rmtree(old, ignore_errors=True)
