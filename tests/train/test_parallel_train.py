@@ -145,9 +145,9 @@ def test_recompute_on_cpu_says_what_it_does_instead(tmp_path, tiny_model, megatr
 
 @pytest.mark.slow
 def test_bubble_share_matches_formula(tmp_path) -> None:
-    # a stage that sleeps 40 ms forward and 80 ms backward: compute time that CPU load does not stretch
+    # a stage that sleeps 80 ms forward and 160 ms backward: compute time that CPU load does not stretch
     stages, count = 4, 8
-    _run({"mode": "bubble", "seconds": 0.04, "micro_batches": count, "out": str(tmp_path)}, stages, tmp_path)
+    _run({"mode": "bubble", "seconds": 0.08, "micro_batches": count, "out": str(tmp_path)}, stages, tmp_path)
     measured = [json.loads((tmp_path / f"bubble-{rank}.json").read_text()) for rank in range(stages)]
     expected = bubble_share(stages, count)  # 3/11 = 0.27
     for shares in measured:
