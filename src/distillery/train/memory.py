@@ -26,6 +26,7 @@ KNOWN_SHAPES = {
     "qwen2.5-14b": (48, 5120, 13824, 40, 8, 152064, False),
     "qwen2.5-7b": (28, 3584, 18944, 28, 4, 152064, False),
     "qwen2.5-1.5b": (28, 1536, 8960, 12, 2, 151936, True),
+    "smollm2": (30, 576, 1536, 9, 3, 49152, True),  # SmolLM2-135M-Instruct, the embedded student
 }
 
 
