@@ -162,8 +162,3 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected "
                          f"{result.unexpected_keys[:5]}")
 
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """This rank's weights as a plain state dict (no `_extra_state`), on CPU."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if not k.endswith("_extra_state") and isinstance(v, torch.Tensor)}

@@ -2,11 +2,12 @@
 
 Runs as one task of `world_size` ranks (a multi-task SLURM job, one rank per task; or spawned processes
 locally); tensor parallel size `tensor_parallel`, `pipeline_parallel` stages, data parallel over the remaining
-ranks. A task killed or
-requeued is simply run again: it resumes from the newest checkpoint in its work directory.
+ranks. A task killed or requeued is simply run again: it resumes from the newest checkpoint in its work
+directory, with the same or another TP, PP and DP size (checkpoint.py).
 
-Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, tokens/s, MFU per step) and `hf/`, the trained
-student as a Hugging Face folder for evaluation.
+Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, trained tokens/s, MFU, masked and padding tokens
+per step) and `hf/`, the trained student as a Hugging Face folder for evaluation; the manifest's stats carry the
+run's median throughput and token totals. `distillery plan` prints the step's per-GPU memory (memory.py).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class SFTStage(TaskStage):
             documents = len(trainer.data.cu_seqlens) - 1
             trainer.data.close()
             if config.export_hf and ctx.rank == 0:
-                self._export(trainer, shape, model_dir, out_dir / "hf")
+                self._export(trainer, model_dir, out_dir / "hf")
             dist.barrier()
         finally:
             if owns_group:
@@ -167,7 +168,7 @@ class SFTStage(TaskStage):
                 "metrics": str(out_dir / "metrics.jsonl"), "hf": str(out_dir / "hf") if config.export_hf else None,
                 **summary}
 
-    def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
+    def _export(self, trainer: Trainer, model_dir: Path, target: Path) -> None:
         """The final checkpoint already holds the Hugging Face tensors (layout.py): read them whole."""
         from distillery.train.checkpoint import latest_checkpoint, load_full
         from distillery.train.convert import save_hf_folder

@@ -1,4 +1,5 @@
-"""The SFT loop over packed bins: tensor, pipeline and data parallel Megatron-core GPTModel, resumable.
+"""The SFT loop over packed bins: tensor, pipeline (1F1B) and data parallel Megatron-core GPTModel, ZeRO-1 AdamW,
+checkpoints that resume under any layout.
 
 One optimizer step consumes `global_batch` bins (one bin per micro-batch, THD layout), split over the
 data-parallel ranks, with gradients accumulated over micro-batches. The loss is the token-weighted mean over
