@@ -69,6 +69,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{group.key:<36} {len(group.shards):>6} {todo:>5} {group.job_kind:<5} {r.cpus_per_task:>4} "
               f"{r.mem_gb:>4.0f}G {r.gpus_per_node:>4} {group.world_size:>5} {r.time_min:>5}m  "
               f"{', '.join(group.depends_on) or '-'}")
+    shown: set[str] = set()
+    for group in groups:  # e.g. the per-GPU memory arithmetic of a training step
+        stage = recipe.build_stage(group.step, group.teacher)
+        source = stage.input_step()
+        upstream = recipe.build_stage(source, group.teacher if group.teacher in recipe.teachers_of(source) else None)
+        report = stage.plan_report(group.resources, upstream.config if source else None)
+        if report and group.step not in shown:
+            shown.add(group.step)
+            print("
+" + report)
     from distillery.executors import build_executor
 
     description = build_executor(recipe, run, "slurm" if args.sbatch else None).describe(groups)

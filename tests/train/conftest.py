@@ -46,13 +46,13 @@ def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], 
     return run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_trace():
     """Builds one trace record: make_trace(index, rng)."""
     return _make_trace
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_run():
     """Builds a run directory whose `traces` step is finished: make_run(root, records, steps)."""
     return _make_run
@@ -85,7 +85,7 @@ def tiny_hf_folder(root: Path, model_type: str, tie: bool = False, seed: int = 0
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_model():
     """Builds a small random HF folder: tiny_model(root, "llama" | "qwen2", tie=False)."""
     return tiny_hf_folder

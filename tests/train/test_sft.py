@@ -87,7 +87,7 @@ def test_tensor_pipeline_and_data_parallel_match_one_rank(tmp_path, traces, make
 @pytest.mark.slow
 def test_loss_decreases_on_smollm2(tmp_path, traces, make_run, megatron_single) -> None:
     # two short traces packed into one bin, trained on for three epochs: every step sees the same tokens
-    sft = {"lr": 2e-4, "global_batch": 1, "epochs": 3, "warmup_fraction": 0.0, "save_every": 100}
+    sft = {"lr": 2e-4, "global_batch": 1, "epochs": 3, "warmup_fraction": 0.0, "save_every": 100, "peak_tflops": 1.0}
     root = _prepare(tmp_path, "smollm2", [traces[1], traces[3]], make_run, "smollm2", sft)
     result = run_task(str(root), "sft", "t1", "task", 0)
     curve = _metrics(root)
@@ -97,6 +97,13 @@ def test_loss_decreases_on_smollm2(tmp_path, traces, make_run, megatron_single) 
     assert losses[2] < losses[1] < losses[0], losses
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 and r["loss_tokens"] > 0 for r in curve)
     assert result["stats"]["steps"] == 3
+    # throughput counts trained tokens; masked prompt tokens and bin padding are reported beside it
+    stats = result["stats"]
+    assert stats["loss_tokens"] == sum(r["loss_tokens"] for r in curve)
+    assert stats["masked_tokens"] == sum(r["tokens"] - r["loss_tokens"] for r in curve) > 0
+    assert stats["padding_tokens"] == sum(r["padding_tokens"] for r in curve) == 3 * (384 - curve[0]["tokens"])
+    assert 0 < stats["mfu"] < stats["mfu_documents"] and stats["tokens_per_s"] > 0
+    assert all(r["tokens_per_s"] < r["document_tokens_per_s"] for r in curve)
     exported = AutoModelForCausalLM.from_pretrained(root / "sft" / "t1" / "hf")
     assert exported.config.model_type == "llama"
 
@@ -116,7 +123,7 @@ def test_kill_and_resume_reproduces_the_curve(tmp_path, traces, make_run, tiny_m
     [process] = _launch_ranks(killed, 1)
     checkpoints = killed / "sft" / "t1" / "_work" / "shard-00000" / "checkpoints"
     deadline = time.time() + 240
-    while not (checkpoints / "step-00000002" / "done.json").exists() and process.poll() is None \
+    while not (checkpoints / "step-00000002" / "meta.json").exists() and process.poll() is None \
             and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)

@@ -52,7 +52,7 @@ def test_two_task_sft_job_resumes_after_usr2(tmp_path, slurm_cluster, monkeypatc
     finish_traces(RunDir(run_root), load_recipe(recipe_path), traces)
     try:
         assert main(["submit", str(recipe_path)]) == 0
-        checkpoint = run_root / "sft" / "t1" / "_work" / "shard-00000" / "checkpoints" / "step-00000006" / "done.json"
+        checkpoint = run_root / "sft" / "t1" / "_work" / "shard-00000" / "checkpoints" / "step-00000006" / "meta.json"
         deadline = time.time() + 400
         while not checkpoint.exists() and time.time() < deadline:
             states = query_states(run_root)

@@ -33,7 +33,7 @@ from distillery.core.store import RunDir, config_digest, jsonl_sink
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
-    from distillery.core.teachers import TeacherConfig
+    from distillery.core.teachers import Resources, TeacherConfig
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
 
@@ -215,6 +215,11 @@ class Stage(ABC, Generic[ConfigT]):
     def input_step(self) -> str | None:
         """The step whose kept records feed this one; None for a stage that reads external input."""
         return self.view.input_step
+
+    def plan_report(self, resources: Resources, input_config: StageConfig | None) -> str:
+        """Hook: what `distillery plan` should print about this step (e.g. a training step's per-GPU memory), given
+        its resources and its input step's config; empty by default."""
+        return ""
 
     def input_digest(self, ctx: ShardContext) -> str | None:
         """Hook: what keys this task's output besides its config. None (the default): the output ids of the input

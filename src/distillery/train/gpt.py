@@ -7,12 +7,15 @@ place of the default one, which cannot take packed sequences without Transformer
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
@@ -79,8 +82,25 @@ class ModelShape:
         return self.num_layers * per_layer + embeddings + self.hidden_size
 
 
+RECOMPUTE = ("off", "selective", "full")
+"""Activation recompute: none; `selective` recomputes each layer's MLP (its gate, up and product activations are
+the largest; FlexAttention already keeps only q, k, v and the output); `full` keeps only the input of every chunk
+of `recompute_num_layers` layers and reruns the chunk in backward."""
+
+
+def recompute_settings(recompute: str, recompute_num_layers: int) -> dict[str, Any]:
+    if recompute not in RECOMPUTE:
+        raise ValueError(f"recompute must be one of {RECOMPUTE}, got {recompute!r}")
+    if recompute == "full":
+        return {"recompute_granularity": "full", "recompute_method": "uniform",
+                "recompute_num_layers": recompute_num_layers}
+    if recompute == "selective":
+        return {"recompute_granularity": "selective", "recompute_modules": ["mlp"]}
+    return {}
+
+
 def transformer_config(shape: ModelShape, tensor_parallel: int, pipeline_parallel: int,
-                       dtype: torch.dtype, recompute: bool = False) -> Any:
+                       dtype: torch.dtype, recompute: str = "off", recompute_num_layers: int = 1) -> Any:
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     return TransformerConfig(
@@ -94,10 +114,7 @@ def transformer_config(shape: ModelShape, tensor_parallel: int, pipeline_paralle
         use_cpu_initialization=True, variable_seq_lengths=pipeline_parallel > 1, moe_token_dispatcher_type="alltoall",
         bias_activation_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False,
         bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
-        cross_entropy_loss_fusion=False,
-        recompute_granularity="full" if recompute else None,
-        recompute_method="uniform" if recompute else None,
-        recompute_num_layers=1 if recompute else None,
+        cross_entropy_loss_fusion=False, **recompute_settings(recompute, recompute_num_layers),
     )
 
 
@@ -112,15 +129,18 @@ def layer_spec() -> Any:
 
 
 def build_model(shape: ModelShape, tensor_parallel: int, pipeline_parallel: int, dtype: torch.dtype,
-                device: torch.device, recompute: bool = False) -> Any:
+                device: torch.device, recompute: str = "off", recompute_num_layers: int = 1) -> Any:
     """This rank's slice of the model, on `device`."""
-    if recompute and device.type != "cuda":
-        raise ValueError("activation recompute in megatron-core 0.16 saves CUDA RNG states: it needs a GPU "
-                         "(set recompute: false on CPU)")
+    recompute_settings(recompute, recompute_num_layers)
+    if recompute != "off" and device.type != "cuda":
+        logger.warning("activation recompute %r requested, but megatron-core 0.16 recompute saves CUDA RNG states, "
+                       "which a CPU lacks: on CPU every activation is kept for backward (no recompute; memory grows "
+                       "with the bin length)", recompute)
+        recompute = "off"
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
 
-    config = transformer_config(shape, tensor_parallel, pipeline_parallel, dtype, recompute)
+    config = transformer_config(shape, tensor_parallel, pipeline_parallel, dtype, recompute, recompute_num_layers)
     # With several stages the last one keeps its own copy of a tied embedding as the output layer (the trainer
     # sums the two gradients); Megatron's own tying syncs the copies with CUDA-only code at construction.
     tie = shape.tie_embeddings and pipeline_parallel == 1
@@ -142,8 +162,3 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected "
                          f"{result.unexpected_keys[:5]}")
 
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """This rank's weights as a plain state dict (no `_extra_state`), on CPU."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if not k.endswith("_extra_state") and isinstance(v, torch.Tensor)}

@@ -22,16 +22,19 @@ from distillery.train.models import resolve_model_dir
 from distillery.train.packed_file import write_packed
 
 
+class PackConfig(StageConfig):
+    student: str = Field("smollm2", description="Student model folder whose tokenizer and chat template are used.")
+    max_tokens: int = Field(32768, ge=8, description="Samples over this many tokens are dropped (as rejected).")
+    bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
+    tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (threaded by the tokenizer).")
+
+
 @register
-class PackStage(TaskStage):
+class PackStage(TaskStage[PackConfig]):
     name = "pack"
+    Config = PackConfig
     per_teacher = True
 
-    class Config(StageConfig):
-        student: str = Field("smollm2", description="Student model folder whose tokenizer and chat template are used.")
-        max_tokens: int = Field(32768, ge=8, description="Samples over this many tokens are dropped (as rejected).")
-        bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
-        tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (threaded by the tokenizer).")
 
     def num_shards(self) -> int:
         return 1
@@ -39,7 +42,7 @@ class PackStage(TaskStage):
     def run(self, ctx: ShardContext) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
-        config: PackStage.Config = self.config  # type: ignore[assignment]
+        config = self.config
         capacity = config.bin_tokens or config.max_tokens
         if capacity < config.max_tokens:
             raise ValueError(f"bin_tokens ({capacity}) must be >= max_tokens ({config.max_tokens})")

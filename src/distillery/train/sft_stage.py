@@ -2,11 +2,12 @@
 
 Runs as one task of `world_size` ranks (a multi-task SLURM job, one rank per task; or spawned processes
 locally); tensor parallel size `tensor_parallel`, `pipeline_parallel` stages, data parallel over the remaining
-ranks. A task killed or
-requeued is simply run again: it resumes from the newest checkpoint in its work directory.
+ranks. A task killed or requeued is simply run again: it resumes from the newest checkpoint in its work
+directory, with the same or another TP, PP and DP size (checkpoint.py).
 
-Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, tokens/s, MFU per step) and `hf/`, the trained
-student as a Hugging Face folder for evaluation.
+Outputs in <run>/<step>/<teacher>/: `metrics.jsonl` (loss, lr, trained tokens/s, MFU, masked and padding tokens
+per step) and `hf/`, the trained student as a Hugging Face folder for evaluation; the manifest's stats carry the
+run's median throughput and token totals. `distillery plan` prints the step's per-GPU memory (memory.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pydantic import Field
 
 from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
 from distillery.core.store import Manifest, config_digest
+from distillery.core.teachers import Resources
+from distillery.train.pack_stage import PackConfig
 
 if TYPE_CHECKING:  # torch and Megatron load only when the stage runs, not when a recipe is planned
     import torch
@@ -25,36 +28,45 @@ if TYPE_CHECKING:  # torch and Megatron load only when the stage runs, not when 
     from distillery.train.trainer import Trainer, TrainSettings
 
 
-def export_dir(run_dir: Path, step: str, teacher: str | None) -> Path:
-    return run_dir / step / teacher if teacher else run_dir / step
+LAYOUT_FIELDS = {"tensor_parallel", "pipeline_parallel", "distributed_optimizer", "gpu_memory_gib", "export_hf",
+                 "recompute", "recompute_num_layers", "peak_tflops"}
+"""Settings that change how training runs, never what it computes."""
+
+
+class SFTConfig(StageConfig):
+    student: str = Field("smollm2", description="Student HF folder (Llama or Qwen2), or 'smollm2'.")
+    tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size.")
+    pipeline_parallel: int = Field(1, ge=1, description="Pipeline stages; world = tensor x pipeline x data.")
+    lr: float = Field(8e-5, gt=0, description="Peak learning rate (paper: 8e-5).")
+    min_lr: float = Field(0.0, ge=0, description="Learning rate the cosine decays to (paper: 0).")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warmup (paper: 5%).")
+    epochs: int = Field(2, ge=1, description="Passes over the packed bins (paper: 2).")
+    global_batch: int = Field(64, ge=1, description="Packed bins per optimizer step, all ranks (paper: 64).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke tests).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
+    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (beta1 is 0.9).")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
+    save_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
+    seed: int = Field(0, description="Seed of the data order.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, else fp32.")
+    recompute: Literal["off", "selective", "full"] = Field(
+        "off", description="Activation recompute on GPU: selective (each layer's MLP) or full (layer chunks); "
+                           "a CPU keeps every activation and says so in the log.")
+    recompute_num_layers: int = Field(1, ge=1, description="Layers per recomputed chunk under full recompute.")
+    distributed_optimizer: bool = Field(True, description="Shard AdamW state over data-parallel ranks (ZeRO-1).")
+    gpu_memory_gib: float = Field(80.0, gt=0, description="Memory of one GPU, for the plan's memory table.")
+    peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU (GPUs detected).")
+    export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
 
 
 @register
-class SFTStage(TaskStage):
+class SFTStage(TaskStage[SFTConfig]):
     name = "sft"
+    Config = SFTConfig
     per_teacher = True
     kind = "gpu"
 
-    class Config(StageConfig):
-        student: str = Field("smollm2", description="Student HF folder (Llama or Qwen2), or 'smollm2'.")
-        tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size.")
-        pipeline_parallel: int = Field(1, ge=1, description="Pipeline stages; world = tensor x pipeline x data.")
-        lr: float = Field(8e-5, gt=0, description="Peak learning rate (paper: 8e-5).")
-        min_lr: float = Field(0.0, ge=0, description="Learning rate the cosine decays to (paper: 0).")
-        warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of steps of linear warmup (paper: 5%).")
-        epochs: int = Field(2, ge=1, description="Passes over the packed bins (paper: 2).")
-        global_batch: int = Field(64, ge=1, description="Packed bins per optimizer step, all ranks (paper: 64).")
-        max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke tests).")
-        weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of matrices.")
-        adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (beta1 is 0.9).")
-        grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
-        save_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
-        keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
-        seed: int = Field(0, description="Seed of the data order.")
-        precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, else fp32.")
-        recompute: bool = Field(False, description="Recompute layer activations in backward (GPU, long bins).")
-        peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU (GPUs detected).")
-        export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
 
     def num_shards(self) -> int:
         return 1
@@ -64,7 +76,7 @@ class SFTStage(TaskStage):
 
         from distillery.train.trainer import TrainSettings
 
-        config: SFTStage.Config = self.config  # type: ignore[assignment]
+        config = self.config
         if config.precision == "auto":
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         else:
@@ -76,7 +88,28 @@ class SFTStage(TaskStage):
             seed=config.seed, tensor_parallel=config.tensor_parallel, pipeline_parallel=config.pipeline_parallel,
             max_steps=config.max_steps, dtype=dtype,
             recompute=config.recompute, pad_bins=device.type == "cuda", peak_tflops=config.peak_tflops,
+            recompute_num_layers=config.recompute_num_layers, distributed_optimizer=config.distributed_optimizer,
         )
+
+    def plan_report(self, resources: Resources, input_config: StageConfig | None) -> str:
+        """Per-GPU memory of this step at its pack step's bin length, and the other layouts of its GPUs.
+
+        The world size is the step's own resources (nodes x tasks per node).
+        """
+        from distillery.train.memory import Layout, layout_options, memory_table, student_shape
+
+        config = self.config
+        world_size = resources.nodes * resources.tasks_per_node
+        shape = student_shape(config.student)
+        if shape is None:
+            return f"sft memory: no config.json in {config.student} and not a known model size"
+        seq = input_config.max_tokens if isinstance(input_config, PackConfig) else 32768
+        model_parallel = config.tensor_parallel * config.pipeline_parallel
+        layout = Layout(config.tensor_parallel, config.pipeline_parallel, max(1, world_size // model_parallel),
+                        config.recompute, config.recompute_num_layers, config.distributed_optimizer)
+        return "\n".join([memory_table(shape, layout, seq, config.global_batch, config.gpu_memory_gib),
+                          layout_options(shape, world_size, seq, config.global_batch, config.gpu_memory_gib,
+                                         config.recompute, config.recompute_num_layers)])
 
     def run(self, ctx: ShardContext) -> dict[str, Any]:
         import torch.distributed as dist
@@ -87,7 +120,7 @@ class SFTStage(TaskStage):
         from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
         from distillery.train.trainer import Trainer
 
-        config: SFTStage.Config = self.config  # type: ignore[assignment]
+        config = self.config
         source = self.input_step()
         if source is None:
             raise ValueError(f"step {self.step!r} needs a pack step before it")
@@ -110,10 +143,11 @@ class SFTStage(TaskStage):
                 save_shards(hf_to_megatron(load_hf_state(model_dir), shape, config.tensor_parallel,
                                            config.pipeline_parallel), initial, shape)
             dist.barrier()
-            out_dir = export_dir(ctx.run.root, ctx.stage, ctx.teacher)
+            out_dir = ctx.run.stage_dir(ctx.stage, ctx.teacher)
             out_dir.mkdir(parents=True, exist_ok=True)
             data = ctx.run.packed(source, ctx.teacher)
-            fingerprint = config_digest({"config": config.model_dump(mode="json"),
+            # the layout is left out: a checkpoint resumes under any TP, PP or DP size
+            fingerprint = config_digest({"config": config.model_dump(mode="json", exclude=LAYOUT_FIELDS),
                                          "data": Manifest.load(ctx.run.shard(source, ctx.teacher, 0).manifest).sha256})
             trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, out_dir / "metrics.jsonl",
                               device, ctx.logger, fingerprint)
@@ -121,7 +155,7 @@ class SFTStage(TaskStage):
             documents = len(trainer.data.cu_seqlens) - 1
             trainer.data.close()
             if config.export_hf and ctx.rank == 0:
-                self._export(trainer, shape, model_dir, out_dir / "hf")
+                self._export(trainer, model_dir, ctx.run.hf_export(ctx.stage, ctx.teacher))
             dist.barrier()
         finally:
             if owns_group:
@@ -131,13 +165,11 @@ class SFTStage(TaskStage):
                 "metrics": str(out_dir / "metrics.jsonl"), "hf": str(out_dir / "hf") if config.export_hf else None,
                 **summary}
 
-    def _export(self, trainer: Trainer, shape: Any, model_dir: Path, target: Path) -> None:
-        from distillery.train.checkpoint import latest_checkpoint, load_rank_state
-        from distillery.train.convert import megatron_to_hf, save_hf_folder
+    def _export(self, trainer: Trainer, model_dir: Path, target: Path) -> None:
+        """The final checkpoint already holds the Hugging Face tensors (layout.py): read them whole."""
+        from distillery.train.checkpoint import latest_checkpoint, load_full
+        from distillery.train.convert import save_hf_folder
 
         checkpoint = latest_checkpoint(trainer.checkpoints, trainer.fingerprint)
         assert checkpoint is not None, "training always ends with a checkpoint"
-        shards = {(tp_rank, pp_rank): load_rank_state(checkpoint, tp_rank, pp_rank, trainer.layout)["model"]
-                  for tp_rank in range(trainer.settings.tensor_parallel)
-                  for pp_rank in range(trainer.settings.pipeline_parallel)}
-        save_hf_folder(megatron_to_hf(shards, shape), model_dir, target)
+        save_hf_folder(load_full(checkpoint, "model/"), model_dir, target)

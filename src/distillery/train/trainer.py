@@ -1,4 +1,5 @@
-"""The SFT loop over packed bins: tensor, pipeline and data parallel Megatron-core GPTModel, resumable.
+"""The SFT loop over packed bins: tensor, pipeline (1F1B) and data parallel Megatron-core GPTModel, ZeRO-1 AdamW,
+checkpoints that resume under any layout.
 
 One optimizer step consumes `global_batch` bins (one bin per micro-batch, THD layout), split over the
 data-parallel ranks, with gradients accumulated over micro-batches. The loss is the token-weighted mean over
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,19 @@ from tqdm import tqdm
 
 from distillery.core.store import atomic_write
 from distillery.train.batches import packed_inputs, weighted_loss_sum
-from distillery.train.checkpoint import latest_checkpoint, load_rank_state, save_checkpoint
+from distillery.train.checkpoint import (
+    latest_checkpoint,
+    load_tensors,
+    load_trainer_state,
+    read_meta,
+    save_checkpoint,
+)
 from distillery.train.flops import peak_flops, training_flops
-from distillery.train.gpt import ModelShape, build_model, load_state, model_state
+from distillery.train.gpt import ModelShape, build_model, load_state
+from distillery.train.layout import Piece, RankLayout
+from distillery.train.optimizer import MOMENTS, build_optimizer, get_moments, owned_parameters, set_moments
 from distillery.train.packed_file import PackedBin, PackedReader
-from distillery.train.pipeline import StageLinks, pipeline_forward_backward
+from distillery.train.pipeline import StageLinks, megatron_1f1b, run_1f1b
 from distillery.train.schedule import warmup_cosine
 
 
@@ -65,9 +75,12 @@ class TrainSettings:
     pipeline_parallel: int
     max_steps: int | None
     dtype: torch.dtype
-    recompute: bool
+    recompute: str
     pad_bins: bool
     peak_tflops: float | None
+    recompute_num_layers: int = 1
+    distributed_optimizer: bool = True
+    """Shard AdamW state over data-parallel ranks (ZeRO stage 1, optimizer.py)."""
 
 
 def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
@@ -98,7 +111,7 @@ class Trainer:
         self.pp_rank = parallel_state.get_pipeline_model_parallel_rank()
         self.pp_size = parallel_state.get_pipeline_model_parallel_world_size()
         self.pp_group = parallel_state.get_pipeline_model_parallel_group()
-        self.links = StageLinks()
+        self.links = StageLinks.from_parallel_state()
         self.embedding_group = parallel_state.get_embedding_group() if self.pp_size > 1 else None
         self.in_embedding_group = self.pp_size > 1 and parallel_state.is_rank_in_embedding_group()
         self.dp_rank = parallel_state.get_data_parallel_rank()
@@ -107,26 +120,35 @@ class Trainer:
         self.data = PackedReader(data)
         self.plan = step_plan(len(self.data), settings)
         self.model = build_model(shape, settings.tensor_parallel, settings.pipeline_parallel, torch.float32, device,
-                                 settings.recompute)
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=settings.lr, betas=settings.adam_betas, eps=1e-8, fused=True)
+                                 settings.recompute, settings.recompute_num_layers)
+        self.names = {param: name for name, param in self.model.named_parameters()}
+        self.rank_layout = RankLayout(shape, settings.tensor_parallel, settings.pipeline_parallel, self.pp_rank)
+        self.tp_mesh = None
+        if settings.tensor_parallel > 1:
+            from torch.distributed.device_mesh import DeviceMesh
+
+            self.tp_mesh = DeviceMesh.from_group(self.tp_group, device.type)
+        self.optimizer = build_optimizer(self.model, settings.lr, settings.adam_betas, settings.weight_decay,
+                                         self.dp_group, self.dp_size, settings.distributed_optimizer)
         total = len(self.plan)
         min_ratio = settings.min_lr / settings.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, total, settings.warmup_fraction, min_ratio))
         self.step = 0
+        self.save_seconds: list[float] = []
         self._restore_or_load(initial_shards)
         self.peak = peak_flops(device, settings.peak_tflops)
 
     @property
     def layout(self) -> dict[str, int]:
-        return {"tensor_parallel": self.settings.tensor_parallel, "pipeline_parallel": self.settings.pipeline_parallel}
+        return {"tensor_parallel": self.settings.tensor_parallel, "pipeline_parallel": self.settings.pipeline_parallel,
+                "data_parallel": self.dp_size}
+
+    def _parameters(self) -> dict[str, torch.Tensor]:
+        return {name: param.detach() for name, param in self.model.named_parameters()}
 
     def _restore_or_load(self, initial_shards: Path | None) -> None:
-        """Newest checkpoint, else the converted student (None keeps Megatron's random init: benchmarks)."""
+        """Newest checkpoint (of any layout), else the converted student (None keeps Megatron's random init)."""
         from distillery.train.convert import shard_file
 
         checkpoint = latest_checkpoint(self.checkpoints, self.fingerprint)
@@ -136,14 +158,33 @@ class Trainer:
                                                   map_location="cpu", weights_only=True))
             self._rewrite_metrics(0)
             return
-        state = load_rank_state(checkpoint, self.tp_rank, self.pp_rank, self.layout)
-        load_state(self.model, state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        state = load_trainer_state(checkpoint)
+        if state["data"]["plan_steps"] != len(self.plan):
+            raise ValueError(f"{checkpoint} was saved in a plan of {state['data']['plan_steps']} steps, this job has "
+                             f"{len(self.plan)}: the data or batch size changed")
+        tp = self.settings.tensor_parallel
+        params = self._parameters()
+        weights = load_tensors(checkpoint, _prefixed("model/", self.rank_layout.requests(params)), self.tp_mesh, tp)
+        load_state(self.model, self.rank_layout.from_global(_unprefixed("model/", weights), params))
+        owned = {self.names[p]: params[self.names[p]] for p in owned_parameters(self.optimizer)}
+        moments = {}
+        for moment in MOMENTS:
+            prefix = f"optim/{moment}/"
+            pieces = load_tensors(checkpoint, _prefixed(prefix, self.rank_layout.requests(owned)), self.tp_mesh, tp)
+            moments[moment] = self.rank_layout.from_global(_unprefixed(prefix, pieces), owned)
         self.step = int(state["step"])
+        set_moments(self.optimizer, moments, self.names, self.step)
+        self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr  # the scheduler's state does not reach the optimizer's groups by itself
+        torch.set_rng_state(state["rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._rewrite_metrics(self.step)
-        self.logger.info("resumed from %s at step %d of %d", checkpoint, self.step, len(self.plan))
+        saved = read_meta(checkpoint)
+        self.logger.info("resumed from %s at step %d of %d (saved as TP=%d PP=%d DP=%d, running TP=%d PP=%d DP=%d)",
+                         checkpoint, self.step, len(self.plan), saved["tensor_parallel"], saved["pipeline_parallel"],
+                         saved["data_parallel"], *self.layout.values())
 
     def _rewrite_metrics(self, upto_step: int) -> None:
         """Drop metrics of steps after the checkpoint (they are redone), so the log reads like one run."""
@@ -211,22 +252,45 @@ class Trainer:
                     param.grad.mul_(scale)
         return norm
 
-    def _pipeline_micro_batch(self, inputs: Any, autocast: Any, scale: float) -> torch.Tensor:
-        def run_stage() -> torch.Tensor:
-            with autocast:
-                if self.links.last:
-                    return weighted_loss_sum(self.model, inputs)
-                return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
-                                  packed_seq_params=inputs.packed)
+    def _run_stage(self, inputs: Any, autocast: Any) -> torch.Tensor:
+        """This stage's forward: the micro-batch's weighted loss sum on the last stage (the fused head on one
+        tensor-parallel rank), else the hidden states for the next stage."""
+        with autocast:
+            if self.links.last:
+                return weighted_loss_sum(self.model, inputs)
+            return self.model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None,
+                              packed_seq_params=inputs.packed)
 
-        return pipeline_forward_backward(self.model, self.links, inputs.tokens_1T.shape[1], self.shape.hidden_size,
-                                         self.device, run_stage, lambda weighted: weighted, scale)
+    def _pipeline(self, bins: list[PackedBin], document_mask: bool, autocast: Any, scale: float) -> torch.Tensor:
+        """1F1B over this replica's bins (one micro-batch each): Megatron's schedule on GPU, pipeline.py's on CPU."""
+        inputs = [self._bin_inputs(b, document_mask) for b in bins]
+
+        def weighted(batch: Any, loss_sum: torch.Tensor) -> torch.Tensor:
+            return loss_sum  # the last stage already returns the weighted sum
+
+        if self.device.type == "cuda":
+            return megatron_1f1b(self.model, inputs, inputs[0].tokens_1T.shape[1],
+                                 lambda batch: self._run_stage(batch, autocast), weighted, scale)
+
+        def forward(index: int, received: torch.Tensor | None) -> torch.Tensor:
+            self.model.set_input_tensor(received)
+            return self._run_stage(inputs[index], autocast)
+
+        def loss_of(index: int, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return loss / scale, loss
+
+        shapes = [(batch.tokens_1T.shape[1], 1, self.shape.hidden_size) for batch in inputs]
+        return run_1f1b(self.links, shapes, forward, loss_of, self.device)
 
     def train_step(self, bins: np.ndarray, document_mask: bool = True) -> dict[str, Any]:
         """One optimizer step over `bins` (all ranks pass the same bins; each takes its data-parallel share).
 
-        `document_mask=False` lets every token attend to the whole bin (plain causal attention): only the
-        throughput benchmark uses it, as the baseline that document masking costs against.
+        `document_mask=False` runs every bin as one causal sequence (plain SDPA): only the throughput benchmark
+        uses it, for its baseline.
+
+        Throughput counts useful tokens, those the loss trains on: `tokens_per_s` and `mfu` leave out packing
+        padding and masked (prompt) tokens, which are reported separately; `mfu_documents` is the usual MFU over
+        every document token (the FLOPs the step really ran, padding excluded).
         """
         started = time.perf_counter()
         self.model.train()
@@ -238,14 +302,15 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         autocast = torch.autocast(self.device.type, dtype=self.settings.dtype,
                                   enabled=self.settings.dtype != torch.float32)
-        for packed_bin in mine:
-            inputs = self._bin_inputs(packed_bin, document_mask)
-            if self.pp_size > 1:
-                loss_sum += self._pipeline_micro_batch(inputs, autocast, max(loss_tokens, 1.0))
-            else:
+        scale = max(loss_tokens, 1.0)
+        if self.pp_size > 1 and mine:
+            loss_sum += self._pipeline(mine, document_mask, autocast, scale)
+        elif mine:
+            for packed_bin in mine:
+                inputs = self._bin_inputs(packed_bin, document_mask)
                 with autocast:
                     weighted = weighted_loss_sum(self.model, inputs)
-                (weighted / max(loss_tokens, 1.0)).backward()
+                (weighted / scale).backward()
                 loss_sum += weighted.detach()
         self._all_reduce_gradients()
         if self.dp_size > 1:
@@ -261,27 +326,49 @@ class Trainer:
         elapsed = time.perf_counter() - started
         tokens = sum(sum(d) for d in docs)
         flops = sum(training_flops(self.shape, d) for d in docs)
+        useful_flops = flops * loss_tokens / max(tokens, 1)
         world = dist.get_world_size()
         return {
-            "step": self.step + 1, "loss": float(loss_sum) / max(loss_tokens, 1.0), "lr": lr, "grad_norm": grad_norm,
-            "bins": len(bins), "tokens": tokens, "loss_tokens": int(loss_tokens), "step_s": round(elapsed, 4),
-            "tokens_per_s": tokens / elapsed, "tflops_per_device": flops / elapsed / world / 1e12,
-            "mfu": flops / elapsed / world / self.peak if self.peak else None,
+            "step": self.step + 1, "loss": float(loss_sum) / scale, "lr": lr, "grad_norm": grad_norm,
+            "bins": len(bins), "tokens": tokens, "loss_tokens": int(loss_tokens),
+            "masked_tokens": tokens - int(loss_tokens),
+            "padding_tokens": len(bins) * int(self.data.attrs["capacity"]) - tokens, "step_s": round(elapsed, 4),
+            "tokens_per_s": loss_tokens / elapsed, "document_tokens_per_s": tokens / elapsed,
+            "tflops_per_device": flops / elapsed / world / 1e12,
+            "mfu": useful_flops / elapsed / world / self.peak if self.peak else None,
+            "mfu_documents": flops / elapsed / world / self.peak if self.peak else None,
         }
 
     def _save(self) -> None:
-        state = {"model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": self.step}
-        save_checkpoint(self.checkpoints, self.step, self.tp_rank, self.pp_rank, self.dp_rank, state,
-                        {**self.layout, "data_parallel": self.dp_size, "fingerprint": self.fingerprint},
-                        self.settings.keep_checkpoints)
+        """Collective: weights from data-parallel rank 0, each AdamW moment from the rank that owns it."""
+        started = time.perf_counter()
+        tensors: dict[str, Piece] = {}
+        if self.dp_rank == 0:
+            tensors.update(_prefixed("model/", self.rank_layout.to_global(self._parameters())))
+        for moment, by_name in get_moments(self.optimizer, self.names).items():
+            tensors.update(_prefixed(f"optim/{moment}/", self.rank_layout.to_global(by_name)))
+        trainer_state = None
+        if dist.get_rank() == 0:
+            epoch_steps = math.ceil(len(self.data) / self.settings.global_batch)
+            trainer_state = {
+                "step": self.step, "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "data": {"plan_steps": len(self.plan), "epoch": self.step // epoch_steps,
+                         "step_in_epoch": self.step % epoch_steps, "seed": self.settings.seed}}
+        save_checkpoint(self.checkpoints, self.step, tensors, trainer_state,
+                        {**self.layout, "fingerprint": self.fingerprint,
+                         "distributed_optimizer": self.settings.distributed_optimizer},
+                        self.settings.keep_checkpoints, self.tp_mesh, self.settings.tensor_parallel)
+        self.save_seconds.append(time.perf_counter() - started)
 
-    def train(self) -> dict[str, Any]:
-        """Run the remaining steps; returns a summary. The final checkpoint holds the trained weights."""
+    def train(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Run the remaining steps (or up to `stop_at`, with a checkpoint there: a preempted job in tests); returns
+        a summary. The final checkpoint holds the trained weights."""
         is_logger = dist.get_rank() == 0
         history: list[dict[str, Any]] = []
+        end = len(self.plan) if stop_at is None else min(stop_at, len(self.plan))
         progress = tqdm(total=len(self.plan), initial=self.step, desc="sft", unit="step", disable=not is_logger)
-        while self.step < len(self.plan):
+        while self.step < end:
             record = self.train_step(self.plan[self.step])
             self.step += 1
             history.append(record)
@@ -289,14 +376,37 @@ class Trainer:
             if is_logger:
                 with self.metrics_path.open("a") as out:
                     out.write(json.dumps(record) + "\n")
-                self.logger.info("step %d/%d loss %.4f lr %.3g %.0f tokens/s mfu %s", self.step, len(self.plan),
-                                 record["loss"], record["lr"], record["tokens_per_s"], record["mfu"])
-            if self.step % self.settings.save_every == 0 or self.step == len(self.plan):
+                self.logger.info("step %d/%d loss %.4f lr %.3g %.0f trained tokens/s (%d masked, %d padding) mfu %s",
+                                 self.step, len(self.plan), record["loss"], record["lr"], record["tokens_per_s"],
+                                 record["masked_tokens"], record["padding_tokens"],
+                                 f"{record['mfu']:.3f}" if record["mfu"] is not None else "n/a")
+            if self.step % self.settings.save_every == 0 or self.step == end:
                 self._save()
         progress.close()
         if latest_checkpoint(self.checkpoints, self.fingerprint) is None:
             self._save()
-        return {"steps": len(self.plan), "resumed_at": len(self.plan) - len(history),
+        return {"steps": len(self.plan), "resumed_at": end - len(history),
                 "final_loss": history[-1]["loss"] if history else None,
                 "epochs": self.settings.epochs, "bins": len(self.data),
-                "steps_per_epoch": math.ceil(len(self.data) / self.settings.global_batch)}
+                "steps_per_epoch": math.ceil(len(self.data) / self.settings.global_batch),
+                **throughput_summary(history), "checkpoint_save_s": round(max(self.save_seconds, default=0.0), 3)}
+
+
+def throughput_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of this run's steps (the first, which compiles, included) and token totals, for the manifest."""
+    if not history:
+        return {}
+    mfu = [r["mfu"] for r in history if r["mfu"] is not None]
+    mfu_documents = [r["mfu_documents"] for r in history if r["mfu_documents"] is not None]
+    return {"tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in history), 2),
+            "mfu": round(statistics.median(mfu), 4) if mfu else None,
+            "mfu_documents": round(statistics.median(mfu_documents), 4) if mfu_documents else None,
+            **{key: sum(r[key] for r in history) for key in ("loss_tokens", "masked_tokens", "padding_tokens")}}
+
+
+def _prefixed(prefix: str, items: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + name: value for name, value in items.items()}
+
+
+def _unprefixed(prefix: str, items: dict[str, Any]) -> dict[str, Any]:
+    return {name.removeprefix(prefix): value for name, value in items.items()}
