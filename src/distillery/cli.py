@@ -77,8 +77,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         report = stage.plan_report(group.resources, upstream.config if source else None)
         if report and group.step not in shown:
             shown.add(group.step)
-            print("
-" + report)
+            print("\n" + report)
     from distillery.executors import build_executor
 
     description = build_executor(recipe, run, "slurm" if args.sbatch else None).describe(groups)

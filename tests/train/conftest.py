@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from train_stages import finish_traces, recipe_dict
 
 from distillery.core.records import Attempt, Trace, make_query
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
+from distillery.testing import finish_shard
+from distillery.testing.stages import trace_recipe
 
 
 def _make_trace(index: int, rng: random.Random, teacher: str = "t1", multi_turn: bool = False) -> dict[str, Any]:
@@ -39,10 +40,10 @@ def traces() -> list[dict[str, Any]]:
 def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], teacher: str = "t1") -> RunDir:
     """A run directory whose first step (`traces`) is finished with `records` for `teacher`."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict(root, steps, teacher), sort_keys=False),
+    (root / "recipe.yaml").write_text(yaml.safe_dump(trace_recipe(root, steps, teacher), sort_keys=False),
                                       encoding="utf-8")
     run = RunDir(root)
-    finish_traces(run, load_run_recipe(run), records, teacher)
+    finish_shard(run, "traces", teacher, 0, records, recipe=load_run_recipe(run))
     return run
 
 

@@ -25,7 +25,6 @@ from distillery.core.store import RunDir
 from distillery.train.checkpoint import latest_checkpoint, load_full
 from distillery.train.convert import hf_to_megatron, load_hf_state, megatron_to_hf, save_shards
 from distillery.train.gpt import ModelShape
-from distillery.train.pack_stage import packed_path
 from distillery.train.pipeline import bubble_share, one_f_one_b
 
 WORKER = Path(__file__).parent / "dist_worker.py"
@@ -68,7 +67,7 @@ def setup(tmp_path_factory, traces_module, smollm2_dir, make_run, tiny_model) ->
     for tp, pp in ((1, 1), (2, 1), (1, 2)):
         initial[(tp, pp)] = root / f"initial-tp{tp}-pp{pp}"
         save_shards(hf_to_megatron(hf, shape, tp, pp), initial[(tp, pp)], shape)
-    return {"student": str(student), "data": str(packed_path(RunDir(run.root), "pack", "t1")), "shape": shape,
+    return {"student": str(student), "data": str(RunDir(run.root).packed("pack", "t1")), "shape": shape,
             "initial": initial, "root": root}
 
 

@@ -33,9 +33,7 @@ def _free_port() -> int:
 def _launch_ranks(run_root: Path, world_size: int) -> list[subprocess.Popen]:
     """One process per rank, as the SLURM executor's srun tasks would be."""
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
-    # importing train_stages registers the stand-in trace stage the recipe names
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import train_stages; "
-            "from distillery.core.runner import run_task; "
+    code = ("import sys; from distillery.core.runner import run_task; "
             "run_task(sys.argv[1], 'sft', 't1', 'task', 0, rank=int(sys.argv[2]), world_size=int(sys.argv[3]))")
     return [subprocess.Popen([sys.executable, "-c", code, str(run_root), str(rank), str(world_size)], env=env)
             for rank in range(world_size)]

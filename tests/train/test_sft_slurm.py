@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +15,9 @@ from distillery.core.recipe import load_recipe
 from distillery.core.runner import run_task
 from distillery.core.store import Manifest, RunDir
 from distillery.executors.sacct import query_states
-
-HERE = Path(__file__).resolve().parent
-DEV_PROFILE = HERE.parents[1] / "slurm" / "profiles" / "dev.yaml"
-sys.path.insert(0, str(HERE.parent / "slurm"))
-from slurm_helpers import cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final
-from train_stages import finish_traces, recipe_dict
+from distillery.testing import finish_shard
+from distillery.testing.slurm import DEV_PROFILE, cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final
+from distillery.testing.stages import trace_recipe
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -33,7 +28,6 @@ def _curve(run_root: Path) -> list[dict]:
 
 def test_two_task_sft_job_resumes_after_usr2(tmp_path, slurm_cluster, monkeypatch, traces, make_run, tiny_model,
                                               smollm2_dir, megatron_single) -> None:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
     steps = {"pack": {"student": str(student), "max_tokens": 384, "resources": {"mem_gb": 2, "time_min": 30}},
              "sft": {"student": str(student), "lr": 1e-3, "global_batch": 2, "epochs": 10, "max_steps": 24,
@@ -46,10 +40,10 @@ def test_two_task_sft_job_resumes_after_usr2(tmp_path, slurm_cluster, monkeypatc
 
     run_root = tmp_path / "slurm-run"
     recipe_path = tmp_path / "slurm.yaml"
-    recipe_path.write_text(yaml.safe_dump(recipe_dict(
-        run_root, steps, plugins=["train_stages"],
-        executor={"kind": "slurm", "profile": str(DEV_PROFILE), "array_parallelism": 4}), sort_keys=False))
-    finish_traces(RunDir(run_root), load_recipe(recipe_path), traces)
+    recipe_path.write_text(yaml.safe_dump(trace_recipe(
+        run_root, steps, executor={"kind": "slurm", "profile": str(DEV_PROFILE), "array_parallelism": 4}),
+        sort_keys=False))
+    finish_shard(RunDir(run_root), "traces", "t1", 0, traces, recipe=load_recipe(recipe_path))
     try:
         assert main(["submit", str(recipe_path)]) == 0
         checkpoint = run_root / "sft" / "t1" / "_work" / "shard-00000" / "checkpoints" / "step-00000006" / "meta.json"

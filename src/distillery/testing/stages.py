@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -83,3 +84,21 @@ class MpiWorld(TaskStage):
         seen = comm.gather({"mpi_rank": comm.Get_rank(), "ctx_rank": ctx.rank, "ctx_world_size": ctx.world_size,
                             "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"})
         return {"inputs": 0, "mpi_world_size": comm.Get_size(), "ranks": seen}
+
+
+@register
+class FinishedTraces(RecordStage[StageConfig]):
+    """Stands in for the generate step: its shards are written by the test (`finish_shard`), never run."""
+
+    name = "test_finished_traces"
+    per_teacher = True
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        raise AssertionError("the test writes this step's shards; it never runs")
+
+
+def trace_recipe(root: Path, steps: dict[str, Any], teacher: str = "t1", **top: Any) -> dict[str, Any]:
+    """A recipe whose first step (`traces`) stands in for generation, followed by `steps` (pack, sft, ...)."""
+    return {"name": "train-test", "run_dir": str(root), "num_shards": 1, "plugins": [PLUGIN], **top,
+            "teachers": [{"name": teacher, "model": "replay.jsonl", "backend": "replay"}],
+            "steps": {"traces": {"type": FinishedTraces.name}, **steps}}
