@@ -73,8 +73,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for group in groups:  # e.g. the per-GPU memory arithmetic of a training step
         stage = recipe.build_stage(group.step, group.teacher)
         source = stage.input_step()
-        upstream = recipe.build_stage(source, group.teacher if group.teacher in recipe.teachers_of(source) else None)
-        report = stage.plan_report(group.resources, upstream.config if source else None)
+        upstream = None
+        if source is not None:
+            teacher = group.teacher if group.teacher in recipe.teachers_of(source) else None
+            upstream = recipe.build_stage(source, teacher).config
+        report = stage.plan_report(group.resources, upstream)
         if report and group.step not in shown:
             shown.add(group.step)
             print("\n" + report)
