@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from distillery.core.recipe import Recipe, TeacherConfig
 from distillery.core.records import Attempt, Trace, make_query
 from distillery.core.responses import parse_response
-from distillery.core.stage import Item, ShardContext
+from distillery.core.stage import Item
 from distillery.core.store import RunDir
+from distillery.core.teachers import TeacherConfig
 from distillery.filters.structure import check_structure
 from distillery.generate.normalise import (
     ADDED_THINK_OPEN,
@@ -21,6 +20,7 @@ from distillery.generate.normalise import (
     normalise_response,
     normalise_trace,
 )
+from distillery.testing import make_stage, shard_context
 
 # Shapes of real outputs: R1 with its own <think>; R1 behind the chat template that pre-fills "<think>\n";
 # Qwen3 in non-thinking mode (an empty think block); a teacher that followed the tag prompt.
@@ -88,20 +88,17 @@ def test_every_attempt_keeps_its_original_and_a_second_run_changes_nothing() -> 
     assert trace.model_dump() == once
 
 
-def _recipe(tmp_path: Path) -> Recipe:
-    return Recipe(name="normalise-test", run_dir=tmp_path / "run",
-                  teachers=[TeacherConfig(name="r1", model="none"), TeacherConfig(name="smol", model="none")])
+TEACHERS = [TeacherConfig(name="r1", model="none"), TeacherConfig(name="smol", model="none")]
 
 
 def test_stage_applies_each_teachers_layout_and_counts_changes(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path)
-    config = NormaliseConfig(layouts={"r1": "r1"})
+    config = NormaliseConfig(layouts={"r1": "r1"}, default="tagged")
     items = [Item(0, "a", _trace([R1], 0).model_dump(mode="json")), Item(1, "b", _trace([TAGGED], 0).model_dump(mode="json")),
              Item(2, "c", None, "file:3", problem="bad JSON"), Item(3, "d", _trace([R1_PREFILLED], None).model_dump(mode="json"))]
     results = {}
-    for teacher in recipe.teachers:
-        ctx = ShardContext(RunDir(recipe.run_dir), "normalise", teacher.name, 0, 1, logging.getLogger("test"))
-        outcomes = {o.key: o for o in NormaliseStage("normalise", config, recipe, teacher).process(iter(items), ctx)}
+    for teacher in TEACHERS:
+        ctx = shard_context(RunDir(tmp_path / "run"), "normalise", teacher=teacher.name)
+        outcomes = {o.key: o for o in make_stage(NormaliseStage, config, teacher).process(iter(items), ctx)}
         results[teacher.name] = (outcomes, ctx.stats["normalise"])
     outcomes, stats = results["r1"]
     assert [outcomes[k].kind for k in "abcd"] == ["kept", "kept", "quarantined", "kept"]
@@ -110,11 +107,12 @@ def test_stage_applies_each_teachers_layout_and_counts_changes(tmp_path: Path) -
     assert unaccepted.metadata["normalised"]["changes"] == [] and "<answer>" in unaccepted.attempts[0].response
     assert stats == {"layout": "r1", "changed": 1, "unchanged": 2, WRAPPED_ANSWER: 1}
     outcomes, stats = results["smol"]
-    assert Trace.model_validate(outcomes["a"].record).response == R1, "the default layout, tagged, rewrites nothing"
+    assert Trace.model_validate(outcomes["a"].record).response == R1, "the default layout here, tagged, rewrites nothing"
     assert stats == {"layout": "tagged", "problem": 1, "unchanged": 2}
 
 
-def test_a_layout_for_a_teacher_the_recipe_lacks_is_an_error(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path)
-    with pytest.raises(ValueError, match=r"layouts names teacher\(s\) \['deepseek-r1'\]"):
-        NormaliseStage("normalise", NormaliseConfig(layouts={"deepseek-r1": "r1"}), recipe, recipe.teachers[0])
+def test_a_teacher_without_a_layout_is_an_error() -> None:
+    """A misspelt teacher name in `layouts` must not leave that teacher silently unnormalised."""
+    with pytest.raises(ValueError, match=r"teacher 'r1' has no layout: name it in `layouts` \(which names \['deepseek-r1'\]\)"):
+        make_stage(NormaliseStage, NormaliseConfig(layouts={"deepseek-r1": "r1"}), TEACHERS[0])
+    assert make_stage(NormaliseStage, NormaliseConfig(default="qwen3"), TEACHERS[0]).layout == "qwen3"

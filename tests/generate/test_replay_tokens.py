@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distillery.core.recipe import parse_recipe
+from distillery.core.teachers import TeacherConfig
+from distillery.generate.stage import GenerateConfig
 from distillery.generate.token_count import counting_tokenizer, with_counting_tokenizer
 from distillery.llm.protocol import Sampling
 from distillery.llm.replay import ReplayChatModel
@@ -25,24 +26,12 @@ def test_replay_counts_answer_tokens_with_the_embedded_student_by_default(tmp_pa
     assert all(c.completion_tokens > 0 for c in completions)
 
 
-def _recipe(steps: dict, options: dict | None = None, backend: str = "replay"):
-    return parse_recipe({"name": "t", "run_dir": "/tmp/unused", "teachers": [
-        {"name": "r1", "model": "dump.jsonl", "backend": backend, "options": options or {}}], "steps": steps}, check_paths=False)
-
-
-def test_the_counting_tokenizer_is_the_students_then_the_reference_models() -> None:
-    full = {"generate": {}, "perplexity": {"model": "/models/Qwen2.5-32B-ref"}, "structure": {"tokenizer": "/models/student-tok"},
-            "pack": {"student": "/models/Qwen2.5-32B"}}
-    cases = [(full, "/models/Qwen2.5-32B"),
-             ({k: v for k, v in full.items() if k != "pack"}, "/models/student-tok"),
-             ({"generate": {}, "perplexity": {"model": "/models/Qwen2.5-32B-ref"}}, "/models/Qwen2.5-32B-ref"),
-             ({"generate": {}}, "smollm2")]
-    for steps, expected in cases:
-        recipe = _recipe(steps)
-        assert counting_tokenizer(recipe.teachers[0], recipe) == expected
-        assert with_counting_tokenizer(recipe.teachers[0], recipe).options == {"tokenizer": expected}
-    own = _recipe(full, {"tokenizer": "/models/teacher-tok"})
-    assert counting_tokenizer(own.teachers[0], own) == "/models/teacher-tok"
-    served = _recipe(full, {"base_url": "http://x/v1"}, backend="openai")
-    assert counting_tokenizer(served.teachers[0], served) is None, "a served model reports its own counts"
-    assert with_counting_tokenizer(served.teachers[0], served) is served.teachers[0]
+def test_the_teachers_tokenizer_wins_over_the_steps() -> None:
+    own = TeacherConfig(name="r1", model="dump.jsonl", backend="replay", options={"tokenizer": "/models/teacher-tok"})
+    bare = TeacherConfig(name="r1", model="dump.jsonl", backend="replay")
+    served = TeacherConfig(name="r1", model="r1", backend="openai", options={"base_url": "http://x/v1"})
+    assert counting_tokenizer(own, "/models/student") == "/models/teacher-tok"
+    assert with_counting_tokenizer(bare, "/models/student").options == {"tokenizer": "/models/student"}
+    assert counting_tokenizer(served, "/models/student") is None, "a served model reports its own counts"
+    assert with_counting_tokenizer(served, "/models/student") is served
+    assert GenerateConfig().replay_tokenizer == "smollm2", "the embedded student, the default of every student field"
