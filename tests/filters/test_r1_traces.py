@@ -5,7 +5,7 @@ with the real SmolLM2 reference model, structure, AM export and re-import.
 value, info{source, category, ground_truth, ..., verify_score, model_name, ppl}}]`) with R1's answer layout, as in
 open-r1/OpenR1-Math-220k: `<think>\\n...\\n</think>\\n\\n` and a plain answer, no `<answer>` tag. One row lacks the
 opening `<think>` (R1 behind its updated chat template), one already has answer tags, one has a wrong answer its
-stored score calls right, one was cut off inside the think block. The same traces are also imported as an
+stored score calls right, one was cut off inside the think block; one is a multiple-choice science question. The same traces are also imported as an
 OpenAI-messages file, whose assistant turn must become the response, not part of the query.
 """
 
@@ -55,7 +55,7 @@ def _run(tmp: Path, name: str, traces_file: Path, fmt: str, num_shards: int) -> 
         "steps": {
             "ingest": {"inputs": [{"path": str(traces_file), "format": fmt}]},
             "generate": {"max_attempts": 1, "batch_size": 4,
-                         "verify": {"verifiers": {"science": "math"}, "math": {"workers": 1}}},
+                         "verify": {"math": {"workers": 1}}},
             "normalise": {"layouts": {"r1": "r1"}},
             "perplexity": {"model": "smollm2", "device": "cpu"},
             "structure": {},
@@ -154,7 +154,8 @@ def test_am_export_keeps_every_imported_field_and_adds_ours_beside_them(runs: di
         ours = exported["conversations"][-1].pop(DISTILLERY_FIELDS)
         assert exported == rows[question], "every imported field survives, values and types as they came in"
         trace = final[question]
-        assert ours["model_name"] == "r1" and ours["verifier"] == "math_verify" and ours["verify_score"] == 1.0
+        assert ours["model_name"] == "r1" and ours["verify_score"] == trace.verdict.score == 1.0
+        assert ours["verifier"] == trace.verdict.verifier != "released"
         assert ours["ppl"] == trace.ppl and ours["ppl_model"] == "smollm2"
         assert ours["ppl"] != rows[question]["conversations"][-1]["info"]["ppl"]
         assert ours.get("value", exported["conversations"][-1]["value"]) == trace.response
