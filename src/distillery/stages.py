@@ -12,6 +12,7 @@ STAGE_CLASSES: dict[str, str] = {
     "near_dedup": "distillery.prepare.dedup:NearDedupStage",
     "decontaminate": "distillery.prepare.decontaminate:DecontaminateStage",
     "generate": "distillery.generate.stage:GenerateStage",
+    "normalise": "distillery.generate.normalise:NormaliseStage",
     "perplexity": "distillery.filters.perplexity:PerplexityStage",
     "ngram": "distillery.filters.ngram:NgramStage",
     "structure": "distillery.filters.structure:StructureStage",

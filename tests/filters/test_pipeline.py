@@ -53,14 +53,12 @@ def test_filters_and_report_through_the_runner(tmp_path: Path, smollm2_dir: Path
                          ((t.model_dump(mode="json"), "no attempt reached 0.9 after 1 attempts")
                           for t in mine if t.accepted is None), num_shards=2)
     for teacher in teachers:
-        for step in ("perplexity", "ngram"):
+        for step in ("perplexity", "ngram", "structure"):
             for shard in range(2):
                 run_task(str(run.root), step, teacher, "scan", shard)
             run_task(str(run.root), step, teacher, "merge", 0)
             for shard in range(2):
                 run_task(str(run.root), step, teacher, "process", shard)
-        for shard in range(2):
-            run_task(str(run.root), "structure", teacher, "process", shard)
 
     for teacher in teachers:
         manifests = {step: [Manifest.load(run.shard(step, teacher, s).manifest) for s in range(2)]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.filters.structure import StructureConfig, StructureStage, check_structure
-from distillery.testing import as_items, make_stage, make_trace, run_stage
+from distillery.filters.structure import MixedLayoutsError, StructureConfig, StructureStage, check_structure
+from distillery.testing import as_items, make_stage, make_trace, run_stage, shard_context
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,28 @@ def test_plain_answers_pass_only_when_think_is_optional() -> None:
     assert not isinstance(kept, str) and kept.answer == "4 + 4 = 8" and kept.think == ""
     assert check_structure("   ", require_answer_tags=False, require_think=False) == "empty response"
     assert isinstance(check_structure("<think>x</think>", require_answer_tags=False, require_think=False), str)
+
+
+def test_a_set_that_mixes_layouts_is_refused_across_shards(recipe, run, smollm2_dir: Path) -> None:
+    """Each shard alone is uniform; together they would mix tagged and untagged answers in one SFT set."""
+    tagged = [make_trace(f"What is {i} + {i}?", f"<think>Double {i}.</think><answer>{2 * i}</answer>") for i in range(3)]
+    untagged = [make_trace(f"What is {i} * 2?", f"<think>Double {i}.</think>\n\nIt is {2 * i}.") for i in range(2)]
+    permissive = StructureConfig(require_answer_tags=False, tokenizer=str(smollm2_dir))
+    stage = make_stage(StructureStage, permissive, recipe.teachers[0])
+    with pytest.raises(MixedLayoutsError, match=r"mix layouts \{'tagged': 3, 'untagged': 2\}.*normalise"):
+        run_stage(stage, run, [as_items(tagged), as_items(untagged)])
+    reported = make_stage(StructureStage, permissive.model_copy(update={"mixed_layouts": "report"}), recipe.teachers[0])
+    shards = run_stage(reported, run, [as_items(tagged), as_items(untagged)])
+    assert [sorted(o.record["metadata"]["layout"] for o in shard if o.kind == "kept") for shard in shards] == [
+        ["tagged"] * 3, ["untagged"] * 2]
+    assert reported.merge(shard_context(run, "structure", 0, 2)) == {"layouts": {"tagged": 3, "untagged": 2}, "mixed": True}
+
+
+def test_the_default_rules_keep_one_layout_and_reject_the_rest_with_a_reason(recipe, run, smollm2_dir: Path) -> None:
+    traces = [make_trace("Tagged?", "<think>t</think><answer>a</answer>"), make_trace("Bare?", "<think>t</think>a"),
+              make_trace("Plain?", "a")]
+    stage = make_stage(StructureStage, StructureConfig(tokenizer=str(smollm2_dir)), recipe.teachers[0])
+    outcomes = sorted(run_stage(stage, run, [as_items(traces)])[0], key=lambda o: o.position)
+    assert [(o.kind, o.reason) for o in outcomes] == [
+        ("kept", ""), ("rejected", "malformed structure: no <answer> block"), ("rejected", "malformed structure: no <think> block")]
+    assert stage.merge(shard_context(run, "structure", 0, 1)) == {"layouts": {"tagged": 1}, "mixed": False}

@@ -48,6 +48,8 @@ class TeacherStats:
     ppl: list[float] = field(default_factory=list)
     final_lengths: list[int] = field(default_factory=list)
     """Response tokens of each trace in the final dataset."""
+    counted_with: list[str] = field(default_factory=list)
+    """Whose tokenizer counted those tokens: "teacher", or the model a replay teacher's answers were counted with."""
     funnel: dict[str, StepCounts] = field(default_factory=dict)
 
 
@@ -143,7 +145,10 @@ def collect(run_dir: Path) -> RunStats:
         for teacher, directory in trace_steps[ordered[0]].items():
             _read_generation(teachers[teacher], directory)
         for teacher, directory in trace_steps[ordered[-1]].items():
-            teachers[teacher].final_lengths = [_length(r) for r in _records(directory, rejected_too=False)]
+            final = list(_records(directory, rejected_too=False))
+            teachers[teacher].final_lengths = [_length(r) for r in final]
+            teachers[teacher].counted_with = sorted({(r.get("metadata") or {}).get("tokens_counted_with", "teacher")
+                                                     for r in final})
         for step in ordered:
             if any((_first_record(d) or {}).get("ppl") is not None for d in trace_steps[step].values()):
                 stats.perplexity_step = step

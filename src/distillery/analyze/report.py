@@ -58,6 +58,7 @@ def length_rows(teachers: list[TeacherStats]) -> list[Row]:
 
     return [
         _per_teacher(teachers, "traces", lambda t: f"{len(t.final_lengths):,}"),
+        _per_teacher(teachers, "tokens counted with", lambda t: ", ".join(t.counted_with) or "–"),
         _per_teacher(teachers, "mean tokens", lambda t: _fmt(float(np.mean(t.final_lengths)) if t.final_lengths else None)),
         _per_teacher(teachers, "median", lambda t: _fmt(_quantile(t.final_lengths, 50), "{:,.0f}")),
         _per_teacher(teachers, "90th percentile", lambda t: _fmt(_quantile(t.final_lengths, 90), "{:,.0f}")),
@@ -190,7 +191,7 @@ def build_report(run_dir: Path) -> Path:
     names = [t.teacher for t in teachers]
     notes = (f"Generation step: {stats.generation_step or '–'}; perplexity from: {stats.perplexity_step or '–'} "
              f"(kept and rejected, before its cut); lengths of the final dataset: {stats.final_step or '–'} "
-             "(response tokens as counted by each teacher).")
+             "(response tokens as counted by each teacher, or by the tokenizer named for replayed ones).")
     sections = [
         html_table("Records per step (kept of inputs)", names, funnel_rows(stats, teachers)),
         html_table(f"Token length of the final dataset ({stats.final_step or '–'})", names, length_rows(teachers)),

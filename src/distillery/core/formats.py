@@ -4,8 +4,10 @@
   ground_truth, test_case, instruction_constrain, think_content, answer_content, verify_score, model_name, ppl}}]}`.
 - OpenAI-style messages: `{messages: [{role, content}], ...}` plus our optional `category`, `reference`, `source`.
 
-Import keeps every field it has no typed home for in `metadata`, and export lays our fields over it, so
-`export(import(x)) == x` for records in either format. An AM row is kept whole, exactly as parsed, in
+Import keeps every field it has no typed home for in `metadata`, and export gives the imported fields back as they
+came and puts the pipeline's own (its verdict, perplexity, normalised text) beside them, under `distillery` in the
+answer turn, so `export(import(x)) == x` for records in either format. An answered `messages` record's last
+assistant turn is the response, never part of the query. An AM row is kept whole, exactly as parsed, in
 `query.metadata["am"]["row"]`: the released files drift in types (`info` as an object, null or JSON text;
 `verify_score` as 1, 1.0 or "1.0"; `ppl` as text; `ground_truth` as a number; `test_case` and
 `instruction_constrain` as objects or JSON text), and export reproduces each field with the type it came in.
@@ -13,6 +15,7 @@ Import keeps every field it has no typed home for in `metadata`, and export lays
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +35,8 @@ from distillery.core.coerce import (
 )
 from distillery.core.records import Attempt, Message, Query, Reference, Trace, make_query
 
-__all__ = ["FormatError", "am_from_trace", "messages_from_query", "query_from_am", "query_from_messages",
-           "reference_from_value"]
+__all__ = ["DISTILLERY_FIELDS", "FormatError", "am_from_trace", "messages_from_query", "query_from_am",
+           "query_from_messages", "reference_from_value", "split_response"]
 
 _ROLE_FROM_AM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _AM_FROM_ROLE = {"user": "human", "assistant": "assistant", "system": "system"}
@@ -126,18 +129,43 @@ def query_from_am(row: Any, default_category: str | None = None, source: str = "
     return query, trace
 
 
+DISTILLERY_FIELDS = "distillery"
+"""Key of the object, beside `info` in an exported answer turn, that holds what this pipeline measured."""
+
+
 def am_from_trace(trace: Trace) -> dict[str, Any]:
-    """A trace -> an AM record; a trace imported from AM comes back byte-for-byte equal."""
+    """A trace -> an AM record. `value` and `info` say what the teacher wrote and what came with it: a row
+    imported from AM comes back with every field as it came in, however far the trace went through the
+    pipeline. What the pipeline made of it goes beside `info`, under `distillery` (see `_our_fields`), and
+    only when it has something of its own, so exporting a row that was only imported gives it back equal."""
     original = trace.query.metadata.get("am", {}).get("row")
-    if original is not None and _same_response(original, trace):
-        return original
-    query = trace.query
+    row = _question_part(original) if original is not None else _fresh_question(trace.query)
+    released = _released_turn(original, trace)
+    turn = copy.deepcopy(released) if released is not None else _fresh_answer(trace)
+    ours = _our_fields(trace, released)
+    if ours:
+        turn[DISTILLERY_FIELDS] = ours
+    row["conversations"].append(turn)
+    return row
+
+
+def _am_role(value: Any) -> str | None:
+    return _ROLE_FROM_AM.get(value.lower()) if isinstance(value, str) else None
+
+
+def _question_part(original: dict[str, Any]) -> dict[str, Any]:
+    """The imported row up to its last human turn, every field as it came in."""
+    row = copy.deepcopy(original)
+    turns = row["conversations"]
+    last_human = max(i for i, t in enumerate(turns) if _am_role(t.get("from")) == "user")
+    row["conversations"] = turns[: last_human + 1]
+    return row
+
+
+def _fresh_question(query: Query) -> dict[str, Any]:
     system = next((m.content for m in query.messages if m.role == "system"), "")
-    turns: list[dict[str, Any]] = []
-    for message in query.messages:
-        if message.role == "system":
-            continue
-        turns.append({"from": _AM_FROM_ROLE[message.role], "value": message.content, "info": _empty_info(query)})
+    turns = [{"from": _AM_FROM_ROLE[m.role], "value": m.content, "info": _empty_info(query)}
+             for m in query.messages if m.role != "system"]
     ref = query.reference
     turns[-1]["info"].update({
         "ground_truth": ref.answer,
@@ -146,18 +174,50 @@ def am_from_trace(trace: Trace) -> dict[str, Any]:
         "instruction_constrain": json.dumps({"instruction_id_list": [c["id"] for c in ref.instructions],
                                              "kwargs": [c.get("kwargs", {}) for c in ref.instructions]}) if ref.instructions else None,
     })
-    verdict = trace.verdict
-    answer_info = _empty_info(query)
-    answer_info.update({"think_content": trace.think, "answer_content": trace.answer,
-                        "verify_score": verdict.score if verdict else None, "model_name": trace.teacher, "ppl": trace.ppl})
-    turns.append({"from": "assistant", "value": trace.response, "info": answer_info})
     return {"system": system, "conversations": turns}
 
 
-def _same_response(original: dict[str, Any], trace: Trace) -> bool:
-    last = original["conversations"][-1]
-    return last.get("from") != "human" and last.get("value") == trace.response and \
-        (last.get("info") or {}).get("ppl") == trace.ppl
+def _released_turn(original: dict[str, Any] | None, trace: Trace) -> dict[str, Any] | None:
+    """The imported answer turn this trace's accepted response is: the one in the imported row, or the one a
+    replay teacher served from an AM file (its `info` travels in the attempt's details); None for a new answer."""
+    verdict = trace.verdict
+    if verdict is None:
+        return None
+    text = verdict.original_response
+    if original is not None:
+        last = original["conversations"][-1]
+        if _am_role(last.get("from")) == "assistant" and last.get("value") == text:
+            return last
+    info = verdict.details.get("backend", {}).get("info")
+    return {"from": "assistant", "value": text, "info": info} if isinstance(info, dict) else None
+
+
+def _fresh_answer(trace: Trace) -> dict[str, Any]:
+    verdict = trace.verdict
+    info = _empty_info(trace.query)
+    info.update({"think_content": trace.think, "answer_content": trace.answer,
+                 "verify_score": verdict.score if verdict else None, "model_name": trace.teacher, "ppl": trace.ppl})
+    return {"from": "assistant", "value": verdict.original_response if verdict else "", "info": info}
+
+
+def _our_fields(trace: Trace, released: dict[str, Any] | None) -> dict[str, Any]:
+    """What the pipeline has of its own for a trace, each under the AM name it sits beside:
+    `model_name` (the recipe's teacher, once `generate` made the trace), `verify_score` and `verifier` (our verdict), `ppl` and `ppl_model`
+    (the perplexity step), `value` (the response after a `normalise` step rewrote its layout) and `normalised`
+    (what that step changed)."""
+    verdict = trace.verdict
+    ours: dict[str, Any] = {}
+    if released is None or "backend" in trace.metadata:
+        ours["model_name"] = trace.teacher
+    if verdict is not None and verdict.verifier not in (None, "released"):
+        ours.update(verify_score=verdict.score, verifier=verdict.verifier)
+    if "ppl_tokens" in trace.metadata:
+        ours.update(ppl=trace.ppl, ppl_model=trace.metadata.get("ppl_model"))
+    if verdict is not None and verdict.response != verdict.original_response:
+        ours["value"] = verdict.response
+    if "normalised" in trace.metadata:
+        ours["normalised"] = trace.metadata["normalised"]
+    return ours
 
 
 def _empty_info(query: Query) -> dict[str, Any]:
@@ -207,19 +267,43 @@ def query_from_messages(row: Any, default_category: str | None = None, source: s
         parsed.append(Message(role=message["role"], content=message["content"]))
     if not any(m.role == "user" for m in parsed):
         raise FormatError("messages: expected at least one user turn")
+    parsed, answer = split_response(parsed, messages)
     metadata = {k: v for k, v in row.items() if k not in _MESSAGES_KNOWN}
+    if answer is not None:
+        metadata["messages"] = {"response": answer}
     return make_query(category_name(row.get("category"), default_category), parsed,
                       reference_from_value(row.get("reference")),
                       source=row.get("source") if isinstance(row.get("source"), str) else source, metadata=metadata)
 
 
+def split_response(parsed: list[Message], raw: list[Any]) -> tuple[list[Message], dict[str, Any] | None]:
+    """(the query's turns: up to the last user turn, the answer turn after it as it came in, or None).
+
+    A messages record of an answered conversation ends with the assistant's answer: it is the response, never
+    part of the query, or a teacher would be sent it and filters would count and condition on it twice.
+    """
+    last_user = max(i for i, m in enumerate(parsed) if m.role == "user")
+    after = parsed[last_user + 1:]
+    if not after:
+        return parsed, None
+    if len(after) > 1 or after[0].role != "assistant":
+        raise FormatError(f"messages: expected at most one assistant turn (the answer) after the last user turn, "
+                          f"got {[m.role for m in after]}")
+    return parsed[: last_user + 1], raw[-1]
+
+
 def messages_from_query(query: Query, response: str | None = None) -> dict[str, Any]:
-    """Query (and optionally an answer) -> a messages record; inverse of `query_from_messages`."""
+    """Query (and optionally an answer) -> a messages record; inverse of `query_from_messages`.
+
+    Without `response`, an answer that came in with the query is put back as it was."""
     row: dict[str, Any] = dict(query.metadata)
     row.pop("am", None)
+    imported = row.pop("messages", {}).get("response")
     messages = [m.model_dump() for m in query.messages]
     if response is not None:
         messages.append({"role": "assistant", "content": response})
+    elif imported is not None:
+        messages.append(imported)
     row.update({"messages": messages, "category": query.category, "source": query.source})
     reference = query.reference.model_dump(exclude_defaults=True)
     if reference:

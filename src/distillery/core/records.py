@@ -117,6 +117,11 @@ class Attempt(_Record):
     latency_s: float = 0.0
     finish_reason: str | None = None
 
+    @property
+    def original_response(self) -> str:
+        """The text as the teacher wrote it: `response` before a `normalise` step rewrote its layout."""
+        return self.details.get("normalised", {}).get("original", self.response)
+
 
 class Trace(_Record):
     """A teacher's answer to a query: every attempt, and the accepted one split into think and answer."""

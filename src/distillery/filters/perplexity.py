@@ -145,6 +145,7 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
             score = scores[trace.id]
             trace.ppl = score["ppl"]
             trace.metadata["ppl_tokens"] = score["tokens"]
+            trace.metadata["ppl_model"] = self.config.model
             record = trace.model_dump(mode="json")
             if score["tokens"] == 0:
                 yield Outcome.rejected(item, "empty response: nothing to score", record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from pydantic import Field, ValidationError
 
@@ -16,9 +17,13 @@ from distillery.core.records import Query, Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
+from distillery.generate.token_count import with_counting_tokenizer
 from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel
 from distillery.verify import VerifyConfig, build_verifier, parse_response
+
+if TYPE_CHECKING:
+    from distillery.core.teachers import TeacherConfig
 
 
 class GenerateConfig(StageConfig):
@@ -26,6 +31,7 @@ class GenerateConfig(StageConfig):
     verification: bool = Field(True, description="Off: keep each query's first answer unscored (throughput runs, raw replay).")
     max_attempts: int = Field(4, ge=1, description="Most generations per query before it is rejected.")
     batch_size: int = Field(64, ge=1, description="Requests per engine call; the most work a preempted shard loses.")
+    replay_tokenizer: str = Field("smollm2", description="Model whose tokenizer counts a replay teacher's answer tokens when its options name none: the student's (a released file has no counts).")
 
 
 def with_answer_split(trace: Trace) -> Trace:
@@ -48,7 +54,7 @@ class GenerateStage(RecordStage):
         config: GenerateConfig = self.config  # type: ignore[assignment]
         if self.teacher is None:
             raise ValueError(f"step {self.step!r} runs per teacher but was built without one")
-        teacher = self.teacher
+        teacher = with_counting_tokenizer(self.teacher, config.replay_tokenizer)
         valid: list[tuple[Item, Query]] = []
         for item in items:
             if item.record is None:
@@ -61,6 +67,8 @@ class GenerateStage(RecordStage):
         if not valid:
             return
         progress = GenerationProgress(total=len(valid))
+        if teacher.backend == "replay":
+            ctx.stats["tokens_counted_with"] = teacher.options["tokenizer"]
         ctx.logger.info("generate: teacher %s (%s %s) on %d queries, batch %d, up to %d attempts", teacher.name,
                         teacher.backend, teacher.model, len(valid), config.batch_size, config.max_attempts)
         settings = LoopSettings(teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
@@ -75,10 +83,12 @@ class GenerateStage(RecordStage):
             cleanup.callback(model.close)
             for item, trace in RegenerationLoop(model, verifier, settings, progress, ctx.logger).run(valid):
                 ctx.stats.update(progress.stats())
-                yield self._outcome(item, with_answer_split(trace), config)
+                yield self._outcome(item, with_answer_split(trace), config, teacher)
 
-    def _outcome(self, item: Item, trace: Trace, config: GenerateConfig) -> Outcome:
-        trace.metadata.update({"model": self.teacher.model, "backend": self.teacher.backend})  # type: ignore[union-attr]
+    def _outcome(self, item: Item, trace: Trace, config: GenerateConfig, teacher: TeacherConfig) -> Outcome:
+        trace.metadata.update({"model": teacher.model, "backend": teacher.backend})
+        if teacher.backend == "replay":
+            trace.metadata["tokens_counted_with"] = teacher.options["tokenizer"]
         record = trace.model_dump(mode="json")
         if trace.accepted is not None:
             return Outcome.kept(item, record)

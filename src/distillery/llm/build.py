@@ -7,7 +7,8 @@ naming the teacher):
 - openai: base_url (required), api_key_env (name of the environment variable holding the key; keys never
   go in recipes), concurrency, timeout_s, max_retries.
 - transformers: device, dtype, max_batch.
-- replay: tokenizer (a Hugging Face folder, or `smollm2`, used to count answer tokens).
+- replay: tokenizer (a Hugging Face folder, or `smollm2`, used to count answer tokens; `generate` defaults it to
+  its `replay_tokenizer`, the student's).
 """
 
 from __future__ import annotations
@@ -60,7 +61,5 @@ def build_chat_model(teacher: ModelSpec) -> ChatModel:
         from distillery.llm.replay import ReplayChatModel
 
         _check_options(teacher, ReplayChatModel, options, {"path", "name"})
-        if options.get("tokenizer"):
-            options["tokenizer"] = resolve_model(options["tokenizer"])
         return ReplayChatModel(teacher.model, name=teacher.name, **options)
     raise BackendConfigError(f"teacher {teacher.name!r}: unknown backend {teacher.backend!r}")

@@ -9,6 +9,8 @@ Reads either format, one JSON object per line (`.jsonl` or `.jsonl.gz`):
 A stored answer is found by the normalised text of the conversation's user turns, so the teacher's system
 prompt does not need to match the file's. A file may hold several answers to one prompt: the n-th request
 for a prompt gets the n-th answer, and `available` says how many there are, which bounds regeneration.
+A file carries no token counts: answers are counted with the tokenizer of `tokenizer` (a model reference;
+`generate` passes its `replay_tokenizer`, the student's, see `distillery.generate.token_count`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from distillery.core.records import normalise_text
 from distillery.core.store import iter_jsonl
 from distillery.llm.protocol import Completion, Conversation, Sampling
+from distillery.models import EMBEDDED, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +59,13 @@ def parse_replay_row(row: dict[str, Any]) -> tuple[Conversation, str, dict[str, 
 class ReplayChatModel:
     """Serves the answers of a released or earlier-generated dataset as if a teacher had written them."""
 
-    def __init__(self, path: str | Path, tokenizer: str | None = None, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, tokenizer: str = EMBEDDED, name: str | None = None) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
+        self.tokenizer = tokenizer
+        """The model reference whose tokenizer counts the answers' tokens (a file has no counts of its own)."""
         self._answers: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         self._served: dict[str, int] = defaultdict(int)
-        self._tokenizer = None
-        if tokenizer:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         for line_number, row in enumerate(iter_jsonl(self.path), start=1):
             try:
                 prompt, answer, info = parse_replay_row(row)
@@ -81,7 +81,7 @@ class ReplayChatModel:
 
     def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
         """The next unserved stored answer of each conversation; a KeyError names one that has none left."""
-        completions = []
+        served_answers = []
         for conversation in conversations:
             key = prompt_key(conversation)
             stored = self._answers.get(key, [])
@@ -90,11 +90,12 @@ class ReplayChatModel:
                 raise KeyError(f"{self.path} has {len(stored)} answer(s) for this prompt and all were served: "
                                f"{conversation[-1]['content'][:80]!r}")
             self._served[key] = served + 1
-            answer, info = stored[served]
-            tokens = len(self._tokenizer.encode(answer, add_special_tokens=False)) if self._tokenizer else 0
-            completions.append(Completion(text=answer, completion_tokens=tokens, finish_reason="stop",
-                                          extra={"info": info} if info else {}))
-        return completions
+            served_answers.append(stored[served])
+        if not served_answers:
+            return []
+        counts = load_tokenizer(self.tokenizer)([a for a, _ in served_answers], add_special_tokens=False)["input_ids"]
+        return [Completion(text=answer, completion_tokens=len(ids), finish_reason="stop", extra={"info": info} if info else {})
+                for (answer, info), ids in zip(served_answers, counts)]
 
     def close(self) -> None:
         self._answers.clear()
