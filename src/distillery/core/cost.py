@@ -91,6 +91,7 @@ DEFAULT_STEPS = {
     "decontaminate": StepCost(rate=2000, keep=0.995, startup_s=60),  # bge-m3 texts/s per GPU at ~300 tokens
     "perplexity": StepCost(unit="tokens", rate=6000, keep=0.99, startup_s=180),  # 2 x 32e9 FLOP/token at ~400 TFLOP/s
     "ngram": StepCost(rate=1500, keep=0.98),
+    "normalise": StepCost(rate=5000),  # a regular-expression rewrite of each attempt
     "structure": StepCost(rate=800, keep=0.97),
     "pack": StepCost(unit="tokens", rate=2_000_000, keep=0.999),  # a fast tokenizer on 32 cores
     "sft": StepCost(unit="tokens", rate=1800, startup_s=600),  # 6 x 32e9 FLOP/token at 35% MFU of 989 TFLOP/s
