@@ -124,3 +124,19 @@ def test_a_damaged_released_score_fails_the_trace_import_but_not_the_query() -> 
     assert trace is None and query.reference.answer == "2"
     with pytest.raises(FormatError, match="info.ppl"):
         query_from_am(_with_info(AM_ROW, answer=_set(ppl="NaN")))
+
+
+def test_a_trace_line_holds_each_attempts_text_once() -> None:
+    from distillery.core.records import Attempt, Trace, make_query
+
+    reasoning = "step " * 400
+    response = f"<think>{reasoning}</think><answer>42</answer>"
+    query = make_query("math", [{"role": "user", "content": "What is 6 x 7?"}])
+    trace = Trace(query=query, teacher="t", attempts=[Attempt(index=0, seed=0, response=response, score=1.0,
+                                                              passed=True)], accepted=0)
+    line = trace.model_dump_json()
+    assert line.count(reasoning) == 1
+    assert (trace.think, trace.answer) == (reasoning.strip(), "42")
+    assert Trace.model_validate_json(line).think == trace.think
+    old = json.loads(line) | {"think": reasoning, "answer": "42"}  # a record written before the change
+    assert Trace.model_validate(old).answer == "42"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from distillery.core.records import Trace
 from distillery.filters.structure import MixedLayoutsError, StructureConfig, StructureStage, check_structure
 from distillery.testing import as_items, make_stage, make_trace, run_stage, shard_context
 
@@ -59,7 +60,9 @@ def test_stage_caps_tokens_with_the_student_tokenizer(recipe, run, smollm2_dir: 
     kept = outcomes[short.query.id]
     assert kept.kind == "kept"
     assert kept.record["metadata"]["student_tokens"] == short_tokens
-    assert (kept.record["think"], kept.record["answer"]) == ("One plus one.", "2")
+    kept_trace = Trace.model_validate(kept.record)
+    assert (kept_trace.think, kept_trace.answer) == ("One plus one.", "2")  # derived on read, not stored
+    assert "think" not in kept.record
     assert outcomes[long.query.id].kind == "rejected" and "over the cap" in outcomes[long.query.id].reason
     assert outcomes[long.query.id].record["metadata"]["student_tokens"] > short_tokens + 20
     assert outcomes[broken.query.id].kind == "rejected" and "unterminated" in outcomes[broken.query.id].reason

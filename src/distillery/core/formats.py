@@ -122,10 +122,7 @@ def query_from_am(row: Any, default_category: str | None = None, source: str = "
     attempt = Attempt(index=0, seed=0, response=turns[answers[-1]][1], score=score,
                       passed=None if score is None else score >= 0.9, verifier="released")
     trace = Trace(query=query, teacher=text(answer_info.get("model_name"), "info.model_name") or "released",
-                  attempts=[attempt], accepted=0,
-                  think=text(answer_info.get("think_content"), "info.think_content") or "",
-                  answer=text(answer_info.get("answer_content"), "info.answer_content") or "",
-                  ppl=number(answer_info.get("ppl"), "info.ppl"))
+                  attempts=[attempt], accepted=0, ppl=number(answer_info.get("ppl"), "info.ppl"))
     return query, trace
 
 

@@ -11,7 +11,9 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from distillery.core.responses import parse_response
 
 Category = Literal["math", "code", "science", "instruction_following", "chat", "general"]
 CATEGORIES: tuple[str, ...] = ("math", "code", "science", "instruction_following", "chat", "general")
@@ -124,15 +126,17 @@ class Attempt(_Record):
 
 
 class Trace(_Record):
-    """A teacher's answer to a query: every attempt, and the accepted one split into think and answer."""
+    """A teacher's answer to a query: every attempt, each attempt's text stored once.
+
+    The accepted response's parts (`think`, `answer`) are derived on read, never stored: a trace line carries the
+    reasoning once, not three times. Records written before that (with `think`/`answer` keys) still load.
+    """
 
     query: Query
     teacher: str
     attempts: list[Attempt] = Field(default_factory=list)
     accepted: int | None = None
     """Index into `attempts` of the first attempt that reached the threshold; None if none did."""
-    think: str = ""
-    answer: str = ""
     response_tokens: int = 0
     ppl: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -149,3 +153,21 @@ class Trace(_Record):
     @property
     def verdict(self) -> Attempt | None:
         return self.attempts[self.accepted] if self.accepted is not None else None
+
+    @property
+    def think(self) -> str:
+        """The accepted response's reasoning (its `<think>` part)."""
+        return parse_response(self.response).think if self.accepted is not None else ""
+
+    @property
+    def answer(self) -> str:
+        """The accepted response's answer part."""
+        return parse_response(self.response).answer if self.accepted is not None else ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_parts(cls, data: Any) -> Any:
+        """Older records stored the parts; they are derived now."""
+        if isinstance(data, dict) and ("think" in data or "answer" in data):
+            data = {key: value for key, value in data.items() if key not in ("think", "answer")}
+        return data

@@ -7,6 +7,7 @@ the caller turns it into a verdict. The final answer is only ever looked for in 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +33,13 @@ class ParsedResponse:
     problem: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_response(text: str) -> ParsedResponse:
     """`<think>T</think>` then an answer, either bare or as `<answer>A</answer>`; anything else is a problem.
 
     A response without tags is taken whole as the answer (not well formed). A think block that never
-    closes (a truncated generation) has no answer.
+    closes (a truncated generation) has no answer. Cached: the verifier, the structure filter and the record's
+    derived parts all ask about the same attempt, and it is parsed once.
     """
     counts = {tag: len(re.findall(rf"<{tag}>", text)) for tag in ("think", "/think", "answer", "/answer")}
     if counts["think"] > 1 or counts["/think"] > 1:

@@ -146,8 +146,6 @@ class StructureStage(TwoPassStage[StructureConfig]):
             return
         counts = self.conversation_tokens([trace for _, trace, _ in batch])
         for (item, trace, parts), tokens in zip(batch, counts):
-            trace.think = trace.think or parts.think
-            trace.answer = trace.answer or parts.answer
             trace.metadata["student_tokens"] = tokens
             trace.metadata["layout"] = layout_of(trace.response, parts)
             record = trace.model_dump(mode="json")

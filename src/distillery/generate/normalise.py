@@ -125,8 +125,6 @@ def normalise_trace(trace: Trace, layout: Layout) -> dict[str, Any]:
         summary: dict[str, Any] = {"layout": layout, "changes": []}
     else:
         summary = summaries[trace.accepted]
-        parsed = parse_response(trace.response)
-        trace.think, trace.answer = parsed.think, parsed.answer
     trace.metadata["normalised"] = summary
     return summary
 

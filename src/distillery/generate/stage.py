@@ -20,7 +20,7 @@ from distillery.generate.progress import GenerationProgress
 from distillery.generate.token_count import with_counting_tokenizer
 from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel
-from distillery.verify import VerifyConfig, build_verifier, parse_response
+from distillery.verify import VerifyConfig, build_verifier
 
 if TYPE_CHECKING:
     from distillery.core.teachers import TeacherConfig
@@ -32,14 +32,6 @@ class GenerateConfig(StageConfig):
     max_attempts: int = Field(4, ge=1, description="Most generations per query before it is rejected.")
     batch_size: int = Field(64, ge=1, description="Requests per engine call; the most work a preempted shard loses.")
     replay_tokenizer: str = Field("smollm2", description="Model whose tokenizer counts a replay teacher's answer tokens when its options name none: the student's (a released file has no counts).")
-
-
-def with_answer_split(trace: Trace) -> Trace:
-    """The trace with its accepted response split into think and answer."""
-    if trace.accepted is None:
-        return trace
-    parsed = parse_response(trace.response)
-    return trace.model_copy(update={"think": parsed.think, "answer": parsed.answer})
 
 
 @register
@@ -83,7 +75,7 @@ class GenerateStage(RecordStage):
             cleanup.callback(model.close)
             for item, trace in RegenerationLoop(model, verifier, settings, progress, ctx.logger).run(valid):
                 ctx.stats.update(progress.stats())
-                yield self._outcome(item, with_answer_split(trace), config, teacher)
+                yield self._outcome(item, trace, config, teacher)
 
     def _outcome(self, item: Item, trace: Trace, config: GenerateConfig, teacher: TeacherConfig) -> Outcome:
         trace.metadata.update({"model": teacher.model, "backend": teacher.backend})
