@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from distillery.core.records import Query, Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
+from distillery.generate.strategy import check_strategy_table, strategy_for
+from distillery.generate.streaming import StreamingLoop, StreamingSettings
+from distillery.generate.verification import VerificationLanes
 from distillery.llm.build import build_chat_model
-from distillery.llm.protocol import ChatModel
+from distillery.llm.protocol import ChatModel, StreamingChatModel
 from distillery.verify import VerifyConfig, build_verifier, parse_response
 
 
@@ -25,7 +29,21 @@ class GenerateConfig(StageConfig):
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Verifiers per category and the pass threshold (the paper: 0.9).")
     verification: bool = Field(True, description="Off: keep each query's first answer unscored (throughput runs, raw replay).")
     max_attempts: int = Field(4, ge=1, description="Most generations per query before it is rejected.")
-    batch_size: int = Field(64, ge=1, description="Requests per engine call; the most work a preempted shard loses.")
+    loop: Literal["streaming", "batch"] = Field("streaming", description=(
+        "streaming: keep up to max_in_flight requests in the engine, verify off its path; batch: engine calls of "
+        "batch_size, verified between calls (used anyway for backends without a streaming interface)."))
+    max_in_flight: int = Field(256, ge=1, description="Streaming: requests kept in the engine (match vLLM's max_num_seqs).")
+    max_verify_queue: int = Field(1024, ge=1, description=(
+        "Streaming: answers waiting for verdicts before new queries stop being admitted (back-pressure)."))
+    strategy: dict[str, str] = Field(default_factory=lambda: {"default": "sequential"}, description=(
+        "Regeneration per teacher and category: sequential or parallel(n); keys default, <category>, "
+        "<teacher>/<category>, <teacher>/default (the most specific wins). Streaming loop only."))
+    batch_size: int = Field(64, ge=1, description="Batch loop: requests per engine call; the most work a preempted shard loses.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, table: dict[str, str]) -> dict[str, str]:
+        return check_strategy_table(table)
 
 
 def with_answer_split(trace: Trace) -> Trace:
@@ -60,11 +78,6 @@ class GenerateStage(RecordStage):
         if not valid:
             return
         progress = GenerationProgress(total=len(valid))
-        ctx.logger.info("generate: teacher %s (%s %s) on %d queries, batch %d, up to %d attempts", teacher.name,
-                        teacher.backend, teacher.model, len(valid), config.batch_size, config.max_attempts)
-        settings = LoopSettings(teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
-                                base_seed=self.recipe.seed, threshold=config.verify.threshold,
-                                max_attempts=config.max_attempts, batch_size=config.batch_size)
         with ExitStack() as cleanup:
             cleanup.callback(lambda: ctx.stats.update(progress.stats()))
             verifier = build_verifier(config.verify) if config.verification else None
@@ -72,9 +85,39 @@ class GenerateStage(RecordStage):
                 cleanup.callback(verifier.close)
             model: ChatModel = build_chat_model(teacher)
             cleanup.callback(model.close)
-            for item, trace in RegenerationLoop(model, verifier, settings, progress, ctx.logger).run(valid):
+            if config.loop == "streaming" and isinstance(model, StreamingChatModel):
+                lanes = VerificationLanes(verifier, lambda q: config.verify.verifiers[q.category]) if verifier else None
+                if lanes is not None:
+                    cleanup.callback(lanes.close)
+                ctx.logger.info("generate: teacher %s (%s %s) on %d queries, streaming %d in flight, up to %d attempts, "
+                                "strategy %s", teacher.name, teacher.backend, teacher.model, len(valid),
+                                config.max_in_flight, config.max_attempts, config.strategy)
+                settings = StreamingSettings(
+                    teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
+                    base_seed=self.recipe.seed, threshold=config.verify.threshold, max_attempts=config.max_attempts,
+                    max_in_flight=config.max_in_flight, max_verify_queue=config.max_verify_queue,
+                    strategy=config.strategy)
+                traces = StreamingLoop(model, lanes, settings, progress, ctx.logger).run(valid)
+            else:
+                self._warn_batch(config, model, ctx)
+                batch_settings = LoopSettings(
+                    teacher=teacher.name, sampling=teacher.sampling, system_prompt=teacher.system_prompt,
+                    base_seed=self.recipe.seed, threshold=config.verify.threshold, max_attempts=config.max_attempts,
+                    batch_size=config.batch_size)
+                traces = RegenerationLoop(model, verifier, batch_settings, progress, ctx.logger).run(valid)
+            for item, trace in traces:
                 ctx.stats.update(progress.stats())
                 yield self._outcome(item, with_answer_split(trace), config)
+
+    def _warn_batch(self, config: GenerateConfig, model: ChatModel, ctx: ShardContext) -> None:
+        teacher = self.teacher
+        assert teacher is not None
+        ctx.logger.info("generate: teacher %s (%s %s), batch loop of %d, up to %d attempts", teacher.name,
+                        teacher.backend, teacher.model, config.batch_size, config.max_attempts)
+        if config.loop == "streaming":
+            ctx.logger.info("generate: the %s backend has no streaming interface: using the batch loop", teacher.backend)
+        if any(strategy_for(config.strategy, teacher.name, c).samples > 1 for c in config.verify.verifiers):
+            ctx.logger.warning("generate: parallel(n) strategies need the streaming loop; the batch loop is sequential")
 
     def _outcome(self, item: Item, trace: Trace, config: GenerateConfig) -> Outcome:
         trace.metadata.update({"model": self.teacher.model, "backend": self.teacher.backend})  # type: ignore[union-attr]

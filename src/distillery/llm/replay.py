@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,18 @@ class ReplayChatModel:
             completions.append(Completion(text=answer, completion_tokens=tokens, finish_reason="stop",
                                           extra={"info": info} if info else {}))
         return completions
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        """The streaming loop's way in: the answer is known at once, so the future is already resolved."""
+        future: Future[Completion] = Future()
+        try:
+            future.set_result(self.chat([conversation], sampling)[0])
+        except KeyError as error:
+            future.set_exception(error)
+        return future
+
+    def engine_stats(self) -> dict[str, float]:
+        return {}
 
     def close(self) -> None:
         self._answers.clear()
