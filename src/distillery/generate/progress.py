@@ -47,6 +47,8 @@ class GenerationProgress:
     kv_cache_sum: float = 0.0
     kv_cache_max: float = 0.0
     kv_cache_last: float | None = None
+    engine_last: dict[str, float] = field(default_factory=dict)
+    """The backend's latest own report (vLLM: running/waiting requests; HTTP: transient retries)."""
     _tracked_at: float | None = None
     _state: tuple[int, int, bool] = (0, 0, False)
 
@@ -72,6 +74,7 @@ class GenerationProgress:
         self.completion_tokens += completion_tokens
 
     def add_engine_sample(self, engine: dict[str, float]) -> None:
+        self.engine_last = dict(engine)
         usage = engine.get("kv_cache_usage")
         if usage is not None:
             self.kv_cache_samples += 1
@@ -145,6 +148,7 @@ class GenerationProgress:
             "backpressure_episodes": self.backpressure_episodes,
             "kv_cache_usage_mean": round(self.kv_cache_sum / self.kv_cache_samples, 4) if sampled else None,
             "kv_cache_usage_max": round(self.kv_cache_max, 4) if sampled else None,
+            "engine_last": {key: round(value, 4) for key, value in self.engine_last.items()},
         }
 
     def log(self, logger: logging.Logger) -> None:

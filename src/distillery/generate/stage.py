@@ -86,7 +86,8 @@ class GenerateStage(RecordStage):
             model: ChatModel = build_chat_model(teacher)
             cleanup.callback(model.close)
             if config.loop == "streaming" and isinstance(model, StreamingChatModel):
-                lanes = VerificationLanes(verifier, lambda q: config.verify.verifiers[q.category]) if verifier else None
+                lanes = VerificationLanes(verifier, lambda q: config.verify.verifiers[q.category],
+                                          threads={"code": config.verify.code.parallelism}) if verifier else None
                 if lanes is not None:
                     cleanup.callback(lanes.close)
                 ctx.logger.info("generate: teacher %s (%s %s) on %d queries, streaming %d in flight, up to %d attempts, "
