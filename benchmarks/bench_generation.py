@@ -7,7 +7,9 @@ this process serves every run, with the same `max_num_seqs`; the loops keep that
 
 1. Verification off, one attempt per query:
    (a) the batch loop (`RegenerationLoop`, engine calls of --batch-size, default max_num_seqs);
-   (b) the streaming loop (`StreamingLoop`, max_in_flight = max_num_seqs);
+   (b) the streaming loop (`StreamingLoop`, max_in_flight = max_num_seqs + --headroom: the engine still runs at most
+       max_num_seqs sequences; the few extra wait in its queue, so a finished sequence is replaced in the same
+       scheduler step instead of after a round trip through the loop);
    (c) the bound: every request of (b) in one `LLM.generate` call (vLLM refilling its batch as requests end).
    Targets: (b) >= 2x (a), (b) >= 0.9x (c).
 2. Verification on: every answer is checked by the real code sandbox running a program that takes
@@ -179,12 +181,12 @@ def part_throughput(engine: LongTailEngine, args: argparse.Namespace, sampling: 
           f"{statistics.median(lengths):.0f}, p99 {sorted(lengths)[int(0.99 * (len(lengths) - 1))]}, max {max(lengths)}, "
           f"total {sum(lengths)} tokens")
     batch_s, batch_traces, _ = run_batch(engine, queries, sampling, args.batch_size, None, 1)
-    stream_s, stream_traces, stream_progress = run_streaming(engine, queries, sampling, args.max_num_seqs, None, 1)
+    stream_s, stream_traces, stream_progress = run_streaming(engine, queries, sampling, args.in_flight, None, 1)
     bound_s, bound_tokens = run_bound(engine, queries, stream_traces, sampling)
     rates = {"a": tokens_of(batch_traces) / batch_s, "b": tokens_of(stream_traces) / stream_s, "c": bound_tokens / bound_s}
     print(f"  (a) batch loop, calls of {args.batch_size:<4}: {batch_s:7.2f} s  {rates['a']:7.1f} tokens/s")
-    print(f"  (b) streaming loop, {args.max_num_seqs:>3} in flight: {stream_s:7.2f} s  {rates['b']:7.1f} tokens/s  "
-          f"(in flight mean {stream_progress.stats()['requests_in_flight_mean']})")
+    print(f"  (b) streaming loop, {args.in_flight:>3} in flight: {stream_s:7.2f} s  {rates['b']:7.1f} tokens/s  "
+          f"(in flight mean {stream_progress.stats()['requests_in_flight_mean']}, engine runs <= {args.max_num_seqs})")
     print(f"  (c) bound, one LLM.generate   : {bound_s:7.2f} s  {rates['c']:7.1f} tokens/s")
     print(f"  (b)/(a) = {rates['b'] / rates['a']:.2f}x (target >= 2)   (b)/(c) = {rates['b'] / rates['c']:.2f}x (target >= 0.9)")
 
@@ -197,7 +199,7 @@ def part_verification(engine: LongTailEngine, args: argparse.Namespace, sampling
     try:
         batch_s, batch_traces, batch_progress = run_batch(engine, queries, sampling, args.batch_size, verifier,
                                                           args.max_attempts)
-        stream_s, stream_traces, stream_progress = run_streaming(engine, queries, sampling, args.max_num_seqs, verifier,
+        stream_s, stream_traces, stream_progress = run_streaming(engine, queries, sampling, args.in_flight, verifier,
                                                                  args.max_attempts)
     finally:
         verifier.close()
@@ -218,7 +220,7 @@ def part_strategies(engine: LongTailEngine, args: argparse.Namespace, sampling: 
     for rate in args.pass_rates:
         for strategy in ("sequential", parallel):
             cpu_started = time.process_time()
-            seconds, traces, progress = run_streaming(engine, queries, sampling, args.max_num_seqs, HashVerifier(rate),
+            seconds, traces, progress = run_streaming(engine, queries, sampling, args.in_flight, HashVerifier(rate),
                                                       args.max_attempts, strategy)
             cpu = time.process_time() - cpu_started
             accepted = progress.accepted
@@ -234,6 +236,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-num-seqs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=None, help="the batch loop's call size (default max_num_seqs)")
+    parser.add_argument("--headroom", type=int, default=None,
+                        help="streaming requests queued beyond max_num_seqs (default max(2, max_num_seqs // 4))")
     parser.add_argument("--median", type=int, default=20, help="median answer length in tokens (p99 = 10x)")
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--max-attempts", type=int, default=4)
@@ -245,6 +249,7 @@ def main() -> None:
     parser.add_argument("--parts", default="1,2,3")
     args = parser.parse_args()
     args.batch_size = args.batch_size or args.max_num_seqs
+    args.in_flight = args.max_num_seqs + (args.headroom if args.headroom is not None else max(2, args.max_num_seqs // 4))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 

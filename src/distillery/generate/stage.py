@@ -32,7 +32,9 @@ class GenerateConfig(StageConfig):
     loop: Literal["streaming", "batch"] = Field("streaming", description=(
         "streaming: keep up to max_in_flight requests in the engine, verify off its path; batch: engine calls of "
         "batch_size, verified between calls (used anyway for backends without a streaming interface)."))
-    max_in_flight: int = Field(256, ge=1, description="Streaming: requests kept in the engine (match vLLM's max_num_seqs).")
+    max_in_flight: int = Field(288, ge=1, description=(
+        "Streaming: requests kept in the engine. A little above vLLM's max_num_seqs (default 256) keeps the engine's "
+        "queue non-empty, so a finished sequence is replaced in the same scheduler step."))
     max_verify_queue: int = Field(1024, ge=1, description=(
         "Streaming: answers waiting for verdicts before new queries stop being admitted (back-pressure)."))
     strategy: dict[str, str] = Field(default_factory=lambda: {"default": "sequential"}, description=(
