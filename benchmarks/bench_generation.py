@@ -164,9 +164,9 @@ def run_streaming(engine: LongTailEngine, queries: list[Query], sampling: Sampli
 def run_bound(engine: LongTailEngine, queries: list[Query], traces: dict[int, Trace], sampling: Sampling) -> tuple[float, int]:
     """Every request of `traces` (retries included) in one `LLM.generate` call."""
     prompts, params = [], []
-    for index, trace in traces.items():
+    for index in sorted(traces):  # input order, attempts in order: what a batch job would hand vLLM at once
         ids = engine.prompt_ids(build_conversation(queries[index], SYSTEM_PROMPT))
-        for attempt in trace.attempts:
+        for attempt in traces[index].attempts:
             prompts.append({"prompt_token_ids": ids})
             params.append(engine.request_params(sampling, attempt.seed))
     started = time.perf_counter()

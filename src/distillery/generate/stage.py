@@ -3,6 +3,24 @@
 Runs once per teacher (one job array per teacher on a cluster). Input: the Query records of the previous
 step. Output: one Trace per accepted query, with every attempt's verdict; a query no attempt passed goes to
 `rejected/` with its full trace, so the teacher comparison can count failures too.
+
+Loops. `streaming` (default, for backends with `submit`: vllm, openai, replay) keeps `max_in_flight` requests
+in the engine and verifies off its path (`generate.streaming`); `batch` sends `batch_size` requests, waits
+for the longest, verifies them while the engine idles. Either way a query is journaled once final, and the
+shard's output is written in input order, so the output does not depend on completion order.
+
+Regeneration strategy (`strategy`, per teacher and category; `generate.strategy`): `sequential` generates
+attempt k+1 only after attempt k failed; `parallel(n)` generates n attempts of a query at once. Both accept
+the lowest passing attempt index with the same per-attempt seeds, so they accept the same answers; they differ
+in cost and in how many rounds a query takes. With max_attempts 4, sequential spends (1-(1-p)^4)/p
+generations per query at pass rate p (p=0.3: 2.5; p=0.8: 1.25), parallel(4) always 4: per accepted trace
+parallel(4) costs ~1.6x at p=0.3 and ~3.2x at p=0.8 once the engine is full (benchmarks/bench_generation.py
+part 3 measures it). Recommended defaults:
+- pass rate >= 0.5 (most math and instruction following with a strong teacher): `sequential`.
+- pass rate 0.2-0.5 (hard math, code): `sequential` on shards with many more queries than `max_in_flight`
+  (the usual case: other queries keep the engine full while one waits for its verdict); `parallel(2)` when a
+  shard has few queries per engine slot, where it finishes in fewer rounds at ~1.2x the generations.
+- pass rate < 0.2: `parallel(2)`-`parallel(4)`, since nearly every attempt is generated anyway.
 """
 
 from __future__ import annotations
