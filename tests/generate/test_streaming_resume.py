@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ from distillery.core.store import RunDir, iter_jsonl
 TEACHER = "smol"
 
 
-def _recipe(tmp_path: Path, name: str, queries: Path) -> Path:
+def _recipe(tmp_path: Path, name: str, queries: Path, **extra: object) -> Path:
     recipe = {
-        "name": name, "run_dir": str(tmp_path / name), "num_shards": 1, "seed": 11,
+        "name": name, "run_dir": str(tmp_path / name), "num_shards": 1, "seed": 11, **extra,
         "teachers": [{"name": TEACHER, "model": "smollm2", "backend": "vllm",
                       "sampling": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 24},
                       "system_prompt": "Answer briefly. Put the final answer in \\boxed{}.",
@@ -56,25 +57,36 @@ def _records(run_dir: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.slow
-def test_kill_minus_nine_mid_shard_then_resume_gives_the_uninterrupted_output(tmp_path: Path) -> None:
+def reference_run(tmp_path: Path) -> tuple[Path, list[dict]]:
+    """Six math queries and the records of their uninterrupted run."""
     lines = [line for line in QUICKSTART_QUERIES.read_text().splitlines() if '"math"' in line][:6]
     queries = tmp_path / "queries.jsonl"
     queries.write_text("\n".join(lines) + "\n")
-
     reference = _cli("run", str(_recipe(tmp_path, "reference", queries)))
     assert reference.wait(timeout=1200) == 0
     expected = _records(tmp_path / "reference")
     assert len(expected) == 6
+    return queries, expected
+
+
+def wait_for_journal(run_dir: Path, items: int, alive: Callable[[], bool], timeout_s: float = 1200) -> Path:
+    """Wait until the generate shard's journal holds `items` final queries (its first line is a header)."""
+    journal = RunDir(run_dir).shard("generate", TEACHER, 0).journal
+    deadline = time.monotonic() + timeout_s
+    while not (journal.exists() and journal.read_bytes().count(b"\n") - 1 >= items):
+        assert alive(), "the run ended before it could be interrupted mid-shard"
+        assert time.monotonic() < deadline, f"{journal} never reached {items} items"
+        time.sleep(0.2)
+    return journal
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_mid_shard_then_resume_gives_the_uninterrupted_output(tmp_path: Path) -> None:
+    queries, expected = reference_run(tmp_path)
 
     killed_dir = tmp_path / "killed"
     process = _cli("run", str(_recipe(tmp_path, "killed", queries)))
-    journal = RunDir(killed_dir).shard("generate", TEACHER, 0).journal
-    deadline = time.monotonic() + 1200
-    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 3):  # the header and two final queries
-        assert process.poll() is None, "the run ended before it could be killed mid-shard"
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    journal = wait_for_journal(killed_dir, 2, lambda: process.poll() is None)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done_before = journal.read_bytes().count(b"\n") - 1
