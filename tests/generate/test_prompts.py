@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from generate_helpers import quickstart_queries
 
 from distillery.core.recipe import TeacherConfig
 from distillery.core.records import make_query
 from distillery.generate.prompts import THINK_ANSWER_PROMPT, attempt_seed, build_conversation
 from distillery.llm.build import BackendConfigError, build_chat_model
+from distillery.testing import quickstart_query_records
 
 
 def test_seeds_are_fixed_by_recipe_seed_query_teacher_and_attempt() -> None:
@@ -30,7 +30,7 @@ def test_conversation_gets_the_teacher_system_prompt_unless_the_query_has_one() 
 
 
 def test_quickstart_sample_covers_three_checkable_categories() -> None:
-    queries = quickstart_queries()
+    queries = quickstart_query_records()
     by_category = {c: [q for q in queries if q.category == c] for c in {q.category for q in queries}}
     assert set(by_category) == {"math", "code", "instruction_following"} and 24 <= len(queries) <= 40
     assert len({q.id for q in queries}) == len(queries)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from generate_helpers import RecordingModel, quickstart_queries
 
 from distillery.core.recipe import parse_recipe
 from distillery.core.stage import Item, ShardContext
@@ -18,8 +19,11 @@ from distillery.generate import stage as generate_stage
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed
-from distillery.llm.protocol import Sampling
+from distillery.generate.streaming import StreamingLoop, StreamingSettings
+from distillery.generate.verification import VerificationLanes
+from distillery.llm.protocol import Completion, Conversation, Sampling
 from distillery.llm.vllm_engine import VLLMChatModel
+from distillery.testing import RecordingModel, quickstart_query_records
 from distillery.verify import VerifyConfig, build_verifier
 
 SHORT = Sampling(temperature=1.0, top_p=0.95, max_tokens=32)
@@ -58,7 +62,7 @@ def test_a_request_depends_on_its_seed_not_on_its_batch(engine: VLLMChatModel) -
 
 @pytest.mark.slow
 def test_loop_regenerates_until_accepted_and_keeps_the_engine_batches_full(engine: VLLMChatModel, math_verifier) -> None:
-    queries = quickstart_queries("math")[:8]
+    queries = quickstart_query_records("math")[:8]
     recorder = RecordingModel(engine)
     settings = LoopSettings(teacher="smollm2", sampling=SHORT, system_prompt=BOXED_PROMPT, base_seed=7,
                             max_attempts=3, batch_size=4)
@@ -104,7 +108,7 @@ def test_stage_yields_each_query_as_soon_as_it_is_final(engine: VLLMChatModel, t
     recorder = RecordingModel(engine)
     monkeypatch.setattr(generate_stage, "build_chat_model", lambda teacher: recorder)
     stage = recipe.build_stage("generate", "smollm2")
-    queries = quickstart_queries()[:10]
+    queries = quickstart_query_records()[:10]
     items = [Item(i, q.id, q.model_dump(mode="json")) for i, q in enumerate(queries)]
     items.append(Item(10, "broken", None, where="in.jsonl:11", problem="bad JSON"))
     items.append(Item(11, "not-a-query", {"id": "x"}, where="in.jsonl:12"))
@@ -120,3 +124,74 @@ def test_stage_yields_each_query_as_soon_as_it_is_final(engine: VLLMChatModel, t
     assert [len(c) for c, _ in recorder.calls] == [4, 4, 2]
     assert calls_when_seen[2:] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
     assert ctx.stats["queries"] == 10 and ctx.stats["accepted"] == 10
+
+
+@dataclass
+class SharedEngine:
+    """The module's engine for a stage under test: streaming interface passed through, `close` left to the fixture."""
+
+    inner: VLLMChatModel
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
+        return self.inner.chat(conversations, sampling, seeds)
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        return self.inner.submit(conversation, sampling, seed)
+
+    def engine_stats(self) -> dict[str, float]:
+        return self.inner.engine_stats()
+
+    def close(self) -> None:
+        """The module fixture closes the real engine."""
+
+
+@pytest.mark.slow
+def test_streaming_loop_keeps_the_engine_full_and_reports_its_metrics(engine: VLLMChatModel, math_verifier) -> None:
+    queries = quickstart_query_records("math")[:8]
+    lanes = VerificationLanes(math_verifier, lambda q: "math")
+    settings = StreamingSettings(teacher="smollm2", sampling=SHORT, system_prompt=BOXED_PROMPT, base_seed=7,
+                                 max_attempts=3, max_in_flight=4, strategy={"math": "parallel(2)"}, log_every_s=0.5)
+    progress = GenerationProgress(total=len(queries))
+    try:
+        traces = dict(StreamingLoop(engine, lanes, settings, progress).run((q.id, q) for q in queries))
+    finally:
+        lanes.close()
+    assert sorted(traces) == sorted(q.id for q in queries)
+    for query_id, trace in traces.items():
+        # Waves of two: attempts 0-1, then attempt 2 alone (max_attempts 3) only if neither passed.
+        assert len(trace.attempts) in (2, 3)
+        assert len(trace.attempts) == 2 or not any(a.passed for a in trace.attempts[:2])
+        assert [a.index for a in trace.attempts] == list(range(len(trace.attempts)))
+        assert all(a.seed == attempt_seed(7, query_id, "smollm2", a.index) for a in trace.attempts)
+        assert trace.accepted == next((a.index for a in trace.attempts if a.passed), None)
+        assert all(0 < a.completion_tokens <= SHORT.max_tokens and a.verifier == "math_verify" for a in trace.attempts)
+    stats = progress.stats()
+    assert stats["loop"] == "streaming" and stats["requests_in_flight_max"] == 4
+    assert stats["attempts"] == sum(len(t.attempts) for t in traces.values())
+    assert 0 < stats["kv_cache_usage_max"] <= 1 and stats["requests_in_flight_mean"] > 1
+    assert stats["tokens_per_s"] > 0 and stats["accepted_per_hour"] >= 0
+
+
+def test_stage_streams_and_writes_engine_metrics_into_the_shard_stats(engine: VLLMChatModel, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = parse_recipe({
+        "name": "t", "run_dir": str(tmp_path), "seed": 3,
+        "teachers": [{"name": "smollm2", "model": "unused", "sampling": SHORT.model_dump(), "system_prompt": BOXED_PROMPT}],
+        "steps": {"generate": {"max_attempts": 2, "max_in_flight": 3, "strategy": {"default": "sequential"},
+                               "verify": {"math": {"workers": 1, "fallbacks": WEAK_TEACHER_FALLBACKS}}}},
+    }, check_paths=False)
+    monkeypatch.setattr(generate_stage, "build_chat_model", lambda teacher: SharedEngine(engine))
+    stage = recipe.build_stage("generate", "smollm2")
+    queries = quickstart_query_records("math")[:6]
+    items = [Item(i, q.id, q.model_dump(mode="json")) for i, q in enumerate(queries)]
+    items.append(Item(6, "broken", None, where="in.jsonl:7", problem="bad JSON"))
+    ctx = ShardContext(RunDir(tmp_path), "generate", "smollm2", 0, 1, logging.getLogger("test"))
+    seen = Counter(outcome.kind for outcome in stage.process(items, ctx))
+    assert seen["quarantined"] == 1 and seen["kept"] + seen["rejected"] == 6
+    assert ctx.stats["loop"] == "streaming" and ctx.stats["queries"] == 6 and ctx.stats["max_in_flight"] == 3
+    assert 1 <= ctx.stats["requests_in_flight_max"] <= 3 and ctx.stats["kv_cache_usage_mean"] is not None
+    assert ctx.stats["accepted"] == seen["kept"] and ctx.stats["backpressure_s"] == 0

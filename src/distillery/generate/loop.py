@@ -66,12 +66,6 @@ class RegenerationLoop:
         self.progress = progress
         self.log = log or logger
 
-    def _attempt_limit(self, conversation: Conversation) -> int:
-        """`max_attempts`, lowered for backends with a finite supply of answers (replay)."""
-        available = getattr(self.model, "available", None)
-        limit = 1 if self.verifier is None else self.settings.max_attempts
-        return min(limit, available(conversation)) if available is not None else limit
-
     def run(self, queries: Iterable[tuple[Key, Query]]) -> Iterator[tuple[Key, Trace]]:
         """Yield (key, trace) once per query, as each becomes final; order follows completion, not input."""
         source = iter(queries)
@@ -86,7 +80,8 @@ class RegenerationLoop:
                     exhausted = True
                     break
                 conversation = build_conversation(query, self.settings.system_prompt)
-                entry = _Open(key, query, conversation, self._attempt_limit(conversation))
+                limit = attempt_limit(self.model, conversation, self.verifier is not None, self.settings.max_attempts)
+                entry = _Open(key, query, conversation, limit)
                 if entry.max_attempts == 0:
                     yield key, self._final(entry)
                 else:
@@ -115,32 +110,48 @@ class RegenerationLoop:
         )
         verify_s = time.perf_counter() - started
         for entry, seed, completion, verdict in zip(batch, seeds, completions, verdicts):
-            entry.attempts.append(_attempt(len(entry.attempts), seed, completion, verdict, settings.threshold))
+            entry.attempts.append(make_attempt(len(entry.attempts), seed, completion, verdict, settings.threshold))
         if self.progress is not None:
             self.progress.add_batch(len(batch), sum(c.completion_tokens for c in completions), generate_s, verify_s)
 
-    def _accepted_index(self, entry: _Open[Key]) -> int | None:
-        if self.verifier is None:
-            return 0 if entry.attempts else None
-        return next((a.index for a in entry.attempts if a.passed), None)
-
     def _is_final(self, entry: _Open[Key]) -> bool:
-        return self._accepted_index(entry) is not None or len(entry.attempts) >= entry.max_attempts
+        accepted = accepted_index(entry.attempts, self.verifier is not None)
+        return accepted is not None or len(entry.attempts) >= entry.max_attempts
 
     def _final(self, entry: _Open[Key]) -> Trace:
-        accepted = self._accepted_index(entry)
-        if self.progress is not None:
-            self.progress.finish(entry.query.category, accepted)
-        return Trace(
-            query=entry.query,
-            teacher=self.settings.teacher,
-            attempts=entry.attempts,
-            accepted=accepted,
-            response_tokens=entry.attempts[accepted].completion_tokens if accepted is not None else 0,
-        )
+        return final_trace(entry.query, self.settings.teacher, entry.attempts, self.verifier is not None, self.progress)
 
 
-def _attempt(index: int, seed: int, completion: Completion, verdict: Verdict | None, threshold: float) -> Attempt:
+def accepted_index(attempts: list[Attempt], verified: bool) -> int | None:
+    """The lowest attempt index that passed (unverified: the first attempt); None if none did."""
+    if not verified:
+        return 0 if attempts else None
+    return next((a.index for a in attempts if a.passed), None)
+
+
+def final_trace(query: Query, teacher: str, attempts: list[Attempt], verified: bool,
+                progress: GenerationProgress | None) -> Trace:
+    """The Trace of a query that is final; counted in `progress`."""
+    accepted = accepted_index(attempts, verified)
+    if progress is not None:
+        progress.finish(query.category, accepted)
+    return Trace(
+        query=query,
+        teacher=teacher,
+        attempts=attempts,
+        accepted=accepted,
+        response_tokens=attempts[accepted].completion_tokens if accepted is not None else 0,
+    )
+
+
+def attempt_limit(model: object, conversation: Conversation, verified: bool, max_attempts: int) -> int:
+    """`max_attempts` (1 without verification), lowered for backends with a finite supply of answers (replay)."""
+    available = getattr(model, "available", None)
+    limit = max_attempts if verified else 1
+    return min(limit, available(conversation)) if available is not None else limit
+
+
+def make_attempt(index: int, seed: int, completion: Completion, verdict: Verdict | None, threshold: float) -> Attempt:
     """One attempt; `passed` is the loop's decision (score >= threshold), not the verifier's own cut-off."""
     details = dict(verdict.details) if verdict is not None else {}
     if completion.extra:

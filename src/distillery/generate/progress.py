@@ -1,7 +1,10 @@
 """Progress of one generation shard: items done, acceptance by category, tokens/s, engine idle time, ETA.
 
-Logged after every batch and kept in `ShardContext.stats`, which the runner writes into the manifest that
-`distillery status` reads.
+Logged after every batch (batch loop) or every few seconds (streaming loop) and kept in `ShardContext.stats`,
+which the runner writes into the manifest that `distillery status` reads. The streaming loop also reports
+engine metrics: requests in flight (time-weighted mean and max), the share of time with nothing in the
+engine, verification queue depth, KV-cache use (where the backend exposes it), back-pressure time, and
+accepted traces per hour of this shard's wall time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,55 @@ class GenerationProgress:
     accepted_by_category: Counter[str] = field(default_factory=Counter)
     attempts_to_accept: Counter[int] = field(default_factory=Counter)
     """How many attempts each accepted query needed (1 = first try)."""
+    streaming: bool = False
+    max_in_flight: int = 0
+    in_flight_max: int = 0
+    in_flight_area: float = 0.0
+    """Integral of requests in flight over time (request-seconds)."""
+    engine_busy_s: float = 0.0
+    """Time with at least one request in the engine."""
+    verify_queue_area: float = 0.0
+    verify_queue_max: int = 0
+    backpressure_s: float = 0.0
+    backpressure_episodes: int = 0
+    kv_cache_samples: int = 0
+    kv_cache_sum: float = 0.0
+    kv_cache_max: float = 0.0
+    kv_cache_last: float | None = None
+    engine_last: dict[str, float] = field(default_factory=dict)
+    """The backend's latest own report (vLLM: running/waiting requests; HTTP: transient retries)."""
+    _tracked_at: float | None = None
+    _state: tuple[int, int, bool] = (0, 0, False)
+
+    def track(self, in_flight: int, verify_depth: int, held_back: bool) -> None:
+        """Account the time since the last call to the previous state, then remember this one."""
+        now = time.perf_counter()
+        if self._tracked_at is not None:
+            dt = now - self._tracked_at
+            flying, depth, held = self._state
+            self.in_flight_area += dt * flying
+            self.engine_busy_s += dt if flying else 0.0
+            self.verify_queue_area += dt * depth
+            self.backpressure_s += dt if held else 0.0
+        if held_back and not self._state[2]:
+            self.backpressure_episodes += 1
+        self._tracked_at = now
+        self._state = (in_flight, verify_depth, held_back)
+        self.in_flight_max = max(self.in_flight_max, in_flight)
+        self.verify_queue_max = max(self.verify_queue_max, verify_depth)
+
+    def add_attempt(self, completion_tokens: int) -> None:
+        self.attempts += 1
+        self.completion_tokens += completion_tokens
+
+    def add_engine_sample(self, engine: dict[str, float]) -> None:
+        self.engine_last = dict(engine)
+        usage = engine.get("kv_cache_usage")
+        if usage is not None:
+            self.kv_cache_samples += 1
+            self.kv_cache_sum += usage
+            self.kv_cache_max = max(self.kv_cache_max, usage)
+            self.kv_cache_last = usage
 
     def add_batch(self, requests: int, completion_tokens: int, generate_s: float, verify_s: float) -> None:
         self.batches += 1
@@ -73,14 +125,49 @@ class GenerationProgress:
             "tokens_per_s": round(self.completion_tokens / elapsed, 2) if elapsed > 0 else None,
             "generate_s": round(self.generate_s, 3),
             "verify_s": round(self.verify_s, 3),
-            "engine_idle_fraction": round(1 - self.generate_s / elapsed, 4) if elapsed > 0 else None,
+            "engine_idle_fraction": round(1 - self._busy_s() / elapsed, 4) if elapsed > 0 else None,
             "elapsed_s": round(elapsed, 3),
+            "accepted_per_hour": round(3600 * self.accepted / elapsed, 1) if elapsed > 0 else None,
+            **(self._streaming_stats(elapsed) if self.streaming else {}),
+        }
+
+    def _busy_s(self) -> float:
+        return self.engine_busy_s if self.streaming else self.generate_s
+
+    def _streaming_stats(self, elapsed: float) -> dict[str, Any]:
+        sampled = self.kv_cache_samples > 0
+        return {
+            "loop": "streaming",
+            "max_in_flight": self.max_in_flight,
+            "requests_in_flight_mean": round(self.in_flight_area / elapsed, 2) if elapsed > 0 else None,
+            "requests_in_flight_max": self.in_flight_max,
+            "slot_use": round(self.in_flight_area / (elapsed * self.max_in_flight), 4) if elapsed > 0 else None,
+            "verify_queue_mean": round(self.verify_queue_area / elapsed, 2) if elapsed > 0 else None,
+            "verify_queue_max": self.verify_queue_max,
+            "backpressure_s": round(self.backpressure_s, 3),
+            "backpressure_episodes": self.backpressure_episodes,
+            "kv_cache_usage_mean": round(self.kv_cache_sum / self.kv_cache_samples, 4) if sampled else None,
+            "kv_cache_usage_max": round(self.kv_cache_max, 4) if sampled else None,
+            "engine_last": {key: round(value, 4) for key, value in self.engine_last.items()},
         }
 
     def log(self, logger: logging.Logger) -> None:
         eta = self.eta_s()
         by_category = " ".join(f"{c}={self.accepted_by_category[c]}/{n}" for c, n in sorted(self.done_by_category.items()))
         elapsed = self.elapsed_s
+        if self.streaming:
+            stats = self._streaming_stats(elapsed)
+            logger.info(
+                "generate: %d/%d done, %d accepted (%s), %d attempts, %.1f tokens/s, in flight %s (max %d of %d), "
+                "engine idle %.1f%%, verify queue %s (max %d), KV cache %s, back-pressure %.1fs, ETA %s",
+                self.done, self.total, self.accepted, by_category or "-", self.attempts,
+                self.completion_tokens / elapsed if elapsed > 0 else 0.0, stats["requests_in_flight_mean"],
+                self.in_flight_max, self.max_in_flight, 100 * (1 - self.engine_busy_s / elapsed) if elapsed > 0 else 0.0,
+                stats["verify_queue_mean"], self.verify_queue_max,
+                f"{100 * self.kv_cache_last:.0f}%" if self.kv_cache_last is not None else "?", self.backpressure_s,
+                f"{eta:.0f}s" if eta is not None else "?",
+            )
+            return
         logger.info(
             "generate: %d/%d done, %d accepted (%s), %d attempts, %.1f tokens/s, verify %.0f%% of time, ETA %s",
             self.done, self.total, self.accepted, by_category or "-", self.attempts,

@@ -1,20 +1,42 @@
 """A `ChatModel` over an OpenAI-compatible HTTP server (`vllm serve`, SGLang, a hosted API).
 
-Requests of one call are sent concurrently (up to `concurrency` in flight) so the server batches them; each
-carries its seed, which vLLM honours per request. Transient failures are retried by the `openai` client.
+Requests run on one asyncio event loop in a background thread, at most `concurrency` at once (a semaphore),
+so the server batches them; each carries its seed, which vLLM honours per request. `submit` is the streaming
+loop's way in (one request, a future back); `chat` sends a list and waits for all of it (the batch loop).
+
+A request that fails in transit is retried with exponential backoff and jitter, for as long as `retry_for_s`
+allows: a dropped or refused connection (a restarting server), a timeout, HTTP 408/409/429 and every 5xx.
+Other 4xx answers are the request's own fault and fail at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
 
-from openai import OpenAI
+import openai
+from openai import AsyncOpenAI
 
 from distillery.llm.protocol import Completion, Conversation, Sampling
 
 logger = logging.getLogger(__name__)
+
+RETRIED_STATUS = {408, 409, 429}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: the connection failed or timed out, or the server said it is busy or broken."""
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in RETRIED_STATUS or error.status_code >= 500
+    return False
 
 
 class OpenAIChatModel:
@@ -27,25 +49,55 @@ class OpenAIChatModel:
         api_key: str = "EMPTY",
         concurrency: int = 64,
         timeout_s: float = 600.0,
-        max_retries: int = 3,
+        max_retries: int = 12,
+        retry_for_s: float = 900.0,
+        backoff_s: float = 0.5,
         name: str | None = None,
     ) -> None:
+        """`max_retries` and `retry_for_s` bound the retries of one request (both must allow another);
+        backoff doubles from `backoff_s` up to 30 s."""
         self.model = model
         self.name = name or model
         self.concurrency = concurrency
-        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-chat")
+        self.max_retries = max_retries
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
+        self.retries = 0
+        """Retries so far (all requests): the shard's count of transient failures."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-chat", daemon=True)
+        self._thread.start()
+        self.client: AsyncOpenAI = self._call(self._make_client(base_url, api_key, timeout_s)).result()
 
-    def _one(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Completion:
-        started = time.perf_counter()
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=conversation,  # type: ignore[arg-type]
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            seed=seed,
-        )
+    async def _make_client(self, base_url: str, api_key: str, timeout_s: float) -> AsyncOpenAI:
+        self._slots = asyncio.Semaphore(self.concurrency)
+        return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+
+    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    async def _one(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Completion:
+        async with self._slots:
+            started = time.perf_counter()
+            for attempt in range(self.max_retries + 1):
+                try:
+                    response = await self.client.chat.completions.create(
+                        model=self.model,
+                        messages=conversation,  # type: ignore[arg-type]
+                        temperature=sampling.temperature,
+                        top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens,
+                        seed=seed,
+                    )
+                    break
+                except openai.APIError as error:
+                    waited = time.perf_counter() - started
+                    if not is_transient(error) or attempt == self.max_retries or waited >= self.retry_for_s:
+                        raise
+                    delay = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+                    self.retries += 1
+                    logger.warning("%s: %s (%s); retry %d in %.1fs", self.name, type(error).__name__, error, attempt + 1, delay)
+                    await asyncio.sleep(delay)
         choice = response.choices[0]
         usage = response.usage
         return Completion(
@@ -56,15 +108,24 @@ class OpenAIChatModel:
             latency_s=time.perf_counter() - started,
         )
 
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        """Send one request; it waits for a free slot of `concurrency` on the event loop, not here."""
+        return self._call(self._one(conversation, sampling, seed))
+
     def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
         if seeds is not None and len(seeds) != len(conversations):
             raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
-        futures = [
-            self._pool.submit(self._one, conversation, sampling, seeds[i] if seeds is not None else None)
-            for i, conversation in enumerate(conversations)
-        ]
+        futures = [self.submit(c, sampling, seeds[i] if seeds is not None else None) for i, c in enumerate(conversations)]
         return [future.result() for future in futures]
 
+    def engine_stats(self) -> dict[str, float]:
+        """The server's engine is not observed from here: its own /metrics has KV-cache use."""
+        return {"transient_retries": float(self.retries)}
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.client.close()
+        if self._loop.is_closed():
+            return
+        self._call(self.client.close()).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

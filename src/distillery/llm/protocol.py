@@ -6,6 +6,7 @@ Teachers, the LLM judge, decontamination's second check and evaluation all talk 
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -54,4 +55,20 @@ class ChatModel(Protocol):
 
     def close(self) -> None:
         """Release the engine, server connection or model."""
+        ...
+
+
+@runtime_checkable
+class StreamingChatModel(ChatModel, Protocol):
+    """A backend that takes requests one at a time while others run: what the streaming loop feeds.
+
+    `submit` returns at once; the future resolves when the answer is complete (or fails with the error that
+    stopped it). The caller bounds how many are in flight.
+    """
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        ...
+
+    def engine_stats(self) -> dict[str, float]:
+        """What the engine reports now (`kv_cache_usage` in [0, 1], ...); empty when it reports nothing."""
         ...

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,18 @@ class ReplayChatModel:
         counts = load_tokenizer(self.tokenizer)([a for a, _ in served_answers], add_special_tokens=False)["input_ids"]
         return [Completion(text=answer, completion_tokens=len(ids), finish_reason="stop", extra={"info": info} if info else {})
                 for (answer, info), ids in zip(served_answers, counts)]
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        """The streaming loop's way in: the answer is known at once, so the future is already resolved."""
+        future: Future[Completion] = Future()
+        try:
+            future.set_result(self.chat([conversation], sampling)[0])
+        except KeyError as error:
+            future.set_exception(error)
+        return future
+
+    def engine_stats(self) -> dict[str, float]:
+        return {}
 
     def close(self) -> None:
         self._answers.clear()

