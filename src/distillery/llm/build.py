@@ -13,53 +13,35 @@ naming the teacher):
 
 from __future__ import annotations
 
-import inspect
-import os
-from typing import Any
+from typing import Protocol
 
+from distillery.core.registry import LazyRegistry
+from distillery.llm.options import BackendConfigError
 from distillery.llm.protocol import ChatModel, ModelSpec
-from distillery.models import resolve_model
 
 
-class BackendConfigError(ValueError):
-    """A teacher's backend options cannot build its model."""
+class ChatBackend(Protocol):
+    """A backend class: builds its `ChatModel` from a spec, checking the spec's options."""
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ChatModel: ...
 
 
-def _check_options(teacher: ModelSpec, factory: Any, options: dict[str, Any], reserved: set[str]) -> None:
-    accepted = set(inspect.signature(factory).parameters) - reserved
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise BackendConfigError(f"teacher {teacher.name!r} ({teacher.backend}): unknown option(s) {unknown}; "
-                                 f"expected some of {sorted(accepted)}")
+BACKENDS: LazyRegistry[type[ChatBackend]] = LazyRegistry("backend", {
+    "vllm": "distillery.llm.vllm_engine:VLLMChatModel",
+    "openai": "distillery.llm.openai_http:OpenAIChatModel",
+    "transformers": "distillery.llm.transformers_chat:TransformersChatModel",
+    "replay": "distillery.llm.replay:ReplayChatModel",
+})
+"""Backend name -> class, imported on first use; each is built with `from_spec(spec)`."""
 
 
-def build_chat_model(teacher: ModelSpec) -> ChatModel:
+def build_chat_model(spec: ModelSpec) -> ChatModel:
     """Construct the `ChatModel` a spec names; imports only the backend it uses."""
-    options = dict(teacher.options)
-    if teacher.backend == "vllm":
-        from distillery.llm.vllm_engine import VLLMChatModel
+    if spec.backend not in BACKENDS:
+        raise BackendConfigError(f"teacher {spec.name!r}: unknown backend {spec.backend!r}; expected one of "
+                                 f"{BACKENDS.names()}")
+    return BACKENDS.get(spec.backend).from_spec(spec)
 
-        return VLLMChatModel(resolve_model(teacher.model), options, name=teacher.name)
-    if teacher.backend == "openai":
-        from distillery.llm.openai_http import OpenAIChatModel
 
-        if "base_url" not in options:
-            raise BackendConfigError(f"teacher {teacher.name!r} (openai): options.base_url is required")
-        key_variable = options.pop("api_key_env", None)
-        _check_options(teacher, OpenAIChatModel, options, {"model", "name", "api_key"})
-        if key_variable is not None:
-            if key_variable not in os.environ:
-                raise BackendConfigError(f"teacher {teacher.name!r} (openai): environment variable {key_variable} is not set")
-            options["api_key"] = os.environ[key_variable]
-        return OpenAIChatModel(teacher.model, name=teacher.name, **options)
-    if teacher.backend == "transformers":
-        from distillery.llm.transformers_chat import TransformersChatModel
-
-        _check_options(teacher, TransformersChatModel, options, {"model_path", "name"})
-        return TransformersChatModel(resolve_model(teacher.model), name=teacher.name, **options)
-    if teacher.backend == "replay":
-        from distillery.llm.replay import ReplayChatModel
-
-        _check_options(teacher, ReplayChatModel, options, {"path", "name"})
-        return ReplayChatModel(teacher.model, name=teacher.name, **options)
-    raise BackendConfigError(f"teacher {teacher.name!r}: unknown backend {teacher.backend!r}")
+__all__ = ["BACKENDS", "BackendConfigError", "build_chat_model"]

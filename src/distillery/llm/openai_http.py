@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Self
 
 import openai
 from openai import AsyncOpenAI
 
-from distillery.llm.protocol import Completion, Conversation, Sampling
+from distillery.llm.options import BackendConfigError, check_options
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,22 @@ def is_transient(error: BaseException) -> bool:
 
 class OpenAIChatModel:
     """Chat completions from `<base_url>/chat/completions` for the served model name `model`."""
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Self:
+        """`base_url` is required; the API key is read from the environment variable `api_key_env` names (keys
+        never go in recipes)."""
+        options = dict(spec.options)
+        if "base_url" not in options:
+            raise BackendConfigError(f"teacher {spec.name!r} (openai): options.base_url is required")
+        key_variable = options.pop("api_key_env", None)
+        check_options(spec, cls, options, {"model", "name", "api_key"})
+        if key_variable is not None:
+            if key_variable not in os.environ:
+                raise BackendConfigError(f"teacher {spec.name!r} (openai): environment variable {key_variable} is "
+                                         "not set")
+            options["api_key"] = os.environ[key_variable]
+        return cls(spec.model, name=spec.name, **options)
 
     def __init__(
         self,

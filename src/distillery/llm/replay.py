@@ -19,11 +19,12 @@ import logging
 from collections import defaultdict
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from distillery.core.records import normalise_text
 from distillery.core.store import iter_jsonl
-from distillery.llm.protocol import Completion, Conversation, Sampling
+from distillery.llm.options import check_options
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 from distillery.models import EMBEDDED, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ def parse_replay_row(row: dict[str, Any]) -> tuple[Conversation, str, dict[str, 
 
 class ReplayChatModel:
     """Serves the answers of a released or earlier-generated dataset as if a teacher had written them."""
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Self:
+        check_options(spec, cls, spec.options, {"path", "name"})
+        return cls(spec.model, name=spec.name, **spec.options)
 
     def __init__(self, path: str | Path, tokenizer: str = EMBEDDED, name: str | None = None) -> None:
         self.path = Path(path)

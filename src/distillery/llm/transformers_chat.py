@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Self
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from distillery.llm.protocol import Completion, Conversation, Sampling
+from distillery.llm.options import check_options
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ class _SeededSampler(LogitsProcessor):
 
 class TransformersChatModel:
     """Chat completions from a local Hugging Face causal LM folder, formatted with its chat template."""
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Self:
+        check_options(spec, cls, spec.options, {"model_path", "name"})
+        return cls(resolve_model(spec.model), name=spec.name, **spec.options)
 
     def __init__(
         self,

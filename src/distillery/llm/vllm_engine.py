@@ -23,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Self
 
-from distillery.llm.protocol import Completion, Conversation, Sampling
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def sampling_params(sampling: Sampling, seed: int | None) -> Any:
 
 class VLLMChatModel:
     """Chat completions from `vllm.LLM`; every request carries its own seed, so batching does not change it."""
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Self:
+        """Every option goes to `vllm.LLM` unchanged."""
+        return cls(resolve_model(spec.model), dict(spec.options), name=spec.name)
 
     def __init__(self, model: str, options: dict[str, Any] | None = None, name: str | None = None) -> None:
         engine_options = dict(options or {})
