@@ -45,13 +45,19 @@ class _Open(Generic[Key]):
 
 
 @dataclass
-class LoopSettings:
+class GenerationSettings:
+    """What both generation loops need: the teacher, how to sample it, seeds, the pass threshold, the attempts."""
+
     teacher: str
     sampling: Sampling
     system_prompt: str | None = None
     base_seed: int = 0
     threshold: float = 0.9
     max_attempts: int = 4
+
+
+@dataclass
+class LoopSettings(GenerationSettings):
     batch_size: int = 64
 
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from distillery.core.records import Attempt, Query, Trace
-from distillery.generate.loop import attempt_limit, final_trace, make_attempt
+from distillery.generate.loop import GenerationSettings, attempt_limit, final_trace, make_attempt
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed, build_conversation
 from distillery.generate.strategy import Strategy, strategy_for
 from distillery.generate.verification import VerificationLanes
-from distillery.llm.protocol import Completion, Conversation, Sampling, StreamingChatModel
+from distillery.llm.protocol import Completion, Conversation, StreamingChatModel
 from distillery.verify.verdict import Verdict
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,7 @@ Key = TypeVar("Key")
 
 
 @dataclass
-class StreamingSettings:
-    teacher: str
-    sampling: Sampling
-    system_prompt: str | None = None
-    base_seed: int = 0
-    threshold: float = 0.9
-    max_attempts: int = 4
+class StreamingSettings(GenerationSettings):
     max_in_flight: int = 64
     max_verify_queue: int = 256
     strategy: dict[str, str] = field(default_factory=dict)
