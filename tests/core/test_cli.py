@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from distillery.cli import main
+from distillery.core.recipe import parse_recipe
 from distillery.core.stage import stage_types
 from distillery.core.status import state_ranges
 from distillery.core.store import RunDir
@@ -79,3 +80,15 @@ def test_verify_and_explain_behave(tmp_path: Path, queries: Path, write_recipe,
     assert main(["export", str(run_dir), "--step", "sleepy", "-o", str(tmp_path / "out.jsonl")]) == 0
     exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(exported) == 51 and all(row["tag"] == "x" for row in exported)
+
+
+def test_status_shows_the_engine_figures_of_generation_shards(tmp_path: Path) -> None:
+    from distillery.core.plan import build_groups
+    from distillery.core.status import GroupStatus, render_status
+
+    (tmp_path / "q.jsonl").write_text("")
+    group = next(g for g in build_groups(parse_recipe({"name": "x", "run_dir": str(tmp_path), "steps": {
+        "ingest": {"inputs": [{"path": str(tmp_path / "q.jsonl")}]}}})))
+    status = GroupStatus(group, engine={"tokens_per_s": [400.0, 600.0], "engine_idle_fraction": [0.02, 0.04],
+                                        "backpressure_s": [3.0, 4.0]})
+    assert "engine: 500 tok/s, idle 3.0%, back-pressure 7s" in render_status([status])

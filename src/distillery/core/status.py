@@ -33,6 +33,8 @@ class GroupStatus:
     reject_reasons: Counter = field(default_factory=Counter)
     """Reject reasons (numbers masked) summed over finished shards."""
     warnings: list[str] = field(default_factory=list)
+    engine: dict[str, list[float]] = field(default_factory=dict)
+    """Per finished shard, the engine figures a generation shard records (tokens/s, idle share, KV use, ...)."""
 
     @property
     def throughput(self) -> float:
@@ -76,6 +78,10 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
                 status.quarantined += manifest.quarantined
                 status.elapsed_s += manifest.elapsed_s
                 status.reject_reasons.update(manifest.stats.get("reject_reasons", {}))
+                for name in ENGINE_FIGURES:
+                    value = manifest.stats.get(name)
+                    if isinstance(value, int | float):
+                        status.engine.setdefault(name, []).append(float(value))
                 status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
                                     for path in manifest.stats.get("truncated_files", [])]
                 if not manifest.reconciles():
@@ -90,6 +96,24 @@ def _duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+ENGINE_FIGURES = {
+    "tokens_per_s": "{:.0f} tok/s", "engine_idle_fraction": "idle {:.1%}", "kv_cache_usage_mean": "KV {:.0%}",
+    "requests_in_flight_mean": "{:.0f} in flight", "verify_queue_max": "verify queue max {:.0f}",
+    "backpressure_s": "back-pressure {:.0f}s", "accepted_per_hour": "{:,.0f} accepted/h",
+}
+"""Figures of a generation shard's stats shown per step (mean over shards; back-pressure summed)."""
+
+
+def engine_summary(engine: dict[str, list[float]]) -> str:
+    parts = []
+    for name, fmt in ENGINE_FIGURES.items():
+        values = engine.get(name)
+        if values:
+            value = sum(values) if name == "backpressure_s" else sum(values) / len(values)
+            parts.append(fmt.format(value))
+    return ", ".join(parts)
 
 
 def state_ranges(labels: list[str]) -> str:
@@ -114,6 +138,7 @@ def status_json(statuses: list[GroupStatus]) -> list[dict[str, Any]]:
         "elapsed_s": round(status.elapsed_s, 3), "items_per_s": round(status.throughput, 3), "eta_s": status.eta_s,
         "reject_reasons": dict(status.reject_reasons.most_common()), "stale": status.stale,
         "not_reconciled": status.not_reconciled, "warnings": status.warnings,
+        "engine": {name: round(sum(v) / len(v), 4) for name, v in status.engine.items()},
     } for status in statuses]
 
 
@@ -135,6 +160,8 @@ def render_status(statuses: list[GroupStatus]) -> str:
             lines.append(f"    stale: {stale}")
         if len(status.stale) > 5:
             lines.append(f"    ... and {len(status.stale) - 5} more stale shards")
+        if status.engine:
+            lines.append(f"    engine: {engine_summary(status.engine)}")
         for reason, count in status.reject_reasons.most_common(3):
             lines.append(f"    rejected {count}x: {reason}")
         for warning in status.warnings[:5]:
