@@ -6,7 +6,7 @@ occur). The benchmark index (AIME 2024/2025 and MATH-500, by default) is built f
 same loaded model and texts, alternating --repeats times and keeping the fastest of each:
 - bare: `model.encode(texts, batch_size, normalize_embeddings=True)`;
 - ours: `find_candidates` (the decontaminate stage's scan: fixed length-sorted batches, FAISS search, exact
-  rescoring, 13-gram overlap).
+  rescoring, content 13-grams without boilerplate, fingerprint proposals and comparisons).
 Prints texts/s of both and the ratio ours / bare (1.0 = no overhead over embedding). Compare ratios within a run.
 
     python benchmarks/bench_decontaminate.py [--queries 2000] [--batch-size 64] [--model PATH] [--device cpu]
@@ -25,7 +25,7 @@ import numpy as np
 
 from distillery.data import benchmarks_dir
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
-from distillery.prepare.contamination import BenchmarkIndex, find_candidates
+from distillery.prepare.contamination import BenchmarkIndex, IndexSettings, find_candidates
 from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
 
 logger = logging.getLogger("bench_decontaminate")
@@ -63,7 +63,7 @@ def main() -> None:
     embeddings = np.empty((len(items), encoder.get_embedding_dimension()), dtype=np.float32)
     started = time.perf_counter()
     embeddings[np.concatenate(plan)] = encode_batches(encoder, bench_texts, plan)
-    index = BenchmarkIndex(items, embeddings, ngram_words=13)
+    index = BenchmarkIndex(items, embeddings, IndexSettings())
     logger.info("benchmark index: %d items in %.1f s (untimed below); device %s", len(items), time.perf_counter() - started,
                 encoder.device)
     texts = queries(args.benchmarks, args.queries, seed=0)

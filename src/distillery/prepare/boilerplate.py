@@ -21,18 +21,18 @@ _WORD = re.compile(r"\w+")
 STOCK_PHRASES: tuple[str, ...] = (
     # Prompt templates around a problem.
     "Please reason step by step, and put your final answer within \\boxed{}.",
-    "Solve the following math problem step by step. The last line of your response should be of the form Answer: "
-    "$Answer (without quotes) where $Answer is the answer to the problem.",
+    ("Solve the following math problem step by step. The last line of your response should be of the form Answer: "
+     "$Answer (without quotes) where $Answer is the answer to the problem."),
     "Return your final response within \\boxed{}.",
     "Let's think step by step and output the final answer within \\boxed{}.",
     "Solve the following problem step by step, explaining each step.",
     "Put your final answer in \\boxed{}.",
-    "Generate an executable Python function generated from the given prompt. The function should take stdin as input "
-    "and print the output. Simply call the function after the definition.",
-    "Generate an executable Python function generated from the given prompt. Return the function body without "
-    "invoking it at the final solution.",
-    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the sample "
-    "inputs).",
+    ("Generate an executable Python function generated from the given prompt. The function should take stdin as input "
+     "and print the output. Simply call the function after the definition."),
+    ("Generate an executable Python function generated from the given prompt. Return the function body without "
+     "invoking it at the final solution."),
+    ("Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the sample "
+     "inputs)."),
     "Enclose your code within delimiters as follows.",
     # Competition math.
     "where m and n are relatively prime positive integers. Find m+n.",

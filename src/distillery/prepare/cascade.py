@@ -7,8 +7,9 @@
    or a translation: share of the item's fingerprint >= `fingerprint_share`, share of the query's own fingerprint
    in the item >= `fingerprint_reverse` (a long text that happens to contain the numbers is not a copy), and
    enough evidence: either the shared tokens weigh at least `fingerprint_info` with two or more rare tokens (not
-   variable names) among them (content alone suffices, even across languages the encoder does not know), or half that weight with a
-   cosine of at least `fingerprint_cosine` (an item with only common numbers needs the meaning to agree too).
+   variable names) among them (content alone suffices, even across languages the encoder does not know), or half
+   that weight with a cosine of at least `fingerprint_cosine` (an item with only common numbers needs the meaning
+   to agree too).
 3. `judge`: none of the above but a cosine at or above `grey_threshold`, numbers not contradicting: the LLM judge
    decides. Every such candidate of a query goes to the judge, not only its nearest.
 """

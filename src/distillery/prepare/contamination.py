@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -26,6 +26,8 @@ from distillery.prepare.fingerprint import FingerprintIndex, fingerprint
 
 RESCORE_MARGIN = 0.02
 """FAISS float32 scores are within ~1e-6 of the exact ones; the margin only keeps borderline pairs in play."""
+SHORT_ITEM_WORDS = 6
+"""Fewest content words of an item whose whole content counts as one n-gram when it is shorter than ngram_words."""
 FINGERPRINT_PROPOSAL = 0.5
 """An item is proposed when the query carries this share of the weight of its rarer fingerprint tokens."""
 
@@ -65,18 +67,20 @@ class IndexSettings:
 class BenchmarkIndex:
     """Benchmark items with their unit embeddings (replicated on every rank), content n-grams and fingerprints."""
 
-    def __init__(self, items: Sequence[BenchItem], embeddings: np.ndarray, settings: IndexSettings = IndexSettings(),
+    def __init__(self, items: Sequence[BenchItem], embeddings: np.ndarray, settings: IndexSettings | None = None,
                  use_gpu: bool = True) -> None:
         if len(items) != len(embeddings):
             raise ValueError(f"{len(items)} benchmark items but {len(embeddings)} embeddings")
         self.items = list(items)
-        self.settings = settings
+        self.settings = settings = settings or IndexSettings()
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         texts = [item.text for item in self.items]
-        self.boilerplate = Boilerplate(texts, settings.boilerplate_words, settings.boilerplate_items, settings.stock_phrases)
+        self.boilerplate = Boilerplate(texts, settings.boilerplate_words, settings.boilerplate_items,
+                                       settings.stock_phrases)
         self.ngrams: dict[str, list[int]] = defaultdict(list)
+        self.short_lengths: set[int] = set()
         for index, text in enumerate(texts):
-            for gram in dict.fromkeys(self.content_ngrams(text)):
+            for gram in dict.fromkeys(self._item_ngrams(text)):
                 self.ngrams[gram].append(index)
         self.fingerprints = FingerprintIndex(texts)
         index = faiss.IndexFlatIP(self.embeddings.shape[1])
@@ -90,30 +94,41 @@ class BenchmarkIndex:
             digest.update(f"{item.benchmark}\x00{item.item_id}\x00{item.text}\x01".encode())
         return digest.hexdigest()[:16]
 
-    def content_ngrams(self, text: str) -> list[str]:
-        """Word n-grams of `text` once its boilerplate words are taken out."""
+    def content_ngrams(self, text: str, lengths: Iterable[int] = ()) -> list[str]:
+        """Word n-grams of `text` once its boilerplate words are taken out, and its runs of each of `lengths` words."""
         words = self.boilerplate.content_words(text)
-        n = self.settings.ngram_words
-        return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+        return [" ".join(words[i:i + n]) for n in (self.settings.ngram_words, *lengths) for i in range(len(words) - n + 1)]
+
+    def _item_ngrams(self, text: str) -> list[str]:
+        """An item's content n-grams; an item with fewer content words than that (but SHORT_ITEM_WORDS or more)
+        is one gram of all of them, so that a query quoting a short problem whole still matches."""
+        grams = self.content_ngrams(text)
+        words = self.boilerplate.content_words(text)
+        if not grams and len(words) >= SHORT_ITEM_WORDS:
+            self.short_lengths.add(len(words))
+            return [" ".join(words)]
+        return grams
 
     def nearest(self, vectors: np.ndarray, top_k: int, floor: float) -> list[list[int]]:
         """For each vector, its FAISS top_k items whose float32 score reaches floor (less the rescoring margin)."""
         if len(vectors) == 0:
             return []
-        scores, neighbours = self.faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), min(top_k, len(self.items)))
-        return [[int(item) for score, item in zip(row_scores, row_items) if item >= 0 and score >= floor - RESCORE_MARGIN]
-                for row_scores, row_items in zip(scores, neighbours)]
+        query = np.ascontiguousarray(vectors, dtype=np.float32)
+        scores, neighbours = self.faiss.search(query, min(top_k, len(self.items)))
+        return [[int(item) for score, item in zip(row_scores, row_items)
+                 if item >= 0 and score >= floor - RESCORE_MARGIN] for row_scores, row_items in zip(scores, neighbours)]
 
     def shared_ngrams(self, text: str) -> dict[int, tuple[int, str]]:
         """Items sharing a content n-gram with `text`: item -> (distinct shared n-grams, the first of them)."""
         found: dict[int, tuple[int, str]] = {}
-        for gram in dict.fromkeys(self.content_ngrams(text)):
+        for gram in dict.fromkeys(self.content_ngrams(text, sorted(self.short_lengths))):
             for item in self.ngrams.get(gram, ()):
                 count, first = found.get(item, (0, gram))
                 found[item] = (count + 1, first)
         return found
 
-    def candidates(self, row: int, text: str, vector: np.ndarray, proposed: Sequence[int], floor: float) -> list[Candidate]:
+    def candidates(self, row: int, text: str, vector: np.ndarray, proposed: Sequence[int],
+                   floor: float) -> list[Candidate]:
         """Evidence for every item proposed by FAISS (kept when its exact cosine reaches floor), by a shared content
         n-gram or by the fingerprint index."""
         tokens = fingerprint(text)
@@ -127,8 +142,8 @@ class BenchmarkIndex:
             comparison = self.fingerprints.compare(tokens, item)
             count, gram = grams.get(item, (0, None))
             found.append(Candidate(row, item, round(exact[item], 6), gram, count, round(comparison.numbers, 6),
-                                   round(comparison.content, 6), round(comparison.reverse, 6), round(comparison.info, 4),
-                                   comparison.rare))
+                                   round(comparison.content, 6), round(comparison.reverse, 6),
+                                   round(comparison.info, 4), comparison.rare))
         return found
 
 

@@ -205,8 +205,8 @@ class DecontaminateStage(DropListStage):
         for row in audit:
             if row["dropped"] and row["query_id"] not in reasons:
                 what = "template reuse" if row["finding"] == "template_reuse" else "contaminated"
-                reasons[row["query_id"]] = (row["shard"], f"{what}: {row['benchmark']} item {row['item_id']} by "
-                                                          f"{row['rule']} ({self._evidence(row)})")
+                reason = f"{what}: {row['benchmark']} item {row['item_id']} by {row['rule']} ({self._evidence(row)})"
+                reasons[row["query_id"]] = (row["shard"], reason)
         keys = list(reasons)
         self.write_drops(ctx, np.array([reasons[k][0] for k in keys], dtype=np.int64), np.array(keys, dtype=str),
                          [reasons[k][1] for k in keys])

@@ -6,7 +6,7 @@ used twice. Tokens are typed strings:
 - `n:<value>`: every number, in digits (`1,000` and `1000.0` are `n:1000`) or as an English number word;
 - `t:<expression>`: a LaTeX math span of 4+ characters, without spaces, `\\left`/`\\right`, spacing commands or
   braces (`\\dfrac{m}{n}` and `\\frac mn` agree);
-- `v:<name>`: a variable name inside math (`x`, `a_i`, `\\omega`);
+- `v:<name>`: a variable name inside math (`x`, `a_i`, `\\omega`; `xy` and `ABC` are letters side by side);
 - `c:<identifier>`: a code identifier: a `def`/`class` name, an argument in `Input: nums = [...]`, a snake_case or
   camelCase name.
 
@@ -27,17 +27,18 @@ _MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DO
 _NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?![\d,])|\d+(?:\.\d+)?")
 _SPACING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)\b|\\[,;:! ]|\s+|[{}]")
 _COMMAND = re.compile(r"\\([A-Za-z]+)")
-_VARIABLE = re.compile(r"(?<![\\A-Za-z])([A-Za-z](?:_\w)?)(?![A-Za-z])")
+_VARIABLE = re.compile(r"[A-Za-z](?:_\w)?")
 _CODE = re.compile(r"\b(?:def|class)\s+(\w+)|\b([a-z]\w*)\s*=\s*[\[\"'\d-]|\b([a-z]+_[a-z_]+|[a-z]+[A-Z]\w*)\b")
 _WORD_NUMBERS = {word: value for value, word in enumerate(
-    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-    "eighteen nineteen twenty".split()) if word != "_"}
+    ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen",
+     "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) if word != "_"}
 _WORD_NUMBERS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
                       "hundred": 100, "thousand": 1000})
 """`one` is left out: far more often a pronoun than a count, and `n:1` carries almost no weight anyway."""
 _PLAIN_WORD = re.compile(r"[a-z]+")
-_MATH_COMMANDS_IGNORED = frozenset({"frac", "dfrac", "tfrac", "cdot", "times", "text", "mathrm", "mathbf", "operatorname",
-                                    "quad", "qquad", "left", "right", "big", "Big", "bigg", "Bigg", "displaystyle", "le", "leq", "ge", "geq", "ne", "neq", "ldots", "cdots", "dots"})
+_MATH_COMMANDS_IGNORED = frozenset({
+    "frac", "dfrac", "tfrac", "cdot", "times", "text", "mathrm", "mathbf", "operatorname", "quad", "qquad", "left", "right",
+    "big", "Big", "bigg", "Bigg", "displaystyle", "le", "leq", "ge", "geq", "ne", "neq", "ldots", "cdots", "dots"})
 
 
 def _number(text: str) -> str:
@@ -55,7 +56,7 @@ def fingerprint(text: str) -> Counter[str]:
         expression = _SPACING.sub("", span).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
         if len(expression) >= 4:
             tokens["t:" + expression] += 1
-        stripped = _COMMAND.sub(lambda m: " " if m.group(1) in _MATH_COMMANDS_IGNORED else f" {m.group(1)} ", span)
+        stripped = _COMMAND.sub(" ", span)
         tokens.update("v:" + name for name in _VARIABLE.findall(stripped))
         tokens.update("v:\\" + name for name in _COMMAND.findall(span) if name not in _MATH_COMMANDS_IGNORED)
     outside = _MATH.sub(" ", text)
