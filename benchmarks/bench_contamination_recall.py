@@ -62,9 +62,9 @@ def evaluate(model: str, args: argparse.Namespace, rows: list[contamination_set.
     ids = {(item.benchmark, item.item_id): index for index, item in enumerate(items)}
     texts = [row.text for row in rows]
     cascade = BenchmarkIndex(items, vectors, config.index_settings())
-    found = find_candidates(encoder, cascade, texts, config.batch_size, config.top_k, 0.0)
+    found = find_candidates(encoder, cascade, texts, config.batch_size, config.top_k)
     plain = BenchmarkIndex(items, vectors, IndexSettings(config.ngram_words, config.boilerplate_words, 10**9, ()))
-    old = find_candidates(encoder, plain, texts, config.batch_size, config.top_k, config.threshold)
+    old = find_candidates(encoder, plain, texts, config.batch_size, config.top_k)
     rules = config.rules()
     removed: dict[int, set[int]] = collections.defaultdict(set)
     reuse: dict[int, set[int]] = collections.defaultdict(set)
@@ -76,7 +76,7 @@ def evaluate(model: str, args: argparse.Namespace, rows: list[contamination_set.
             reuse[candidate.query_index].add(candidate.item_index)
     baseline = {c.query_index for c in old if c.ngram_count or c.similarity >= config.threshold}
     nearest = {row: set(items) for row, items in enumerate(cascade.nearest(
-        np.stack([v for v in encode_batches(encoder, texts, [np.arange(len(texts))])]), config.top_k, -1.0))}
+        encode_batches(encoder, texts, [np.arange(len(texts))]), config.top_k))}
     logger.info("\n== %s: %s benchmark items embedded at %.1f texts/s", model, len(items), rate)
     logger.info("%-18s %4s %8s %8s %8s %7s %8s", "kind", "rows", "cascade", "baseline", "top-k", "named", "reuse")
     by_kind: dict[str, list[int]] = collections.defaultdict(list)
@@ -84,11 +84,12 @@ def evaluate(model: str, args: argparse.Namespace, rows: list[contamination_set.
         by_kind[row.kind].append(position)
     for kind, positions in by_kind.items():
         source = {p: ids.get((rows[p].benchmark, rows[p].item_id)) for p in positions}
+        has_source = source[positions[0]] is not None
+        hit = np.mean([source[p] in nearest[p] for p in positions]) if has_source else float("nan")
+        named = np.mean([source[p] in removed[p] for p in positions]) if has_source else float("nan")
         logger.info("%-18s %4d %8.3f %8.3f %8.3f %7.3f %8.3f", kind, len(positions),
-                    np.mean([bool(removed[p]) for p in positions]), np.mean([p in baseline for p in positions]),
-                    np.mean([source[p] in nearest[p] for p in positions]) if source[positions[0]] is not None else float("nan"),
-                    np.mean([source[p] in removed[p] for p in positions]) if source[positions[0]] is not None else float("nan"),
-                    np.mean([bool(reuse[p]) and not removed[p] for p in positions]))
+                    np.mean([bool(removed[p]) for p in positions]), np.mean([p in baseline for p in positions]), hit,
+                    named, np.mean([bool(reuse[p]) and not removed[p] for p in positions]))
     copies = [p for p, row in enumerate(rows) if row.contaminated]
     clean = [p for p, row in enumerate(rows) if not row.contaminated]
     logger.info("recall on %d copies: cascade %.3f, baseline %.3f; false removals of %d clean rows: cascade %d, "

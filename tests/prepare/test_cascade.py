@@ -11,7 +11,7 @@ from distillery.prepare.decontaminate import DecontaminateConfig
 RULES = DecontaminateConfig(grey_threshold=0.75, judge={"model": "unused"}).rules()
 
 
-def _pair(**evidence: float | int | str) -> Candidate:
+def _pair(**evidence: float | str) -> Candidate:
     return Candidate(query_index=0, item_index=0, **{"similarity": 0.5, **evidence})  # type: ignore[arg-type]
 
 
@@ -26,8 +26,9 @@ def test_content_in_other_words_needs_enough_rare_evidence_or_agreeing_meaning()
     strong = {"numbers": 1.0, "content": 0.9, "reverse": 0.9, "info": 30.0, "rare": 3}
     assert classify(_pair(similarity=0.3, **strong), RULES) == ("fingerprint", "contaminated")
     assert classify(_pair(similarity=0.3, **{**strong, "rare": 1}), RULES) is None
-    assert classify(_pair(similarity=0.8, **{**strong, "rare": 1, "info": 7.0}), RULES) == ("fingerprint", "contaminated")
-    assert classify(_pair(similarity=0.3, **{**strong, "reverse": 0.2}), RULES) is None, "a long text holding the numbers"
+    weak = {**strong, "rare": 1, "info": 7.0}
+    assert classify(_pair(similarity=0.8, **weak), RULES) == ("fingerprint", "contaminated")
+    assert classify(_pair(similarity=0.3, **{**strong, "reverse": 0.2}), RULES) is None, "a long text holding numbers"
 
 
 def test_grey_zone_goes_to_the_judge_only_when_the_numbers_do_not_contradict() -> None:

@@ -32,20 +32,22 @@ def test_fingerprint_reads_numbers_expressions_variables_and_code_names() -> Non
 def test_a_translation_keeps_the_fingerprint_and_new_numbers_change_it(items: list) -> None:
     index = FingerprintIndex([item.text for item in items])
     target = next(i for i, item in enumerate(items) if item.item_id == "aime2025-I-04")
-    german = ("Bestimmen Sie die Anzahl der geordneten Paare $(x,y)$, wobei $x$ und $y$ ganze Zahlen zwischen $-100$ und "
-              "$100$ (einschließlich) sind, sodass $12x^2-xy-6y^2=0$ gilt.")
+    german = ("Bestimmen Sie die Anzahl der geordneten Paare $(x,y)$, wobei $x$ und $y$ ganze Zahlen zwischen "
+              "$-100$ und $100$ (einschließlich) sind, sodass $12x^2-xy-6y^2=0$ gilt.")
     other = _text(items, "aime2025-I-04").replace("100", "60").replace("12x^2", "15x^2").replace("6y^2", "2y^2")
     same, changed = index.compare(fingerprint(german), target), index.compare(fingerprint(other), target)
     assert same.numbers == pytest.approx(1.0) and same.content > 0.9
     assert changed.numbers < 0.5
     assert target in index.matches(fingerprint(german), 0.5)
     small = FingerprintIndex(["Compute 1 + 1.", "Compute 1 + 3.", "Add 1 and 3."])
-    assert math.isnan(small.compare(fingerprint("Compute 1 + 1 twice."), 0).numbers), "common numbers alone tell nothing"
+    common = small.compare(fingerprint("Compute 1 + 1 twice."), 0)
+    assert math.isnan(common.numbers), "common numbers alone tell nothing"
 
 
 def test_stock_and_shared_phrases_are_boilerplate_problem_words_are_not(items: list) -> None:
     boiler = Boilerplate([item.text for item in items], window=6, min_items=3)
-    aime = "A fair coin is flipped $10$ times. The probability is $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find $m+n$."
+    aime = ("A fair coin is flipped $10$ times. The probability is $\\frac{m}{n}$, where $m$ and $n$ are relatively "
+            "prime positive integers. Find $m+n$.")
     kept = boiler.content_words(aime)
     assert kept[:6] == ["a", "fair", "coin", "is", "flipped", "10"]
     assert "relatively" not in kept and "prime" not in kept

@@ -107,8 +107,3 @@ class Boilerplate:
         """The words of `text` that are not boilerplate, in order."""
         tokens = words(text)
         return [token for token, boiler in zip(tokens, self.mask(tokens)) if not boiler]
-
-    def share(self, text: str) -> float:
-        """Fraction of the words of `text` that are boilerplate (reported in the audit)."""
-        tokens = words(text)
-        return sum(self.mask(tokens)) / len(tokens) if tokens else 0.0

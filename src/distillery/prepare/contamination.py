@@ -1,16 +1,17 @@
 """Candidate (query, benchmark item) pairs with their evidence: cosine, shared content n-grams, fingerprint overlap.
 
 Three proposers feed the candidates of a query: FAISS's `top_k` nearest benchmark items (a GPU index when faiss
-has GPUs, else exact CPU inner product) at or above a floor, every item sharing a non-boilerplate word n-gram with
-the query, and every item whose rarer fingerprint tokens the query carries (fingerprint.py). Each candidate then
-gets the same evidence whatever proposed it. Cosines are rescored as float64 dot products of the two stored
-vectors, so decisions never depend on FAISS's batch-size-dependent float32 kernels: a many-rank run reproduces a
-one-rank run exactly.
+has GPUs, else exact CPU inner product), every item sharing a non-boilerplate word n-gram with the query, and every
+item whose rarer fingerprint tokens the query carries (fingerprint.py). Each candidate then gets the same evidence
+whatever proposed it. Cosines are recomputed as float64 dot products of the two stored vectors, so decisions never
+depend on FAISS's float32 kernels, and FAISS searches each fixed embedding batch on its own, so that its proposals
+do not depend on how many batches a rank holds: a many-rank run reproduces a one-rank run exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,8 +25,6 @@ from distillery.prepare.boilerplate import STOCK_PHRASES, Boilerplate
 from distillery.prepare.embed import batch_plan, encode_batches
 from distillery.prepare.fingerprint import FingerprintIndex, fingerprint
 
-RESCORE_MARGIN = 0.02
-"""FAISS float32 scores are within ~1e-6 of the exact ones; the margin only keeps borderline pairs in play."""
 SHORT_ITEM_WORDS = 6
 """Fewest content words of an item whose whole content counts as one n-gram when it is shorter than ngram_words."""
 FINGERPRINT_PROPOSAL = 0.5
@@ -97,7 +96,8 @@ class BenchmarkIndex:
     def content_ngrams(self, text: str, lengths: Iterable[int] = ()) -> list[str]:
         """Word n-grams of `text` once its boilerplate words are taken out, and its runs of each of `lengths` words."""
         words = self.boilerplate.content_words(text)
-        return [" ".join(words[i:i + n]) for n in (self.settings.ngram_words, *lengths) for i in range(len(words) - n + 1)]
+        return [" ".join(words[i:i + n]) for n in (self.settings.ngram_words, *lengths)
+                for i in range(len(words) - n + 1)]
 
     def _item_ngrams(self, text: str) -> list[str]:
         """An item's content n-grams; an item with fewer content words than that (but SHORT_ITEM_WORDS or more)
@@ -109,14 +109,12 @@ class BenchmarkIndex:
             return [" ".join(words)]
         return grams
 
-    def nearest(self, vectors: np.ndarray, top_k: int, floor: float) -> list[list[int]]:
-        """For each vector, its FAISS top_k items whose float32 score reaches floor (less the rescoring margin)."""
+    def nearest(self, vectors: np.ndarray, top_k: int) -> list[list[int]]:
+        """For each vector, its FAISS top_k items."""
         if len(vectors) == 0:
             return []
-        query = np.ascontiguousarray(vectors, dtype=np.float32)
-        scores, neighbours = self.faiss.search(query, min(top_k, len(self.items)))
-        return [[int(item) for score, item in zip(row_scores, row_items)
-                 if item >= 0 and score >= floor - RESCORE_MARGIN] for row_scores, row_items in zip(scores, neighbours)]
+        _, neighbours = self.faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), min(top_k, len(self.items)))
+        return [[int(item) for item in row if item >= 0] for row in neighbours]
 
     def shared_ngrams(self, text: str) -> dict[int, tuple[int, str]]:
         """Items sharing a content n-gram with `text`: item -> (distinct shared n-grams, the first of them)."""
@@ -127,18 +125,15 @@ class BenchmarkIndex:
                 found[item] = (count + 1, first)
         return found
 
-    def candidates(self, row: int, text: str, vector: np.ndarray, proposed: Sequence[int],
-                   floor: float) -> list[Candidate]:
-        """Evidence for every item proposed by FAISS (kept when its exact cosine reaches floor), by a shared content
-        n-gram or by the fingerprint index."""
+    def candidates(self, row: int, text: str, vector: np.ndarray, proposed: Sequence[int]) -> list[Candidate]:
+        """Evidence for every item proposed by FAISS, by a shared content n-gram or by the fingerprint index."""
         tokens = fingerprint(text)
         grams = self.shared_ngrams(text)
         by_print = self.fingerprints.matches(tokens, FINGERPRINT_PROPOSAL)
         exact = {item: float(np.dot(vector.astype(np.float64), self.embeddings[item].astype(np.float64)))
                  for item in {*proposed, *grams, *by_print}}
-        keep = sorted(item for item in exact if item in grams or item in by_print or exact[item] >= floor)
         found = []
-        for item in keep:
+        for item in sorted(exact):
             comparison = self.fingerprints.compare(tokens, item)
             count, gram = grams.get(item, (0, None))
             found.append(Candidate(row, item, round(exact[item], 6), gram, count, round(comparison.numbers, 6),
@@ -148,13 +143,15 @@ class BenchmarkIndex:
 
 
 def find_candidates(encoder: object, index: BenchmarkIndex, texts: Sequence[str], batch_size: int, top_k: int,
-                    floor: float, rank: int = 0, world_size: int = 1) -> list[Candidate]:
+                    rank: int = 0, world_size: int = 1) -> list[Candidate]:
     """This rank's share of the candidates of `texts`: its length-sorted batches embedded and searched, and each of
     its texts' n-gram and fingerprint proposals; `query_index` indexes `texts`."""
     mine = batch_plan(texts, batch_size)[rank::world_size]
     rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
     vectors = encode_batches(encoder, texts, mine, progress=rank == 0)  # type: ignore[arg-type]
+    starts = np.cumsum([0] + [len(batch) for batch in mine])
+    proposals = [p for start, end in itertools.pairwise(starts) for p in index.nearest(vectors[start:end], top_k)]
     found: list[Candidate] = []
-    for position, (row, proposed) in enumerate(zip(rows.tolist(), index.nearest(vectors, top_k, floor))):
-        found += index.candidates(row, texts[row], vectors[position], proposed, floor)
+    for position, (row, proposed) in enumerate(zip(rows.tolist(), proposals)):
+        found += index.candidates(row, texts[row], vectors[position], proposed)
     return found

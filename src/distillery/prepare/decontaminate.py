@@ -136,8 +136,7 @@ class DecontaminateStage(DropListStage):
             texts.append(query.prompt)
         encoder = load_encoder(self.cfg.model, self.cfg.device)
         index = self._benchmark_index(ctx, encoder, comm)
-        found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k,
-                                self.cfg.grey_threshold or self.cfg.threshold, ctx.rank, ctx.world_size)
+        found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k, ctx.rank, ctx.world_size)
         gathered = comm.gather(found, root=0) if comm is not None else [found]
         if ctx.rank == 0:
             candidates = [c for part in gathered for c in part]
@@ -191,7 +190,7 @@ class DecontaminateStage(DropListStage):
 
     def _evidence(self, row: dict[str, Any]) -> str:
         if row["rule"] == "ngram":
-            return f"{row['ngram_count']} shared {self.cfg.ngram_words}-grams, first {row['ngram']!r}"
+            return f"{row['ngram_count']} shared runs of content words, first {row['ngram']!r}"
         if row["rule"] == "fingerprint":
             return f"fingerprint share {row['fingerprint_share']:.2f}, cosine {row['similarity']:.4f}"
         return f"cosine {row['similarity']:.4f}"

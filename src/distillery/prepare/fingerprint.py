@@ -30,15 +30,16 @@ _COMMAND = re.compile(r"\\([A-Za-z]+)")
 _VARIABLE = re.compile(r"[A-Za-z](?:_\w)?")
 _CODE = re.compile(r"\b(?:def|class)\s+(\w+)|\b([a-z]\w*)\s*=\s*[\[\"'\d-]|\b([a-z]+_[a-z_]+|[a-z]+[A-Z]\w*)\b")
 _WORD_NUMBERS = {word: value for value, word in enumerate(
-    ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen",
-     "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) if word != "_"}
+    ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) if word != "_"}
 _WORD_NUMBERS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
                       "hundred": 100, "thousand": 1000})
 """`one` is left out: far more often a pronoun than a count, and `n:1` carries almost no weight anyway."""
 _PLAIN_WORD = re.compile(r"[a-z]+")
 _MATH_COMMANDS_IGNORED = frozenset({
-    "frac", "dfrac", "tfrac", "cdot", "times", "text", "mathrm", "mathbf", "operatorname", "quad", "qquad", "left", "right",
-    "big", "Big", "bigg", "Bigg", "displaystyle", "le", "leq", "ge", "geq", "ne", "neq", "ldots", "cdots", "dots"})
+    "frac", "dfrac", "tfrac", "cdot", "times", "text", "mathrm", "mathbf", "operatorname", "quad", "qquad", "left",
+    "right", "big", "Big", "bigg", "Bigg", "displaystyle", "le", "leq", "ge", "geq", "ne", "neq", "ldots", "cdots",
+    "dots"})
 
 
 def _number(text: str) -> str:
