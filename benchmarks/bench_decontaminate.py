@@ -6,7 +6,7 @@ occur). The benchmark index (AIME 2024/2025 and MATH-500, by default) is built f
 same loaded model and texts, alternating --repeats times and keeping the fastest of each:
 - bare: `model.encode(texts, batch_size, normalize_embeddings=True)`;
 - ours: `find_candidates` (the decontaminate stage's scan: fixed length-sorted batches, FAISS search, exact
-  rescoring, 13-gram overlap).
+  rescoring, content 13-grams without boilerplate, fingerprint proposals and comparisons).
 Prints texts/s of both and the ratio ours / bare (1.0 = no overhead over embedding). Compare ratios within a run.
 
     python benchmarks/bench_decontaminate.py [--queries 2000] [--batch-size 64] [--model PATH] [--device cpu]
@@ -25,7 +25,9 @@ import numpy as np
 
 from distillery.data import benchmarks_dir
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
-from distillery.prepare.contamination import BenchmarkIndex, find_candidates
+from distillery.prepare.cascade import classify
+from distillery.prepare.contamination import BenchmarkIndex, IndexSettings, find_candidates
+from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
 
 logger = logging.getLogger("bench_decontaminate")
@@ -63,10 +65,11 @@ def main() -> None:
     embeddings = np.empty((len(items), encoder.get_embedding_dimension()), dtype=np.float32)
     started = time.perf_counter()
     embeddings[np.concatenate(plan)] = encode_batches(encoder, bench_texts, plan)
-    index = BenchmarkIndex(items, embeddings, ngram_words=13)
+    index = BenchmarkIndex(items, embeddings, IndexSettings())
     logger.info("benchmark index: %d items in %.1f s (untimed below); device %s", len(items), time.perf_counter() - started,
                 encoder.device)
     texts = queries(args.benchmarks, args.queries, seed=0)
+    rules = DecontaminateConfig().rules()
     best = {"bare": float("inf"), "ours": float("inf")}
     matched = 0
     for _ in range(args.repeats):
@@ -74,10 +77,11 @@ def main() -> None:
         encoder.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
         best["bare"] = min(best["bare"], time.perf_counter() - started)
         started = time.perf_counter()
-        found = find_candidates(encoder, index, texts, args.batch_size, top_k=10, floor=0.9)
+        found = find_candidates(encoder, index, texts, args.batch_size, top_k=10)
         best["ours"] = min(best["ours"], time.perf_counter() - started)
-        matched = len({c.query_index for c in found})
-    logger.info("%d queries, mean %.0f characters; %d matched a benchmark item", len(texts), np.mean([len(t) for t in texts]), matched)
+        matched = len({c.query_index for c in found if classify(c, rules) is not None})
+    logger.info("%d queries, mean %.0f characters; %d with a finding (cascade defaults, no judge)", len(texts),
+                np.mean([len(t) for t in texts]), matched)
     for name, seconds in best.items():
         logger.info("%-5s %7.2f s  %7.0f texts/s", name, seconds, len(texts) / seconds)
     logger.info("throughput ratio ours / bare encode: %.3f", best["bare"] / best["ours"])

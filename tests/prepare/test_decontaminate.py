@@ -1,9 +1,10 @@
 """Decontamination against MATH-500 and AIME with the default embedding model, through the real runner.
 
 Recall and false removals are measured per kind of change on problems planted among clean queries (planted.py)
-and printed; the assertions hold the kinds the issue requires (formatting, edits, prompt templates) and forbid any
-clean removal. Rewordings are measured, not asserted: at cosine 0.9 all-MiniLM-L6-v2 misses most of them, and the
-grey-zone test shows what the second check does with the judge model available here.
+and printed; the assertions hold the kinds the issue requires (formatting, edits, prompt templates), forbid any
+clean removal, and keep the items' wording with other digits as template reuse. Rewordings are measured and
+printed (the fingerprint rule catches those that keep the numbers); test_contamination_set.py holds the recall
+targets on the larger labelled set.
 """
 
 from __future__ import annotations
@@ -63,10 +64,10 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
     for row in rows:
         removed[row.kind].append(_id(row.text) not in kept)
     share = {kind: round(float(np.mean(flags)), 3) for kind, flags in removed.items()}
-    print(f"\nremoved share per kind (all-MiniLM-L6-v2, cosine >= 0.9 or a shared 13-gram): {share} "
+    print(f"\nremoved share per kind (all-MiniLM-L6-v2, cascade defaults): {share} "
           f"of {({kind: len(flags) for kind, flags in removed.items()})}")
     assert share["formatting"] >= 0.95 and share["edits"] >= 0.95 and share["template"] >= 0.95
-    assert share["same_topic"] == 0.0 and share["unrelated"] == 0.0
+    assert share["same_topic"] == 0.0 and share["unrelated"] == 0.0 and share["other_numbers"] == 0.0
 
     matched = {(r["query_id"], r["benchmark"], r["item_id"]) for r in dropped_rows}
     for row in rows:
@@ -74,10 +75,16 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
         if query_id not in kept:
             assert (query_id, row.benchmark, row.item_id) in matched, f"audit does not name the source of {row.kind} {query_id}"
     assert {r["query_id"] for r in dropped_rows} == set(rejected(run, "decontaminate"))
-    assert all(r["similarity"] >= 0.9 for r in dropped_rows if r["method"] == "embedding")
-    assert all(len(r["ngram"].split()) == 13 for r in dropped_rows if r["method"] == "ngram")
+    assert all(r["similarity"] >= 0.9 for r in dropped_rows if r["rule"] == "embedding")
+    grams = [len(r["ngram"].split()) for r in dropped_rows if r["rule"] == "ngram"]
+    assert grams and all(6 <= n <= 13 for n in grams), "13 content words, or the whole of a shorter item's content"
+    assert all(r["fingerprint_share"] >= 0.8 or r["numbers_share"] >= 0.8 for r in dropped_rows if r["rule"] == "fingerprint")
+    reused = {(r["query_id"], r["item_id"]) for r in audit if r["finding"] == "template_reuse" and not r["dropped"]}
+    flagged = [r for r in rows if r.kind == "other_numbers" and any(q == _id(r.text) for q, _ in reused)]
+    assert len(flagged) >= 5 and all((_id(r.text), r.item_id) in reused for r in flagged)
+    print(f"other digits flagged as template reuse (kept): {len(flagged)} of {len(removed['other_numbers'])}")
     caught_rewordings = [r for r in rows if r.kind == "rewording" and _id(r.text) not in kept]
-    print(f"rewordings caught at 0.9: {len(caught_rewordings)} of {len(removed['rewording'])}")
+    print(f"rewordings caught: {len(caught_rewordings)} of {len(removed['rewording'])}")
 
     summary = read_json(run.stage_dir("decontaminate") / "summary.json")
     assert summary["dropped_queries"] == len(rows) - len(kept)

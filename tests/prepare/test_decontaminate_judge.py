@@ -38,12 +38,12 @@ def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
     config = step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir), "max_chars": 800})
     run = run_recipe(tmp_path, "judged", inputs, {"decontaminate": config}, num_shards=1)
     audit = _audit(run)
-    judged = [r for r in audit if r["method"] == "judge"]
+    judged = [r for r in audit if r["rule"] == "judge"]
     assert judged, "no pair fell in the grey zone"
     assert all(0.75 <= r["similarity"] < 0.9 and r["judge_verdict"] in ("same", "different", "unclear") for r in judged)
     assert all(r["judge_reply"] for r in judged)
     assert all(r["dropped"] == (r["judge_verdict"] == "same") for r in judged)
-    sure = {r["query_id"] for r in audit if r["method"] != "judge"}
+    sure = {r["query_id"] for r in audit if r["rule"] != "judge" and r["dropped"]}
     assert not sure & {r["query_id"] for r in judged}, "a query already dropped was sent to the judge"
     kept = set(kept_ids(run, "decontaminate"))
     assert kept == {_id(t) for t in texts} - sure - {r["query_id"] for r in judged if r["dropped"]}
@@ -58,18 +58,19 @@ def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
 
 
 class ScriptedJudge:
-    """Stand-in for a competent judge (none runs here): says yes exactly when the query mentions `marker`."""
+    """Stand-in for a competent judge (none runs here): yes exactly when problem A mentions `marker` and problem B
+    mentions `source`."""
 
     name = "scripted"
 
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-        self.seen: list[str] = []
+    def __init__(self, marker: str, source: str) -> None:
+        self.marker, self.source = marker, source
+        self.seen: list[tuple[str, str]] = []
 
     def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
-        prompts = [c[-1]["content"].split("Problem B:")[0] for c in conversations]
-        self.seen += prompts
-        return [Completion("Yes." if self.marker in p else "No.") for p in prompts]
+        pairs = [tuple(c[-1]["content"].split("Problem A:")[1].split("Problem B:")) for c in conversations]
+        self.seen += pairs
+        return [Completion("Yes." if self.marker in a and self.source in b else "No.") for a, b in pairs]
 
     def close(self) -> None:
         pass
@@ -79,8 +80,9 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
     bench = tmp_path / "tiny.jsonl"
     bench.write_text("".join(json.dumps(r) + "\n" for r in [
         {"id": "t1", "problem": "Find the number of positive divisors of 2024 that are perfect squares."},
-        {"id": "t2", "problem": "Write a function that reverses the words of a sentence in place."}]))
-    judge = ScriptedJudge("square divisors")
+        {"id": "t2", "problem": "Write a function that reverses the words of a sentence in place."},
+        {"id": "t3", "problem": "Find the number of positive divisors of 2025 that are perfect squares or cubes."}]))
+    judge = ScriptedJudge("square divisors", "2024")
     monkeypatch.setattr(decontaminate, "build_judge", lambda config: judge)
     body: dict[str, Any] = {"benchmarks": [{"name": "tiny", "file": str(bench), "text_field": "problem"}], "device": "cpu",
                             "grey_threshold": 0.5, "judge": {"model": "unused"}}
@@ -102,9 +104,15 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
     outcomes = {o.position: o for o in stage.process(items_of(records), ctx)}
     assert [outcomes[i].kind for i in range(len(records))] == ["rejected", "kept", "rejected", "kept", "quarantined", "quarantined",
                                                              "quarantined"]
-    assert "by judge" in outcomes[0].reason and "by embedding (cosine 1.0000)" in outcomes[2].reason
-    assert len(judge.seen) == 2, "the exact copy must not reach the judge, the unrelated query must not either"
+    assert "by judge" in outcomes[0].reason
+    assert "by ngram (1 shared runs of content words, first 'find the number of positive divisors of 2024 that are " \
+           "perfect squares')" in outcomes[2].reason, "a short item quoted whole is one content n-gram"
+    asked = [a for a, _ in judge.seen]
+    assert sum("square divisors" in a for a in asked) == 2, "every grey candidate of a query is judged, not only the nearest"
+    assert len(asked) == 4, "the exact copy must not reach the judge, the unrelated query must not either"
     audit = [json.loads(line) for line in (ctx.run.stage_dir("decontaminate") / "audit.jsonl").open()]
-    verdicts = {r["query_id"]: (r["method"], r["judge_verdict"], r["dropped"]) for r in audit}
-    assert verdicts[records[0]["id"]] == ("judge", "same", True)  # type: ignore[index]
-    assert verdicts[records[1]["id"]] == ("judge", "different", False)  # type: ignore[index]
+    verdicts = {(r["query_id"], r["item_id"]): (r["rule"], r["judge_verdict"], r["dropped"]) for r in audit}
+    assert verdicts[(records[0]["id"], "t1")] == ("judge", "same", True)  # type: ignore[index]
+    assert verdicts[(records[0]["id"], "t3")] == ("judge", "different", False)  # type: ignore[index]
+    assert verdicts[(records[1]["id"], "t1")] == ("judge", "different", False)  # type: ignore[index]
+    assert "t1 by judge" in outcomes[0].reason

@@ -1,20 +1,22 @@
 """`decontaminate`: drop queries that are (near) copies of evaluation benchmark items, with an audit of every match.
 
 scan (per shard, optionally as MPI ranks): embed the shard's queries in fixed length-sorted batches split among the
-ranks, search them against the replicated benchmark index, check exact word n-gram overlap, gather on rank 0, and
-there ask the LLM judge about grey-zone pairs. merge: write `<stage>/audit.jsonl` (one row per match: query id,
-benchmark, item id, cosine or n-gram, judge verdict) and `<stage>/summary.json` (per benchmark), and the drop list of
-each shard. process: drop what merge listed.
+ranks, propose candidates per query (FAISS top-k, content n-gram hits with boilerplate left out, fingerprint hits)
+with their evidence, gather on rank 0, and there decide each (query, item) pair by the cascade (cascade.py), asking
+the LLM judge about every grey-zone pair. merge: write `<stage>/audit.jsonl` (one row per finding: query id,
+benchmark, item id, rule, finding, cosine, n-gram, fingerprint shares, judge verdict) and `<stage>/summary.json` (per
+benchmark), and the drop list of each shard. process: drop what merge listed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -23,11 +25,15 @@ from distillery.core.recipe import InputPath, OutputPath
 from distillery.core.stage import Item, ShardContext, StageConfig, register
 from distillery.core.store import atomic_write, iter_jsonl, write_json, write_jsonl
 from distillery.prepare.benchsets import BUILTIN, BenchmarkSource, load_benchmarks
-from distillery.prepare.contamination import BenchmarkIndex, Candidate, find_candidates
+from distillery.prepare.boilerplate import STOCK_PHRASES
+from distillery.prepare.cascade import Finding, Rules, classify
+from distillery.prepare.contamination import BenchmarkIndex, Candidate, IndexSettings, find_candidates
 from distillery.prepare.dedup import DropListStage, parse_items
 from distillery.prepare.embed import DEFAULT_MODEL, batch_plan, encode_batches, load_encoder
 from distillery.prepare.judge import JudgeConfig, build_judge, judge_pairs
 from distillery.prepare.ranks import communicator
+
+RULE_ORDER = {"ngram": 0, "embedding": 1, "fingerprint": 2, "judge": 3}
 
 
 class DecontaminateConfig(StageConfig):
@@ -36,15 +42,39 @@ class DecontaminateConfig(StageConfig):
         description="Benchmarks to match against (default: aime24, aime25, math500, livecodebench, ifeval).")
     benchmarks_dir: InputPath | None = Field(
         None, description="Folder of the local benchmark files; default $DISTILLERY_BENCHMARKS, else the packaged copy.")
-    model: str | None = Field(None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled all-MiniLM-L6-v2.")
+    model: str | None = Field(
+        None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled all-MiniLM-L6-v2.")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch (batches, not texts, are split among ranks).")
-    threshold: float = Field(0.9, gt=0, le=1, description="Cosine at or above which a query is dropped.")
-    top_k: int = Field(10, ge=1, description="Nearest benchmark items examined per query.")
-    ngram_words: int = Field(13, ge=1, description="A shared run of this many words with a benchmark item drops the query.")
+    threshold: float = Field(0.9, gt=0, le=1, description="Cosine at or above which a pair matches (unless its numbers differ).")
+    top_k: int = Field(10, ge=1, description="Nearest benchmark items FAISS proposes per query; every one is examined.")
+    ngram_words: int = Field(
+        13, ge=1, description="A shared run of this many non-boilerplate words is a match (unless the numbers differ).")
+    boilerplate_words: int = Field(
+        6, ge=2, description="A run of this many words found in `boilerplate_items` benchmark items is boilerplate.")
+    boilerplate_items: int = Field(3, ge=2, description="Benchmark items a run of words must occur in to be boilerplate.")
+    stock_phrases: list[str] = Field(
+        default_factory=lambda: list(STOCK_PHRASES),
+        description="Phrases never counted as shared wording (prompt templates, contest formulae); extend, don't replace.")
+    fingerprint_share: float = Field(
+        0.8, gt=0, le=1, description="Share of an item's content (numbers, expressions, names) a query must carry to match it "
+                                     "in other words.")
+    fingerprint_reverse: float = Field(
+        0.5, ge=0, le=1, description="Share of the query's own content the item must carry for a fingerprint match.")
+    fingerprint_info: float = Field(
+        12.0, ge=0, description="Least weight of the shared content for a fingerprint match on content alone (a number "
+                                "no other item has weighs ~15, a common small one ~1); half of it with fingerprint_cosine.")
+    fingerprint_cosine: float = Field(
+        0.75, gt=0, le=1, description="Cosine at which a fingerprint match needs only half of fingerprint_info.")
+    template_share: float = Field(
+        0.5, ge=0, le=1, description="Below this share of the item's numbers, a wording match is template reuse, not a copy.")
+    template_reuse: Literal["keep", "drop"] = Field(
+        "keep", description="Queries that reuse a benchmark item's wording with other numbers: keep (audited) or drop.")
     judge: JudgeConfig | None = Field(None, description="LLM second check for the grey zone; None disables it.")
-    grey_threshold: float | None = Field(None, gt=0, le=1, description="Lowest cosine sent to the judge (e.g. 0.75); needs `judge`.")
-    cache_dir: OutputPath | None = Field(None, description="Where benchmark embeddings are cached; default the stage's global directory.")
+    grey_threshold: float | None = Field(
+        None, gt=0, le=1, description="Lowest cosine sent to the judge (e.g. 0.75); needs `judge`.")
+    cache_dir: OutputPath | None = Field(
+        None, description="Where benchmark embeddings are cached; default the stage's global directory.")
 
     @model_validator(mode="after")
     def _grey_zone(self) -> DecontaminateConfig:
@@ -53,6 +83,13 @@ class DecontaminateConfig(StageConfig):
         if self.grey_threshold is not None and self.grey_threshold >= self.threshold:
             raise ValueError(f"grey_threshold {self.grey_threshold} must be below threshold {self.threshold}")
         return self
+
+    def rules(self) -> Rules:
+        return Rules(self.threshold, self.grey_threshold, self.fingerprint_share, self.fingerprint_reverse,
+                     self.fingerprint_info, self.fingerprint_cosine, self.template_share)
+
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(self.ngram_words, self.boilerplate_words, self.boilerplate_items, tuple(self.stock_phrases))
 
 
 def _matches_path(ctx: ShardContext, shard_index: int) -> Path:
@@ -89,7 +126,7 @@ class DecontaminateStage(DropListStage):
                     np.save(out, embeddings)
         if comm is not None:
             embeddings = comm.bcast(embeddings, root=0)
-        return BenchmarkIndex(items, embeddings, self.cfg.ngram_words)
+        return BenchmarkIndex(items, embeddings, self.cfg.index_settings())
 
     def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
         comm = communicator(ctx)
@@ -99,8 +136,7 @@ class DecontaminateStage(DropListStage):
             texts.append(query.prompt)
         encoder = load_encoder(self.cfg.model, self.cfg.device)
         index = self._benchmark_index(ctx, encoder, comm)
-        found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k,
-                                self.cfg.grey_threshold or self.cfg.threshold, ctx.rank, ctx.world_size)
+        found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k, ctx.rank, ctx.world_size)
         gathered = comm.gather(found, root=0) if comm is not None else [found]
         if ctx.rank == 0:
             candidates = [c for part in gathered for c in part]
@@ -110,49 +146,66 @@ class DecontaminateStage(DropListStage):
 
     def _decide(self, candidates: list[Candidate], keys: list[str], texts: list[str], index: BenchmarkIndex,
                 ctx: ShardContext) -> list[dict[str, Any]]:
-        """Audit rows: every match at or above the threshold, every n-gram hit, and each judged grey-zone pair."""
-        by_query: dict[int, list[Candidate]] = defaultdict(list)
+        """Audit rows: each pair a rule fired on (contaminated or template reuse), and each judged grey-zone pair."""
+        rules = self.cfg.rules()
+        by_query: dict[int, list[tuple[Candidate, str, Finding]]] = defaultdict(list)
         for candidate in candidates:
-            by_query[candidate.query_index].append(candidate)
+            decision = classify(candidate, rules)
+            if decision is not None:
+                by_query[candidate.query_index].append((candidate, *decision))
         rows: list[dict[str, Any]] = []
         grey: list[tuple[int, Candidate]] = []
         for query_index in sorted(by_query, key=lambda q: keys[q]):
-            found = sorted(by_query[query_index], key=lambda c: (c.ngram is not None, -np.nan_to_num(c.similarity), c.item_index))
-            sure = [c for c in found if c.ngram is not None or c.similarity >= self.cfg.threshold]
-            for candidate in sure:
-                rows.append(self._row(keys[query_index], candidate, index, "ngram" if candidate.ngram else "embedding"))
-            if not sure:
-                grey.append((query_index, found[0]))
+            found = sorted(by_query[query_index], key=lambda f: (RULE_ORDER[f[1]], -f[0].similarity, f[0].item_index))
+            sure = [f for f in found if f[2] != "grey"]
+            rows += [self._row(keys[query_index], candidate, index, rule, finding) for candidate, rule, finding in sure]
+            if not any(self._drops(finding) for _, _, finding in sure):
+                grey += [(query_index, candidate) for candidate, _, finding in found if finding == "grey"]
         if grey:
             judge = build_judge(self.cfg.judge)  # type: ignore[arg-type]
             try:
-                verdicts = judge_pairs(judge, [(texts[q], index.items[c.item_index].text) for q, c in grey], self.cfg.judge)  # type: ignore[arg-type]
+                pairs = [(texts[q], index.items[c.item_index].text) for q, c in grey]
+                verdicts = judge_pairs(judge, pairs, self.cfg.judge)  # type: ignore[arg-type]
             finally:
                 judge.close()
             for (query_index, candidate), (verdict, reply) in zip(grey, verdicts):
-                rows.append(self._row(keys[query_index], candidate, index, "judge", verdict, reply))
-        ctx.logger.info("decontaminate shard %d: %d queries, %d audit rows, %d judged", ctx.shard_index, len(keys), len(rows), len(grey))
+                finding = "contaminated" if verdict == "same" else "not_contaminated"
+                rows.append(self._row(keys[query_index], candidate, index, "judge", finding, verdict, reply))
+        ctx.logger.info("decontaminate shard %d: %d queries, %d candidates, %d audit rows, %d judged", ctx.shard_index,
+                        len(keys), len(candidates), len(rows), len(grey))
         return rows
 
-    @staticmethod
-    def _row(key: str, candidate: Candidate, index: BenchmarkIndex, method: str, verdict: str | None = None,
-             reply: str | None = None) -> dict[str, Any]:
+    def _drops(self, finding: str) -> bool:
+        return finding == "contaminated" or (finding == "template_reuse" and self.cfg.template_reuse == "drop")
+
+    def _row(self, key: str, candidate: Candidate, index: BenchmarkIndex, rule: str, finding: str,
+             verdict: str | None = None, reply: str | None = None) -> dict[str, Any]:
         item = index.items[candidate.item_index]
-        return {"query_id": key, "benchmark": item.benchmark, "item_id": item.item_id, "method": method,
-                "similarity": None if np.isnan(candidate.similarity) else candidate.similarity, "ngram": candidate.ngram,
-                "judge_verdict": verdict, "judge_reply": reply, "dropped": method != "judge" or verdict == "same"}
+        return {"query_id": key, "benchmark": item.benchmark, "item_id": item.item_id, "rule": rule, "finding": finding,
+                "similarity": candidate.similarity, "ngram": candidate.ngram, "ngram_count": candidate.ngram_count,
+                "numbers_share": None if math.isnan(candidate.numbers) else candidate.numbers,
+                "fingerprint_share": candidate.content, "fingerprint_reverse": candidate.reverse,
+                "fingerprint_info": candidate.info, "judge_verdict": verdict, "judge_reply": reply,
+                "dropped": self._drops(finding)}
+
+    def _evidence(self, row: dict[str, Any]) -> str:
+        if row["rule"] == "ngram":
+            return f"{row['ngram_count']} shared runs of content words, first {row['ngram']!r}"
+        if row["rule"] == "fingerprint":
+            return f"fingerprint share {row['fingerprint_share']:.2f}, cosine {row['similarity']:.4f}"
+        return f"cosine {row['similarity']:.4f}"
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         audit = [dict(row, shard=shard) for shard in range(ctx.num_shards) for row in iter_jsonl(_matches_path(ctx, shard))]
-        audit.sort(key=lambda r: (r["query_id"], r["method"], r["benchmark"], r["item_id"]))
+        audit.sort(key=lambda r: (r["query_id"], RULE_ORDER[r["rule"]], r["benchmark"], r["item_id"]))
         stage_dir = ctx.run.stage_dir(ctx.stage, ctx.teacher)
         write_jsonl(stage_dir / "audit.jsonl", audit)
         reasons: dict[str, tuple[int, str]] = {}
         for row in audit:
             if row["dropped"] and row["query_id"] not in reasons:
-                evidence = f"cosine {row['similarity']:.4f}" if row["method"] != "ngram" else f"shared {self.cfg.ngram_words}-gram {row['ngram']!r}"
-                reasons[row["query_id"]] = (row["shard"], f"contaminated: {row['benchmark']} item {row['item_id']} by "
-                                                          f"{row['method']} ({evidence})")
+                what = "template reuse" if row["finding"] == "template_reuse" else "contaminated"
+                reason = f"{what}: {row['benchmark']} item {row['item_id']} by {row['rule']} ({self._evidence(row)})"
+                reasons[row["query_id"]] = (row["shard"], reason)
         keys = list(reasons)
         self.write_drops(ctx, np.array([reasons[k][0] for k in keys], dtype=np.int64), np.array(keys, dtype=str),
                          [reasons[k][1] for k in keys])
@@ -162,18 +215,24 @@ class DecontaminateStage(DropListStage):
         return {"dropped": len(reasons), "audit_rows": len(audit)}
 
     def _summary(self, audit: list[dict[str, Any]], reasons: dict[str, tuple[int, str]]) -> dict[str, Any]:
-        per: dict[str, dict[str, Any]] = {s.name: {"dropped_queries": set(), "matches": Counter(), "judge": Counter()}
+        per: dict[str, dict[str, Any]] = {s.name: {"dropped": set(), "reuse": set(), "rules": Counter(), "judge": Counter()}
                                           for s in self.cfg.benchmarks}
         for row in audit:
             entry = per[row["benchmark"]]
-            entry["matches"][row["method"]] += 1
-            if row["method"] == "judge":
+            entry["rules"][row["rule"]] += 1
+            if row["rule"] == "judge":
                 entry["judge"][row["judge_verdict"]] += 1
-            if row["dropped"] and reasons[row["query_id"]][1].startswith(f"contaminated: {row['benchmark']} "):
-                entry["dropped_queries"].add(row["query_id"])
+            if row["finding"] == "template_reuse":
+                entry["reuse"].add(row["query_id"])
+            if row["dropped"] and f": {row['benchmark']} item {row['item_id']} " in reasons[row["query_id"]][1]:
+                entry["dropped"].add(row["query_id"])
+        settings = self.cfg.model_dump(include={"threshold", "grey_threshold", "top_k", "ngram_words", "boilerplate_words",
+                                                "boilerplate_items", "fingerprint_share", "fingerprint_reverse",
+                                                "fingerprint_info", "fingerprint_cosine", "template_share", "template_reuse"})
         return {
-            "model": self.cfg.model or DEFAULT_MODEL, "threshold": self.cfg.threshold, "grey_threshold": self.cfg.grey_threshold,
-            "ngram_words": self.cfg.ngram_words, "dropped_queries": len(reasons),
-            "benchmarks": {name: {"dropped_queries": len(e["dropped_queries"]), "matches": dict(sorted(e["matches"].items())),
+            "model": self.cfg.model or DEFAULT_MODEL, **settings, "dropped_queries": len(reasons),
+            "template_reuse_queries": len({r["query_id"] for r in audit if r["finding"] == "template_reuse"}),
+            "benchmarks": {name: {"dropped_queries": len(e["dropped"]), "template_reuse_queries": len(e["reuse"]),
+                                  "matches": dict(sorted(e["rules"].items())),
                                   "judge_verdicts": dict(sorted(e["judge"].items()))} for name, e in per.items()},
         }

@@ -1,0 +1,58 @@
+"""The decision for one (query, benchmark item) candidate: which rule fires, in order, on that item's own evidence.
+
+1. `ngram` / `embedding`: a shared content n-gram (boilerplate left out), or a cosine at or above `threshold`. If the
+   item's numbers are mostly absent from the query (`numbers` below `template_share`), the query is the item's
+   wording with other numbers: the finding is `template_reuse`, not `contaminated`.
+2. `fingerprint`: the query carries the item's content (numbers, expressions, names) in other words, a paraphrase
+   or a translation: share of the item's fingerprint >= `fingerprint_share`, share of the query's own fingerprint
+   in the item >= `fingerprint_reverse` (a long text that happens to contain the numbers is not a copy), and
+   enough evidence: either the shared tokens weigh at least `fingerprint_info` with two or more rare tokens (not
+   variable names) among them (content alone suffices, even across languages the encoder does not know), or half
+   that weight with a cosine of at least `fingerprint_cosine` (an item with only common numbers needs the meaning
+   to agree too).
+3. `judge`: none of the above but a cosine at or above `grey_threshold`, numbers not contradicting: the LLM judge
+   decides. Every such candidate of a query goes to the judge, not only its nearest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from distillery.prepare.contamination import Candidate
+
+Finding = Literal["contaminated", "template_reuse", "grey"]
+
+
+@dataclass(frozen=True)
+class Rules:
+    threshold: float
+    grey_threshold: float | None
+    fingerprint_share: float
+    fingerprint_reverse: float
+    fingerprint_info: float
+    fingerprint_cosine: float
+    template_share: float
+
+
+def numbers_differ(candidate: Candidate, rules: Rules) -> bool:
+    return not math.isnan(candidate.numbers) and candidate.numbers < rules.template_share
+
+
+def classify(candidate: Candidate, rules: Rules) -> tuple[str, Finding] | None:
+    """(rule, finding) for the first rule that fires, or None when the pair is no evidence of contamination."""
+    differ = numbers_differ(candidate, rules)
+    if candidate.ngram_count or candidate.similarity >= rules.threshold:
+        rule = "ngram" if candidate.ngram_count else "embedding"
+        return rule, "template_reuse" if differ else "contaminated"
+    if differ:
+        return None
+    share = max(candidate.content, 0.0 if math.isnan(candidate.numbers) else candidate.numbers)
+    if share >= rules.fingerprint_share and candidate.reverse >= rules.fingerprint_reverse and (
+            (candidate.info >= rules.fingerprint_info and candidate.rare >= 2)
+            or (candidate.info >= rules.fingerprint_info / 2 and candidate.similarity >= rules.fingerprint_cosine)):
+        return "fingerprint", "contaminated"
+    if rules.grey_threshold is not None and candidate.similarity >= rules.grey_threshold:
+        return "judge", "grey"
+    return None
