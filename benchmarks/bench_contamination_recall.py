@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -31,9 +30,9 @@ from distillery.prepare.cascade import classify
 from distillery.prepare.contamination import BenchmarkIndex, IndexSettings, find_candidates
 from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
+from distillery.testing import contamination_set
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "prepare"))
-import contamination_set  # noqa: E402
+LABELLED_SET = Path(__file__).resolve().parents[1] / "tests" / "prepare" / "data" / "contamination_set.jsonl"
 
 logger = logging.getLogger("bench_contamination_recall")
 
@@ -116,7 +115,7 @@ def main() -> None:
     parser.add_argument("--benchmarks", type=Path, default=benchmarks_dir())
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = contamination_set.load()
+    rows = contamination_set.load(LABELLED_SET)
     for model in args.models:
         evaluate(model, args, rows)
 

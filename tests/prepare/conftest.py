@@ -1,3 +1,13 @@
-"""Fixtures of this test area live in prepare_helpers.py, importable under a name no other area shares."""
+"""Fixtures of the query-preparation tests."""
 
-from prepare_helpers import *
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def embed_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Benchmark embeddings are computed once per session and shared by every run (the stage's cache_dir)."""
+    return tmp_path_factory.mktemp("benchmark-embeddings")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prepare_helpers import items_of, query_record, shard_context
-
 from distillery.core.recipe import parse_recipe
 from distillery.prepare.clean import CleanStage
 from distillery.prepare.textclean import image_dependency, repair_unicode, url_dependency
+from distillery.testing.prepare import items_of, query_context, query_record
 
 
 def _stage(**config: object) -> CleanStage:
@@ -63,7 +62,7 @@ def test_every_drop_has_a_reason_and_counts_reconcile(tmp_path: Path) -> None:
         {**good, "id": "nouser", "messages": [{"role": "system", "content": "Be brief."}]},
         None,
     ]
-    ctx = shard_context(tmp_path, "clean")
+    ctx = query_context(tmp_path, "clean")
     outcomes = list(_stage().process(items_of(records), ctx))
     assert len(outcomes) == len(records)
     by_position = {o.position: o for o in outcomes}
@@ -82,5 +81,5 @@ def test_every_drop_has_a_reason_and_counts_reconcile(tmp_path: Path) -> None:
 
 def test_filters_can_be_switched_off(tmp_path: Path) -> None:
     records = [query_record("Summarize this article: https://example.com/a"), query_record("See the image above. What is it?")]
-    outcomes = list(_stage(drop_url_dependent=False, drop_image_dependent=False).process(items_of(records), shard_context(tmp_path, "clean")))
+    outcomes = list(_stage(drop_url_dependent=False, drop_image_dependent=False).process(items_of(records), query_context(tmp_path, "clean")))
     assert [o.kind for o in outcomes] == ["kept", "kept"]

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from prepare_helpers import kept_ids, query_row, rejected, run_recipe, write_rows
-from test_decontaminate import _audit, _id, embed_cache  # noqa: F401  (fixture)
-
-sys.path.insert(0, str(Path(__file__).parent))
-import contamination_set  # noqa: E402
 
 from distillery.core.store import read_json  # noqa: E402
+from distillery.testing import contamination_set
+from distillery.testing.prepare import kept_ids, math_query_id, query_row, read_audit, rejected, run_recipe, write_rows
+
+CONTAMINATION_SET = Path(__file__).parent / "data" / "contamination_set.jsonl"
 
 
 def _livecodebench_share(benchmarks_dir: Path, keep: set[str], path: Path) -> Path:
@@ -38,7 +36,7 @@ def _livecodebench_share(benchmarks_dir: Path, keep: set[str], path: Path) -> Pa
 @pytest.mark.timeout(1800)
 def test_labelled_set_recall_no_fresh_removal_and_template_reuse_audited(
         tmp_path: Path, benchmarks_dir: Path, embed_cache: Path) -> None:  # noqa: F811
-    rows = contamination_set.load()
+    rows = contamination_set.load(CONTAMINATION_SET)
     assert len(rows) >= 60 and {r.kind for r in rows} == set(contamination_set.CONTAMINATED + contamination_set.CLEAN)
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(r.text) for r in rows))
     code = _livecodebench_share(benchmarks_dir, {r.item_id for r in rows if r.benchmark == "livecodebench"},
@@ -49,8 +47,8 @@ def test_labelled_set_recall_no_fresh_removal_and_template_reuse_audited(
             "device": "cpu"}
     run = run_recipe(tmp_path, "labelled", inputs, {"decontaminate": step}, num_shards=2)
     kept = set(kept_ids(run, "decontaminate"))
-    audit = _audit(run)
-    removed = {kind: [_id(r.text) not in kept for r in rows if r.kind == kind] for kind in {r.kind for r in rows}}
+    audit = read_audit(run)
+    removed = {kind: [math_query_id(r.text) not in kept for r in rows if r.kind == kind] for kind in {r.kind for r in rows}}
     print("\nremoved per kind:", {kind: f"{sum(flags)}/{len(flags)}" for kind, flags in sorted(removed.items())})
     copies = [flag for kind in contamination_set.CONTAMINATED for flag in removed[kind]]
     assert sum(copies) / len(copies) >= 0.95
@@ -61,7 +59,7 @@ def test_labelled_set_recall_no_fresh_removal_and_template_reuse_audited(
         by_query[row["query_id"]].append(row)
     reasons = rejected(run, "decontaminate")
     for row in rows:
-        query_id = _id(row.text)
+        query_id = math_query_id(row.text)
         if row.contaminated and query_id not in kept:
             named = [(a["benchmark"], a["item_id"]) for a in by_query[query_id] if a["dropped"]]
             assert (row.benchmark, row.item_id) in named, f"{row.kind} {row.item_id}: audit names {named}"
@@ -69,7 +67,7 @@ def test_labelled_set_recall_no_fresh_removal_and_template_reuse_audited(
         if row.kind == "fresh_boilerplate":
             assert not by_query[query_id], f"a fresh problem matched: {by_query[query_id]}"
     reuse = [r for r in rows if r.kind == "template_numbers"
-             and any(a["finding"] == "template_reuse" and a["item_id"] == r.item_id for a in by_query[_id(r.text)])]
+             and any(a["finding"] == "template_reuse" and a["item_id"] == r.item_id for a in by_query[math_query_id(r.text)])]
     assert len(reuse) >= 0.7 * len(removed["template_numbers"])
     fired = collections.Counter(a["rule"] for a in audit if a["dropped"])
     assert fired["fingerprint"] and fired["ngram"], fired

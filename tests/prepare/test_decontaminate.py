@@ -13,42 +13,27 @@ import collections
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from prepare_helpers import kept_ids, query_row, rejected, run_recipe, write_rows
-
-sys.path.insert(0, str(Path(__file__).parent))
-import planted
 
 from distillery.cli import main
 from distillery.core.recipe import load_recipe, snapshot
-from distillery.core.records import make_query
 from distillery.core.runner import run_task
-from distillery.core.store import Manifest, RunDir, iter_jsonl, read_json
-
-MATH_BENCHMARKS = [{"name": "aime24"}, {"name": "aime25"}, {"name": "math500"}]
-
-
-@pytest.fixture(scope="session")
-def embed_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Benchmark embeddings are computed once per session and shared by every run (the stage's cache_dir)."""
-    return tmp_path_factory.mktemp("benchmark-embeddings")
-
-
-def step(benchmarks_dir: Path, cache: Path, **extra: Any) -> dict[str, Any]:
-    return {"benchmarks": MATH_BENCHMARKS, "benchmarks_dir": str(benchmarks_dir), "cache_dir": str(cache),
-            "device": "cpu", **extra}
-
-
-def _id(text: str) -> str:
-    return make_query("math", [{"role": "user", "content": text}]).id
-
-
-def _audit(run: RunDir) -> list[dict[str, Any]]:
-    return list(iter_jsonl(run.stage_dir("decontaminate") / "audit.jsonl"))
+from distillery.core.store import Manifest, RunDir, read_json
+from distillery.testing import planted
+from distillery.testing.prepare import (
+    MATH_BENCHMARKS,
+    decontaminate_step,
+    kept_ids,
+    math_query_id,
+    query_row,
+    read_audit,
+    rejected,
+    run_recipe,
+    write_rows,
+)
 
 
 @pytest.mark.slow
@@ -56,13 +41,13 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
         tmp_path: Path, benchmarks_dir: Path, embed_cache: Path) -> None:
     rows = planted.build(benchmarks_dir)
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(r.text) for r in rows))
-    run = run_recipe(tmp_path, "planted", inputs, {"decontaminate": step(benchmarks_dir, embed_cache)}, num_shards=2)
+    run = run_recipe(tmp_path, "planted", inputs, {"decontaminate": decontaminate_step(benchmarks_dir, embed_cache)}, num_shards=2)
     kept = set(kept_ids(run, "decontaminate"))
-    audit = _audit(run)
+    audit = read_audit(run)
     dropped_rows = [r for r in audit if r["dropped"]]
     removed: dict[str, list[bool]] = collections.defaultdict(list)
     for row in rows:
-        removed[row.kind].append(_id(row.text) not in kept)
+        removed[row.kind].append(math_query_id(row.text) not in kept)
     share = {kind: round(float(np.mean(flags)), 3) for kind, flags in removed.items()}
     print(f"\nremoved share per kind (all-MiniLM-L6-v2, cascade defaults): {share} "
           f"of {({kind: len(flags) for kind, flags in removed.items()})}")
@@ -71,7 +56,7 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
 
     matched = {(r["query_id"], r["benchmark"], r["item_id"]) for r in dropped_rows}
     for row in rows:
-        query_id = _id(row.text)
+        query_id = math_query_id(row.text)
         if query_id not in kept:
             assert (query_id, row.benchmark, row.item_id) in matched, f"audit does not name the source of {row.kind} {query_id}"
     assert {r["query_id"] for r in dropped_rows} == set(rejected(run, "decontaminate"))
@@ -80,10 +65,10 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
     assert grams and all(6 <= n <= 13 for n in grams), "13 content words, or the whole of a shorter item's content"
     assert all(r["fingerprint_share"] >= 0.8 or r["numbers_share"] >= 0.8 for r in dropped_rows if r["rule"] == "fingerprint")
     reused = {(r["query_id"], r["item_id"]) for r in audit if r["finding"] == "template_reuse" and not r["dropped"]}
-    flagged = [r for r in rows if r.kind == "other_numbers" and any(q == _id(r.text) for q, _ in reused)]
-    assert len(flagged) >= 5 and all((_id(r.text), r.item_id) in reused for r in flagged)
+    flagged = [r for r in rows if r.kind == "other_numbers" and any(q == math_query_id(r.text) for q, _ in reused)]
+    assert len(flagged) >= 5 and all((math_query_id(r.text), r.item_id) in reused for r in flagged)
     print(f"other digits flagged as template reuse (kept): {len(flagged)} of {len(removed['other_numbers'])}")
-    caught_rewordings = [r for r in rows if r.kind == "rewording" and _id(r.text) not in kept]
+    caught_rewordings = [r for r in rows if r.kind == "rewording" and math_query_id(r.text) not in kept]
     print(f"rewordings caught: {len(caught_rewordings)} of {len(removed['rewording'])}")
 
     summary = read_json(run.stage_dir("decontaminate") / "summary.json")
@@ -97,7 +82,7 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
 def test_two_mpi_ranks_give_exactly_the_one_rank_result(tmp_path: Path, benchmarks_dir: Path, embed_cache: Path) -> None:
     rows = planted.build(benchmarks_dir, per_kind=5, names=("aime24", "aime25"))
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(r.text) for r in rows))
-    steps = {"decontaminate": step(benchmarks_dir, embed_cache, batch_size=8, benchmarks=MATH_BENCHMARKS[:2])}
+    steps = {"decontaminate": decontaminate_step(benchmarks_dir, embed_cache, batch_size=8, benchmarks=MATH_BENCHMARKS[:2])}
     one = run_recipe(tmp_path, "one", inputs, steps, num_shards=1)
 
     two = RunDir(tmp_path / "two")
@@ -118,4 +103,4 @@ def test_two_mpi_ranks_give_exactly_the_one_rank_result(tmp_path: Path, benchmar
     for name in (matches, "audit.jsonl", "summary.json", "shard-00000.jsonl", "rejected/shard-00000.jsonl"):
         ours, theirs = ((run.stage_dir("decontaminate") / name).read_bytes().replace(bytes(run.root), b"RUN") for run in (two, one))
         assert ours == theirs, name
-    assert len(_audit(one)) > 0 and rejected(one, "decontaminate")
+    assert len(read_audit(one)) > 0 and rejected(one, "decontaminate")

@@ -9,16 +9,10 @@ competent judge, to test that a "same" verdict drops the query and is audited.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prepare_helpers import items_of, kept_ids, query_record, query_row, run_recipe, shard_context, write_rows
-from test_decontaminate import _audit, _id, embed_cache, step  # noqa: F401  (fixture)
-
-sys.path.insert(0, str(Path(__file__).parent))
-import planted
 
 from distillery.core.recipe import parse_recipe
 from distillery.core.store import read_json
@@ -28,6 +22,19 @@ from distillery.llm.protocol import (
     Sampling,
 )
 from distillery.prepare import decontaminate
+from distillery.testing import planted
+from distillery.testing.prepare import (
+    decontaminate_step,
+    items_of,
+    kept_ids,
+    math_query_id,
+    query_context,
+    query_record,
+    query_row,
+    read_audit,
+    run_recipe,
+    write_rows,
+)
 
 
 @pytest.mark.slow
@@ -35,9 +42,9 @@ def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
         tmp_path: Path, benchmarks_dir: Path, embed_cache: Path, smollm2_dir: Path) -> None:  # noqa: F811
     texts = list(planted.REWORDINGS.values()) + planted.SAME_TOPIC
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(t) for t in texts))
-    config = step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir), "max_chars": 800})
+    config = decontaminate_step(benchmarks_dir, embed_cache, grey_threshold=0.75, judge={"model": str(smollm2_dir), "max_chars": 800})
     run = run_recipe(tmp_path, "judged", inputs, {"decontaminate": config}, num_shards=1)
-    audit = _audit(run)
+    audit = read_audit(run)
     judged = [r for r in audit if r["rule"] == "judge"]
     assert judged, "no pair fell in the grey zone"
     assert all(0.75 <= r["similarity"] < 0.9 and r["judge_verdict"] in ("same", "different", "unclear") for r in judged)
@@ -46,8 +53,8 @@ def test_real_judge_sees_every_grey_pair_and_only_same_verdicts_drop(
     sure = {r["query_id"] for r in audit if r["rule"] != "judge" and r["dropped"]}
     assert not sure & {r["query_id"] for r in judged}, "a query already dropped was sent to the judge"
     kept = set(kept_ids(run, "decontaminate"))
-    assert kept == {_id(t) for t in texts} - sure - {r["query_id"] for r in judged if r["dropped"]}
-    rewordings = {_id(t) for t in planted.REWORDINGS.values()}
+    assert kept == {math_query_id(t) for t in texts} - sure - {r["query_id"] for r in judged if r["dropped"]}
+    rewordings = {math_query_id(t) for t in planted.REWORDINGS.values()}
     print(f"\ngrey zone [0.75, 0.9): {sum(r['query_id'] in rewordings for r in judged)} rewordings and "
           f"{sum(r['query_id'] not in rewordings for r in judged)} clean same-topic queries judged; SmolLM2 said same for "
           f"{sum(r['dropped'] and r['query_id'] in rewordings for r in judged)} rewordings and "
@@ -97,7 +104,7 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
         {"id": "broken", "category": "math", "messages": "not a list"},
         {**query_record("unused"), "id": "system-only", "messages": [{"role": "system", "content": "Be brief."}]},
     ]
-    ctx = shard_context(tmp_path, "decontaminate")
+    ctx = query_context(tmp_path, "decontaminate")
     ctx.global_dir.mkdir(parents=True)
     stage.scan(items_of(records), ctx)
     stage.merge(ctx)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from prepare_helpers import query_row, rejected, run_recipe, write_rows
-from test_decontaminate import MATH_BENCHMARKS, embed_cache, step  # noqa: F401  (fixture)
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "slurm"))
-import planted
-from slurm_helpers import DEV_PROFILE, cancel_jobs, wait_until_final
 
 from distillery.cli import main
 from distillery.core.store import RunDir
+from distillery.testing import planted
+from distillery.testing.prepare import MATH_BENCHMARKS, decontaminate_step, query_row, rejected, run_recipe, write_rows
+from distillery.testing.slurm import DEV_PROFILE, cancel_jobs, wait_until_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -25,7 +20,7 @@ def test_two_ranks_under_slurm_equal_one_local_rank(tmp_path: Path, slurm_cluste
                                                      embed_cache: Path) -> None:  # noqa: F811
     rows = planted.build(benchmarks_dir, per_kind=5, names=("aime24", "aime25"))
     inputs = write_rows(tmp_path / "queries.jsonl", (query_row(r.text) for r in rows))
-    decontaminate = step(benchmarks_dir, embed_cache, batch_size=8, benchmarks=MATH_BENCHMARKS[:2])
+    decontaminate = decontaminate_step(benchmarks_dir, embed_cache, batch_size=8, benchmarks=MATH_BENCHMARKS[:2])
     local = run_recipe(tmp_path, "local", inputs, {"decontaminate": decontaminate}, num_shards=1)
 
     run = RunDir(tmp_path / "slurm-run")

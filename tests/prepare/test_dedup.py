@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import collections
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prepare_helpers import items_of, kept_ids, query_record, query_row, rejected, run_recipe, shard_context, write_rows
-
-sys.path.insert(0, str(Path(__file__).parent))
-import labelled
 
 from distillery.core.records import make_query
 from distillery.core.store import Manifest
 from distillery.prepare.minhash import MinHasher, band_keys, cluster
+from distillery.testing import labelled
+from distillery.testing.prepare import (
+    items_of,
+    kept_ids,
+    query_context,
+    query_record,
+    query_row,
+    rejected,
+    run_recipe,
+    write_rows,
+)
 
 STEPS = {"clean": {}, "dedup": {}, "near_dedup": {}}
 
@@ -103,7 +109,7 @@ def test_bad_records_are_quarantined_and_counts_reconcile(tmp_path: Path, stage_
                None, {"id": "broken", "category": "math", "messages": [{"role": "user", "content": 7}]},
                {**query_record("x"), "id": "system-only", "messages": [{"role": "system", "content": "Be brief."}]}]
     stage = parse_recipe({"name": "t", "run_dir": str(tmp_path / "run"), "steps": {stage_type: {}}}, check_paths=False).build_stage(stage_type)
-    ctx = shard_context(tmp_path, stage_type)
+    ctx = query_context(tmp_path, stage_type)
     ctx.global_dir.mkdir(parents=True)
     stage.scan(items_of(records), ctx)  # type: ignore[attr-defined]
     stats = stage.merge(ctx)  # type: ignore[attr-defined]

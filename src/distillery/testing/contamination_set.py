@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-PATH = Path(__file__).parent / "data" / "contamination_set.jsonl"
 CONTAMINATED = ("paraphrase", "translation", "edits", "formatting", "wrapped")
 CLEAN = ("template_numbers", "fresh_boilerplate")
 
@@ -36,7 +35,7 @@ class Row:
         return self.kind in CONTAMINATED
 
 
-def load(path: Path = PATH) -> list[Row]:
+def load(path: Path) -> list[Row]:
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

@@ -30,7 +30,7 @@ def items_of(records: Iterable[dict[str, Any] | None]) -> list[Item]:
             for i, r in enumerate(records)]
 
 
-def shard_context(tmp_path: Path, stage: str, shard_index: int = 0, num_shards: int = 1) -> ShardContext:
+def query_context(tmp_path: Path, stage: str, shard_index: int = 0, num_shards: int = 1) -> ShardContext:
     return ShardContext(RunDir(tmp_path / "run"), stage, None, shard_index, num_shards, logging.getLogger("test"))
 
 
@@ -59,3 +59,20 @@ def kept_ids(run: RunDir, step: str) -> list[str]:
 def rejected(run: RunDir, step: str) -> dict[str, str]:
     return {r["key"]: r["reason"] for p in sorted((run.stage_dir(step) / "rejected").glob("shard-*.jsonl"))
             for r in iter_jsonl(p)}
+
+
+MATH_BENCHMARKS = [{"name": "aime24"}, {"name": "aime25"}, {"name": "math500"}]
+
+
+def decontaminate_step(benchmarks_dir: Path, cache: Path, **extra: Any) -> dict[str, Any]:
+    """A decontaminate step against the math benchmarks, on the CPU, with a shared embedding cache."""
+    return {"benchmarks": MATH_BENCHMARKS, "benchmarks_dir": str(benchmarks_dir), "cache_dir": str(cache),
+            "device": "cpu", **extra}
+
+
+def math_query_id(text: str) -> str:
+    return make_query("math", [{"role": "user", "content": text}]).id
+
+
+def read_audit(run: RunDir) -> list[dict[str, Any]]:
+    return list(iter_jsonl(run.stage_dir("decontaminate") / "audit.jsonl"))

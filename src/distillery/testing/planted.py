@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelled import word_edits
+from distillery.testing.labelled import word_edits
 
 REWORDINGS = {
     "test/precalculus/807.json": "What are the polar coordinates (r, θ) of the point whose Cartesian coordinates are (0, 3)? Use r > 0 and an angle θ in [0, 2π).",
