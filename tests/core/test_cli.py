@@ -91,4 +91,4 @@ def test_status_shows_the_engine_figures_of_generation_shards(tmp_path: Path) ->
         "ingest": {"inputs": [{"path": str(tmp_path / "q.jsonl")}]}}})))
     status = GroupStatus(group, engine={"tokens_per_s": [400.0, 600.0], "engine_idle_fraction": [0.02, 0.04],
                                         "backpressure_s": [3.0, 4.0]})
-    assert "engine: 500 tok/s, idle 3.0%, back-pressure 7s" in render_status([status])
+    assert "rates: 500 tok/s, idle 3.0%, back-pressure 7s" in render_status([status])

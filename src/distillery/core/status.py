@@ -161,7 +161,7 @@ def render_status(statuses: list[GroupStatus]) -> str:
         if len(status.stale) > 5:
             lines.append(f"    ... and {len(status.stale) - 5} more stale shards")
         if status.engine:
-            lines.append(f"    engine: {engine_summary(status.engine)}")
+            lines.append(f"    rates: {engine_summary(status.engine)}")
         for reason, count in status.reject_reasons.most_common(3):
             lines.append(f"    rejected {count}x: {reason}")
         for warning in status.warnings[:5]:
