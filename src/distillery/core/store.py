@@ -61,9 +61,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -79,17 +79,18 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         yield staging
         for child in staging.rglob("*"):
             if child.is_file():
-                _fsync_file(child)
+                _fsync(child)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file, or a folder (so that a rename inside it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -105,14 +106,6 @@ class _TextOut:
 
     def write(self, text: str) -> int:
         return self._raw.write(text.encode("utf-8"))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json(path: Path, obj: Any) -> None:
