@@ -14,7 +14,14 @@ from typing import Any
 
 from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, Resources
-from distillery.core.runner import InputNotReady, input_digest, manifest_is_fresh, task_context, task_header
+from distillery.core.runner import (
+    DigestCache,
+    InputNotReady,
+    input_digest,
+    manifest_is_fresh,
+    task_context,
+    task_header,
+)
 from distillery.core.stage import RecordStage, TaskStage, TwoPassStage
 from distillery.core.store import Manifest, RunDir, read_json
 
@@ -87,11 +94,13 @@ class ShardState:
 class GroupInspector:
     """Reads the state of a group's shards; the stage is built once per group, not once per shard."""
 
-    def __init__(self, run: RunDir, recipe: Recipe, group: TaskGroup) -> None:
+    def __init__(self, run: RunDir, recipe: Recipe, group: TaskGroup,
+                 known_digests: DigestCache | None = None) -> None:
         self.run = run
         self.recipe = recipe
         self.group = group
         self.stage = recipe.build_stage(group.step, group.teacher)
+        self.known_digests: DigestCache = known_digests if known_digests is not None else {}
         self._logger = logging.getLogger("distillery.plan")
 
     def state(self, shard_index: int, check_inputs: bool = True) -> ShardState:
@@ -109,9 +118,11 @@ class GroupInspector:
         except FileNotFoundError:
             manifest = None
         if manifest is not None:
+            self.known_digests[(group.step, group.teacher, shard_index)] = manifest.output_ids_digest
             if not check_inputs:
                 return ShardState("done", manifest=manifest)
-            probe = task_context(run, self.recipe, self.stage, group.teacher, shard_index, self._logger)
+            probe = task_context(run, self.recipe, self.stage, group.teacher, shard_index, self._logger,
+                                 known_digests=self.known_digests)
             try:
                 header = task_header(self.stage, probe, input_digest(self.stage, probe))
             except InputNotReady as error:
@@ -133,12 +144,13 @@ def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[Tas
     journal (killed between the manifest and the journal's removal) and temporary files of its writers."""
     pending: list[TaskGroup] = []
     kept_keys: set[str] = set()
+    known_digests: DigestCache = {}
     for group in build_groups(recipe):
         upstream_pending = [d for d in group.depends_on if d in kept_keys]
         if upstream_pending:
             shards = group.shards
         else:
-            inspector = GroupInspector(run, recipe, group)
+            inspector = GroupInspector(run, recipe, group, known_digests)
             done = {s for s in group.shards if inspector.state(s).state == "done"}
             if sweep and group.phase in ("process", "task"):
                 for shard_index, strays in run.stray_files(group.step, group.teacher).items():

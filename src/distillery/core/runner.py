@@ -26,6 +26,9 @@ from distillery.core.versions import code_version
 
 PHASES = ("scan", "merge", "process", "task")
 
+DigestCache = dict[tuple[str, "str | None", int], str]
+"""Output digests of manifests already read, by (step, teacher, shard): one status or resume pass shares one."""
+
 
 class InputNotReady(RuntimeError):
     """An input shard this task needs has no manifest yet (its producer has not finished)."""
@@ -104,11 +107,14 @@ class RunInputs:
     """The runner's `StepInputs`: resolves a step's input step, its teacher and its shards in the run directory,
     so stages never see the recipe."""
 
-    def __init__(self, run: RunDir, recipe: Recipe, step: str | None, teacher: str | None) -> None:
+    def __init__(self, run: RunDir, recipe: Recipe, step: str | None, teacher: str | None,
+                 known_digests: DigestCache | None = None) -> None:
         self.run = run
         self.recipe = recipe
         self.step = step
         self.teacher = teacher
+        self.known_digests: DigestCache = known_digests if known_digests is not None else {}
+        """Status and resume share one across all groups: a downstream check reads no upstream manifest twice."""
 
     def _teacher_of(self, step: str) -> str | None:
         return self.teacher if self.teacher in self.recipe.teachers_of(step) else None
@@ -154,17 +160,22 @@ class RunInputs:
         shards = range(self._num_shards(step)) if shard_index is None else [shard_index]
         digests = []
         for index in shards:
-            manifest = self.run.shard(step, teacher, index, self.recipe.compress).manifest
-            if not manifest.exists():
-                raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
-            digests.append(read_json(manifest)["output_ids_digest"])
+            known = self.known_digests.get((step, teacher, index))
+            if known is None:
+                manifest = self.run.shard(step, teacher, index, self.recipe.compress).manifest
+                if not manifest.exists():
+                    raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
+                known = self.known_digests[(step, teacher, index)] = read_json(manifest)["output_ids_digest"]
+            digests.append(known)
         return ids_digest(digests) if len(digests) > 1 else digests[0]
 
 
 def task_context(run: RunDir, recipe: Recipe, stage: Stage, teacher: str | None, shard_index: int,
-                 logger: logging.Logger, rank: int = 0, world_size: int = 1) -> ShardContext:
-    return ShardContext(run, stage.step, teacher, shard_index, stage.num_shards(), logger,
-                        RunInputs(run, recipe, stage.input_step(), teacher), rank=rank, world_size=world_size)
+                 logger: logging.Logger, rank: int = 0, world_size: int = 1,
+                 known_digests: DigestCache | None = None) -> ShardContext:
+    inputs = RunInputs(run, recipe, stage.input_step(), teacher, known_digests)
+    return ShardContext(run, stage.step, teacher, shard_index, stage.num_shards(), logger, inputs,
+                        rank=rank, world_size=world_size)
 
 
 def input_digest(stage: Stage, ctx: ShardContext) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from distillery.core.plan import GroupInspector, TaskGroup, build_groups
 from distillery.core.recipe import Recipe
+from distillery.core.runner import DigestCache
 from distillery.core.store import RunDir
 
 
@@ -53,9 +54,10 @@ class GroupStatus:
 def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str, int], str] | None = None,
                    check_inputs: bool = True) -> list[GroupStatus]:
     result = []
+    known_digests: DigestCache = {}
     for group in build_groups(recipe):
         status = GroupStatus(group)
-        inspector = GroupInspector(run, recipe, group)
+        inspector = GroupInspector(run, recipe, group, known_digests)
         for shard_index in group.shards:
             state = inspector.state(shard_index, check_inputs=check_inputs)
             label = state.state

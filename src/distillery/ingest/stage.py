@@ -11,6 +11,7 @@ recipe is loaded, if it can tell then). The manifest's `files` stat accounts for
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -110,7 +111,12 @@ class Ingest(RecordStage):
         return None
 
     def input_digest(self, ctx: ShardContext) -> str:
-        """External input: keyed by each file's path, size and modification time."""
+        """External input: keyed by each file's path, size and modification time (stat once per stage object: status
+        checks every shard of the step with one)."""
+        return self._files_digest
+
+    @functools.cached_property
+    def _files_digest(self) -> str:
         stats = []
         for spec in self.config.inputs:
             stat = Path(spec.path).stat()
