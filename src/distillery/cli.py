@@ -75,8 +75,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         source = stage.input_step()
         upstream = None
         if source is not None:
-            teacher = group.teacher if group.teacher in recipe.teachers_of(source) else None
-            upstream = recipe.build_stage(source, teacher).config
+            lineage = recipe.runs(source, group.teacher)
+            upstream = recipe.build_stage(source, lineage or None).config
         report = stage.plan_report(group.resources, upstream)
         if report and group.step not in shown:
             shown.add(group.step)

@@ -16,6 +16,7 @@ STAGE_CLASSES: dict[str, str] = {
     "perplexity": "distillery.filters.perplexity:PerplexityStage",
     "ngram": "distillery.filters.ngram:NgramStage",
     "structure": "distillery.filters.structure:StructureStage",
+    "variants": "distillery.variants.stage:VariantsStage",
     "pack": "distillery.train.pack_stage:PackStage",
     "sft": "distillery.train.sft_stage:SFTStage",
     "eval": "distillery.evaluate.stage:EvalStage",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillery.filters.perplexity import PerplexityConfig, PerplexityStage
+from distillery.filters.perplexity import PerplexityConfig, PerplexityStage, score_key
 from distillery.filters.scoring import Document, PackedScorer, plan_passes
 from distillery.testing import as_items, make_stage, make_trace, run_stage, shard_context
 
@@ -61,10 +61,10 @@ def test_perplexity_equals_a_direct_unpacked_forward(recipe, stage_factory, smol
     reference = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     for trace in traces:
         doc = stage.document(trace)
-        assert doc.context_ids and len(doc.target_ids) == scores[trace.id]["tokens"]
+        assert doc.context_ids and len(doc.target_ids) == scores[score_key(trace)]["tokens"]
         direct = _direct_ppl(reference, doc)
-        assert scores[trace.id]["ppl"] == pytest.approx(direct, rel=1e-4)
-    ppls = {prompt: scores[t.id]["ppl"] for (prompt, _), t in zip(RESPONSES, traces)}
+        assert scores[score_key(trace)]["ppl"] == pytest.approx(direct, rel=1e-4)
+    ppls = {prompt: scores[score_key(t)]["ppl"] for (prompt, _), t in zip(RESPONSES, traces)}
     assert ppls["Say hello."] > 3 * ppls["What is the capital of France?"], "gibberish is less likely than a plain answer"
 
 
@@ -98,7 +98,7 @@ def test_percentile_threshold_over_shards_and_scan_resume(recipe, run, stage_fac
     # a scan killed after its first chunk left this checkpoint: the resumed scan must not rescore it
     ctx = shard_context(run, "perplexity", 0, 2)
     ctx.work_dir.mkdir(parents=True)
-    planted = {"id": traces[0].id, "ppl": 1.5, "tokens": 7}
+    planted = {"id": score_key(traces[0]), "ppl": 1.5, "tokens": 7}
     (ctx.work_dir / "perplexity-scan.jsonl").write_text(json.dumps(planted) + "\n" + '{"id": "cut sh')
     outcomes = [o for shard in run_stage(stage, run, [items[0::2], items[1::2]]) for o in shard]
     by_id = {o.key: o for o in outcomes}

@@ -61,15 +61,12 @@ def build_groups(recipe: Recipe) -> list[TaskGroup]:
     groups: list[TaskGroup] = []
     last_of: dict[tuple[str, str | None], str] = {}
     for spec in recipe.steps:
-        previous = recipe.previous_step(spec.step)
         for teacher in recipe.teachers_of(spec.step):
             stage = recipe.build_stage(spec.step, teacher)
             teacher_resources = stage.teacher.resources if stage.teacher and stage.serves_teacher else None
             resources = teacher_resources or spec.resources
-            deps: list[str] = []
-            if previous is not None:
-                upstream = [t for t in recipe.teachers_of(previous) if t in (teacher, None)] or recipe.teachers_of(previous)
-                deps = [last_of[(previous, t)] for t in upstream]
+            previous = recipe.previous_step(spec.step, teacher)
+            deps = [last_of[(previous, t)] for t in recipe.input_lineages(spec.step, teacher)] if previous else []
             for phase in _phases(stage):
                 num = 1 if phase == "merge" else stage.num_shards()
                 group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, resources,

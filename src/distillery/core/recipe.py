@@ -7,6 +7,7 @@ typed config. Every error names the file, the field (and its line) and what was 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Any, Literal
@@ -68,28 +69,91 @@ class Recipe(StrictModel):
                 return spec
         raise KeyError(f"recipe {self.source} has no step {name!r}; it has {[s.step for s in self.steps]}")
 
-    def previous_step(self, name: str) -> str | None:
-        names = [s.step for s in self.steps]
-        index = names.index(name)
-        return names[index - 1] if index > 0 else None
-
     def teacher(self, name: str) -> TeacherConfig:
+        """The teacher of a teacher name or of a lineage "<teacher>+<variant>"."""
+        base = lineage_teacher(name)
         for teacher in self.teachers:
-            if teacher.name == name:
+            if teacher.name == base:
                 return teacher
-        raise KeyError(f"recipe {self.source} has no teacher {name!r}")
+        raise KeyError(f"recipe {self.source} has no teacher {base!r}")
+
+    @functools.cached_property
+    def _lineages(self) -> tuple[int, list[str]] | None:
+        """(index of the step that derives variant lineages, those lineages), or None when no step does."""
+        for index, spec in enumerate(self.steps):
+            derived = stage_type(spec.type).derived_lineages(spec.config, [t.name for t in self.teachers])
+            if derived is not None:
+                return index, derived
+        return None
+
+    def teachers_of(self, step: str) -> list[str | None]:
+        """Lineages a step runs for: a single None for steps that do not run per teacher; else the teachers, and
+        from the step that derives dataset variants on, each variant lineage "<teacher>+<variant>" too (that step
+        itself runs only for the variants). Variant lineages follow their teacher."""
+        if not stage_type(self.step(step).type).per_teacher:
+            return [None]
+        teachers: list[str | None] = [t.name for t in self.teachers]
+        if self._lineages is None:
+            return teachers
+        index, derived = self._lineages
+        position = [s.step for s in self.steps].index(step)
+        if position < index:
+            return teachers
+        if position == index:
+            return list(derived)
+        return [lineage for t in teachers for lineage in [t, *(d for d in derived if lineage_teacher(d) == t)]]
+
+    def runs(self, step: str, lineage: str | None) -> str | None | bool:
+        """Which of its lineages `step` runs for `lineage`'s data: the lineage itself, else its teacher (steps before
+        the variants), else None (a step that is not per teacher); False when it has nothing for this lineage."""
+        lineages = self.teachers_of(step)
+        if lineage in lineages:
+            return lineage
+        if lineage is not None and lineage_teacher(lineage) in lineages:
+            return lineage_teacher(lineage)
+        if lineages == [None]:
+            return None
+        return False
+
+    def previous_step(self, name: str, lineage: str | None = None) -> str | None:
+        """The step whose kept records feed step `name` of `lineage`: the nearest earlier step that has this
+        lineage's data (a teacher's data skips the variants step, which runs only for variants)."""
+        names = [s.step for s in self.steps]
+        for candidate in reversed(names[: names.index(name)]):
+            if lineage is None or self.runs(candidate, lineage) is not False:
+                return candidate
+        return None
+
+    def input_lineages(self, step: str, lineage: str | None) -> list[str | None]:
+        """The lineages of the previous step that step `step` of `lineage` reads: its own, its teacher's, the one
+        lineage of a step that is not per teacher, or all of them (a shared step after per-teacher ones)."""
+        previous = self.previous_step(step, lineage)
+        if previous is None:
+            return []
+        source = self.runs(previous, lineage)
+        return self.teachers_of(previous) if source is False else [source]
 
     def build_stage(self, step: str, teacher: str | None = None) -> Stage:
         spec = self.step(step)
         view = StepView(step=step, config=spec.config, teacher=self.teacher(teacher) if teacher else None,
                         num_shards=self.num_shards, seed=self.seed, compress=self.compress,
-                        input_step=self.previous_step(step))
+                        input_step=self.previous_step(step, teacher), variant=lineage_variant(teacher))
         return stage_type(spec.type)(view)
 
-    def teachers_of(self, step: str) -> list[str | None]:
-        """Teachers a step runs for: each teacher for per-teacher stages, else a single None."""
-        cls = stage_type(self.step(step).type)
-        return [t.name for t in self.teachers] if cls.per_teacher else [None]
+
+LINEAGE_SEPARATOR = "+"
+
+
+def lineage_teacher(lineage: str) -> str:
+    """The teacher of a lineage: "t" for "t" and for "t+variant"."""
+    return lineage.split(LINEAGE_SEPARATOR, 1)[0]
+
+
+def lineage_variant(lineage: str | None) -> str | None:
+    """The variant of a lineage "t+variant"; None for a teacher's own data."""
+    if lineage is None or LINEAGE_SEPARATOR not in lineage:
+        return None
+    return lineage.split(LINEAGE_SEPARATOR, 1)[1]
 
 
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
@@ -136,6 +200,17 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     teacher_names = [t.name for t in recipe.teachers]
     if len(set(teacher_names)) != len(teacher_names):
         raise RecipeError(f"{source}: teachers: names must be unique, got {teacher_names}")
+    if any(LINEAGE_SEPARATOR in name for name in teacher_names):
+        raise RecipeError(f"{source}: teachers: a name may not contain {LINEAGE_SEPARATOR!r} (it separates a teacher "
+                          f"from a dataset variant), got {teacher_names}")
+    for index, spec in enumerate(steps):
+        before = [(s.step, s.type) for s in steps[:index]]
+        for problem in stage_type(spec.type).check_placement(spec.config, before, teacher_names):
+            errors.append(f"{source}:{lines.get(('steps', spec.step), '?')}: steps.{spec.step}: {problem}")
+    if sum(stage_type(s.type).derived_lineages(s.config, teacher_names) is not None for s in steps) > 1:
+        errors.append(f"{source}: steps: at most one step may derive dataset variants")
+    if errors:
+        raise RecipeError("\n".join(errors))
     if any(stage_type(s.type).per_teacher for s in steps) and not recipe.teachers:
         raise RecipeError(f"{source}: teachers: per-teacher steps need at least one teacher")
     recipe.steps = steps

@@ -97,10 +97,12 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
 
 
 def record_key(record: dict[str, Any]) -> str:
-    """A record's stable key: a query's id, or the id of the query a trace answers."""
+    """A record's stable key: a query's id, the id of the query a trace answers, or, for a variant that keeps
+    every attempt, that id with the attempt's index."""
     if "id" in record:
         return str(record["id"])
-    return str(record["query"]["id"])
+    variant_key = record.get("metadata", {}).get("variant", {}).get("key")
+    return str(variant_key or record["query"]["id"])
 
 
 class RunInputs:
@@ -117,7 +119,11 @@ class RunInputs:
         """Status and resume share one across all groups: a downstream check reads no upstream manifest twice."""
 
     def _teacher_of(self, step: str) -> str | None:
-        return self.teacher if self.teacher in self.recipe.teachers_of(step) else None
+        """The lineage of `step` that holds this lineage's data (a variant reads its teacher's earlier steps)."""
+        source = self.recipe.runs(step, self.teacher)
+        if source is False:
+            raise ValueError(f"step {step!r} has no data for {self.teacher!r}")
+        return source
 
     def _num_shards(self, step: str) -> int:
         return self.recipe.build_stage(step, self._teacher_of(step)).num_shards()
@@ -127,10 +133,7 @@ class RunInputs:
             raise ValueError("this step reads no input step (it is first in the recipe, or reads external input)")
         return self.step
 
-    def shard(self, shard_index: int) -> Iterator[Item]:
-        """The shard's kept records, read only if the file still matches its manifest (size before reading,
-        record count after)."""
-        step = self._source()
+    def _finished(self, step: str, shard_index: int) -> tuple[Any, Manifest]:
         paths = self.run.shard(step, self._teacher_of(step), shard_index, self.recipe.compress)
         if not paths.manifest.exists():
             raise InputNotReady(f"input {paths.manifest} is missing: step {step!r} shard {shard_index} has not finished")
@@ -138,6 +141,13 @@ class RunInputs:
         problem = size_mismatch(paths, manifest)
         if problem is not None:
             raise InputNotReady(f"input {paths.output} does not match its manifest ({problem}): rerun {step!r}")
+        return paths, manifest
+
+    def shard(self, shard_index: int, step: str | None = None) -> Iterator[Item]:
+        """The shard's kept records (of the input step, or of an earlier `step` of this lineage), read only if the
+        file still matches its manifest (size before reading, record count after)."""
+        step = step or self._source()
+        paths, manifest = self._finished(step, shard_index)
         count = 0
         with open_text(paths.output) as handle:
             for count, line in enumerate(handle, start=1):
@@ -146,6 +156,24 @@ class RunInputs:
         if count != manifest.kept:
             raise InputNotReady(f"input {paths.output} holds {count} records, its manifest says {manifest.kept}: "
                                 f"rerun {step!r}")
+
+    def dropped(self, step: str, shard_index: int) -> Iterator[dict[str, Any]]:
+        """The rows a finished shard of an earlier `step` of this lineage set aside as rejected (key, reason, where,
+        record)."""
+        paths, _ = self._finished(step, shard_index)
+        if paths.rejected.exists():
+            with open_text(paths.rejected) as handle:
+                for line in handle:
+                    yield json.loads(line)
+
+    def upstream_stage(self, step: str) -> tuple[Stage, ShardContext]:
+        """An earlier step's stage as this lineage's data ran through it, with a task context of its own (shard 0;
+        set `shard_index` per use): a variant re-applies its teacher's filters with them."""
+        lineage = self._teacher_of(step)
+        stage = self.recipe.build_stage(step, lineage)
+        ctx = task_context(self.run, self.recipe, stage, lineage, 0, logging.getLogger(f"distillery.upstream.{step}"),
+                           known_digests=self.known_digests)
+        return stage, ctx
 
     def everything(self) -> Iterator[Item]:
         position = 0

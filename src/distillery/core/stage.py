@@ -61,6 +61,8 @@ class StepView(Generic[ConfigT]):
     compress: bool = False
     input_step: str | None = None
     """The step whose kept records feed this one by default (the previous step); None for the first."""
+    variant: str | None = None
+    """The dataset variant of this lineage ("<teacher>+<variant>"); None for a teacher's own data."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,16 @@ class StepInputs(Protocol):
     step: str | None
     """The input step; None for a step that reads external input."""
 
-    def shard(self, shard_index: int) -> Iterator[Item]:
-        """Kept records of one shard of the input step."""
+    def shard(self, shard_index: int, step: str | None = None) -> Iterator[Item]:
+        """Kept records of one shard of the input step (or of an earlier `step` of this lineage)."""
+        ...
+
+    def dropped(self, step: str, shard_index: int) -> Iterator[dict[str, Any]]:
+        """Rejected rows (key, reason, where, record) of one shard of an earlier step of this lineage."""
+        ...
+
+    def upstream_stage(self, step: str) -> tuple[Stage, ShardContext]:
+        """An earlier step's stage as this lineage's data ran through it, with a task context to call it in."""
         ...
 
     def everything(self) -> Iterator[Item]:
@@ -190,6 +200,18 @@ class Stage(ABC, Generic[ConfigT]):
     """Job kind for cluster profiles: cpu, gpu, mpi."""
     serves_teacher: ClassVar[bool] = False
     """Runs the teacher's model (generation): its tasks take the teacher's `resources` instead of the step's."""
+
+    @classmethod
+    def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str] | None:
+        """Hook for a stage that derives datasets of its own (`variants`): the lineages ("<teacher>+<variant>") it
+        makes, which it and every later per-teacher step run for besides the teachers. None (the default): none."""
+        return None
+
+    @classmethod
+    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]], teachers: list[str]) -> list[str]:
+        """Hook: what is wrong with this step's place in the recipe, given the (name, type) of the steps before it
+        and the teacher names; checked before anything is submitted. Empty (the default): nothing."""
+        return []
 
     def __init__(self, view: StepView[ConfigT]) -> None:
         self.view = view

@@ -83,7 +83,8 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
 
     def score_traces(self, traces: list[Trace]) -> dict[str, dict[str, Any]]:
         results = self.scorer.score([self.document(trace) for trace in traces])
-        return {trace.id: {"id": trace.id, "ppl": result.ppl if result.tokens else None, "tokens": result.tokens}
+        return {score_key(trace): {"id": score_key(trace), "ppl": result.ppl if result.tokens else None,
+                                   "tokens": result.tokens}
                 for trace, result in zip(traces, results)}
 
     def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
@@ -93,7 +94,7 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
         if checkpoint.exists():
             done = {row["id"]: row for row in _complete_lines(checkpoint)}
             ctx.logger.info("perplexity scan resumes with %d traces already scored", len(done))
-        pending = (trace for _, trace in accepted_traces(items) if trace.id not in done)
+        pending = (trace for _, trace in accepted_traces(items) if score_key(trace) not in done)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         scored = 0
         with checkpoint.open("a", encoding="utf-8") as journal:
@@ -138,11 +139,11 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
         yield from self._decide(batch, scores, cutoff)
 
     def _decide(self, batch: list[tuple[Item, Trace]], scores: dict[str, dict[str, Any]], cutoff: float | None) -> Iterator[Outcome]:
-        missing = [trace for _, trace in batch if trace.id not in scores]
+        missing = [trace for _, trace in batch if score_key(trace) not in scores]
         if missing:
             scores.update(self.score_traces(missing))
         for item, trace in batch:
-            score = scores[trace.id]
+            score = scores[score_key(trace)]
             trace.ppl = score["ppl"]
             trace.metadata["ppl_tokens"] = score["tokens"]
             trace.metadata["ppl_model"] = self.config.model
@@ -153,6 +154,11 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
                 yield Outcome.rejected(item, f"perplexity {score['ppl']:.3f} above the cutoff {cutoff:.3f}", record)
             else:
                 yield Outcome.kept(item, record)
+
+
+def score_key(trace: Trace) -> str:
+    """What a score belongs to: one attempt of one trace (a dataset variant may take another attempt of it)."""
+    return f"{trace.id}#{trace.accepted}"
 
 
 def _complete_lines(path: Path) -> Iterator[dict[str, Any]]:

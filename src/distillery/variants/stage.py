@@ -1,0 +1,319 @@
+"""The `variants` stage: datasets derived from a teacher's attempt log and filter outputs, without regenerating.
+
+Each rule of the step makes one lineage "<teacher>+<variant>" per teacher, which this step and every later step
+(pack, sft, eval) run for as their own job arrays, next to the teacher's own data. A rule selects attempts; the
+teacher's filter verdicts are reused for the attempt they judged, and any other attempt goes through the same
+filter steps again, with the cutoffs and corpus counts those steps fixed for the teacher (perplexity scores a new
+attempt with the reference model; nothing is generated). Rules:
+
+- `threshold: t`: the first attempt scoring >= t (what the loop would have accepted at t). Above the run's
+  threshold some queries have no such attempt although the loop would have tried again: they are set aside as
+  needing new attempts and counted (`needs_new_attempts` in the manifest), not silently dropped.
+- `keep_all: true`: every attempt, correct or not, each a record with its score.
+- `length: uniform | diverse`: a length-controlled sample of the teacher's final data, `fraction` of each
+  category (equal size and category mix for both shapes; `distillery.variants.rules.length_sample`).
+- `no_filter: [step, ...]`: the data as it was before those filter steps (combinable with threshold/keep_all).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from distillery.core.config import StrictModel
+from distillery.core.records import Trace
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TwoPassStage, register
+from distillery.core.store import config_digest, iter_jsonl, read_json, shard_name, write_json, write_jsonl
+from distillery.filters.traces import parse_trace
+from distillery.generate.stage import GenerateConfig
+from distillery.variants.rules import Sized, at_threshold, length_sample
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class VariantRule(StrictModel):
+    threshold: float | None = Field(None, gt=0, le=1, description="Accept the first attempt scoring at least this.")
+    keep_all: bool = Field(False, description="Every attempt, correct or not, with its score.")
+    length: Literal["uniform", "diverse"] | None = Field(None, description=(
+        "A length-controlled sample of the teacher's final data: uniform (closest to the median) or diverse "
+        "(evenly spread over the length ranks)."))
+    fraction: float = Field(0.5, gt=0, le=1, description="Length variants: share of each category kept.")
+    no_filter: list[str] = Field(default_factory=list, description="Filter steps this variant's data skips.")
+    teachers: list[str] | None = Field(None, description="Teachers this variant is made for (default: all).")
+
+    @field_validator("no_filter", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> VariantRule:
+        chosen = [name for name, on in (("threshold", self.threshold is not None), ("keep_all", self.keep_all),
+                                        ("length", self.length is not None)) if on]
+        if len(chosen) > 1:
+            raise ValueError(f"a variant takes one of threshold, keep_all, length; got {chosen}")
+        if not chosen and not self.no_filter:
+            raise ValueError("a variant needs a rule: threshold, keep_all, length or no_filter")
+        if self.length is not None and self.no_filter:
+            raise ValueError("a length variant samples the teacher's filtered data: it cannot also skip filters")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"threshold {self.threshold:g}" if self.threshold is not None else "",
+                 "keep all attempts" if self.keep_all else "",
+                 f"{self.length} lengths, {self.fraction:g} of each category" if self.length else "",
+                 f"without {', '.join(self.no_filter)}" if self.no_filter else ""]
+        return "; ".join(p for p in parts if p)
+
+
+class VariantsConfig(StageConfig):
+    attempts_from: str = Field("generate", description="The generation step whose attempts the variants select from.")
+    rules: dict[str, VariantRule] = Field(min_length=1, description="Variant name -> its rule.")
+
+    @field_validator("rules")
+    @classmethod
+    def _names(cls, rules: dict[str, VariantRule]) -> dict[str, VariantRule]:
+        bad = [name for name in rules if not _NAME.match(name)]
+        if bad:
+            raise ValueError(f"variant names may hold letters, digits, '_', '.', '-' only, got {bad}")
+        return rules
+
+
+def _lengths_path(ctx: ShardContext, shard_index: int) -> Any:
+    return ctx.global_dir / "lengths" / f"{shard_name(shard_index)}.jsonl"
+
+
+def _selected_path(ctx: ShardContext, shard_index: int) -> Any:
+    return ctx.global_dir / "selected" / f"{shard_name(shard_index)}.json"
+
+
+@register
+class VariantsStage(TwoPassStage[VariantsConfig]):
+    name = "variants"
+    Config = VariantsConfig
+    per_teacher = True
+    kind = "gpu"
+    """A rule that picks attempts the filters never saw scores them with the perplexity filter's reference model."""
+
+    @classmethod
+    def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
+        assert isinstance(config, VariantsConfig)
+        return [f"{teacher}+{name}" for teacher in teachers for name, rule in config.rules.items()
+                if rule.teachers is None or teacher in rule.teachers]
+
+    @classmethod
+    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]], teachers: list[str]) -> list[str]:
+        assert isinstance(config, VariantsConfig)
+        names = [name for name, _ in steps_before]
+        if config.attempts_from not in names:
+            return [f"attempts_from: {config.attempts_from!r} is not a step before this one; steps before: {names}"]
+        if dict(steps_before)[config.attempts_from] != "generate":
+            return [f"attempts_from: {config.attempts_from!r} is not a generate step"]
+        filters = names[names.index(config.attempts_from) + 1:]
+        problems = []
+        for name, rule in config.rules.items():
+            unknown = [step for step in rule.no_filter if step not in filters]
+            if unknown:
+                problems.append(f"rules.{name}.no_filter: {unknown} are not steps between "
+                                f"{config.attempts_from!r} and this one ({filters})")
+            strangers = [t for t in rule.teachers or [] if t not in teachers]
+            if strangers:
+                problems.append(f"rules.{name}.teachers: unknown teachers {strangers}; the recipe has {teachers}")
+        return problems
+
+    @property
+    def rule(self) -> VariantRule:
+        if self.view.variant is None:
+            raise ValueError(f"step {self.step!r} runs only for variant lineages ('<teacher>+<variant>')")
+        return self.config.rules[self.view.variant]
+
+    def filter_steps(self, ctx: ShardContext) -> list[str]:
+        """The steps between the attempt log and this one, in order: what the teacher's data went through."""
+        steps: list[str] = []
+        step = self.input_step()
+        while step is not None and step != self.config.attempts_from:
+            steps.insert(0, step)
+            step = ctx.upstream.upstream_stage(step)[0].input_step()
+        return steps
+
+    def input_digest(self, ctx: ShardContext) -> str:
+        """Keyed by the attempt log and every filter step's shard, not only the last one."""
+        steps = [self.config.attempts_from, *self.filter_steps(ctx)]
+        return config_digest([ctx.upstream.digest(step, ctx.shard_index) for step in steps])
+
+    def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
+        """A length variant's candidates are the teacher's final traces; any other rule's are the attempt log:
+        every query the teacher answered, accepted or not (for keep_all, one item per attempt)."""
+        if self.rule.length is not None:
+            yield from ctx.upstream.shard(ctx.shard_index)
+            return
+        step = self.config.attempts_from
+        records = [item.record for item in ctx.upstream.shard(ctx.shard_index, step)]
+        records += [row["record"] for row in ctx.upstream.dropped(step, ctx.shard_index) if row.get("record")]
+        position = 0
+        for record in records:
+            if not self.rule.keep_all:
+                yield Item(position, record["query"]["id"], record, f"{step} shard {ctx.shard_index}")
+                position += 1
+                continue
+            for index in range(len(record.get("attempts", []))):
+                key = f"{record['query']['id']}#{index}"
+                yield Item(position, key, {**record, "accepted": index}, f"{step} shard {ctx.shard_index}")
+                position += 1
+
+    def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
+        """Length variants: each final trace's category and length (other rules read nothing here)."""
+        if self.rule.length is None:
+            return
+        rows = []
+        for item in items:
+            trace = parse_trace(item)
+            if isinstance(trace, Trace):
+                rows.append({"key": item.key, "category": trace.query.category, "tokens": _tokens(trace)})
+        write_jsonl(_lengths_path(ctx, ctx.shard_index), rows)
+
+    def merge(self, ctx: ShardContext) -> dict[str, Any]:
+        """Length variants: draw the sample over every shard at once; its size, category mix and spread."""
+        rule = self.rule
+        if rule.length is None:
+            return {"variant": self.view.variant, "rule": rule.describe()}
+        rows_by_shard = {index: list(iter_jsonl(_lengths_path(ctx, index))) for index in range(ctx.num_shards)}
+        rows = [Sized(r["key"], r["category"], int(r["tokens"])) for shard in rows_by_shard.values() for r in shard]
+        chosen = length_sample(rows, rule.length, rule.fraction, self.view.seed)
+        for index, shard_rows in rows_by_shard.items():
+            write_json(_selected_path(ctx, index), sorted(r["key"] for r in shard_rows if r["key"] in chosen))
+        kept = sorted(r.tokens for r in rows if r.key in chosen)
+        return {"variant": self.view.variant, "rule": rule.describe(), "size": len(chosen), "of": len(rows),
+                "categories": dict(Counter(r.category for r in rows if r.key in chosen)),
+                "tokens": {"min": kept[0], "median": kept[len(kept) // 2], "max": kept[-1]} if kept else {}}
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        rule = self.rule
+        counts: Counter[str] = Counter()
+        if rule.length is not None:
+            selected = set(read_json(_selected_path(ctx, ctx.shard_index)))
+            for item in items:
+                if item.key in selected:
+                    yield Outcome.kept(item, self._label(item.record or {}, None))
+                else:
+                    yield Outcome.rejected(item, f"not drawn for the {rule.length} length sample")
+            return
+        screen = _Screen(self, ctx)
+        generation = ctx.upstream.upstream_stage(self.config.attempts_from)[0].config
+        assert isinstance(generation, GenerateConfig)
+        pending: list[tuple[Item, Trace]] = []
+        for item in items:
+            trace = parse_trace(item)
+            if isinstance(trace, str):
+                yield Outcome.quarantined(item, trace)
+                continue
+            if rule.threshold is not None:
+                choice = at_threshold(trace, rule.threshold, generation.max_attempts)
+                if choice.attempt is None:
+                    counts["needs_new_attempts" if choice.needs_new_attempts else "exhausted"] += 1
+                    why = ("needs new attempts" if choice.needs_new_attempts else
+                           f"no attempt can: the loop stops after {generation.max_attempts}")
+                    yield Outcome.rejected(item, f"no recorded attempt reaches {rule.threshold:g}: {why}")
+                    continue
+                if choice.attempt != trace.accepted:
+                    counts["other_attempt"] += 1
+                trace.accepted = choice.attempt
+            elif trace.accepted is None:
+                yield Outcome.rejected(item, f"{self.config.attempts_from}: no attempt was accepted")
+                continue
+            pending.append((item, trace))
+            if len(pending) >= 256:
+                yield from screen.decide(pending, counts)
+                pending = []
+        yield from screen.decide(pending, counts)
+        ctx.stats.update({"variant": self.view.variant, "rule": rule.describe(), **counts})
+
+    def _label(self, record: dict[str, Any], trace: Trace | None) -> dict[str, Any]:
+        """The variant's mark on a record it keeps: its name, and for keep_all the attempt and its score."""
+        mark: dict[str, Any] = {"name": self.view.variant}
+        if trace is not None and trace.verdict is not None:
+            mark.update({"attempt": trace.accepted, "score": trace.verdict.score})
+            if self.rule.keep_all:
+                mark["key"] = f"{trace.query.id}#{trace.accepted}"
+        return {**record, "metadata": {**record.get("metadata", {}), "variant": mark}}
+
+
+class _Screen:
+    """The teacher's filters, as the variant applies them to one shard: an attempt a filter already judged keeps
+    its verdict; any other attempt (and what a skipped filter dropped) runs through the remaining filter steps."""
+
+    def __init__(self, stage: VariantsStage, ctx: ShardContext) -> None:
+        self.stage = stage
+        self.ctx = ctx
+        self.steps = stage.filter_steps(ctx)
+        self.skipped = set(stage.rule.no_filter)
+        self.final = {item.key: item.record for item in ctx.upstream.shard(ctx.shard_index)}
+        self.fates: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        """query id -> (filter step, reason, record as dropped) for the teacher's accepted attempt."""
+        for step in self.steps:
+            for row in ctx.upstream.dropped(step, ctx.shard_index):
+                if row.get("record") and "query" in row["record"]:
+                    self.fates[row["record"]["query"]["id"]] = (step, row["reason"], row["record"])
+
+    def _judged(self, trace: Trace) -> tuple[str, str, dict[str, Any]] | dict[str, Any] | None:
+        """The teacher's filters' verdict on this very attempt: its final record, (step, reason, record) when a
+        filter dropped it, or None when they never saw it."""
+        qid = trace.query.id
+        final = self.final.get(qid)
+        if final is not None:
+            return final if final.get("accepted") == trace.accepted else None
+        fate = self.fates.get(qid)
+        if fate is not None and fate[2].get("accepted") == trace.accepted:
+            return fate
+        return None
+
+    def decide(self, batch: list[tuple[Item, Trace]], counts: Counter[str]) -> Iterator[Outcome]:
+        rescreen: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
+        for item, trace in batch:
+            judged = self._judged(trace)
+            if isinstance(judged, dict):  # kept by every filter: skipping some changes nothing
+                counts["reused_verdicts"] += 1
+                yield Outcome.kept(item, self.stage._label(judged, trace))
+            elif isinstance(judged, tuple) and judged[0] not in self.skipped:
+                counts["reused_verdicts"] += 1
+                yield Outcome.rejected(item, f"{judged[0]}: {judged[1]}")
+            else:
+                # never judged: from the first filter on; dropped by a skipped filter: from the one after it
+                start, record = ((self.steps.index(judged[0]) + 1, judged[2]) if isinstance(judged, tuple)
+                                 else (0, trace.model_dump(mode="json")))
+                counts["rescreened"] += 1
+                rescreen.setdefault(self.steps[start] if start < len(self.steps) else "", []).append((item, record))
+        for first, entries in rescreen.items():
+            yield from self._through(first, entries)
+
+    def _through(self, first: str, entries: list[tuple[Item, dict[str, Any]]]) -> Iterator[Outcome]:
+        """Run records through the filter steps from `first` on (skipping the variant's skipped ones)."""
+        originals = {item.key: item for item, _ in entries}
+        current = [Item(n, item.key, record, item.where) for n, (item, record) in enumerate(entries)]
+        steps = self.steps[self.steps.index(first):] if first else []
+        for step in steps:
+            if step in self.skipped or not current:
+                continue
+            stage, sub = self.ctx.upstream.upstream_stage(step)
+            assert isinstance(stage, RecordStage), f"{step} is not a record stage"
+            sub.shard_index = self.ctx.shard_index
+            survivors = []
+            for outcome in stage.process(current, sub):
+                original = originals[outcome.key]
+                if outcome.kind == "kept":
+                    survivors.append(Item(len(survivors), outcome.key, outcome.record, original.where))
+                else:
+                    yield Outcome.rejected(original, f"{step}: {outcome.reason}")
+            current = survivors
+        for item in current:
+            trace = Trace.model_validate(item.record)
+            yield Outcome.kept(originals[item.key], self.stage._label(item.record or {}, trace))
+
+
+def _tokens(trace: Trace) -> int:
+    """A trace's response length in tokens: the student's count when a filter recorded it, else the teacher's."""
+    return int(trace.metadata.get("student_tokens") or trace.response_tokens or len(trace.response.split()))
