@@ -168,6 +168,9 @@ def test_limit_samples_across_shards_in_a_seeded_deterministic_order(tmp_path: P
     sample = _sample_ids(run, recipe, tmp_path, 6, seed=3)
     assert len(set(sample)) == 6 and set(sample) <= set(order)
     assert sample == sorted(sample, key=shard_of.__getitem__), "kept in shard, then line order"
+    offsets = (0, 4, 11)
+    assert sample == [order[offsets[shard] + line] for shard, lines in enumerate(sample_positions(SHARD_SIZES, 6, 3))
+                      for line in lines], "the lines the drawn positions name"
     shards = {0 if shard_of[key] < 4 else 1 if shard_of[key] < 11 else 2 for key in sample}
     assert len(shards) > 1, "not all from shard 0"
     assert _sample_ids(run, recipe, tmp_path, 6, seed=3) == sample
@@ -212,3 +215,12 @@ def test_errors_name_what_exists_and_what_is_missing(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "x.jsonl").exists()
     assert main(["export", str(run.root), "--step", "traces", "--teacher", "smol", "-o", str(tmp_path / "x")]) == 2
     assert "one of t1" in capsys.readouterr().err
+
+
+def test_a_shard_changed_since_its_manifest_is_named_before_anything_is_written(tmp_path: Path) -> None:
+    run, recipe, _ = _run(tmp_path)
+    shard = run.shard("traces", "t1", 2).output
+    shard.write_text(shard.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    with pytest.raises(ExportError, match=r"no longer match their manifests: shard-00002\.jsonl \("):
+        export_step(run, recipe, "traces", "t1", "am", tmp_path / "x.parquet", container="parquet", limit=3)
+    assert not (tmp_path / "x.parquet").exists()

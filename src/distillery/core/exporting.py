@@ -9,6 +9,7 @@ The output keeps that order (shard, then line), so the same seed gives the same 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from bisect import bisect_left
@@ -23,7 +24,7 @@ from distillery.core.parquet import write_parquet
 from distillery.core.recipe import Recipe
 from distillery.core.records import Query, Trace
 from distillery.core.runner import RunInputs, record_key
-from distillery.core.store import Manifest, RunDir, write_jsonl
+from distillery.core.store import Manifest, RunDir, ShardPaths, open_text, write_jsonl
 
 logger = logging.getLogger("distillery.export")
 
@@ -42,7 +43,8 @@ class ExportResult:
     """Kept records of the step (for this teacher or lineage); `written` < `total` when a limit sampled them."""
 
 
-def _convert(record: dict[str, Any], fmt: str) -> dict[str, Any]:
+def convert_record(record: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A kept record (trace or query) -> its row in `fmt`."""
     if fmt == "native":
         return record
     if "query" in record:
@@ -68,10 +70,12 @@ def _check_names(run: RunDir, recipe: Recipe, step: str, teacher: str | None) ->
         raise ExportError(f"step {step!r} runs per teacher: {given} (one of {', '.join(map(str, lineages))})")
 
 
-def _kept_counts(run: RunDir, recipe: Recipe, step: str, teacher: str | None, num_shards: int) -> list[int]:
-    """Each shard's kept count from its manifest, after checking that every shard finished and still matches."""
+def _finished_shards(run: RunDir, recipe: Recipe, step: str, teacher: str | None) -> list[tuple[ShardPaths, int]]:
+    """Every shard of the step with its manifest's kept count, after checking that each finished and still
+    matches its manifest."""
     label = f"step {step!r}" + (f" of {teacher!r}" if teacher else "")
-    missing, damaged, counts = [], [], []
+    num_shards = recipe.build_stage(step, teacher).num_shards()
+    missing, damaged, shards = [], [], []
     for shard_index in range(num_shards):
         paths = run.shard(step, teacher, shard_index, recipe.compress)
         if not paths.manifest.exists():
@@ -81,14 +85,14 @@ def _kept_counts(run: RunDir, recipe: Recipe, step: str, teacher: str | None, nu
         problem = size_mismatch(paths, manifest)
         if problem is not None:
             damaged.append(f"{paths.output.name} ({problem})")
-        counts.append(manifest.kept)
+        shards.append((paths, manifest.kept))
     if missing:
         raise ExportError(f"{label} has not finished: {len(missing)} of {num_shards} shards have no manifest "
                           f"(shards {_ranges(missing)}); `distillery resume {run.root}` runs them")
     if damaged:
         raise ExportError(f"{label}: shards no longer match their manifests: {'; '.join(damaged)}; "
                           f"`distillery verify {run.root}` checks them")
-    return counts
+    return shards
 
 
 def _ranges(indices: Sequence[int]) -> str:
@@ -115,18 +119,21 @@ def sample_positions(counts: Sequence[int], limit: int, seed: int) -> list[list[
     return per_shard
 
 
-def _sampled(inputs: RunInputs, per_shard: list[list[int]]) -> Iterator[dict[str, Any]]:
-    for shard_index, lines in enumerate(per_shard):
+def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterator[dict[str, Any]]:
+    """The chosen lines of each shard, parsing only those and stopping after a shard's last chosen line (the
+    shards were checked against their manifests before)."""
+    for shard_paths, lines in zip(paths, per_shard, strict=True):
         if not lines:
             continue
         wanted = iter(lines)
         target = next(wanted)
-        for item in inputs.shard(shard_index):
-            if item.position == target:
-                yield item.record
-                target = next(wanted, None)
-                if target is None:
-                    break
+        with open_text(shard_paths.output) as handle:
+            for line_index, line in enumerate(handle):
+                if line_index == target:
+                    yield json.loads(line)
+                    target = next(wanted, None)
+                    if target is None:
+                        break
 
 
 def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt: str, output: Path,
@@ -136,17 +143,17 @@ def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt
     if fmt not in FORMATS or container not in CONTAINERS:
         raise ExportError(f"format {fmt!r} as {container!r}: expected a format of {FORMATS} as one of {CONTAINERS}")
     _check_names(run, recipe, step, teacher)
-    inputs = RunInputs(run, recipe, step, teacher)
-    counts = _kept_counts(run, recipe, step, teacher, recipe.build_stage(step, teacher).num_shards())
+    shards = _finished_shards(run, recipe, step, teacher)
+    counts = [kept for _, kept in shards]
     total = sum(counts)
     if limit is None or limit >= total:
-        records: Iterator[dict[str, Any]] = (item.record for item in inputs.everything())
+        records: Iterator[dict[str, Any]] = (item.record for item in RunInputs(run, recipe, step, teacher).everything())
     else:
         per_shard = sample_positions(counts, limit, seed)
         logger.info("sampling %d of %d kept records (seed %d) from %d of %d shards", limit, total, seed,
                     sum(1 for lines in per_shard if lines), len(counts))
-        records = _sampled(inputs, per_shard)
-    rows = (_convert(record, fmt) for record in records)
+        records = _sampled([paths for paths, _ in shards], per_shard)
+    rows = (convert_record(record, fmt) for record in records)
     if container == "parquet":
         if fmt == "native":
             rows = ({"key": record_key(row), "record": row} for row in rows)
