@@ -224,3 +224,13 @@ def test_a_shard_changed_since_its_manifest_is_named_before_anything_is_written(
     with pytest.raises(ExportError, match=r"no longer match their manifests: shard-00002\.jsonl \("):
         export_step(run, recipe, "traces", "t1", "am", tmp_path / "x.parquet", container="parquet", limit=3)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_record_that_is_no_trace_or_query_is_named_by_file_and_line(tmp_path: Path) -> None:
+    run, recipe, records = _run(tmp_path, sizes=(2, 3))
+    finish_shard(run, "traces", "t1", 1, [*records[2:4], {"id": "q9", "category": "math"}], num_shards=2)
+    with pytest.raises(ExportError, match=r"no am form:\n.*shard-00001\.jsonl:3: messages: Field required"):
+        export_step(run, recipe, "traces", "t1", "am", tmp_path / "x.jsonl")
+    with pytest.raises(ExportError, match=r"no messages form:\n.*shard-00001\.jsonl:3: messages: Field required"):
+        export_step(run, recipe, "traces", "t1", "messages", tmp_path / "x.jsonl", limit=4, seed=0)
+    assert not (tmp_path / "x.jsonl").exists()

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from distillery.core.config import format_validation_error
 from distillery.core.formats import am_from_trace, messages_from_query
 from distillery.core.integrity import size_mismatch
 from distillery.core.parquet import write_parquet
@@ -54,6 +57,16 @@ def convert_record(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     if fmt == "am":
         raise ExportError("AM format holds answered conversations: export a step with traces (generate or later)")
     return messages_from_query(query)
+
+
+def _row(where: str, record: dict[str, Any], fmt: str) -> dict[str, Any]:
+    try:
+        return convert_record(record, fmt)
+    except ValidationError as error:
+        raise ExportError(f"a record is neither a trace nor a query, so it has no {fmt} form:\n"
+                          f"{format_validation_error(where, error)}") from None
+    except ExportError as error:
+        raise ExportError(f"{where}: {error}") from None
 
 
 def _check_names(run: RunDir, recipe: Recipe, step: str, teacher: str | None) -> None:
@@ -119,7 +132,7 @@ def sample_positions(counts: Sequence[int], limit: int, seed: int) -> list[list[
     return per_shard
 
 
-def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterator[dict[str, Any]]:
+def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
     """The chosen lines of each shard, parsing only those and stopping after a shard's last chosen line (the
     shards were checked against their manifests before)."""
     for shard_paths, lines in zip(paths, per_shard, strict=True):
@@ -130,7 +143,7 @@ def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterato
         with open_text(shard_paths.output) as handle:
             for line_index, line in enumerate(handle):
                 if line_index == target:
-                    yield json.loads(line)
+                    yield f"{shard_paths.output}:{line_index + 1}", json.loads(line)
                     target = next(wanted, None)
                     if target is None:
                         break
@@ -147,13 +160,14 @@ def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt
     counts = [kept for _, kept in shards]
     total = sum(counts)
     if limit is None or limit >= total:
-        records: Iterator[dict[str, Any]] = (item.record for item in RunInputs(run, recipe, step, teacher).everything())
+        inputs = RunInputs(run, recipe, step, teacher)
+        records: Iterator[tuple[str, dict[str, Any]]] = ((item.where, item.record) for item in inputs.everything())
     else:
         per_shard = sample_positions(counts, limit, seed)
         logger.info("sampling %d of %d kept records (seed %d) from %d of %d shards", limit, total, seed,
                     sum(1 for lines in per_shard if lines), len(counts))
         records = _sampled([paths for paths, _ in shards], per_shard)
-    rows = (convert_record(record, fmt) for record in records)
+    rows = (_row(where, record, fmt) for where, record in records)
     if container == "parquet":
         if fmt == "native":
             rows = ({"key": record_key(row), "record": row} for row in rows)
