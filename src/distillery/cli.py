@@ -29,6 +29,7 @@ EPILOG = """examples:
   distillery report runs/quickstart               teacher comparison: plots + one HTML page
   distillery verify runs/quickstart               every shard checked against its manifest (sha256, count)
   distillery export runs/quickstart --step generate --teacher smol-a --format am -o traces.jsonl
+  distillery export runs/quickstart --step structure --teacher smol-a+strict --as parquet --limit 100 -o s.parquet
 """
 
 
@@ -192,12 +193,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distillery.core.exporting import export_step
+    from distillery.core.exporting import ExportError, export_step
 
     recipe, run = _load(args.target, [])
-    count = export_step(run, recipe, args.step, args.teacher, args.format, Path(args.output))
-    print(f"wrote {count} records to {args.output}")
+    try:
+        result = export_step(run, recipe, args.step, args.teacher, args.format, Path(args.output),
+                             container=args.container, limit=args.limit, seed=args.seed)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sampled = f" (a sample of {result.total}, seed {args.seed})" if result.written < result.total else ""
+    print(f"wrote {result.written} records{sampled} to {args.output}")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of records, got {text}")
+    return value
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -282,11 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON (for dashboards) and exit")
     p.set_defaults(func=cmd_status)
     add("report", "teacher comparison report (PNG plots + HTML)", "run directory").set_defaults(func=cmd_report)
-    p = add("export", "export a step's kept records", "run directory")
+    p = add("export", "export a step's kept records (of one teacher or variant) as JSONL or Parquet",
+            "run directory")
     p.add_argument("--step", required=True, help="step name, e.g. generate")
-    p.add_argument("--teacher", help="teacher name for per-teacher steps")
-    p.add_argument("--format", choices=["am", "messages", "native"], default="native", help="output format")
-    p.add_argument("-o", "--output", required=True, help="output JSONL file")
+    p.add_argument("--teacher", help="teacher, or variant lineage <teacher>+<variant>, for per-teacher steps")
+    p.add_argument("--format", choices=["am", "messages", "native"], default="native",
+                   help="record layout: AM-Thinking-v1-Distilled, chat messages, or the run's own records")
+    p.add_argument("--as", dest="container", choices=["jsonl", "parquet"], default="jsonl",
+                   help="file type: JSONL, or Parquet for datasets.load_dataset('parquet', data_files=...) with "
+                   "one schema per format (nested values that drift, e.g. AM's info, as JSON text)")
+    p.add_argument("--limit", type=_positive, metavar="N",
+                   help="a seeded uniform sample of N records over every shard (all when the step has fewer)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output file")
     p.set_defaults(func=cmd_export)
     p = add("verify", "recompute every shard's sha256 and record count and report shards that do not match their "
             "manifest (truncated or edited since)", "run directory")

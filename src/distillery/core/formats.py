@@ -130,6 +130,10 @@ DISTILLERY_FIELDS = "distillery"
 """Key of the object, beside `info` in an exported answer turn, that holds what this pipeline measured."""
 
 
+VARIANT_FIELDS = ("variant", "score")
+"""Trace metadata a dataset variant adds (its name; `keep_all`'s score of each kept attempt), exported as they are."""
+
+
 def am_from_trace(trace: Trace) -> dict[str, Any]:
     """A trace -> an AM record. `value` and `info` say what the teacher wrote and what came with it: a row
     imported from AM comes back with every field as it came in, however far the trace went through the
@@ -201,7 +205,7 @@ def _our_fields(trace: Trace, released: dict[str, Any] | None) -> dict[str, Any]
     """What the pipeline has of its own for a trace, each under the AM name it sits beside:
     `model_name` (the recipe's teacher, once `generate` made the trace), `verify_score` and `verifier` (our verdict), `ppl` and `ppl_model`
     (the perplexity step), `value` (the response after a `normalise` step rewrote its layout) and `normalised`
-    (what that step changed)."""
+    (what that step changed), and a dataset variant's `variant` and per-attempt `score` (see `VARIANT_FIELDS`)."""
     verdict = trace.verdict
     ours: dict[str, Any] = {}
     if released is None or "backend" in trace.metadata:
@@ -214,6 +218,7 @@ def _our_fields(trace: Trace, released: dict[str, Any] | None) -> dict[str, Any]
         ours["value"] = verdict.response
     if "normalised" in trace.metadata:
         ours["normalised"] = trace.metadata["normalised"]
+    ours.update({key: trace.metadata[key] for key in VARIANT_FIELDS if key in trace.metadata})
     return ours
 
 
