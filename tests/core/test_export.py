@@ -19,10 +19,13 @@ from distillery.cli import main
 from distillery.core.exporting import ExportError, export_step, sample_positions
 from distillery.core.formats import DISTILLERY_FIELDS, query_from_am
 from distillery.core.parquet import row_from_parquet, write_parquet
+from distillery.core.plan import pending_groups
 from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.records import Attempt, Reference, Trace, make_query
+from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir
+from distillery.executors import build_executor
 from distillery.testing import finish_shard
 from distillery.testing.stages import trace_recipe
 
@@ -35,9 +38,8 @@ def _math500(count: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines[:count]]
 
 
-def _trace(problem: dict[str, Any], teacher: str, variant: str | None) -> Trace:
-    """A trace whose first attempt failed and whose second boxed the MATH-500 answer; a variant's carry its
-    name and the accepted attempt's score in metadata, as the variant steps write them."""
+def _trace(problem: dict[str, Any], teacher: str) -> Trace:
+    """A trace whose first attempt failed and whose second boxed the MATH-500 answer."""
     query = make_query("math", [{"role": "user", "content": problem["problem"]}],
                        Reference(answer=problem["answer"]), source="math500", metadata={"level": problem["level"]})
     attempts = [Attempt(index=0, seed=1, response="<think>guess</think>\n\nThe answer is $\\boxed{0}$.", score=0.0,
@@ -45,9 +47,8 @@ def _trace(problem: dict[str, Any], teacher: str, variant: str | None) -> Trace:
                 Attempt(index=1, seed=2, response=f"<think>{problem['solution']}</think>\n\n"
                         f"The answer is $\\boxed{{{problem['answer']}}}$.", score=1.0, passed=True,
                         verifier="math_verify", completion_tokens=len(problem["solution"].split()))]
-    metadata = {"variant": variant, "score": 1.0} if variant else {}
     return Trace(query=query, teacher=teacher, attempts=attempts, accepted=1,
-                 response_tokens=attempts[1].completion_tokens, ppl=3.5, metadata=metadata)
+                 response_tokens=attempts[1].completion_tokens, ppl=3.5)
 
 
 def _released_trace(problem: dict[str, Any]) -> Trace:
@@ -65,17 +66,6 @@ def _released_trace(problem: dict[str, Any]) -> Trace:
                                                               passed=True, verifier="released")], accepted=0)
 
 
-@pytest.fixture
-def lineage_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stands in for the recipe's `variants:` (issue 15, built beside this): the per-teacher step runs for the
-    teacher and for its lineage `t1+strict`, whose stage sees the teacher it derives from."""
-    teachers_of, teacher = Recipe.teachers_of, Recipe.teacher
-    monkeypatch.setattr(Recipe, "teachers_of",
-                        lambda self, step: [*teachers_of(self, step), LINEAGE] if teachers_of(self, step) != [None]
-                        else [None])
-    monkeypatch.setattr(Recipe, "teacher", lambda self, name: teacher(self, name.split("+")[0]))
-
-
 def _run(tmp_path: Path, lineage: str = "t1", sizes: tuple[int, ...] = SHARD_SIZES,
          unfinished: tuple[int, ...] = ()) -> tuple[RunDir, Recipe, list[dict[str, Any]]]:
     """A run of `len(sizes)` trace shards of `lineage`; shard i holds sizes[i] traces. Returns every record
@@ -86,10 +76,9 @@ def _run(tmp_path: Path, lineage: str = "t1", sizes: tuple[int, ...] = SHARD_SIZ
     run.root.mkdir(parents=True)
     run.recipe.write_text(json.dumps(data))
     problems = iter(_math500(sum(sizes)))
-    variant = lineage.split("+")[1] if "+" in lineage else None
     records: list[dict[str, Any]] = []
     for shard_index, size in enumerate(sizes):
-        shard = [_trace(next(problems), "t1", variant).model_dump(mode="json") for _ in range(size)]
+        shard = [_trace(next(problems), "t1").model_dump(mode="json") for _ in range(size)]
         records += shard
         if shard_index not in unfinished:
             finish_shard(run, "traces", lineage, shard_index, shard, num_shards=len(sizes))
@@ -139,17 +128,32 @@ def test_parquet_schema_does_not_depend_on_the_rows_and_row_groups_stream(tmp_pa
     assert back == rows * 5, "a null system, an info as text and keys outside the schema come back as written"
 
 
-def test_am_export_of_a_variant_lineage_keeps_its_name_and_score(tmp_path: Path, lineage_recipe: None) -> None:
-    run, recipe, records = _run(tmp_path, LINEAGE)
-    assert main(["export", str(run.root), "--step", "traces", "--teacher", LINEAGE, "--format", "am",
+def test_am_export_of_a_variant_lineage_keeps_its_name_and_score(tmp_path: Path) -> None:
+    """A real `variants` step (threshold 1.0 over the generated attempts) makes the lineage; export reads it."""
+    data = {"name": "variant-export", "run_dir": str(tmp_path / "run"), "num_shards": 2,
+            "teachers": [{"name": "t1", "model": "replay.jsonl", "backend": "replay"}],
+            "steps": {"generate": {}, "variants": {"rules": {"strict": {"threshold": 1.0}}}}}
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.recipe.write_text(json.dumps(data))
+    recipe = load_run_recipe(run)
+    problems = iter(_math500(9))
+    records = []
+    for shard_index, size in enumerate((4, 5)):
+        shard = [_trace(next(problems), "t1").model_dump(mode="json") for _ in range(size)]
+        records += shard
+        finish_shard(run, "generate", "t1", shard_index, shard, recipe=recipe)
+    assert build_executor(recipe, run, "local").execute(pending_groups(run, recipe))
+    assert main(["export", str(run.root), "--step", "variants", "--teacher", LINEAGE, "--format", "am",
                  "--as", "parquet", "-o", str(tmp_path / "v.parquet")]) == 0
     loaded = _loaded(tmp_path / "v.parquet", tmp_path / "cache")
-    assert len(loaded) == len(records) == sum(SHARD_SIZES)
+    assert len(loaded) == len(records)
     ours = [json.loads(row["conversations"][-1][DISTILLERY_FIELDS]) for row in loaded]
-    assert all(o["variant"] == "strict" and o["score"] == 1.0 and o["model_name"] == "t1" for o in ours)
-    result = export_step(run, recipe, "traces", LINEAGE, "am", tmp_path / "v.jsonl")
+    assert all(o["variant"] == {"name": "strict", "attempt": 1, "score": 1.0} and o["model_name"] == "t1"
+               for o in ours)
+    result = export_step(run, recipe, "variants", LINEAGE, "am", tmp_path / "v.jsonl")
     assert (result.written, result.total) == (len(records), len(records))
-    assert [row["conversations"][-1][DISTILLERY_FIELDS]["variant"] for row in _jsonl(tmp_path / "v.jsonl")] == \
+    assert [row["conversations"][-1][DISTILLERY_FIELDS]["variant"]["name"] for row in _jsonl(tmp_path / "v.jsonl")] == \
         ["strict"] * len(records)
 
 

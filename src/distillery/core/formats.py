@@ -130,8 +130,8 @@ DISTILLERY_FIELDS = "distillery"
 """Key of the object, beside `info` in an exported answer turn, that holds what this pipeline measured."""
 
 
-VARIANT_FIELDS = ("variant", "score")
-"""Trace metadata a dataset variant adds (its name; `keep_all`'s score of each kept attempt), exported as they are."""
+VARIANT_FIELDS = ("variant",)
+"""Trace metadata a dataset variant adds: {name, attempt, score[, key]} (see `distillery.variants.stage`)."""
 
 
 def am_from_trace(trace: Trace) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def _our_fields(trace: Trace, released: dict[str, Any] | None) -> dict[str, Any]
     """What the pipeline has of its own for a trace, each under the AM name it sits beside:
     `model_name` (the recipe's teacher, once `generate` made the trace), `verify_score` and `verifier` (our verdict), `ppl` and `ppl_model`
     (the perplexity step), `value` (the response after a `normalise` step rewrote its layout) and `normalised`
-    (what that step changed), and a dataset variant's `variant` and per-attempt `score` (see `VARIANT_FIELDS`)."""
+    (what that step changed), and a dataset variant's `variant` mark: its name, the attempt it took and that attempt's score."""
     verdict = trace.verdict
     ours: dict[str, Any] = {}
     if released is None or "backend" in trace.metadata:
