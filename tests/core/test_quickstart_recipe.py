@@ -22,6 +22,15 @@ def test_quickstart_recipe_plans_every_stage_for_both_teachers(monkeypatch: pyte
     for teacher in ("smol-warm", "smol-hot"):
         for step in ("generate", "perplexity", "ngram", "structure", "pack", "sft", "eval"):
             assert any(k.startswith(f"{step}/{teacher}:") for k in keys), (step, teacher)
+    for lineage in ("smol-warm+strict", "smol-warm+uniform"):  # variants flow to the student like teachers
+        for step in ("variants", "pack", "sft", "eval"):
+            assert any(k.startswith(f"{step}/{lineage}:") for k in keys), (step, lineage)
+        assert not any(k.startswith(f"perplexity/{lineage}:") for k in keys), "variants regenerate and rescore nothing"
+    assert not any(k.startswith("variants/smol-hot") for k in keys) and not any("/smol-warm:" in k and
+                                                                                  k.startswith("variants") for k in keys)
+    pack = next(g for g in build_groups(recipe) if g.key == "pack/smol-warm+strict:task")
+    assert pack.depends_on == ["variants/smol-warm+strict:process"]
+    assert next(g for g in build_groups(recipe) if g.key == "pack/smol-warm:task").depends_on == ["structure/smol-warm:process"]
 
 
 def test_quickstart_ingest_runs_the_bundled_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

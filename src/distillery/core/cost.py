@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError
 
 from distillery.core.config import StrictModel
 from distillery.core.plan import build_groups
-from distillery.core.recipe import Recipe, RecipeError, Resources
+from distillery.core.recipe import Recipe, RecipeError, Resources, lineage_variant
 from distillery.core.store import Manifest
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ DEFAULT_STEPS = {
     "ngram": StepCost(rate=1500, keep=0.98),
     "normalise": StepCost(rate=5000),  # a regular-expression rewrite of each attempt
     "structure": StepCost(rate=800, keep=0.97),
+    "variants": StepCost(rate=1000, startup_s=180),  # reads the attempt log; rescores only attempts no filter saw
     "pack": StepCost(unit="tokens", rate=2_000_000, keep=0.999),  # a fast tokenizer on 32 cores
     "sft": StepCost(unit="tokens", rate=1800, startup_s=600),  # 6 x 32e9 FLOP/token at 35% MFU of 989 TFLOP/s
     "eval": StepCost(unit="tokens", rate=1500, startup_s=300),
@@ -236,13 +237,14 @@ def estimate(recipe: Recipe, inputs: CostInputs, nodes: int) -> list[StepEstimat
     main = _main_groups(recipe)
     flow: dict[tuple[str, str | None], tuple[float, float]] = {}
     rows: list[StepEstimate] = []
-    previous: str | None = None
     for spec in recipe.steps:
         for teacher in recipe.teachers_of(spec.step):
+            previous = recipe.previous_step(spec.step, teacher)
             if previous is None:
                 upstream = (float(inputs.queries), inputs.prompt_tokens)
             else:
-                upstream = flow.get((previous, teacher)) or flow.get((previous, None)) or _pooled(flow, previous)
+                sources = recipe.input_lineages(spec.step, teacher)
+                upstream = flow[(previous, sources[0])] if len(sources) == 1 else _pooled(flow, previous)
             resources, shards = main[(spec.step, teacher)]
             row = _estimate_step(recipe, spec.step, spec.type, teacher, upstream, resources, shards, inputs)
             if teacher is not None and spec.type != "generate" and resources != spec.resources:
@@ -250,7 +252,6 @@ def estimate(recipe: Recipe, inputs: CostInputs, nodes: int) -> list[StepEstimat
             _schedule(row, resources, nodes, inputs.hardware, limit)
             flow[(spec.step, teacher)] = (row.records_out, row.tokens_per_record)
             rows.append(row)
-        previous = spec.step
     return rows
 
 
@@ -274,7 +275,7 @@ def _estimate_step(
     if kind == "generate" and teacher is not None:
         return _generate(recipe, row, config, teacher, resources, inputs)
     cost = inputs.step(step, kind)
-    row.records_out = records_in * cost.keep
+    row.records_out = records_in * cost.keep * _variant_share(recipe, step, teacher)
     if kind == "pack":
         capacity = getattr(config, "bin_tokens", None) or getattr(config, "max_tokens", 32768)
         work = row.records_out * tokens_in
@@ -306,6 +307,16 @@ def _estimate_step(
     row.shard_s = task_s / shards
     row.disk_bytes = out_bytes
     return row
+
+
+def _variant_share(recipe: Recipe, step: str, lineage: str | None) -> float:
+    """The share of its input a variant keeps by construction (a length variant's `fraction`), else 1."""
+    rules = getattr(recipe.step(step).config, "rules", None)
+    variant = lineage_variant(lineage)
+    if rules is None or variant is None:
+        return 1.0
+    rule = rules[variant]
+    return rule.fraction if rule.length is not None else 1.0
 
 
 def _text_bytes(records: float, tokens: float, inputs: CostInputs, compress: bool) -> float:
@@ -497,11 +508,12 @@ def _count(value: float) -> str:
 
 
 def render_estimate(rows: list[StepEstimate], nodes: int) -> str:
-    header = (f"{'step':<28} {'kind':<6} {'shards':>6} {'in':>8} {'out':>8} {'GPU-h':>9} {'CPU-h':>9} "
+    width = max([28, *(len(row.key) + 1 for row in rows)])
+    header = (f"{'step':<{width}} {'kind':<6} {'shards':>6} {'in':>8} {'out':>8} {'GPU-h':>9} {'CPU-h':>9} "
               f"{'shard':>7} {'at once':>7} {'wall':>7} {'disk GB':>8}  notes")
     lines = [f"cost estimate at {nodes} nodes", header]
     for row in rows:
-        lines.append(f"{row.key:<28} {row.kind:<6} {row.shards:>6} {_count(row.records_in):>8} "
+        lines.append(f"{row.key:<{width}} {row.kind:<6} {row.shards:>6} {_count(row.records_in):>8} "
                      f"{_count(row.records_out):>8} {row.gpu_hours:>9.1f} {row.cpu_hours:>9.1f} "
                      f"{_duration(row.shard_s):>7} {row.concurrency:>7} {_duration(row.wall_s):>7} "
                      f"{row.disk_bytes / 1e9:>8.1f}  {'; '.join(row.notes)}")
@@ -510,7 +522,7 @@ def render_estimate(rows: list[StepEstimate], nodes: int) -> str:
     by_step: dict[str, float] = {}
     for row in rows:
         by_step[row.step] = max(by_step.get(row.step, 0.0), row.wall_s)
-    lines.append(f"{'total':<28} {'':<6} {sum(r.shards for r in rows):>6} {'':>8} {'':>8} "
+    lines.append(f"{'total':<{width}} {'':<6} {sum(r.shards for r in rows):>6} {'':>8} {'':>8} "
                  f"{sum(r.gpu_hours for r in local):>9.1f} {sum(r.cpu_hours for r in rows):>9.1f} {'':>7} {'':>7} "
                  f"{_duration(sum(r.wall_s for r in rows)):>7} {sum(r.disk_bytes for r in rows) / 1e9:>8.1f}  "
                  f"GPU-h on this cluster (remote servers add {remote_hours:.1f}); "

@@ -88,10 +88,12 @@ class PackStage(TaskStage[PackConfig]):
         dropped = ctx.publish_task_output(rejected, quarantined)
         ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
                         len(docs), inputs, len(bins), capacity, efficiency, over_cap)
+        sha = file_sha256(output)
         return {
             "inputs": inputs, "kept": len(docs), **dropped,
             "over_cap": over_cap, "bins": len(bins), "tokens": total,
             "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
-            "efficiency": round(efficiency, 6), "sha256": file_sha256(output),
-            "output_ids_digest": ids_digest(key for key, _, _ in docs), "path": str(output),
+            "efficiency": round(efficiency, 6), "sha256": sha,
+            # the bins' content, not only which traces: a new bin size or tokenizer makes the training stale
+            "output_ids_digest": ids_digest([ids_digest(key for key, _, _ in docs), sha]), "path": str(output),
         }
