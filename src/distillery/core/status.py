@@ -36,6 +36,10 @@ class GroupStatus:
     warnings: list[str] = field(default_factory=list)
     engine: dict[str, list[float]] = field(default_factory=dict)
     """Per finished shard, the engine figures a generation shard records (tokens/s, idle share, KV use, ...)."""
+    variant: Counter = field(default_factory=Counter)
+    """A dataset variant's counts summed over finished shards (queries needing new attempts, attempts rescreened)."""
+    rule: str = ""
+    """A dataset variant's rule, as its manifests describe it."""
 
     @property
     def throughput(self) -> float:
@@ -84,6 +88,8 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
                     value = manifest.stats.get(name)
                     if isinstance(value, int | float):
                         status.engine.setdefault(name, []).append(float(value))
+                status.variant.update({k: int(manifest.stats[k]) for k in VARIANT_FIGURES if k in manifest.stats})
+                status.rule = str(manifest.stats.get("rule", status.rule))
                 status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
                                     for path in manifest.stats.get("truncated_files", [])]
                 if not manifest.reconciles():
@@ -106,6 +112,18 @@ ENGINE_FIGURES = {
     "backpressure_s": "back-pressure {:.0f}s", "accepted_per_hour": "{:,.0f} accepted/h",
 }
 """Figures of a generation shard's stats shown per step (mean over shards; back-pressure summed)."""
+
+
+VARIANT_FIGURES = {
+    "needs_new_attempts": "{} need new attempts", "exhausted": "{} used up their attempts",
+    "other_attempt": "{} take another attempt", "rescreened": "{} filtered again", "reused_verdicts": "{} verdicts reused",
+}
+"""Counts a `variants` shard records, shown per lineage."""
+
+
+def variant_summary(status: GroupStatus) -> str:
+    counts = "; ".join(fmt.format(status.variant[name]) for name, fmt in VARIANT_FIGURES.items() if status.variant[name])
+    return ": ".join(part for part in (status.rule, counts) if part)
 
 
 def engine_summary(engine: dict[str, list[float]]) -> str:
@@ -141,19 +159,21 @@ def status_json(statuses: list[GroupStatus]) -> list[dict[str, Any]]:
         "reject_reasons": dict(status.reject_reasons.most_common()), "stale": status.stale,
         "not_reconciled": status.not_reconciled, "warnings": status.warnings,
         "engine": {name: round(sum(v) / len(v), 4) for name, v in status.engine.items()},
+        "variant": {"rule": status.rule, **status.variant} if status.rule else None,
     } for status in statuses]
 
 
 def render_status(statuses: list[GroupStatus]) -> str:
     """A plain-text table (what operators paste into tickets)."""
-    header = f"{'step/teacher:phase':<34} {'shards':>7} {'done':>5} {'state':<28} {'in':>8} {'kept':>8} {'rej':>6} " \
+    width = max([34, *(len(status.group.key) + 1 for status in statuses)])
+    header = f"{'step/teacher:phase':<{width}} {'shards':>7} {'done':>5} {'state':<28} {'in':>8} {'kept':>8} {'rej':>6} " \
              f"{'quar':>5} {'items/s':>8} {'eta':>7}"
     lines = [header, "-" * len(header)]
     for status in statuses:
         others = ", ".join(f"{k} {v}" for k, v in sorted(status.states.items()) if k != "done") or "all done"
         if status.partial_items:
             others += f" ({status.partial_items} items in journals)"
-        lines.append(f"{status.group.key:<34} {len(status.group.shards):>7} {status.states['done']:>5} {others:<28} "
+        lines.append(f"{status.group.key:<{width}} {len(status.group.shards):>7} {status.states['done']:>5} {others:<28} "
                      f"{status.inputs:>8} {status.kept:>8} {status.rejected:>6} {status.quarantined:>5} "
                      f"{status.throughput:>8.1f} {_duration(status.eta_s):>7}")
         if others != "all done" and len(status.shard_states) > 1:
@@ -164,6 +184,8 @@ def render_status(statuses: list[GroupStatus]) -> str:
             lines.append(f"    ... and {len(status.stale) - 5} more stale shards")
         if status.engine:
             lines.append(f"    rates: {engine_summary(status.engine)}")
+        if status.rule and status.group.phase == "process":
+            lines.append(f"    variant: {variant_summary(status)}")
         for reason, count in status.reject_reasons.most_common(3):
             lines.append(f"    rejected {count}x: {reason}")
         for warning in status.warnings[:5]:

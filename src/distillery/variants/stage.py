@@ -194,6 +194,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         rule = self.rule
         counts: Counter[str] = Counter()
+        ctx.stats.update({"variant": self.view.variant, "rule": rule.describe()})
         if rule.length is not None:
             selected = set(read_json(_selected_path(ctx, ctx.shard_index)))
             for item in items:
@@ -215,9 +216,10 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
                 choice = at_threshold(trace, rule.threshold, generation.max_attempts)
                 if choice.attempt is None:
                     counts["needs_new_attempts" if choice.needs_new_attempts else "exhausted"] += 1
-                    why = ("needs new attempts" if choice.needs_new_attempts else
-                           f"no attempt can: the loop stops after {generation.max_attempts}")
-                    yield Outcome.rejected(item, f"no recorded attempt reaches {rule.threshold:g}: {why}")
+                    yield Outcome.rejected(item, (
+                        f"no recorded attempt reaches {rule.threshold:g} and the loop would try again: needs new "
+                        "attempts" if choice.needs_new_attempts else
+                        f"none of the {generation.max_attempts} attempts the loop allows reaches {rule.threshold:g}"))
                     continue
                 if choice.attempt != trace.accepted:
                     counts["other_attempt"] += 1
@@ -230,7 +232,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
                 yield from screen.decide(pending, counts)
                 pending = []
         yield from screen.decide(pending, counts)
-        ctx.stats.update({"variant": self.view.variant, "rule": rule.describe(), **counts})
+        ctx.stats.update(counts)
 
     def _label(self, record: dict[str, Any], trace: Trace | None) -> dict[str, Any]:
         """The variant's mark on a record it keeps: its name, and for keep_all the attempt and its score."""
