@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 
 from distillery.core.config import StrictModel
 from distillery.core.registry import LazyRegistry
-from distillery.core.store import RunDir, config_digest, jsonl_sink
+from distillery.core.store import RunDir, config_digest, jsonl_sink, shard_name
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
@@ -182,6 +182,10 @@ class ShardContext:
     @property
     def global_dir(self) -> Path:
         return self.run.global_dir(self.stage, self.teacher)
+
+    def summary_file(self, kind: str, shard_index: int, suffix: str = ".json") -> Path:
+        """Where a two-pass stage's scan leaves one shard's summary of `kind` for its merge and process to read."""
+        return self.global_dir / kind / f"{shard_name(shard_index)}{suffix}"
 
     @property
     def work_dir(self) -> Path:

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from distillery.core.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
-from distillery.core.store import iter_jsonl, read_json, shard_name, write_json, write_jsonl
+from distillery.core.store import iter_jsonl, read_json, write_json, write_jsonl
 from distillery.filters.scoring import Document, PackedScorer
 from distillery.filters.traces import accepted_traces, screen_traces
 from distillery.models import resolve_model
@@ -41,7 +41,7 @@ class PerplexityConfig(StageConfig):
 
 
 def _scores_path(ctx: ShardContext, shard_index: int) -> Path:
-    return ctx.global_dir / "scores" / f"{shard_name(shard_index)}.jsonl"
+    return ctx.summary_file("scores", shard_index, ".jsonl")
 
 
 def _threshold_path(ctx: ShardContext) -> Path:

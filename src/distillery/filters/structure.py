@@ -25,7 +25,7 @@ from pydantic import Field
 from distillery.core.records import Trace
 from distillery.core.responses import ParsedResponse, parse_response
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
-from distillery.core.store import read_json, shard_name, write_json
+from distillery.core.store import read_json, write_json
 from distillery.filters.traces import accepted_traces, screen_traces
 from distillery.models import load_tokenizer
 
@@ -72,7 +72,7 @@ def layout_of(response: str, parts: ParsedResponse) -> Layout:
 
 
 def _layouts_path(ctx: ShardContext, shard_index: int) -> Path:
-    return ctx.global_dir / "layouts" / f"{shard_name(shard_index)}.json"
+    return ctx.summary_file("layouts", shard_index)
 
 
 @register

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from distillery.core.config import StrictModel
 from distillery.core.records import Trace
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TwoPassStage, register
-from distillery.core.store import config_digest, iter_jsonl, read_json, shard_name, write_json, write_jsonl
+from distillery.core.store import config_digest, iter_jsonl, read_json, write_json, write_jsonl
 from distillery.filters.traces import parse_trace
 from distillery.generate.stage import GenerateConfig
 from distillery.variants.rules import Sized, at_threshold, length_sample
@@ -81,14 +81,6 @@ class VariantsConfig(StageConfig):
         if bad:
             raise ValueError(f"variant names may hold letters, digits, '_', '.', '-' only, got {bad}")
         return rules
-
-
-def _lengths_path(ctx: ShardContext, shard_index: int) -> Any:
-    return ctx.global_dir / "lengths" / f"{shard_name(shard_index)}.jsonl"
-
-
-def _selected_path(ctx: ShardContext, shard_index: int) -> Any:
-    return ctx.global_dir / "selected" / f"{shard_name(shard_index)}.json"
 
 
 @register
@@ -174,18 +166,18 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
             trace = parse_trace(item)
             if isinstance(trace, Trace):
                 rows.append({"key": item.key, "category": trace.query.category, "tokens": _tokens(trace)})
-        write_jsonl(_lengths_path(ctx, ctx.shard_index), rows)
+        write_jsonl(ctx.summary_file("lengths", ctx.shard_index, ".jsonl"), rows)
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         """Length variants: draw the sample over every shard at once; its size, category mix and spread."""
         rule = self.rule
         if rule.length is None:
             return {"variant": self.view.variant, "rule": rule.describe()}
-        rows_by_shard = {index: list(iter_jsonl(_lengths_path(ctx, index))) for index in range(ctx.num_shards)}
+        rows_by_shard = {index: list(iter_jsonl(ctx.summary_file("lengths", index, ".jsonl"))) for index in range(ctx.num_shards)}
         rows = [Sized(r["key"], r["category"], int(r["tokens"])) for shard in rows_by_shard.values() for r in shard]
         chosen = length_sample(rows, rule.length, rule.fraction, self.view.seed)
         for index, shard_rows in rows_by_shard.items():
-            write_json(_selected_path(ctx, index), sorted(r["key"] for r in shard_rows if r["key"] in chosen))
+            write_json(ctx.summary_file("selected", index), sorted(r["key"] for r in shard_rows if r["key"] in chosen))
         kept = sorted(r.tokens for r in rows if r.key in chosen)
         return {"variant": self.view.variant, "rule": rule.describe(), "size": len(chosen), "of": len(rows),
                 "categories": dict(Counter(r.category for r in rows if r.key in chosen)),
@@ -196,7 +188,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
         counts: Counter[str] = Counter()
         ctx.stats.update({"variant": self.view.variant, "rule": rule.describe()})
         if rule.length is not None:
-            selected = set(read_json(_selected_path(ctx, ctx.shard_index)))
+            selected = set(read_json(ctx.summary_file("selected", ctx.shard_index)))
             for item in items:
                 if item.key in selected:
                     yield Outcome.kept(item, self._label(item.record or {}, None))
