@@ -1,8 +1,8 @@
 """Scores and lengths of every student on every benchmark of a run, from the eval step's shards.
 
-`summarize(run_dir)` reads `<run>/<eval step>/<teacher>/shard-*.jsonl` (one student per teacher: the model
-fine-tuned on that teacher's traces) and returns an `EvalSummary`; `distillery.evaluate.render` turns it
-into the paper's Tables 1 and 2 and length plots.
+`summarize(run_dir)` reads `<run>/<eval step>/<lineage>/shard-*.jsonl` (one student per lineage: the model
+fine-tuned on that teacher's traces, or on a dataset variant of them, "<teacher>+<variant>") and returns an
+`EvalSummary`; `distillery.evaluate.render` turns it into the paper's Tables 1 and 2 and length plots.
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from distillery.analyze.lineages import order_lineages, split_lineage
 from distillery.core.store import RunDir, iter_jsonl
 from distillery.evaluate.benchmarks import BenchmarkSpec
 from distillery.evaluate.metrics import LengthStats, bootstrap_ci, mean_pass_at_k
 from distillery.evaluate.samples import EvalSample
+
+if TYPE_CHECKING:
+    from distillery.core.recipe import Recipe
+    from distillery.evaluate.stage import EvalStage
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ class BenchmarkResult:
     """Answers scored 0 because the verifier timed out or crashed, not because they were wrong."""
     length_values: list[int] = field(repr=False, default_factory=list)
     correct_flags: list[bool] = field(repr=False, default_factory=list)
+    per_problem: dict[str, float] = field(repr=False, default_factory=dict)
+    """Problem id -> share of its samples that are correct (what paired comparisons resample)."""
 
 
 @dataclass
@@ -57,6 +65,8 @@ class EvalSummary:
     """Student -> model it was loaded from."""
     shards: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Student -> (shards done, shards in all)."""
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Student -> (eval step, lineage it was trained on)."""
 
     def result(self, student: str, benchmark: str) -> BenchmarkResult | None:
         return self.results.get((student, benchmark))
@@ -94,6 +104,7 @@ def score_benchmark(student: str, benchmark: str, samples: Iterable[EvalSample],
         verifier_errors=sum(s.verifier_error for s in flat),
         length_values=lengths,
         correct_flags=[s.passed for s in flat],
+        per_problem={problem: c / n for problem, (n, c) in zip(per_problem, counts)},
     )
 
 
@@ -110,6 +121,34 @@ def summarize_samples(samples_by_student: dict[str, list[EvalSample]], benchmark
     return EvalSummary(students=list(samples_by_student), benchmarks=benchmarks, results=results)
 
 
+def _lineages(run: RunDir, recipe: Recipe, step: str) -> list[str]:
+    """The recipe's lineages of an eval step and any other lineage folder with a finished shard."""
+    known = [name for name in recipe.teachers_of(step) if name]
+    step_dir = run.root / step
+    found = [p.name for p in step_dir.iterdir() if p.is_dir() and any(p.glob("shard-*.done.json"))] \
+        if step_dir.is_dir() else []
+    return order_lineages(known + found, [t.name for t in recipe.teachers])
+
+
+def _stage(run: RunDir, recipe: Recipe, step: str, lineage: str) -> tuple[EvalStage, str]:
+    """The eval stage of a lineage and the model it evaluates.
+
+    A recipe that cannot build the stage for a variant's lineage (it knows teachers only) gives the teacher's
+    stage; the variant's student is then the export of `from_step` for the lineage.
+    """
+    from distillery.evaluate.stage import EvalStage
+
+    try:
+        stage = recipe.build_stage(step, lineage)
+    except KeyError:
+        stage = recipe.build_stage(step, split_lineage(lineage)[0])
+        assert isinstance(stage, EvalStage)
+        if stage.config.from_step:
+            return stage, str(run.hf_export(stage.config.from_step, lineage))
+    assert isinstance(stage, EvalStage)
+    return stage, stage.model_path(run)
+
+
 def summarize(run_dir: Path | str) -> EvalSummary:
     """Scores of every eval step of a run, over the shards that are done (see `EvalSummary.shards`)."""
     from distillery.core.runner import load_run_recipe
@@ -122,15 +161,15 @@ def summarize(run_dir: Path | str) -> EvalSummary:
     benchmarks: dict[str, BenchmarkSpec] = {}
     models: dict[str, str] = {}
     shards: dict[str, tuple[int, int]] = {}
+    origins: dict[str, tuple[str, str]] = {}
     for spec in eval_steps:
-        for teacher in recipe.teachers_of(spec.step):
-            stage = recipe.build_stage(spec.step, teacher)
-            assert isinstance(stage, EvalStage)
-            student = teacher if len(eval_steps) == 1 else f"{spec.step}/{teacher}"
-            models[student] = stage.model_path(run)
+        for lineage in _lineages(run, recipe, spec.step):
+            stage, model = _stage(run, recipe, spec.step, lineage)
+            student = lineage if len(eval_steps) == 1 else f"{spec.step}/{lineage}"
+            models[student], origins[student] = model, (spec.step, lineage)
             done, collected = 0, []
             for shard_index in range(stage.num_shards()):
-                paths = run.shard(spec.step, teacher, shard_index, recipe.compress)
+                paths = run.shard(spec.step, lineage, shard_index, recipe.compress)
                 if paths.manifest.exists():
                     done += 1
                     collected.extend(EvalSample.model_validate(row) for row in iter_jsonl(paths.output))
@@ -143,4 +182,5 @@ def summarize(run_dir: Path | str) -> EvalSummary:
     summary = summarize_samples(samples, list(benchmarks.values()))
     summary.models = models
     summary.shards = shards
+    summary.origins = origins
     return summary
