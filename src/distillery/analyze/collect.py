@@ -89,9 +89,10 @@ class RunStats:
         """Lineages grouped under their teacher: its own data, then its variants."""
         return [self.lineages[name] for name in order_lineages(self.lineages, self.teacher_order)]
 
-    def teachers(self) -> list[LineageStats]:
+    @property
+    def teachers(self) -> dict[str, LineageStats]:
         """The teachers' own lineages, in recipe order."""
-        return [stats for stats in self.ordered() if stats.variant is None]
+        return {stats.name: stats for stats in self.ordered() if stats.variant is None}
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -180,7 +181,7 @@ def collect(run_dir: Path) -> RunStats:
         final = [step for step in ordered if lineage in trace_steps[step]]
         if final:
             _read_final(lineage_stats, final[-1], trace_steps[final[-1]][lineage])
-    base_finals = [t.final_step for t in stats.teachers() if t.final_step]
+    base_finals = [t.final_step for t in stats.teachers.values() if t.final_step]
     stats.final_step = base_finals[0] if base_finals else None
     for step in ordered:
         if any((_first_record(d) or {}).get("ppl") is not None for d in trace_steps[step].values()):

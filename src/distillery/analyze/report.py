@@ -199,7 +199,7 @@ def build_report(run_dir: Path, easy: str = EASY, hard: str = HARD) -> Path:
     `easy` and `hard` name the benchmarks of the student-length analysis.
     """
     stats = collect(Path(run_dir))
-    teachers = stats.teachers()
+    teachers = list(stats.teachers.values())
     out_dir = stats.run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = all_plots(teachers, out_dir)
