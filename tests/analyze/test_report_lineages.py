@@ -87,7 +87,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[
         finish_shard(run, "generate", teacher, 0, traces)
         finish_shard(run, "structure", teacher, 0, traces[:-1], [(traces[-1], "malformed structure: empty answer")])
         finish_shard(run, "variants", f"{teacher}+short", 0,
-                     [_trace(teacher, i, 50 + i, "short") for i in range(0, count - 1, 2)])
+                     [_trace(teacher, i, 50 + i, "short") for i in range(0, count - 1, 2)],
+                     stats={"needs_new_attempts": count // 3, "rule": "length", "reject_reasons": {}})
     math500 = load_benchmark(BenchmarkSpec(name="math500"), benchmarks_dir())
     aime25 = load_benchmark(BenchmarkSpec(name="aime25"), benchmarks_dir())[:AIME_PROBLEMS]
     pending = {}
@@ -167,7 +168,7 @@ def report(run: tuple[Path, dict]) -> tuple[_Tables, dict[str, Any]]:
 
 
 def test_every_lineage_is_compared_grouped_under_its_teacher(run: tuple[Path, dict], report: tuple) -> None:
-    _, scored = run
+    root, scored = run
     assert all(any(s.passed for s in samples) and not all(s.passed for s in samples) for samples in scored.values()), \
         "the verifier accepted the benchmark's answers and rejected the others"
     page, numbers = report
@@ -189,10 +190,16 @@ def test_every_lineage_is_compared_grouped_under_its_teacher(run: tuple[Path, di
         entry = numbers["lineages"][lineage]
         assert entry["scores"]["eval"]["math500"]["pass1"] == pytest.approx(pass1)
         assert entry["scores"]["eval"]["math500"]["problems"] == len(per_problem)
+    assert "lineage_lengths.png" in page.images
+    pixels = matplotlib.image.imread(root / "report" / "lineage_lengths.png")
+    assert pixels.shape[1] > 300 and pixels.std() > 0.01
     variant = numbers["lineages"]["alpha+short"]
     assert (variant["teacher"], variant["variant"], variant["dataset_step"], variant["records"]) == (
         "alpha", "short", "variants", 6)
     assert variant["category_shares"] == pytest.approx({"code": 2 / 6, "math": 4 / 6})
+    assert variant["dataset_figures"] == {"needs_new_attempts": 4}, "numbers of the variant's manifest, nothing else"
+    assert numbers["lineages"]["alpha"]["dataset_figures"] == {}
+    assert "alpha+short (variants): needs_new_attempts 4" in (root / "report" / "report.html").read_text()
     assert variant["perplexity"]["mean"] == pytest.approx(np.mean([2.0 + i % 4 for i in range(0, 11, 2)]))
 
 

@@ -61,6 +61,9 @@ class LineageStats:
     """Category of each trace in the final dataset."""
     final_ppl: list[float] = field(default_factory=list)
     """Perplexity of each trace in the final dataset that carries one."""
+    final_figures: dict[str, float] = field(default_factory=dict)
+    """Numbers the final step's manifests report (their `stats`), summed over shards: for a variant, what its rule
+    says about itself (e.g. queries that would need new attempts)."""
 
     @property
     def teacher(self) -> str:
@@ -195,6 +198,10 @@ def collect(run_dir: Path) -> RunStats:
 
 def _read_final(stats: LineageStats, step: str, directory: Path) -> None:
     stats.final_step = step
+    for manifest_path in sorted(directory.glob("shard-*.done.json")):
+        for key, value in (read_json(manifest_path).get("stats") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                stats.final_figures[key] = stats.final_figures.get(key, 0) + value
     counted_with = set()
     for record in _records(directory, rejected_too=False):
         stats.final_lengths.append(_length(record))

@@ -91,11 +91,17 @@ def lineage_section(stats: RunStats, summary: EvalSummary | None) -> str:
         cells += [_score(scores.get(name, {}).get(column)) for column in columns]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    figures = "".join(
+        f"<li>{html.escape(data.name)} ({html.escape(data.final_step or '')}): "
+        + html.escape(", ".join(f"{key} {value:,}" for key, value in sorted(data.final_figures.items()))) + "</li>"
+        for data in stats.ordered() if data.variant is not None and data.final_figures)
     return ("<h2>Lineages: teachers and their dataset variants</h2>\n"
             "<p class='note'>Final dataset: the kept records of each lineage's last trace step (what pack trains on). "
             "Tokens: response tokens. Perplexity: of the final records that carry one. pass@1 of the student "
             "trained on the lineage, in parentheses its 95% bootstrap interval over problems.</p>\n"
-            f"<table class='lineages'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n")
+            f"<table class='lineages'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
+            + (f"<p class='note'>What each variant's step reports about it:</p><ul class='variant-figures'>{figures}</ul>\n"
+               if figures else ""))
 
 
 def paired_section(comparisons: list[PairedComparison]) -> str:
@@ -173,6 +179,7 @@ def lineage_numbers(stats: RunStats, summary: EvalSummary | None) -> dict[str, A
             "lengths": distribution(data.final_lengths) if data else None,
             "perplexity": distribution(data.final_ppl) if data else None,
             "categories": categories, "category_shares": {c: n / total for c, n in categories.items()},
+            "dataset_figures": data.final_figures if data else {},
             "scores": by_step.get(name, {}),
         }
     return numbers

@@ -113,6 +113,24 @@ def per_category(teachers: list[LineageStats], path: Path, quantity: str) -> Pat
     return _save(figure, path)
 
 
+def lineage_lengths(lineages: list[LineageStats], path: Path) -> Path | None:
+    """Box plots of the final dataset's token lengths, one per lineage, coloured by teacher (variants beside
+    their teacher's own data); None unless some lineage is a variant."""
+    data = [lineage for lineage in lineages if lineage.final_lengths]
+    if not any(lineage.variant is not None for lineage in data):
+        return None
+    colors = {teacher: f"C{index}" for index, teacher in enumerate(dict.fromkeys(d.teacher for d in data))}
+    figure, axis = plt.subplots(figsize=(max(6, 1.0 * len(data)), 4))
+    for index, lineage in enumerate(data):
+        axis.boxplot([np.maximum(lineage.final_lengths, 1)], positions=[index], widths=0.6, patch_artist=True,
+                     boxprops={"facecolor": colors[lineage.teacher], "alpha": 0.6}, medianprops={"color": "black"},
+                     flierprops={"markersize": 3})
+    axis.set_xticks(np.arange(len(data)), [d.name for d in data], rotation=20 if len(data) > 4 else 0,
+                    fontsize="small")
+    axis.set(yscale="log", ylabel="response tokens", title="Token length of each lineage's final dataset")
+    return _save(figure, path)
+
+
 def all_plots(teachers: list[LineageStats], out_dir: Path) -> dict[str, Path]:
     """Write every plot that has data; return {name: path}."""
     made = {

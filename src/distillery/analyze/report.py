@@ -30,7 +30,7 @@ from distillery.analyze.compare import (
     paired_section,
     scores_by_lineage,
 )
-from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots
+from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots, lineage_lengths
 from distillery.core.store import atomic_write, write_json
 from distillery.evaluate.compare import paired_comparisons
 from distillery.evaluate.lengths import EASY, HARD, length_analysis
@@ -203,6 +203,9 @@ def build_report(run_dir: Path, easy: str = EASY, hard: str = HARD) -> Path:
     out_dir = stats.run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = all_plots(teachers, out_dir)
+    lineage_plot = lineage_lengths(stats.ordered(), out_dir / "lineage_lengths.png")
+    if lineage_plot:
+        plots["lineage_lengths"] = lineage_plot
     summary = _summary(stats)
     comparisons = paired_comparisons(summary) if summary else []
     analysis = length_analysis(summary, easy, hard) if summary else None
