@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from distillery.analyze.lineages import comparison_pairs, order_lineages, split_lineage
-
-
-def test_split_lineage() -> None:
-    assert split_lineage("smol-warm") == ("smol-warm", None)
-    assert split_lineage("smol-warm+strict") == ("smol-warm", "strict")
-    assert split_lineage("am+threshold-0.95") == ("am", "threshold-0.95")
+from distillery.analyze.lineages import comparison_pairs, order_lineages
 
 
 def test_variants_are_grouped_under_their_teacher_in_recipe_order() -> None:

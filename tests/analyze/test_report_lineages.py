@@ -1,10 +1,9 @@
 """The report over a run with dataset variants: every lineage compared, paired differences over the same problems,
 and the student-length analysis on MATH-500 (easy) against AIME 2025 (hard).
 
-The run is built in the test: traces for two teachers, a variant of each in a `variants` step (played here by a
-structure-typed step: the report reads the folders and records, not the step type), and eval shards of four
-students answering real benchmark problems, each answer scored by the real Math-Verify verifier against the
-benchmark's own answer.
+The run is built in the test (shards faked as the runner finishes them): traces for two teachers, a length variant
+of each from the recipe's `variants` step, and eval shards of four students answering real benchmark problems,
+each answer scored by the real Math-Verify verifier against the benchmark's own answer.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def _trace(teacher: str, index: int, tokens: int, variant: str | None = None) ->
     attempt = Attempt(index=0, seed=0, response="<think>t</think><answer>a</answer>", score=1.0, passed=True,
                       completion_tokens=tokens)
     trace = Trace(query=query, teacher=teacher, attempts=[attempt], accepted=0, response_tokens=tokens,
-                  ppl=2.0 + index % 4, metadata={"variant": variant} if variant else {})
+                  ppl=2.0 + index % 4, metadata={"variant": {"name": variant}} if variant else {})
     return trace.model_dump(mode="json")
 
 
@@ -79,7 +78,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[
     run.root.mkdir()
     recipe = {"name": "variants-test", "run_dir": str(run.root),
               "teachers": [{"name": "alpha", "model": "m"}, {"name": "beta", "model": "m"}],
-              "steps": {"generate": {}, "structure": {}, "variants": {"type": "structure"},
+              "steps": {"generate": {}, "structure": {}, "variants": {"rules": {"short": {"length": "uniform"}}},
                         "eval": {"benchmarks": ["math500", "aime25"], "from_step": "sft", "shards": 1}}}
     run.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
     for teacher, count in (("alpha", 12), ("beta", 9)):

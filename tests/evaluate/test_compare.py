@@ -60,20 +60,23 @@ def test_length_analysis_ratio_and_correctness() -> None:
     assert only_easy.missing == ["aime24"] and "aime24" in only_easy.note
 
 
-def test_summarize_reads_every_lineage_folder_of_an_eval_step(tmp_path: Path) -> None:
+def test_summarize_reads_the_student_of_every_lineage(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     recipe = {"name": "lineages", "run_dir": str(run.root), "teachers": [{"name": "r1", "model": "m"},
                                                                          {"name": "am", "model": "m"}],
-              "steps": {"eval": {"benchmarks": ["math500"], "from_step": "sft", "shards": 1}}}
+              "steps": {"generate": {}, "variants": {"rules": {"strict": {"threshold": 0.95}}},
+                        "eval": {"benchmarks": ["math500"], "from_step": "sft", "shards": 1}}}
     run.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
     for lineage, correct in (("am+strict", [1, 1]), ("am", [1, 0]), ("r1", [0, 0])):
         finish_shard(run, "eval", lineage, 0, [s.model_dump(mode="json") for s in answers("math500", correct, 1, 10)],
                      key=lambda record: f"{record['problem_id']}:{record['sample']}")
     summary = summarize(run.root)
-    assert summary.students == ["r1", "am", "am+strict"], "recipe order, variants after their teacher"
+    assert summary.students == ["r1", "r1+strict", "am", "am+strict"], "recipe order, variants after their teacher"
     assert summary.origins["am+strict"] == ("eval", "am+strict")
-    assert summary.models["am+strict"] == str(run.hf_export("sft", "am+strict"))
-    assert summary.shards["am+strict"] == (1, 1) and summary.complete
+    assert summary.models["am+strict"] == str(run.hf_export("sft", "am+strict")), "the variant's own student"
+    assert summary.models["am"] == str(run.hf_export("sft", "am"))
+    assert summary.shards["am+strict"] == (1, 1) and summary.shards["r1+strict"] == (0, 1) and not summary.complete
+    assert summary.result("r1+strict", "math500") is None
     assert summary.result("am+strict", "math500").pass1 == 1.0  # type: ignore[union-attr]
     assert summary.result("am", "math500").per_problem == {"p0": 1.0, "p1": 0.0}  # type: ignore[union-attr]

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from distillery.analyze.lineages import order_lineages, split_lineage
+from distillery.analyze.lineages import order_lineages
+from distillery.core.recipe import lineage_teacher, lineage_variant
 from distillery.core.store import RunDir, iter_jsonl, read_json
 
 
@@ -67,11 +68,11 @@ class LineageStats:
 
     @property
     def teacher(self) -> str:
-        return split_lineage(self.name)[0]
+        return lineage_teacher(self.name)
 
     @property
     def variant(self) -> str | None:
-        return split_lineage(self.name)[1]
+        return lineage_variant(self.name)
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from distillery.analyze.collect import LineageStats, RunStats
-from distillery.analyze.lineages import order_lineages, split_lineage
+from distillery.analyze.lineages import order_lineages
+from distillery.core.recipe import lineage_teacher, lineage_variant
 from distillery.evaluate.compare import PairedComparison
 from distillery.evaluate.lengths import BenchmarkLengths, LengthAnalysis
 from distillery.evaluate.summary import BenchmarkResult, EvalSummary
@@ -78,7 +79,7 @@ def lineage_section(stats: RunStats, summary: EvalSummary | None) -> str:
               "Category mix"] + [f"{c} pass@1 %" for c in columns]
     body, group = [], None
     for name in compared_lineages(stats, scores):
-        teacher, _ = split_lineage(name)
+        teacher = lineage_teacher(name)
         if teacher != group:
             group = teacher
             body.append(f'<tr class="group"><th colspan="{len(header)}">{html.escape(teacher)}</th></tr>')
@@ -169,7 +170,7 @@ def lineage_numbers(stats: RunStats, summary: EvalSummary | None) -> dict[str, A
                 "problems": result.problems, "samples": result.samples}
     numbers = {}
     for name in order_lineages([*stats.lineages, *by_step], stats.teacher_order):
-        teacher, variant = split_lineage(name)
+        teacher, variant = lineage_teacher(name), lineage_variant(name)
         data = stats.lineages.get(name)
         categories = dict(sorted(data.final_categories.items())) if data else {}
         total = sum(categories.values())

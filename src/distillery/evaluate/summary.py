@@ -12,17 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from distillery.analyze.lineages import order_lineages, split_lineage
 from distillery.core.store import RunDir, iter_jsonl
 from distillery.evaluate.benchmarks import BenchmarkSpec
 from distillery.evaluate.metrics import LengthStats, bootstrap_ci, mean_pass_at_k
 from distillery.evaluate.samples import EvalSample
-
-if TYPE_CHECKING:
-    from distillery.core.recipe import Recipe
-    from distillery.evaluate.stage import EvalStage
 
 logger = logging.getLogger(__name__)
 
@@ -121,34 +115,6 @@ def summarize_samples(samples_by_student: dict[str, list[EvalSample]], benchmark
     return EvalSummary(students=list(samples_by_student), benchmarks=benchmarks, results=results)
 
 
-def _lineages(run: RunDir, recipe: Recipe, step: str) -> list[str]:
-    """The recipe's lineages of an eval step and any other lineage folder with a finished shard."""
-    known = [name for name in recipe.teachers_of(step) if name]
-    step_dir = run.root / step
-    found = [p.name for p in step_dir.iterdir() if p.is_dir() and any(p.glob("shard-*.done.json"))] \
-        if step_dir.is_dir() else []
-    return order_lineages(known + found, [t.name for t in recipe.teachers])
-
-
-def _stage(run: RunDir, recipe: Recipe, step: str, lineage: str) -> tuple[EvalStage, str]:
-    """The eval stage of a lineage and the model it evaluates.
-
-    A recipe that cannot build the stage for a variant's lineage (it knows teachers only) gives the teacher's
-    stage; the variant's student is then the export of `from_step` for the lineage.
-    """
-    from distillery.evaluate.stage import EvalStage
-
-    try:
-        stage = recipe.build_stage(step, lineage)
-    except KeyError:
-        stage = recipe.build_stage(step, split_lineage(lineage)[0])
-        assert isinstance(stage, EvalStage)
-        if stage.config.from_step:
-            return stage, str(run.hf_export(stage.config.from_step, lineage))
-    assert isinstance(stage, EvalStage)
-    return stage, stage.model_path(run)
-
-
 def summarize(run_dir: Path | str) -> EvalSummary:
     """Scores of every eval step of a run, over the shards that are done (see `EvalSummary.shards`)."""
     from distillery.core.runner import load_run_recipe
@@ -163,8 +129,11 @@ def summarize(run_dir: Path | str) -> EvalSummary:
     shards: dict[str, tuple[int, int]] = {}
     origins: dict[str, tuple[str, str]] = {}
     for spec in eval_steps:
-        for lineage in _lineages(run, recipe, spec.step):
-            stage, model = _stage(run, recipe, spec.step, lineage)
+        for lineage in recipe.teachers_of(spec.step):
+            assert lineage is not None, "eval runs per teacher"
+            stage = recipe.build_stage(spec.step, lineage)
+            assert isinstance(stage, EvalStage)
+            model = stage.model_path(run)
             student = lineage if len(eval_steps) == 1 else f"{spec.step}/{lineage}"
             models[student], origins[student] = model, (spec.step, lineage)
             done, collected = 0, []
