@@ -187,7 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from distillery.analyze.report import build_report
 
-    page = build_report(Path(args.target))
+    page = build_report(Path(args.target), easy=args.easy, hard=args.hard)
     print(f"report: {page}")
     return 0
 
@@ -295,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="skip input-digest checks (large runs)")
     p.add_argument("--json", action="store_true", help="print the status as JSON (for dashboards) and exit")
     p.set_defaults(func=cmd_status)
-    add("report", "teacher comparison report (PNG plots + HTML)", "run directory").set_defaults(func=cmd_report)
+    p = add("report", "teacher and variant comparison report (PNG plots + HTML + JSON)", "run directory")
+    p.add_argument("--easy", default="math500", help="easy benchmark of the student-length analysis")
+    p.add_argument("--hard", default="aime25", help="hard benchmark of the student-length analysis")
+    p.set_defaults(func=cmd_report)
     p = add("export", "export a step's kept records (of one teacher or variant) as JSONL or Parquet",
             "run directory")
     p.add_argument("--step", required=True, help="step name, e.g. generate")

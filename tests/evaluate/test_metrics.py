@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillery.evaluate.metrics import LengthStats, bootstrap_ci, mean_pass_at_k, pass_at_k
+from distillery.evaluate.metrics import (
+    LengthStats,
+    bootstrap_ci,
+    mean_pass_at_k,
+    median_ratio,
+    paired_difference,
+    pass_at_k,
+)
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -83,3 +90,57 @@ def test_length_stats() -> None:
     assert stats.p10 == pytest.approx(14.0) and stats.p90 == pytest.approx(616.0)
     empty = LengthStats.of([])
     assert empty.count == 0 and math.isnan(empty.mean)
+
+
+def test_paired_difference_by_hand() -> None:
+    a = {"x": 1.0, "y": 1.0, "z": 0.0, "only-a": 1.0}
+    b = {"x": 0.0, "y": 1.0, "z": 0.0, "only-b": 0.0}
+    result = paired_difference(a, b)
+    assert (result.problems, result.mean_a, result.mean_b) == (3, 2 / 3, 1 / 3), "only the problems both took"
+    assert result.difference == pytest.approx(1 / 3)
+    # Per-problem differences (1, 0, 0): a resample's mean is 0, 1/3, 2/3 or 1 with probability 8/27, 12/27, 6/27,
+    # 1/27. The 2.5th percentile is 0; 26/27 < 0.975 of the mass lies at or below 2/3, so the 97.5th is 1.
+    assert result.ci == (0.0, 1.0)
+    disjoint = paired_difference({"x": 1.0}, {"y": 1.0})
+    assert disjoint.problems == 0 and math.isnan(disjoint.difference) and all(math.isnan(v) for v in disjoint.ci)
+
+
+shares = st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.text("pq0123456789", min_size=1, max_size=3), st.tuples(shares, shares), min_size=1,
+                       max_size=25))
+def test_paired_difference_is_zero_for_identical_students_and_negates_when_swapped(
+        scores: dict[str, tuple[float, float]]) -> None:
+    a = {problem: pair[0] for problem, pair in scores.items()}
+    b = {problem: pair[1] for problem, pair in scores.items()}
+    same = paired_difference(a, dict(a))
+    assert same.difference == 0.0 and same.ci[0] <= 0.0 <= same.ci[1]
+    forward, backward = paired_difference(a, b), paired_difference(b, a)
+    assert forward.difference == pytest.approx(np.mean(list(a.values())) - np.mean(list(b.values())))
+    assert backward.difference == pytest.approx(-forward.difference)
+    assert backward.ci[0] == pytest.approx(-forward.ci[1], abs=1e-9)
+    assert backward.ci[1] == pytest.approx(-forward.ci[0], abs=1e-9)
+    assert -1.0 <= forward.ci[0] <= forward.ci[1] <= 1.0
+
+
+def test_pairing_removes_problem_difficulty_from_the_interval() -> None:
+    """Two students who share which problems are easy: the paired interval is far narrower than the two separate
+    intervals combined, and it resolves a 5-point gain that the separate intervals cannot."""
+    rng = np.random.default_rng(3)
+    difficulty = rng.uniform(0, 1, size=200)
+    b = {f"p{i}": float(rng.binomial(8, 1 - d) / 8) for i, d in enumerate(difficulty)}
+    a = {p: min(1.0, v + (0.25 if i % 5 == 0 else 0.0)) for i, (p, v) in enumerate(b.items())}
+    paired = paired_difference(a, b)
+    separate = [bootstrap_ci(list(scores.values())) for scores in (a, b)]
+    unpaired_half_width = math.hypot(*[(high - low) / 2 for low, high in separate])
+    assert (paired.ci[1] - paired.ci[0]) / 2 < 0.5 * unpaired_half_width
+    assert paired.ci[0] > 0, "the gain is resolved"
+    assert separate[0][0] < separate[1][1], "the separate intervals overlap"
+
+
+def test_median_ratio() -> None:
+    assert median_ratio([10, 20, 30], [5, 10, 15]) == 2.0
+    assert median_ratio([3, 1, 2, 100], [4]) == pytest.approx(2.5 / 4)
+    assert median_ratio([], [1]) is None and median_ratio([1], []) is None and median_ratio([1], [0, 0]) is None

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from distillery.analyze.collect import TeacherStats
+from distillery.analyze.collect import LineageStats
 
 SHORT_TOKENS = 1024
 LONG_TOKENS = 10240
@@ -37,8 +37,8 @@ def _share_histograms(axis: plt.Axes, data: list[tuple[str, list[float]]]) -> No
         axis.hist(values, bins=bins, histtype="step", linewidth=1.6, label=teacher, weights=np.full(len(values), 1 / len(values)))
 
 
-def length_histogram(teachers: list[TeacherStats], path: Path) -> Path | None:
-    data = [(t.teacher, t.final_lengths) for t in teachers if t.final_lengths]
+def length_histogram(teachers: list[LineageStats], path: Path) -> Path | None:
+    data = [(t.name, t.final_lengths) for t in teachers if t.final_lengths]
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -50,8 +50,8 @@ def length_histogram(teachers: list[TeacherStats], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def length_cdf(teachers: list[TeacherStats], path: Path) -> Path | None:
-    data = [(t.teacher, np.sort(t.final_lengths)) for t in teachers if t.final_lengths]
+def length_cdf(teachers: list[LineageStats], path: Path) -> Path | None:
+    data = [(t.name, np.sort(t.final_lengths)) for t in teachers if t.final_lengths]
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -64,8 +64,8 @@ def length_cdf(teachers: list[TeacherStats], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def perplexity_histogram(teachers: list[TeacherStats], path: Path) -> Path | None:
-    data = [(t.teacher, t.ppl) for t in teachers if t.ppl]
+def perplexity_histogram(teachers: list[LineageStats], path: Path) -> Path | None:
+    data = [(t.name, t.ppl) for t in teachers if t.ppl]
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -75,8 +75,8 @@ def perplexity_histogram(teachers: list[TeacherStats], path: Path) -> Path | Non
     return _save(figure, path)
 
 
-def verify_scores(teachers: list[TeacherStats], path: Path) -> Path | None:
-    data = [(t.teacher, t.attempt_scores) for t in teachers if t.attempt_scores]
+def verify_scores(teachers: list[LineageStats], path: Path) -> Path | None:
+    data = [(t.name, t.attempt_scores) for t in teachers if t.attempt_scores]
     if not data:
         return None
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -86,7 +86,7 @@ def verify_scores(teachers: list[TeacherStats], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def per_category(teachers: list[TeacherStats], path: Path, quantity: str) -> Path | None:
+def per_category(teachers: list[LineageStats], path: Path, quantity: str) -> Path | None:
     """Grouped bars per category: quantity is 'acceptance' (share accepted) or 'attempts' (mean per query)."""
     categories = sorted({c for t in teachers for c in t.categories})
     if not categories:
@@ -103,7 +103,7 @@ def per_category(teachers: list[TeacherStats], path: Path, quantity: str) -> Pat
                 values.append(stats.accepted / stats.queries)
             else:
                 values.append(stats.attempts / stats.queries)
-        axis.bar(np.arange(len(categories)) + offset * width, values, width, label=teacher.teacher)
+        axis.bar(np.arange(len(categories)) + offset * width, values, width, label=teacher.name)
     axis.set_xticks(np.arange(len(categories)) + width * (len(teachers) - 1) / 2, categories)
     if quantity == "acceptance":
         axis.set(ylabel="accepted share", title="Acceptance rate per category", ylim=(0, 1.05))
@@ -113,7 +113,25 @@ def per_category(teachers: list[TeacherStats], path: Path, quantity: str) -> Pat
     return _save(figure, path)
 
 
-def all_plots(teachers: list[TeacherStats], out_dir: Path) -> dict[str, Path]:
+def lineage_lengths(lineages: list[LineageStats], path: Path) -> Path | None:
+    """Box plots of the final dataset's token lengths, one per lineage, coloured by teacher (variants beside
+    their teacher's own data); None unless some lineage is a variant."""
+    data = [lineage for lineage in lineages if lineage.final_lengths]
+    if not any(lineage.variant is not None for lineage in data):
+        return None
+    colors = {teacher: f"C{index}" for index, teacher in enumerate(dict.fromkeys(d.teacher for d in data))}
+    figure, axis = plt.subplots(figsize=(max(6, 1.0 * len(data)), 4))
+    for index, lineage in enumerate(data):
+        axis.boxplot([np.maximum(lineage.final_lengths, 1)], positions=[index], widths=0.6, patch_artist=True,
+                     boxprops={"facecolor": colors[lineage.teacher], "alpha": 0.6}, medianprops={"color": "black"},
+                     flierprops={"markersize": 3})
+    axis.set_xticks(np.arange(len(data)), [d.name for d in data], rotation=20 if len(data) > 4 else 0,
+                    fontsize="small")
+    axis.set(yscale="log", ylabel="response tokens", title="Token length of each lineage's final dataset")
+    return _save(figure, path)
+
+
+def all_plots(teachers: list[LineageStats], out_dir: Path) -> dict[str, Path]:
     """Write every plot that has data; return {name: path}."""
     made = {
         "lengths_hist": length_histogram(teachers, out_dir / "lengths_hist.png"),

@@ -1,6 +1,9 @@
 """`distillery report RUN`: one HTML page comparing teachers side by side, with PNG plots and a JSON of every number.
 
-Per teacher: token lengths of the final dataset (histogram, CDF, share under 1,024 and over 10,240 tokens),
+First every lineage (each teacher's data and each dataset variant derived from it, grouped under the teacher):
+final dataset size, token lengths, perplexity, category mix and the student's pass@1 with its interval, then
+paired differences between students over the same problems and the student-length analysis (easy vs hard).
+Then per teacher: token lengths of the final dataset (histogram, CDF, share under 1,024 and over 10,240 tokens),
 the perplexity distribution, acceptance rate and attempts per category, verify scores, and how many records
 each step kept, rejected (with the commonest reasons) and quarantined. When the run has an eval step, the
 evaluation section (the paper's Tables 1 and 2) follows.
@@ -16,9 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from distillery.analyze.collect import RunStats, TeacherStats, collect
-from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots
+from distillery.analyze.collect import LineageStats, RunStats, collect
+from distillery.analyze.compare import (
+    compared_lineages,
+    distribution,
+    length_section,
+    lineage_numbers,
+    lineage_section,
+    paired_numbers,
+    paired_section,
+    scores_by_lineage,
+)
+from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots, lineage_lengths
 from distillery.core.store import atomic_write, write_json
+from distillery.evaluate.compare import paired_comparisons
+from distillery.evaluate.lengths import EASY, HARD, length_analysis
+from distillery.evaluate.plots import easy_hard_lengths
+from distillery.evaluate.render import render_html, render_plots
+from distillery.evaluate.summary import EvalSummary, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +50,7 @@ th:first-child, td:first-child { text-align: left; }
 thead th { background: #eee; }
 img { max-width: 48%; margin: 0.5%; border: 1px solid #ddd; }
 .note { color: #666; font-size: 0.9em; }
+tr.group th { background: #f6f6f6; text-align: left; }
 """
 
 
@@ -47,12 +66,12 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def _per_teacher(teachers: list[TeacherStats], label: str, value: Callable[[TeacherStats], str]) -> Row:
+def _per_teacher(teachers: list[LineageStats], label: str, value: Callable[[LineageStats], str]) -> Row:
     return label, [value(t) for t in teachers]
 
 
-def length_rows(teachers: list[TeacherStats]) -> list[Row]:
-    def share(t: TeacherStats, test: Callable[[np.ndarray], np.ndarray]) -> str:
+def length_rows(teachers: list[LineageStats]) -> list[Row]:
+    def share(t: LineageStats, test: Callable[[np.ndarray], np.ndarray]) -> str:
         values = np.asarray(t.final_lengths)
         return _pct(int(test(values).sum()), values.size)
 
@@ -68,7 +87,7 @@ def length_rows(teachers: list[TeacherStats]) -> list[Row]:
     ]
 
 
-def perplexity_rows(teachers: list[TeacherStats]) -> list[Row]:
+def perplexity_rows(teachers: list[LineageStats]) -> list[Row]:
     return [
         _per_teacher(teachers, "scored traces", lambda t: f"{len(t.ppl):,}"),
         _per_teacher(teachers, "mean", lambda t: _fmt(float(np.mean(t.ppl)) if t.ppl else None, "{:,.2f}")),
@@ -77,7 +96,7 @@ def perplexity_rows(teachers: list[TeacherStats]) -> list[Row]:
     ]
 
 
-def category_rows(teachers: list[TeacherStats], quantity: str) -> list[Row]:
+def category_rows(teachers: list[LineageStats], quantity: str) -> list[Row]:
     categories = sorted({c for t in teachers for c in t.categories})
     rows = []
     for category in categories:
@@ -100,7 +119,7 @@ def category_rows(teachers: list[TeacherStats], quantity: str) -> list[Row]:
     return rows
 
 
-def score_rows(teachers: list[TeacherStats]) -> list[Row]:
+def score_rows(teachers: list[LineageStats]) -> list[Row]:
     return [
         _per_teacher(teachers, "attempts scored", lambda t: f"{len(t.attempt_scores):,}"),
         _per_teacher(teachers, "mean score, all attempts", lambda t: _fmt(float(np.mean(t.attempt_scores)) if t.attempt_scores else None, "{:.3f}")),
@@ -109,7 +128,7 @@ def score_rows(teachers: list[TeacherStats]) -> list[Row]:
     ]
 
 
-def funnel_rows(stats: RunStats, teachers: list[TeacherStats]) -> list[Row]:
+def funnel_rows(stats: RunStats, teachers: list[LineageStats]) -> list[Row]:
     rows = []
     for step in stats.steps:
         if not any(step in t.funnel for t in teachers):
@@ -123,7 +142,7 @@ def funnel_rows(stats: RunStats, teachers: list[TeacherStats]) -> list[Row]:
     return rows
 
 
-def reason_rows(stats: RunStats, teachers: list[TeacherStats], top: int = 3) -> list[Row]:
+def reason_rows(stats: RunStats, teachers: list[LineageStats], top: int = 3) -> list[Row]:
     rows = []
     for step in stats.steps:
         cells = []
@@ -145,34 +164,27 @@ def html_table(caption: str, header: list[str], rows: list[Row], escape: bool = 
     return f"<h2>{html.escape(caption)}</h2>\n<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>\n"
 
 
-def eval_section(stats: RunStats, out_dir: Path) -> str:
-    """The evaluation engineer's section (distillery.evaluate.render) when the run has eval results."""
+def _summary(stats: RunStats) -> EvalSummary | None:
+    """The eval steps' scores, when the run has eval results."""
     eval_dirs = [stats.run_dir / step for step in stats.eval_steps]
     if not any(any(d.rglob("shard-*.done.json")) for d in eval_dirs if d.is_dir()):
-        return ""
-    from distillery.evaluate.render import render_section
+        return None
+    summary = summarize(stats.run_dir)
+    return summary if summary.results else None
 
-    return render_section(stats.run_dir, out_dir)
 
-
-def _numbers(stats: RunStats, teachers: list[TeacherStats]) -> dict[str, Any]:
-    def summary(values: Sequence[float]) -> dict[str, float] | None:
-        if not len(values):
-            return None
-        return {"count": len(values), "mean": float(np.mean(values)),
-                **{f"p{q}": float(np.percentile(values, q)) for q in (5, 25, 50, 75, 90, 95)}}
-
+def _numbers(stats: RunStats, teachers: list[LineageStats]) -> dict[str, Any]:
     return {
         "run": stats.name,
         "steps": {"generation": stats.generation_step, "perplexity": stats.perplexity_step, "final": stats.final_step},
         "teachers": {
-            t.teacher: {
-                "lengths": summary(t.final_lengths),
+            t.name: {
+                "lengths": distribution(t.final_lengths),
                 "share_under_1024": float(np.mean(np.asarray(t.final_lengths) < SHORT_TOKENS)) if t.final_lengths else None,
                 "share_over_10240": float(np.mean(np.asarray(t.final_lengths) > LONG_TOKENS)) if t.final_lengths else None,
-                "perplexity": summary(t.ppl),
-                "accepted_scores": summary(t.accepted_scores),
-                "attempt_scores": summary(t.attempt_scores),
+                "perplexity": distribution(t.ppl),
+                "accepted_scores": distribution(t.accepted_scores),
+                "attempt_scores": distribution(t.attempt_scores),
                 "categories": {c: vars(s) for c, s in sorted(t.categories.items())},
                 "funnel": {step: {k: v for k, v in vars(c).items() if k != "reasons"} for step, c in t.funnel.items()},
             }
@@ -181,18 +193,34 @@ def _numbers(stats: RunStats, teachers: list[TeacherStats]) -> dict[str, Any]:
     }
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write <run>/report/report.html (plus PNG plots and report.json); return the page's path."""
+def build_report(run_dir: Path, easy: str = EASY, hard: str = HARD) -> Path:
+    """Write <run>/report/report.html (plus PNG plots and report.json); return the page's path.
+
+    `easy` and `hard` name the benchmarks of the student-length analysis.
+    """
     stats = collect(Path(run_dir))
-    teachers = [stats.teachers[name] for name in sorted(stats.teachers)]
+    teachers = list(stats.teachers.values())
     out_dir = stats.run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = all_plots(teachers, out_dir)
-    names = [t.teacher for t in teachers]
+    lineage_plot = lineage_lengths(stats.ordered(), out_dir / "lineage_lengths.png")
+    if lineage_plot:
+        plots["lineage_lengths"] = lineage_plot
+    summary = _summary(stats)
+    comparisons = paired_comparisons(summary) if summary else []
+    analysis = length_analysis(summary, easy, hard) if summary else None
+    names = [t.name for t in teachers]
     notes = (f"Generation step: {stats.generation_step or '–'}; perplexity from: {stats.perplexity_step or '–'} "
              f"(kept and rejected, before its cut); lengths of the final dataset: {stats.final_step or '–'} "
              "(response tokens as counted by each teacher, or by the tokenizer named for replayed ones).")
     sections = [
+        lineage_section(stats, summary),
+        paired_section(comparisons),
+    ]
+    if analysis is not None:
+        image = easy_hard_lengths(analysis, out_dir / "eval-lengths-easy-hard.png")
+        sections.append(length_section(analysis, image.name if image else None))
+    sections += [
         html_table("Records per step (kept of inputs)", names, funnel_rows(stats, teachers)),
         html_table(f"Token length of the final dataset ({stats.final_step or '–'})", names, length_rows(teachers)),
         html_table("Perplexity under the reference model", names, perplexity_rows(teachers)),
@@ -202,15 +230,22 @@ def build_report(run_dir: Path) -> Path:
         html_table("Commonest reject reasons", names, reason_rows(stats, teachers), escape=False),
     ]
     images = "".join(f'<img src="{path.name}" alt="{name}">' for name, path in plots.items())
+    evaluation = render_html(summary, render_plots(summary, out_dir)) if summary else ""
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(stats.name)}: teacher comparison</title>"
         f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(stats.name)}: teacher comparison</h1>\n"
         f"<p class='note'>{html.escape(notes)}</p>\n" + "".join(sections)
-        + f"<h2>Plots</h2>\n<div>{images}</div>\n" + eval_section(stats, out_dir) + "</body></html>\n"
+        + f"<h2>Plots</h2>\n<div>{images}</div>\n" + evaluation + "</body></html>\n"
     )
     path = out_dir / "report.html"
     with atomic_write(path) as out:
         out.write(page)
-    write_json(out_dir / "report.json", _numbers(stats, teachers))
-    logger.info("report for %d teachers written to %s", len(teachers), path)
+    numbers = _numbers(stats, teachers) | {
+        "lineages": lineage_numbers(stats, summary),
+        "lineage_order": compared_lineages(stats, scores_by_lineage(summary)[1]),
+        "paired_differences": paired_numbers(comparisons),
+        "student_lengths": analysis.to_json() if analysis else None,
+    }
+    write_json(out_dir / "report.json", numbers)
+    logger.info("report for %d lineages of %d teachers written to %s", len(stats.lineages), len(teachers), path)
     return path

@@ -1,8 +1,9 @@
-"""Scoring math: pass@1 over k samples, the unbiased pass@k estimator, bootstrap intervals, length statistics."""
+"""Scoring math: pass@1 over k samples, the unbiased pass@k estimator, bootstrap intervals (one student, and the
+paired difference of two students over the same problems), length statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,48 @@ def bootstrap_ci(per_problem: Sequence[float], confidence: float = 0.95, resampl
     result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=resamples,
                              method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """pass@1 of student A minus student B over the problems both were evaluated on."""
+
+    problems: int
+    """Problems in common (the only ones compared)."""
+    mean_a: float
+    mean_b: float
+    difference: float
+    """mean_a - mean_b, in [-1, 1]."""
+    ci: tuple[float, float]
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], confidence: float = 0.95,
+                      resamples: int = 2000, seed: int = 0) -> PairedDifference:
+    """Difference of mean per-problem pass@1, A - B, over the problems in both, with a paired bootstrap interval.
+
+    A resample draws problems with replacement and takes both students' scores on each drawn problem; the
+    difference of the two means is then the mean of the per-problem differences, so the interval is the
+    bootstrap interval of those differences. Pairing removes the problems' own difficulty from the noise: two
+    students who pass the same easy problems differ by far less than their separate intervals suggest.
+    """
+    common = sorted(set(a) & set(b))
+    if not common:
+        nan = float("nan")
+        return PairedDifference(0, nan, nan, nan, (nan, nan))
+    scores_a = np.array([a[problem] for problem in common], dtype=float)
+    scores_b = np.array([b[problem] for problem in common], dtype=float)
+    return PairedDifference(
+        problems=len(common), mean_a=float(scores_a.mean()), mean_b=float(scores_b.mean()),
+        difference=float((scores_a - scores_b).mean()),
+        ci=bootstrap_ci(scores_a - scores_b, confidence=confidence, resamples=resamples, seed=seed))
+
+
+def median_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float | None:
+    """median(numerator) / median(denominator); None when either is empty or the denominator's median is 0."""
+    if not len(numerator) or not len(denominator):
+        return None
+    bottom = float(np.median(denominator))
+    return float(np.median(numerator)) / bottom if bottom else None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Length plots of an evaluation: generated tokens per benchmark and per correct/incorrect answer (PNG)."""
+"""Length plots of an evaluation: generated tokens per benchmark, per correct/incorrect answer, and each
+student's easy and hard benchmark side by side (PNG)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from distillery.evaluate.lengths import LengthAnalysis
 from distillery.evaluate.summary import EvalSummary
 
 
@@ -64,6 +66,35 @@ def length_by_correctness(summary: EvalSummary, out_dir: Path) -> Path | None:
     axes.set_title("Generated tokens of correct (green) and incorrect (red) answers")
     figure.tight_layout()
     path = out_dir / "eval-lengths-correctness.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def easy_hard_lengths(analysis: LengthAnalysis, path: Path) -> Path | None:
+    """Per student, box plots of generated tokens on the easy (blue) and the hard (orange) benchmark side by side,
+    on a log axis; the number above each pair is the ratio of medians hard / easy."""
+    students = [s.student for s in analysis.students]
+    if not students:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(max(6.4, 1.4 * len(students)), 4.0))
+    for index, row in enumerate(analysis.students):
+        for offset, benchmark, color in ((-0.2, analysis.easy, "C0"), (0.2, analysis.hard, "C1")):
+            values = analysis.values.get((row.student, benchmark))
+            if values:
+                axes.boxplot([np.maximum(values, 1)], positions=[index + offset], widths=0.35, patch_artist=True,
+                             boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
+                             flierprops={"markersize": 3})
+        if row.median_ratio is not None:
+            axes.annotate(f"×{row.median_ratio:.2f}", (index, 1.0), xycoords=("data", "axes fraction"),
+                          ha="center", va="bottom", fontsize="small")
+    axes.set_yscale("log")
+    axes.set_xticks(np.arange(len(students)), students, fontsize="small", rotation=20 if len(students) > 4 else 0)
+    axes.set_xlim(-0.6, len(students) - 0.4)
+    axes.set_ylabel("generated tokens")
+    axes.set_title(f"Generated tokens: {analysis.easy} (blue) vs {analysis.hard} (orange)", pad=16)
+    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

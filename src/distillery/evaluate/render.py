@@ -1,5 +1,6 @@
 """Results tables in the layout of the paper's Table 1 (accuracy) and Table 2 (generation length), as
-markdown and as an HTML fragment, plus the length plots; `render_section` is what `distillery report` embeds."""
+markdown and as an HTML fragment, plus the length plots; `distillery report` embeds `render_html`
+(`render_section`: the same fragment for a run folder)."""
 
 from __future__ import annotations
 
@@ -167,7 +168,7 @@ def write_results(summary: EvalSummary, out_dir: Path) -> dict[str, Path]:
     write_json(paths["json"], {
         "students": summary.students, "models": summary.models, "shards": summary.shards,
         "benchmarks": [spec.model_dump(mode="json") for spec in summary.benchmarks],
-        "results": [{k: v for k, v in asdict(r).items() if k not in ("length_values", "correct_flags")}
+        "results": [{k: v for k, v in asdict(r).items() if k not in ("length_values", "correct_flags", "per_problem")}
                     for r in summary.results.values()],
     })
     return paths | {image.stem: image for image in images}

@@ -1,8 +1,8 @@
 """Scores and lengths of every student on every benchmark of a run, from the eval step's shards.
 
-`summarize(run_dir)` reads `<run>/<eval step>/<teacher>/shard-*.jsonl` (one student per teacher: the model
-fine-tuned on that teacher's traces) and returns an `EvalSummary`; `distillery.evaluate.render` turns it
-into the paper's Tables 1 and 2 and length plots.
+`summarize(run_dir)` reads `<run>/<eval step>/<lineage>/shard-*.jsonl` (one student per lineage: the model
+fine-tuned on that teacher's traces, or on a dataset variant of them, "<teacher>+<variant>") and returns an
+`EvalSummary`; `distillery.evaluate.render` turns it into the paper's Tables 1 and 2 and length plots.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class BenchmarkResult:
     """Answers scored 0 because the verifier timed out or crashed, not because they were wrong."""
     length_values: list[int] = field(repr=False, default_factory=list)
     correct_flags: list[bool] = field(repr=False, default_factory=list)
+    per_problem: dict[str, float] = field(repr=False, default_factory=dict)
+    """Problem id -> share of its samples that are correct (what paired comparisons resample)."""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class EvalSummary:
     """Student -> model it was loaded from."""
     shards: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Student -> (shards done, shards in all)."""
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Student -> (eval step, lineage it was trained on)."""
 
     def result(self, student: str, benchmark: str) -> BenchmarkResult | None:
         return self.results.get((student, benchmark))
@@ -94,6 +98,7 @@ def score_benchmark(student: str, benchmark: str, samples: Iterable[EvalSample],
         verifier_errors=sum(s.verifier_error for s in flat),
         length_values=lengths,
         correct_flags=[s.passed for s in flat],
+        per_problem={problem: c / n for problem, (n, c) in zip(per_problem, counts)},
     )
 
 
@@ -122,15 +127,18 @@ def summarize(run_dir: Path | str) -> EvalSummary:
     benchmarks: dict[str, BenchmarkSpec] = {}
     models: dict[str, str] = {}
     shards: dict[str, tuple[int, int]] = {}
+    origins: dict[str, tuple[str, str]] = {}
     for spec in eval_steps:
-        for teacher in recipe.teachers_of(spec.step):
-            stage = recipe.build_stage(spec.step, teacher)
+        for lineage in recipe.teachers_of(spec.step):
+            assert lineage is not None, "eval runs per teacher"
+            stage = recipe.build_stage(spec.step, lineage)
             assert isinstance(stage, EvalStage)
-            student = teacher if len(eval_steps) == 1 else f"{spec.step}/{teacher}"
-            models[student] = stage.model_path(run)
+            model = stage.model_path(run)
+            student = lineage if len(eval_steps) == 1 else f"{spec.step}/{lineage}"
+            models[student], origins[student] = model, (spec.step, lineage)
             done, collected = 0, []
             for shard_index in range(stage.num_shards()):
-                paths = run.shard(spec.step, teacher, shard_index, recipe.compress)
+                paths = run.shard(spec.step, lineage, shard_index, recipe.compress)
                 if paths.manifest.exists():
                     done += 1
                     collected.extend(EvalSample.model_validate(row) for row in iter_jsonl(paths.output))
@@ -143,4 +151,5 @@ def summarize(run_dir: Path | str) -> EvalSummary:
     summary = summarize_samples(samples, list(benchmarks.values()))
     summary.models = models
     summary.shards = shards
+    summary.origins = origins
     return summary

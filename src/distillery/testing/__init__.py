@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,11 +33,13 @@ _LOGGER = logging.getLogger("distillery.testing")
 def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, kept: Iterable[dict[str, Any]],
                  rejected: Iterable[tuple[dict[str, Any], str]] = (), *, recipe: Recipe | None = None,
                  num_shards: int = 1, compress: bool = False, elapsed_s: float = 0.0,
-                 stats: dict[str, Any] | None = None) -> Manifest:
+                 stats: dict[str, Any] | None = None,
+                 key: Callable[[dict[str, Any]], str] = record_key) -> Manifest:
     """Write one shard of `step` as done: `kept` records, `rejected` (record, reason) pairs, then its manifest.
 
     With `recipe`, the shard count, compression and the manifest's config and input digests are the ones the
-    runner would compute now (the step's input must be finished first); without, they are placeholders.
+    runner would compute now (the step's input must be finished first); without, they are placeholders. `key`
+    gives a record's id for records that are neither queries nor traces (eval samples: their input row's key).
     """
     header = {"num_shards": num_shards, "config_digest": "test", "input_ids_digest": "external"}
     if recipe is not None:
@@ -50,10 +52,10 @@ def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, 
     with jsonl_sink(paths.output, compress) as out:
         for record in kept:
             out.write(record)
-            keys.append(record_key(record))
+            keys.append(key(record))
     with jsonl_sink(paths.rejected) as dropped:
         for position, (record, reason) in enumerate(rejected):
-            dropped.write(Outcome.rejected(Item(position, record_key(record), record), reason).rejected_row())
+            dropped.write(Outcome.rejected(Item(position, key(record), record), reason).rejected_row())
     manifest = Manifest(
         stage=step, teacher=teacher, shard_index=shard_index, num_shards=header["num_shards"],
         inputs=out.count + dropped.count, kept=out.count, rejected=dropped.count, quarantined=0, sha256=out.sha256,
