@@ -23,7 +23,7 @@ from distillery.core.config import (
     read_yaml,
     yaml_line_index,
 )
-from distillery.core.stage import Stage, StageConfig, StepView, stage_names, stage_type
+from distillery.core.stage import LINEAGE_SEPARATOR, Stage, StageConfig, StepView, stage_names, stage_type
 from distillery.core.teachers import Resources, TeacherConfig
 
 
@@ -139,9 +139,6 @@ class Recipe(StrictModel):
                         num_shards=self.num_shards, seed=self.seed, compress=self.compress,
                         input_step=self.previous_step(step, teacher), variant=lineage_variant(teacher))
         return stage_type(spec.type)(view)
-
-
-LINEAGE_SEPARATOR = "+"
 
 
 def lineage_teacher(lineage: str) -> str:

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
 
+LINEAGE_SEPARATOR = "+"
+"""Between a teacher's name and a dataset variant's in a lineage name ("am-thinking-v1+t0.8")."""
+
 
 class StageConfig(StrictModel):
     """Base of every stage's typed config: unknown fields are errors, not silently ignored."""
@@ -63,6 +66,13 @@ class StepView(Generic[ConfigT]):
     """The step whose kept records feed this one by default (the previous step); None for the first."""
     variant: str | None = None
     """The dataset variant of this lineage ("<teacher>+<variant>"); None for a teacher's own data."""
+
+    @property
+    def lineage(self) -> str | None:
+        """Whose data this step runs on: the teacher's name, "<teacher>+<variant>", or None (not per teacher)."""
+        if self.teacher is None:
+            return None
+        return f"{self.teacher.name}{LINEAGE_SEPARATOR}{self.variant}" if self.variant else self.teacher.name
 
 
 @dataclass(frozen=True)

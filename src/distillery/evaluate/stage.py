@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from distillery.core.recipe import LINEAGE_SEPARATOR, InputPath, TeacherConfig
+from distillery.core.recipe import InputPath, TeacherConfig
 from distillery.core.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import RunDir, ids_digest
@@ -122,17 +122,10 @@ class EvalStage(RecordStage[EvalConfig]):
     def num_shards(self) -> int:
         return self.config.shards or self.view.num_shards
 
-    @property
-    def lineage(self) -> str | None:
-        """Whose student this step evaluates: the teacher's, or a variant's ("<teacher>+<variant>")."""
-        if self.teacher is None:
-            return None
-        return f"{self.teacher.name}{LINEAGE_SEPARATOR}{self.view.variant}" if self.view.variant else self.teacher.name
-
     def model_path(self, run: RunDir) -> str:
         """The model this step evaluates for its lineage (`from_step`: that step's export for the lineage)."""
         if self.config.from_step:
-            return str(run.hf_export(self.config.from_step, self.lineage))
+            return str(run.hf_export(self.config.from_step, self.view.lineage))
         model = self.config.model or (self.teacher.model if self.teacher else "")
         if not model:
             raise ValueError(f"step {self.step!r}: set `from_step` or `model` (no teacher to take it from)")

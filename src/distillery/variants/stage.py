@@ -26,7 +26,16 @@ from pydantic import Field, field_validator, model_validator
 
 from distillery.core.config import StrictModel
 from distillery.core.records import Trace
-from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TwoPassStage, register
+from distillery.core.stage import (
+    LINEAGE_SEPARATOR,
+    Item,
+    Outcome,
+    RecordStage,
+    ShardContext,
+    StageConfig,
+    TwoPassStage,
+    register,
+)
 from distillery.core.store import config_digest, iter_jsonl, read_json, write_json, write_jsonl
 from distillery.filters.traces import parse_trace
 from distillery.generate.stage import GenerateConfig
@@ -94,7 +103,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
         assert isinstance(config, VariantsConfig)
-        return [f"{teacher}+{name}" for teacher in teachers for name, rule in config.rules.items()
+        return [f"{teacher}{LINEAGE_SEPARATOR}{name}" for teacher in teachers for name, rule in config.rules.items()
                 if rule.teachers is None or teacher in rule.teachers]
 
     @classmethod
