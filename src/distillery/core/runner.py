@@ -136,7 +136,8 @@ class RunInputs:
     def _finished(self, step: str, shard_index: int) -> tuple[Any, Manifest]:
         paths = self.run.shard(step, self._teacher_of(step), shard_index, self.recipe.compress)
         if not paths.manifest.exists():
-            raise InputNotReady(f"input {paths.manifest} is missing: step {step!r} shard {shard_index} has not finished")
+            raise InputNotReady(f"input {paths.manifest} is missing: step {step!r} shard {shard_index} has not "
+                                "finished")
         manifest = Manifest.load(paths.manifest)
         problem = size_mismatch(paths, manifest)
         if problem is not None:

@@ -222,7 +222,8 @@ class Stage(ABC, Generic[ConfigT]):
         return None
 
     @classmethod
-    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]], teachers: list[str]) -> list[str]:
+    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]],
+                        teachers: list[str]) -> list[str]:
         """Hook: what is wrong with this step's place in the recipe, given the (name, type) of the steps before it
         and the teacher names; checked before anything is submitted. Empty (the default): nothing."""
         return []

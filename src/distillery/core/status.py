@@ -116,13 +116,15 @@ ENGINE_FIGURES = {
 
 VARIANT_FIGURES = {
     "needs_new_attempts": "{} need new attempts", "exhausted": "{} used up their attempts",
-    "other_attempt": "{} take another attempt", "rescreened": "{} filtered again", "reused_verdicts": "{} verdicts reused",
+    "other_attempt": "{} take another attempt", "rescreened": "{} filtered again",
+    "reused_verdicts": "{} verdicts reused",
 }
 """Counts a `variants` shard records, shown per lineage."""
 
 
 def variant_summary(status: GroupStatus) -> str:
-    counts = "; ".join(fmt.format(status.variant[name]) for name, fmt in VARIANT_FIGURES.items() if status.variant[name])
+    counts = "; ".join(fmt.format(status.variant[name]) for name, fmt in VARIANT_FIGURES.items()
+                       if status.variant[name])
     return ": ".join(part for part in (status.rule, counts) if part)
 
 

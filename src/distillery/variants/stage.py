@@ -17,6 +17,7 @@ attempt with the reference model; nothing is generated). Rules:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -107,7 +108,8 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
                 if rule.teachers is None or teacher in rule.teachers]
 
     @classmethod
-    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]], teachers: list[str]) -> list[str]:
+    def check_placement(cls, config: StageConfig, steps_before: list[tuple[str, str]],
+                        teachers: list[str]) -> list[str]:
         assert isinstance(config, VariantsConfig)
         names = [name for name, _ in steps_before]
         if config.attempts_from not in names:
@@ -153,10 +155,10 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
             yield from ctx.upstream.shard(ctx.shard_index)
             return
         step = self.config.attempts_from
-        records = [item.record for item in ctx.upstream.shard(ctx.shard_index, step)]
-        records += [row["record"] for row in ctx.upstream.dropped(step, ctx.shard_index) if row.get("record")]
+        accepted = (item.record for item in ctx.upstream.shard(ctx.shard_index, step))
+        refused = (row["record"] for row in ctx.upstream.dropped(step, ctx.shard_index) if row.get("record"))
         position = 0
-        for record in records:
+        for record in itertools.chain(accepted, refused):
             if not self.rule.keep_all:
                 yield Item(position, record["query"]["id"], record, f"{step} shard {ctx.shard_index}")
                 position += 1
@@ -182,7 +184,8 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
         rule = self.rule
         if rule.length is None:
             return {"variant": self.view.variant, "rule": rule.describe()}
-        rows_by_shard = {index: list(iter_jsonl(ctx.summary_file("lengths", index, ".jsonl"))) for index in range(ctx.num_shards)}
+        rows_by_shard = {index: list(iter_jsonl(ctx.summary_file("lengths", index, ".jsonl")))
+                         for index in range(ctx.num_shards)}
         rows = [Sized(r["key"], r["category"], int(r["tokens"])) for shard in rows_by_shard.values() for r in shard]
         chosen = length_sample(rows, rule.length, rule.fraction, self.view.seed)
         for index, shard_rows in rows_by_shard.items():
