@@ -39,7 +39,7 @@ def test_quickstart_ingest_runs_the_bundled_sample(tmp_path: Path, monkeypatch: 
     run_dir = tmp_path / "qs"
     assert main(["run", "jobs/quickstart.yaml", "--until", "ingest", "--set", f"run_dir={run_dir}"]) == 0
     manifests = [Manifest.load(p) for p in sorted(RunDir(run_dir).stage_dir("ingest").glob("*.done.json"))]
-    assert len(manifests) == 2 and all(m.reconciles() for m in manifests)
+    assert len(manifests) == 1 and all(m.reconciles() for m in manifests)
     assert sum(m.kept for m in manifests) >= 20
     assert not (run_dir / "clean").exists()
     out = capsys.readouterr().out

@@ -165,3 +165,12 @@ def test_variants_from_the_attempt_log(tmp_path: Path, smollm2_dir: Path) -> Non
     assert spread["uniform"] < spread["diverse"]
     every = sorted(r["metadata"]["student_tokens"] for r in base.values())
     assert lengths["diverse"][0] == every[0] and lengths["diverse"][-1] == every[-1], "diverse spans the range"
+
+    # staleness as for teachers: a changed rule reruns that variant's lineage and nothing else
+    snapshot = yaml.safe_load(run.recipe.read_text())
+    snapshot["steps"]["variants"]["rules"]["t0.8"]["threshold"] = 0.85
+    run.recipe.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+    pending = pending_groups(run, load_run_recipe(run))
+    assert [(g.key, g.shards) for g in pending] == [
+        (f"variants/t1+t0.8:{phase}", [0] if phase == "merge" else list(range(SHARDS)))
+        for phase in ("scan", "merge", "process")]

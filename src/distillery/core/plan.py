@@ -19,6 +19,8 @@ from distillery.core.runner import (
     InputNotReady,
     input_digest,
     manifest_is_fresh,
+    merge_key,
+    scan_is_fresh,
     task_context,
     task_header,
 )
@@ -106,9 +108,11 @@ class GroupInspector:
             marker = (run.merge_marker(group.step, group.teacher) if group.phase == "merge"
                       else run.scan_marker(group.step, group.teacher, shard_index))
             try:
-                return ShardState("done", marker=read_json(marker))
+                done = read_json(marker)
             except FileNotFoundError:
                 return ShardState("missing")
+            why = self._marker_stale(done, shard_index) if check_inputs else None
+            return ShardState("stale", why, marker=done) if why else ShardState("done", marker=done)
         paths = run.shard(group.step, group.teacher, shard_index, self.recipe.compress)
         try:
             manifest = Manifest.load(paths.manifest)
@@ -131,6 +135,23 @@ class GroupInspector:
                 lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
             return ShardState("partial", journal_items=max(lines - 1, 0))
         return ShardState("missing")
+
+
+    def _marker_stale(self, marker: dict[str, Any], shard_index: int) -> str | None:
+        """Why a finished scan or merge no longer matches what it would be made from now; None if it does."""
+        stage = self.stage
+        assert isinstance(stage, TwoPassStage)
+        if self.group.phase == "merge":
+            scans = [read_json(p) for p in self.run.scan_markers(self.group.step, self.group.teacher)]
+            fresh = marker.get("key") == merge_key(stage, stage.num_shards(), scans)
+            return None if fresh else "its scans or the stage config changed"
+        probe = task_context(self.run, self.recipe, stage, self.group.teacher, shard_index, self._logger,
+                             known_digests=self.known_digests)
+        try:
+            header = task_header(stage, probe, input_digest(stage, probe))
+        except InputNotReady as error:
+            return f"input not ready: {error}"
+        return None if scan_is_fresh(marker, header) else "stage config or input changed"
 
 
 def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[TaskGroup]:

@@ -336,7 +336,7 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
     header = task_header(stage, ctx, input_digest(stage, ctx))
     if marker.exists():
         done = read_json(marker)
-        if {key: done.get(key) for key in header} == header:
+        if scan_is_fresh(done, header):
             return done
     if ctx.rank == 0:
         marker.unlink(missing_ok=True)
@@ -357,11 +357,21 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
     return result
 
 
+def scan_is_fresh(marker: dict[str, Any], header: dict[str, Any]) -> bool:
+    """A finished scan's marker was made from what the scan would be made from now."""
+    return {key: marker.get(key) for key in header} == header
+
+
+def merge_key(stage: TwoPassStage, num_shards: int, scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a merge is made from: the stage's config and every scan's input (a new scan makes it stale)."""
+    return {"config_digest": stage.config_digest, "num_shards": num_shards,
+            "scans": ids_digest(s["input_ids_digest"] + str(s["shard_index"]) for s in scans)}
+
+
 def _merge(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
     marker = ctx.run.merge_marker(ctx.stage, ctx.teacher)
     scans = [read_json(p) for p in ctx.run.scan_markers(ctx.stage, ctx.teacher)]
-    key = {"config_digest": stage.config_digest, "num_shards": ctx.num_shards,
-           "scans": ids_digest(s["input_ids_digest"] + str(s["shard_index"]) for s in scans)}
+    key = merge_key(stage, ctx.num_shards, scans)
     if len(scans) != ctx.num_shards:
         raise InputNotReady(f"{ctx.stage}: {len(scans)} of {ctx.num_shards} scans are done")
     if marker.exists() and read_json(marker).get("key") == key:
