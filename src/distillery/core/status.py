@@ -83,19 +83,26 @@ def collect_status(run: RunDir, recipe: Recipe, scheduler_states: dict[tuple[str
                 status.rejected += manifest.rejected
                 status.quarantined += manifest.quarantined
                 status.elapsed_s += manifest.elapsed_s
-                status.reject_reasons.update(manifest.stats.get("reject_reasons", {}))
-                for name in ENGINE_FIGURES:
-                    value = manifest.stats.get(name)
-                    if isinstance(value, int | float):
-                        status.engine.setdefault(name, []).append(float(value))
-                status.variant.update({k: int(manifest.stats[k]) for k in VARIANT_FIGURES if k in manifest.stats})
-                status.rule = str(manifest.stats.get("rule", status.rule))
-                status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
-                                    for path in manifest.stats.get("truncated_files", [])]
+                _add_stats(status, shard_index, manifest.stats)
                 if not manifest.reconciles():
                     status.not_reconciled.append(shard_index)
         result.append(status)
     return result
+
+
+def _add_stats(status: GroupStatus, shard_index: int, stats: dict[str, Any]) -> None:
+    """What a finished shard's stats add to its group's line: reject reasons, engine and variant figures, warnings."""
+    if stats.get("reject_reasons"):
+        status.reject_reasons.update(stats["reject_reasons"])
+    for name in stats.keys() & ENGINE_FIGURES.keys():
+        if isinstance(stats[name], int | float):
+            status.engine.setdefault(name, []).append(float(stats[name]))
+    for name in stats.keys() & VARIANT_FIGURES.keys():
+        status.variant[name] += int(stats[name])
+    if "rule" in stats:
+        status.rule = str(stats["rule"])
+    status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
+                        for path in stats.get("truncated_files", [])]
 
 
 def _duration(seconds: float | None) -> str:

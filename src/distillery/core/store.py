@@ -113,8 +113,9 @@ def write_json(path: Path, obj: Any) -> None:
         out.write(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_json(path: Path | str) -> Any:
+    with open(path, "rb") as handle:  # bytes: json decodes UTF-8 itself, without a text wrapper (status reads 10,000s)
+        return json.loads(handle.read())
 
 
 def open_text(path: Path) -> IO[str]:
