@@ -99,7 +99,8 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     if Path(args.target).is_file():
         _write_snapshot(recipe, run)
         recipe = load_run_recipe(run)
-    groups = pending_groups(run, recipe, sweep=True)
+    executor = build_executor(recipe, run, kind)
+    groups = pending_groups(run, recipe, sweep=True, exclusive=executor.exclusive)
     if args.until:
         names = [spec.step for spec in recipe.steps]
         if args.until not in names:
@@ -110,7 +111,6 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     if not groups:
         print(f"nothing to do: every shard of {run.root} is done and fresh")
         return 0
-    executor = build_executor(recipe, run, kind)
     started = time.time()
     ok = executor.execute(groups)
     if executor.blocking:

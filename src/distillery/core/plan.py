@@ -155,7 +155,7 @@ class GroupInspector:
         return None if scan_is_fresh(marker, header) else "stage config or input changed"
 
 
-def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[TaskGroup]:
+def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False, exclusive: bool = False) -> list[TaskGroup]:
     """Groups cut down to the shards that are missing or stale; a group with nothing left is dropped and
     its dependents no longer wait for it. Anything downstream of pending work is pending too.
 
@@ -173,8 +173,8 @@ def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False) -> list[Tas
             done = {s for s in group.shards if inspector.state(s).state == "done"}
             if sweep and group.phase in ("process", "task"):
                 for shard_index, strays in run.stray_files(group.step, group.teacher).items():
-                    if shard_index in done:
-                        for stray in strays:
+                    for stray in strays:
+                        if shard_index in done or (exclusive and stray.name.endswith(".tmp")):
                             stray.unlink(missing_ok=True)
             shards = [s for s in group.shards if s not in done]
         if shards:

@@ -255,9 +255,6 @@ def _process(stage: RecordStage, ctx: ShardContext) -> dict[str, Any]:
         merged = ctx.run.merge_marker(ctx.stage, ctx.teacher)
         if not merged.exists():
             raise InputNotReady(f"{merged} is missing: the merge of {ctx.stage} has not finished")
-    for leftover in paths.leftovers():
-        ctx.logger.info("removing %s, left by a killed writer", leftover)
-        leftover.unlink(missing_ok=True)
     started = time.time()
     journal = Journal(paths.journal, header)
     done = journal.keys

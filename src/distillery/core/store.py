@@ -249,11 +249,6 @@ class ShardPaths:
     def quarantine(self) -> Path:
         return self.directory / "quarantine" / f"{self.name}.jsonl"
 
-    def leftovers(self) -> list[Path]:
-        """Temporary files of `atomic_write` for this shard's files that a kill -9 left behind."""
-        files = (self.output, self.manifest, self.journal, self.rejected, self.quarantine)
-        return [tmp for path in files for tmp in path.parent.glob(f".{path.name}.*.tmp")]
-
 
 class RunDir:
     """Paths inside one run directory."""

@@ -63,6 +63,7 @@ class LocalExecutor(Executor):
     """Runs every task on this machine and returns when all have run."""
 
     blocking = True
+    exclusive = True
 
     def execute(self, groups: list[TaskGroup]) -> bool:
         failed_groups: set[str] = set()

@@ -59,6 +59,7 @@ class SlurmExecutor(Executor):
     """Submits each task group as one submitit job array and returns once everything is queued."""
 
     blocking = False
+    exclusive = False  # a queued or running array task may be writing any pending shard
 
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         super().__init__(recipe, run)
