@@ -17,6 +17,7 @@ attempt with the reference model; nothing is generated). Rules:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
@@ -127,6 +128,14 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
             if strangers:
                 problems.append(f"rules.{name}.teachers: unknown teachers {strangers}; the recipe has {teachers}")
         return problems
+
+    @functools.cached_property
+    def config_digest(self) -> str:
+        """Only this lineage's rule keys its output: editing or adding another variant leaves it fresh."""
+        rule = self.rule.model_dump(mode="json") if self.view.variant else None
+        return config_digest({"type": self.name, "attempts_from": self.config.attempts_from, "rule": rule,
+                              "teacher": self.teacher.model_dump(mode="json") if self.teacher else None,
+                              "seed": self.view.seed})
 
     @property
     def rule(self) -> VariantRule:
