@@ -116,6 +116,7 @@ class RunInputs:
         self.step = step
         self.teacher = teacher
         self.known_digests: DigestCache = known_digests if known_digests is not None else {}
+        self._stages: dict[str, Stage] = {}
         """Status and resume share one across all groups: a downstream check reads no upstream manifest twice."""
 
     def _teacher_of(self, step: str) -> str | None:
@@ -167,13 +168,16 @@ class RunInputs:
                 for line in handle:
                     yield json.loads(line)
 
-    def upstream_stage(self, step: str) -> tuple[Stage, ShardContext]:
-        """An earlier step's stage as this lineage's data ran through it, with a task context of its own (shard 0;
-        set `shard_index` per use): a variant re-applies its teacher's filters with them."""
+    def upstream_stage(self, step: str, shard_index: int = 0) -> tuple[Stage, ShardContext]:
+        """An earlier step's stage as this lineage's data ran through it, with a task context for one of its shards:
+        a variant re-applies its teacher's filters with them. One stage object per step, so what it loads lazily (a
+        reference model) is loaded once per task."""
         lineage = self._teacher_of(step)
-        stage = self.recipe.build_stage(step, lineage)
-        ctx = task_context(self.run, self.recipe, stage, lineage, 0, logging.getLogger(f"distillery.upstream.{step}"),
-                           known_digests=self.known_digests)
+        stage = self._stages.get(step)
+        if stage is None:
+            stage = self._stages[step] = self.recipe.build_stage(step, lineage)
+        ctx = task_context(self.run, self.recipe, stage, lineage, shard_index,
+                           logging.getLogger(f"distillery.upstream.{step}"), known_digests=self.known_digests)
         return stage, ctx
 
     def everything(self) -> Iterator[Item]:

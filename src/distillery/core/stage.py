@@ -142,7 +142,7 @@ class StepInputs(Protocol):
         """Rejected rows (key, reason, where, record) of one shard of an earlier step of this lineage."""
         ...
 
-    def upstream_stage(self, step: str) -> tuple[Stage, ShardContext]:
+    def upstream_stage(self, step: str, shard_index: int = 0) -> tuple[Stage, ShardContext]:
         """An earlier step's stage as this lineage's data ran through it, with a task context to call it in."""
         ...
 

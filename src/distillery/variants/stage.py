@@ -212,7 +212,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
             selected = set(read_json(ctx.summary_file("selected", ctx.shard_index)))
             for item in items:
                 if item.key in selected:
-                    yield Outcome.kept(item, self._label(item.record or {}, None))
+                    yield Outcome.kept(item, self.label(item.record or {}, None))
                 else:
                     yield Outcome.rejected(item, f"not drawn for the {rule.length} length sample")
             return
@@ -247,7 +247,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
         yield from screen.decide(pending, counts)
         ctx.stats.update(counts)
 
-    def _label(self, record: dict[str, Any], trace: Trace | None) -> dict[str, Any]:
+    def label(self, record: dict[str, Any], trace: Trace | None) -> dict[str, Any]:
         """The variant's mark on a record it keeps: its name, and for keep_all the attempt and its score."""
         mark: dict[str, Any] = {"name": self.view.variant}
         if trace is not None and trace.verdict is not None:
@@ -292,7 +292,7 @@ class _Screen:
             judged = self._judged(trace)
             if isinstance(judged, dict):  # kept by every filter: skipping some changes nothing
                 counts["reused_verdicts"] += 1
-                yield Outcome.kept(item, self.stage._label(judged, trace))
+                yield Outcome.kept(item, self.stage.label(judged, trace))
             elif isinstance(judged, tuple) and judged[0] not in self.skipped:
                 counts["reused_verdicts"] += 1
                 yield Outcome.rejected(item, f"{judged[0]}: {judged[1]}")
@@ -313,9 +313,8 @@ class _Screen:
         for step in steps:
             if step in self.skipped or not current:
                 continue
-            stage, sub = self.ctx.upstream.upstream_stage(step)
+            stage, sub = self.ctx.upstream.upstream_stage(step, self.ctx.shard_index)
             assert isinstance(stage, RecordStage), f"{step} is not a record stage"
-            sub.shard_index = self.ctx.shard_index
             survivors = []
             for outcome in stage.process(current, sub):
                 original = originals[outcome.key]
@@ -326,7 +325,7 @@ class _Screen:
             current = survivors
         for item in current:
             trace = Trace.model_validate(item.record)
-            yield Outcome.kept(originals[item.key], self.stage._label(item.record or {}, trace))
+            yield Outcome.kept(originals[item.key], self.stage.label(item.record or {}, trace))
 
 
 def _tokens(trace: Trace) -> int:
