@@ -28,10 +28,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillery.core.exporting import convert_record, export_step
-from distillery.core.parquet import parquet_row, schema
+from distillery.ops.exporting import convert_record, export_step
+from distillery.ops.parquet import parquet_row, schema
 from distillery.core.recipe import parse_recipe
-from distillery.core.records import Attempt, Reference, Trace, make_query
+from distillery.schema.records import Attempt, Reference, Trace, make_query
 from distillery.core.runner import RunInputs
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir

@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillery.core.formats import query_from_messages
-from distillery.core.records import Query, TestCase, Trace
+from distillery.schema.formats import query_from_messages
+from distillery.schema.records import Query, TestCase, Trace
 from distillery.core.store import iter_jsonl
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress

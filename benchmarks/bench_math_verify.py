@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from distillery.core.records import Query, Reference, make_query
+from distillery.schema.records import Query, Reference, make_query
 from distillery.data import benchmarks_dir
 from distillery.verify.config import MathSettings
 from distillery.verify.math import MathVerifier, gold_text

@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from distillery.core.records import normalise_text
+from distillery.schema.records import normalise_text
 from distillery.data import benchmarks_dir
 from distillery.prepare.minhash import MinHasher, band_keys, cluster
 

@@ -27,7 +27,7 @@ import yaml
 from distillery.core import store
 from distillery.core.plan import build_groups, pending_groups
 from distillery.core.runner import load_run_recipe
-from distillery.core.status import collect_status, render_status
+from distillery.ops.status import collect_status, render_status
 from distillery.core.store import RunDir
 from distillery.executors import build_executor
 from distillery.testing import finish_shard

@@ -19,7 +19,7 @@ from distillery.cli import _write_snapshot
 from distillery.core.plan import build_groups, pending_groups
 from distillery.core.recipe import load_recipe
 from distillery.core.runner import load_run_recipe
-from distillery.core.status import collect_status, render_status
+from distillery.ops.status import collect_status, render_status
 from distillery.core.store import RunDir
 from distillery.executors.sbatch import render_sbatch
 from distillery.testing import finish_markers, finish_shard

@@ -23,8 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from distillery.core.records import Query, Reference, make_query
-from distillery.core.responses import extract_final_answer
+from distillery.schema.records import Query, Reference, make_query
+from distillery.schema.responses import extract_final_answer
 from distillery.verify.choice import ChoiceVerifier
 from distillery.verify.config import MathSettings
 from distillery.verify.math import MathVerifier, gold_text

@@ -55,7 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     recipe, run = _load(args.target, args.set, check_paths=not args.no_path_check)
     if args.cost or args.calibrate:
-        from distillery.core.cost import cost_report
+        from distillery.ops.cost import cost_report
 
         print(cost_report(recipe, args.cost_inputs, args.nodes, args.calibrate))
         return 0
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
     started = time.time()
     ok = executor.execute(groups)
     if executor.blocking:
-        from distillery.core.status import collect_status, render_status
+        from distillery.ops.status import collect_status, render_status
         from distillery.executors import render_timings
 
         print(render_status(collect_status(run, recipe)))
@@ -166,7 +166,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from distillery.core.status import collect_status, render_status, status_json
+    from distillery.ops.status import collect_status, render_status, status_json
     from distillery.executors import executor_of_run
 
     recipe, run = _load(args.target, [])
@@ -193,7 +193,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distillery.core.exporting import ExportError, export_step
+    from distillery.ops.exporting import ExportError, export_step
 
     recipe, run = _load(args.target, [])
     try:

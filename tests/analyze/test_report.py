@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from distillery.analyze.report import build_report
-from distillery.core.records import Attempt, Trace, make_query
+from distillery.schema.records import Attempt, Trace, make_query
 from distillery.core.store import RunDir, write_jsonl
 from distillery.testing import finish_shard
 

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from distillery.analyze.report import build_report
-from distillery.core.records import Attempt, Trace, make_query
+from distillery.schema.records import Attempt, Trace, make_query
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir
 from distillery.evaluate.benchmarks import BenchmarkSpec, load_benchmark
-from distillery.evaluate.metrics import bootstrap_ci
+from distillery.analyze.metrics import bootstrap_ci
 from distillery.evaluate.samples import EvalSample
 from distillery.evaluate.stage import EvalConfig
 from distillery.testing import finish_shard

@@ -8,7 +8,7 @@ import pytest
 from distillery.cli import main
 from distillery.core.recipe import parse_recipe
 from distillery.core.stage import stage_types
-from distillery.core.status import state_ranges
+from distillery.ops.status import state_ranges
 from distillery.core.store import RunDir
 
 
@@ -84,7 +84,7 @@ def test_verify_and_explain_behave(tmp_path: Path, queries: Path, write_recipe,
 
 def test_status_shows_the_engine_figures_of_generation_shards(tmp_path: Path) -> None:
     from distillery.core.plan import build_groups
-    from distillery.core.status import GroupStatus, render_status
+    from distillery.ops.status import GroupStatus, render_status
 
     (tmp_path / "q.jsonl").write_text("")
     group = next(g for g in build_groups(parse_recipe({"name": "x", "run_dir": str(tmp_path), "steps": {

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from distillery.cli import main
-from distillery.core.cost import (
+from distillery.ops.cost import (
     CostInputs,
     LengthBin,
     StepCost,

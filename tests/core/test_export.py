@@ -16,12 +16,12 @@ import pytest
 from scipy.stats import chi2
 
 from distillery.cli import main
-from distillery.core.exporting import ExportError, export_step, sample_positions
-from distillery.core.formats import DISTILLERY_FIELDS, query_from_am
-from distillery.core.parquet import row_from_parquet, write_parquet
+from distillery.ops.exporting import ExportError, export_step, sample_positions
+from distillery.schema.formats import DISTILLERY_FIELDS, query_from_am
+from distillery.ops.parquet import row_from_parquet, write_parquet
 from distillery.core.plan import pending_groups
 from distillery.core.recipe import Recipe, parse_recipe
-from distillery.core.records import Attempt, Reference, Trace, make_query
+from distillery.schema.records import Attempt, Reference, Trace, make_query
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from distillery.core.formats import FormatError, am_from_trace, messages_from_query, query_from_am, query_from_messages
-from distillery.core.records import Attempt, Query, Reference, TestCase, Trace, make_query
+from distillery.schema.formats import FormatError, am_from_trace, messages_from_query, query_from_am, query_from_messages
+from distillery.schema.records import Attempt, Query, Reference, TestCase, Trace, make_query
 
 AM_ROW = {
     "system": "You are a helpful assistant. Think first.",
@@ -127,7 +127,7 @@ def test_a_damaged_released_score_fails_the_trace_import_but_not_the_query() -> 
 
 
 def test_a_trace_line_holds_each_attempts_text_once() -> None:
-    from distillery.core.records import Attempt, Trace, make_query
+    from distillery.schema.records import Attempt, Trace, make_query
 
     reasoning = "step " * 400
     response = f"<think>{reasoning}</think><answer>42</answer>"

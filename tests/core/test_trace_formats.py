@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from distillery.core.formats import (
+from distillery.schema.formats import (
     DISTILLERY_FIELDS,
     FormatError,
     am_from_trace,
@@ -15,7 +15,7 @@ from distillery.core.formats import (
     query_from_am,
     query_from_messages,
 )
-from distillery.core.records import Attempt, Trace
+from distillery.schema.records import Attempt, Trace
 
 ANSWERED = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"},
                          {"role": "assistant", "content": "<think>2 + 2 = 4</think>\n\nIt is 4.", "reasoning_content": None}],

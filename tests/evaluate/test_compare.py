@@ -11,10 +11,10 @@ import yaml
 
 from distillery.core.store import RunDir
 from distillery.evaluate.benchmarks import BenchmarkSpec
-from distillery.evaluate.compare import paired_comparisons
-from distillery.evaluate.lengths import length_analysis
+from distillery.analyze.paired import paired_comparisons
+from distillery.analyze.student_lengths import length_analysis
 from distillery.evaluate.samples import EvalSample
-from distillery.evaluate.summary import summarize, summarize_samples
+from distillery.analyze.eval_summary import summarize, summarize_samples
 from distillery.testing import finish_shard
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillery.evaluate.metrics import (
+from distillery.analyze.metrics import (
     LengthStats,
     bootstrap_ci,
     mean_pass_at_k,

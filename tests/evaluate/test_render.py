@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 
 from distillery.evaluate.benchmarks import BenchmarkSpec
-from distillery.evaluate.render import (
+from distillery.analyze.eval_render import (
     accuracy_table,
     length_table,
     render_html,
@@ -18,7 +18,7 @@ from distillery.evaluate.render import (
     write_results,
 )
 from distillery.evaluate.samples import EvalSample
-from distillery.evaluate.summary import score_benchmark, summarize_samples
+from distillery.analyze.eval_summary import score_benchmark, summarize_samples
 
 
 def samples(benchmark: str, correct_per_problem: list[int], k: int, correct_len: int, wrong_len: int,

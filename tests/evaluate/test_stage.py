@@ -16,14 +16,14 @@ import yaml
 
 from distillery.cli import main
 from distillery.core.recipe import RecipeError, parse_recipe
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.core.runner import load_run_recipe
 from distillery.core.stage import ShardContext
 from distillery.core.store import RunDir, iter_jsonl
-from distillery.evaluate.render import render_markdown, render_section
+from distillery.analyze.eval_render import render_markdown, render_section
 from distillery.evaluate.samples import EvalSample
 from distillery.evaluate.stage import EvalStage, sample_seed
-from distillery.evaluate.summary import summarize
+from distillery.analyze.eval_summary import summarize
 from distillery.testing.slurm import DEV_PROFILE, cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final
 from distillery.verify import build_verifier
 

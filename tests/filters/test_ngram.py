@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.filters.ngram import NgramConfig, NgramStage
 from distillery.filters.ngram_counts import (
     SpillingCounter,

@@ -21,8 +21,8 @@ import yaml
 from distillery.analyze.collect import collect
 from distillery.analyze.report import length_rows
 from distillery.cli import main
-from distillery.core.formats import DISTILLERY_FIELDS, am_from_trace, query_from_am
-from distillery.core.records import Trace
+from distillery.schema.formats import DISTILLERY_FIELDS, am_from_trace, query_from_am
+from distillery.schema.records import Trace
 from distillery.core.store import Manifest, RunDir, iter_jsonl
 from distillery.filters.structure import check_structure
 from distillery.generate.normalise import ADDED_THINK_OPEN, WRAPPED_ANSWER

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.filters.structure import MixedLayoutsError, StructureConfig, StructureStage, check_structure
 from distillery.testing import as_items, make_stage, make_trace, run_stage, shard_context
 

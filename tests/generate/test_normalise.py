@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Attempt, Trace, make_query
-from distillery.core.responses import parse_response
+from distillery.schema.records import Attempt, Trace, make_query
+from distillery.schema.responses import parse_response
 from distillery.core.stage import Item
 from distillery.core.store import RunDir
 from distillery.core.teachers import TeacherConfig

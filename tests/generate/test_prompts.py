@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distillery.core.recipe import TeacherConfig
-from distillery.core.records import make_query
+from distillery.schema.records import make_query
 from distillery.generate.prompts import THINK_ANSWER_PROMPT, attempt_seed, build_conversation
 from distillery.llm.build import BackendConfigError, build_chat_model
 from distillery.testing import quickstart_query_records

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from distillery.cli import main
-from distillery.core.formats import query_from_am
-from distillery.core.records import Trace
+from distillery.schema.formats import query_from_am
+from distillery.schema.records import Trace
 from distillery.core.store import Manifest, RunDir, iter_jsonl
 from distillery.llm.replay import ReplayChatModel, ReplayFormatError
 

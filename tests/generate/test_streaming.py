@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.formats import query_from_messages
-from distillery.core.records import Query, Reference, TestCase
+from distillery.schema.formats import query_from_messages
+from distillery.schema.records import Query, Reference, TestCase
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed
 from distillery.generate.strategy import check_strategy_table, parse_strategy, strategy_for

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distillery.core.records import make_query
+from distillery.schema.records import make_query
 from distillery.core.store import Manifest
 from distillery.prepare.minhash import MinHasher, band_keys, cluster
 from distillery.testing import labelled

@@ -16,7 +16,7 @@ from distillery.cli import main
 from distillery.core.plan import build_groups
 from distillery.core.recipe import load_recipe
 from distillery.core.runner import load_run_recipe
-from distillery.core.status import collect_status
+from distillery.ops.status import collect_status
 from distillery.core.store import Manifest, RunDir
 from distillery.executors.sbatch import render_sbatch
 from distillery.testing import write_queries

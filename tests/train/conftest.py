@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from distillery.core.records import Attempt, Trace, make_query
+from distillery.schema.records import Attempt, Trace, make_query
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.testing import finish_shard

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from distillery.core.plan import build_groups, pending_groups
-from distillery.core.records import Attempt, Trace, make_query
+from distillery.schema.records import Attempt, Trace, make_query
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import Manifest, RunDir, iter_jsonl
 from distillery.data import benchmarks_dir

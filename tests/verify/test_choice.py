@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from distillery.core.records import Reference, make_query
+from distillery.schema.records import Reference, make_query
 from distillery.verify import VerifyConfig, build_verifier
 from distillery.verify.choice import ChoiceVerifier, chosen_letters, is_multiple_choice, option_letters
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Query, Reference, make_query
-from distillery.core.records import TestCase as CodeTest
+from distillery.schema.records import Query, Reference, make_query
+from distillery.schema.records import TestCase as CodeTest
 from distillery.verify.code import CodeVerifier, call_output_matches, extract_code, stdout_matches
 from distillery.verify.config import CodeSettings
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Query, Reference, make_query
-from distillery.core.records import TestCase as CodeTest
+from distillery.schema.records import Query, Reference, make_query
+from distillery.schema.records import TestCase as CodeTest
 from distillery.verify.code import CodeVerifier
 from distillery.verify.config import CodeSettings
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings, processes_of_uid

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from distillery.core.records import Reference, make_query
+from distillery.schema.records import Reference, make_query
 from distillery.verify.config import IFEvalSettings
 from distillery.verify.ifeval import CHECKS, IFEvalVerifier, check_instruction, loose_variants, split_sentences
 

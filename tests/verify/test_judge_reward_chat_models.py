@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Reference, make_query
+from distillery.schema.records import Reference, make_query
 from distillery.llm.protocol import Sampling
 from distillery.llm.transformers_chat import TransformersChatModel
 from distillery.verify import VerifyConfig, build_verifier

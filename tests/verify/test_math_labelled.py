@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from distillery.core.records import Reference, make_query
+from distillery.schema.records import Reference, make_query
 from distillery.verify.config import MathSettings
 from distillery.verify.math import MathVerifier
 from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.core.records import Query, Reference, make_query
+from distillery.schema.records import Query, Reference, make_query
 from distillery.verify.config import MathSettings
 from distillery.verify.math import MathVerifier, gold_text
 from distillery.verify.pool import WorkerPool

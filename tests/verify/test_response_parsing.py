@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillery.core.responses import find_final_answer
+from distillery.schema.responses import find_final_answer
 from distillery.verify import extract_final_answer, parse_response
 
 

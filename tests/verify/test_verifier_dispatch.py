@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from distillery.core.records import Reference, make_query
-from distillery.core.records import TestCase as CodeTest
+from distillery.schema.records import Reference, make_query
+from distillery.schema.records import TestCase as CodeTest
 from distillery.llm.protocol import Completion, Conversation, Sampling
 from distillery.verify import Verdict, VerifyConfig, build_verifier
 from distillery.verify.sandbox import SandboxSettings

@@ -13,9 +13,9 @@ import numpy as np
 from distillery.analyze.collect import LineageStats, RunStats
 from distillery.analyze.lineages import order_lineages
 from distillery.core.recipe import lineage_teacher, lineage_variant
-from distillery.evaluate.compare import PairedComparison
-from distillery.evaluate.lengths import BenchmarkLengths, LengthAnalysis
-from distillery.evaluate.summary import BenchmarkResult, EvalSummary
+from distillery.analyze.paired import PairedComparison
+from distillery.analyze.student_lengths import BenchmarkLengths, LengthAnalysis
+from distillery.analyze.eval_summary import BenchmarkResult, EvalSummary
 
 Scores = dict[str, dict[str, BenchmarkResult]]
 """Lineage -> "<benchmark>" (one eval step) or "<step>: <benchmark>" -> result."""

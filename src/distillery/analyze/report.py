@@ -32,11 +32,11 @@ from distillery.analyze.compare import (
 )
 from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots, lineage_lengths
 from distillery.core.store import atomic_write, write_json
-from distillery.evaluate.compare import paired_comparisons
-from distillery.evaluate.lengths import EASY, HARD, length_analysis
-from distillery.evaluate.plots import easy_hard_lengths
-from distillery.evaluate.render import render_html, render_plots
-from distillery.evaluate.summary import EvalSummary, summarize
+from distillery.analyze.paired import paired_comparisons
+from distillery.analyze.student_lengths import EASY, HARD, length_analysis
+from distillery.analyze.eval_plots import easy_hard_lengths
+from distillery.analyze.eval_render import render_html, render_plots
+from distillery.analyze.eval_summary import EvalSummary, summarize
 
 logger = logging.getLogger(__name__)
 

@@ -1,2 +1,3 @@
-"""Evaluation of students on AIME 2024/2025, MATH-500 and LiveCodeBench: the `eval` stage, scoring math and
-results tables and length plots (the paper's Tables 1 and 2)."""
+"""The `eval` stage: students sampled on AIME 2024/2025, MATH-500 and LiveCodeBench and scored per sample.
+
+Tables, paired differences and length plots over its samples are the report's (`distillery.analyze`)."""

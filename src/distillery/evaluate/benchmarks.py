@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distillery.core.records import Query, Reference, TestCase, make_query
+from distillery.schema.records import Query, Reference, TestCase, make_query
 from distillery.data import BENCHMARK_FILES
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ The items are (benchmark, problem, sample) triples, dealt round-robin to the sha
 hard problems; each sample's seed comes from (recipe seed, benchmark, problem, sample) and not from the student,
 so every student answers under the same seeds. The framework journals every scored sample: a preempted
 shard resumes at its next unscored sample. Output records are `EvalSample`s, summarised by
-`distillery.evaluate.summary`.
+`distillery.analyze.eval_summary`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from distillery.core.recipe import InputPath, TeacherConfig
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import RunDir, ids_digest
 from distillery.data import benchmarks_dir

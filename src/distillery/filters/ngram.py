@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import shard_name
 from distillery.filters.ngram_counts import (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distillery.core.records import normalise_text
+from distillery.schema.records import normalise_text
 from distillery.core.store import atomic_write
 
 COUNT_DTYPE = np.dtype([("hash", "<u8"), ("count", "<u8")])

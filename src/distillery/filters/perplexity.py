@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import iter_jsonl, read_json, write_json, write_jsonl
 from distillery.filters.scoring import Document, PackedScorer

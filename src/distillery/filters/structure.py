@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from distillery.core.records import Trace
-from distillery.core.responses import ParsedResponse, parse_response
+from distillery.schema.records import Trace
+from distillery.schema.responses import ParsedResponse, parse_response
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import read_json, write_json
 from distillery.filters.traces import accepted_traces, screen_traces

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.core.stage import Item, Outcome
 
 

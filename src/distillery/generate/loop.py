@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from distillery.core.records import Attempt, Query, Trace
+from distillery.schema.records import Attempt, Query, Trace
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed, build_conversation
 from distillery.llm.protocol import ChatModel, Completion, Conversation, Sampling

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from distillery.core.records import Attempt, Trace
-from distillery.core.responses import parse_response
+from distillery.schema.records import Attempt, Trace
+from distillery.schema.responses import parse_response
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, StepView, register
 from distillery.filters.traces import parse_trace
 

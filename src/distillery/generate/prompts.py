@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.llm.protocol import Conversation
 
 THINK_ANSWER_PROMPT = (

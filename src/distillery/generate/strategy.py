@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import get_args
 
-from distillery.core.records import Category
+from distillery.schema.records import Category
 
 _PARALLEL = re.compile(r"^parallel\((\d+)\)$")
 

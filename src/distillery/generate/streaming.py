@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from distillery.core.records import Attempt, Query, Trace
+from distillery.schema.records import Attempt, Query, Trace
 from distillery.generate.loop import GenerationSettings, attempt_limit, final_trace, make_attempt
 from distillery.generate.progress import GenerationProgress
 from distillery.generate.prompts import attempt_seed, build_conversation

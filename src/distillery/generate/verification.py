@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.generate.loop import BatchVerifier
 from distillery.verify.verdict import Verdict
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distillery.core import strictjson
+from distillery.schema import strictjson
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from distillery.core.coerce import (
+from distillery.schema.coerce import (
     FormatError,
     answer_text,
     category_name,
@@ -19,8 +19,8 @@ from distillery.core.coerce import (
     tests_from_value,
     text,
 )
-from distillery.core.formats import query_from_am, query_from_messages
-from distillery.core.records import Message, Query, Reference, make_query
+from distillery.schema.formats import query_from_am, query_from_messages
+from distillery.schema.records import Message, Query, Reference, make_query
 
 RowFormat = Literal["auto", "messages", "am", "fields"]
 FIELD_NAMES = ("prompt", "answer", "category", "system", "tests", "fn_name", "starter_code",

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from distillery.core.coerce import FormatError, category_name
+from distillery.schema.coerce import FormatError, category_name
 from distillery.core.recipe import InputPath
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.core.store import config_digest

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Self
 
-from distillery.core.records import normalise_text
+from distillery.schema.records import normalise_text
 from distillery.core.store import iter_jsonl
 from distillery.llm.options import check_options
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from distillery.core.records import normalise_text
+from distillery.schema.records import normalise_text
 
 _WORD = re.compile(r"\w+")
 

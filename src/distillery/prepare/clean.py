@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from pydantic import Field, ValidationError
 
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.prepare.textclean import image_dependency, repair_unicode, url_dependency
 

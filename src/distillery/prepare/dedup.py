@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from distillery.core.records import Query, normalise_text
+from distillery.schema.records import Query, normalise_text
 from distillery.core.stage import ConfigT, Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import atomic_write, read_json, write_json
 from distillery.prepare.minhash import MinHasher, band_keys, cluster, estimated_jaccard

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from distillery.core.records import normalise_text
+from distillery.schema.records import normalise_text
 
 _WORD = re.compile(r"\w+")
 _PRIME = np.uint64(1_099_511_628_211)

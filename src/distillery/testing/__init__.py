@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distillery.core.formats import query_from_messages
+from distillery.schema.formats import query_from_messages
 from distillery.core.recipe import Recipe
-from distillery.core.records import Attempt, Query, Trace, make_query
+from distillery.schema.records import Attempt, Query, Trace, make_query
 from distillery.core.runner import input_digest, record_key, task_context, task_header
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, StageConfig, StepView, TwoPassStage
 from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json

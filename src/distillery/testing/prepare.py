@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from distillery.cli import main
-from distillery.core.records import make_query
+from distillery.schema.records import make_query
 from distillery.core.stage import Item, ShardContext
 from distillery.core.store import RunDir, iter_jsonl
 

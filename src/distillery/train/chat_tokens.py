@@ -69,7 +69,7 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> Tok
 
 def trace_messages(trace: dict[str, Any]) -> list[dict[str, str]]:
     """The query's messages followed by the accepted response as the assistant turn."""
-    from distillery.core.records import Trace
+    from distillery.schema.records import Trace
 
     parsed = Trace.model_validate(trace)
     if parsed.accepted is None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 
 
 @dataclass(frozen=True)

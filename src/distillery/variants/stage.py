@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distillery.core.config import StrictModel
-from distillery.core.records import Trace
+from distillery.schema.records import Trace
 from distillery.core.stage import (
     LINEAGE_SEPARATOR,
     Item,

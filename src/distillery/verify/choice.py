@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Self
 
-from distillery.core.records import Query
-from distillery.core.responses import parse_response
+from distillery.schema.records import Query
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import VerifyConfig
 from distillery.verify.verdict import Verdict

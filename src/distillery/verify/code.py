@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from distillery.core.records import Query, TestCase
-from distillery.core.responses import parse_response
+from distillery.schema.records import Query, TestCase
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import CodeSettings, VerifyConfig
 from distillery.verify.sandbox import SANDBOX_ROOT, SandboxLimits, SandboxResult, run_sandboxed

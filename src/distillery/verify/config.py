@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from distillery.core.config import StrictModel
-from distillery.core.responses import DEFAULT_FALLBACKS, AnswerSource
+from distillery.schema.responses import DEFAULT_FALLBACKS, AnswerSource
 from distillery.verify.sandbox import SandboxLimits, SandboxSettings
 
 VerifierName = Literal["math", "code", "ifeval", "judge", "reward", "choice"]
@@ -108,7 +108,7 @@ class VerifyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> VerifyConfig:
-        from distillery.core.records import CATEGORIES
+        from distillery.schema.records import CATEGORIES
 
         unknown = sorted(set(self.verifiers) - set(CATEGORIES))
         if unknown:

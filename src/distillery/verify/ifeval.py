@@ -21,8 +21,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, Self
 
-from distillery.core.records import Query
-from distillery.core.responses import parse_response
+from distillery.schema.records import Query
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import IFEvalSettings, VerifyConfig
 from distillery.verify.verdict import Verdict

@@ -14,8 +14,8 @@ import json
 import re
 from typing import Self
 
-from distillery.core.records import Query
-from distillery.core.responses import parse_response
+from distillery.schema.records import Query
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel, ModelSpec, Sampling
 from distillery.models import EMBEDDED
 from distillery.verify.config import JudgeSettings, VerifyConfig

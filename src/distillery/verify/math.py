@@ -27,8 +27,8 @@ import re
 from itertools import product
 from typing import Any, Self
 
-from distillery.core.records import Query
-from distillery.core.responses import find_final_answer, parse_response
+from distillery.schema.records import Query
+from distillery.schema.responses import find_final_answer, parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import MathSettings, VerifyConfig
 from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units

@@ -12,9 +12,9 @@ import logging
 from collections import defaultdict
 from typing import Self
 
-from distillery.core.records import Query
+from distillery.schema.records import Query
 from distillery.core.registry import LazyRegistry
-from distillery.core.responses import parse_response
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.choice import is_multiple_choice
 from distillery.verify.config import VerifierName, VerifyConfig

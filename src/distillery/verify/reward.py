@@ -9,8 +9,8 @@ from typing import Self
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distillery.core.records import Query
-from distillery.core.responses import parse_response
+from distillery.schema.records import Query
+from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import RewardSettings, VerifyConfig
 from distillery.verify.verdict import Verdict

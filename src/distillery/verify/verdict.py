@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillery.core.records import Query
+from distillery.schema.records import Query
 
 
 class Verdict(BaseModel):

@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distillery.core.store import atomic_write, write_json
-from distillery.evaluate.plots import length_by_correctness, length_histograms
-from distillery.evaluate.summary import BenchmarkResult, EvalSummary, summarize
+from distillery.analyze.eval_plots import length_by_correctness, length_histograms
+from distillery.analyze.eval_summary import BenchmarkResult, EvalSummary, summarize
 
 Table = tuple[str, list[str], list[list[str]], list[str]]
 """(caption, header, rows, footnotes)."""
@@ -175,7 +175,7 @@ def write_results(summary: EvalSummary, out_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m distillery.evaluate.render RUN_DIR [OUT_DIR]`: print Table 1 and 2, write the files."""
+    """`python -m distillery.analyze.eval_render RUN_DIR [OUT_DIR]`: print Table 1 and 2, write the files."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

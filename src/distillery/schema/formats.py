@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distillery.core.coerce import (
+from distillery.schema.coerce import (
     FormatError,
     answer_text,
     category_name,
@@ -33,7 +33,7 @@ from distillery.core.coerce import (
     tests_from_value,
     text,
 )
-from distillery.core.records import Attempt, Message, Query, Reference, Trace, make_query
+from distillery.schema.records import Attempt, Message, Query, Reference, Trace, make_query
 
 __all__ = ["DISTILLERY_FIELDS", "FormatError", "am_from_trace", "messages_from_query", "query_from_am",
            "query_from_messages", "reference_from_value", "split_response"]

@@ -21,11 +21,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from distillery.core.config import format_validation_error
-from distillery.core.formats import am_from_trace, messages_from_query
+from distillery.schema.formats import am_from_trace, messages_from_query
 from distillery.core.integrity import size_mismatch
-from distillery.core.parquet import write_parquet
+from distillery.ops.parquet import write_parquet
 from distillery.core.recipe import Recipe
-from distillery.core.records import Query, Trace
+from distillery.schema.records import Query, Trace
 from distillery.core.runner import RunInputs, record_key
 from distillery.core.store import Manifest, RunDir, ShardPaths, open_text, write_jsonl
 

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from distillery.evaluate.lengths import LengthAnalysis
-from distillery.evaluate.summary import EvalSummary
+from distillery.analyze.student_lengths import LengthAnalysis
+from distillery.analyze.eval_summary import EvalSummary
 
 
 def length_histograms(summary: EvalSummary, out_dir: Path) -> list[Path]:

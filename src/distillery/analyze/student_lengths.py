@@ -12,8 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distillery.evaluate.metrics import LengthStats, median_ratio
-from distillery.evaluate.summary import BenchmarkResult, EvalSummary
+from distillery.analyze.metrics import LengthStats, median_ratio
+from distillery.analyze.eval_summary import BenchmarkResult, EvalSummary
 
 EASY = "math500"
 HARD = "aime25"

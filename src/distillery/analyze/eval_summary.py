@@ -2,7 +2,7 @@
 
 `summarize(run_dir)` reads `<run>/<eval step>/<lineage>/shard-*.jsonl` (one student per lineage: the model
 fine-tuned on that teacher's traces, or on a dataset variant of them, "<teacher>+<variant>") and returns an
-`EvalSummary`; `distillery.evaluate.render` turns it into the paper's Tables 1 and 2 and length plots.
+`EvalSummary`; `distillery.analyze.eval_render` turns it into the paper's Tables 1 and 2 and length plots.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distillery.core.store import RunDir, iter_jsonl
 from distillery.evaluate.benchmarks import BenchmarkSpec
-from distillery.evaluate.metrics import LengthStats, bootstrap_ci, mean_pass_at_k
+from distillery.analyze.metrics import LengthStats, bootstrap_ci, mean_pass_at_k
 from distillery.evaluate.samples import EvalSample
 
 logger = logging.getLogger(__name__)

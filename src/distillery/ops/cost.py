@@ -547,7 +547,7 @@ def cost_report(recipe: Recipe, inputs_path: Path | None, nodes: int, calibrate_
     """`distillery plan --cost`: the estimate, and with a run to calibrate from, its measurements and the
     estimate redone with them."""
     inputs = load_cost_inputs(inputs_path)
-    sections = [f"inputs: {inputs_path or 'built-in defaults (the paper-shaped run, see distillery.core.cost)'}",
+    sections = [f"inputs: {inputs_path or 'built-in defaults (the paper-shaped run, see distillery.ops.cost)'}",
                 render_estimate(estimate(recipe, inputs, nodes), nodes)]
     if calibrate_run is not None:
         from distillery.core.runner import load_run_recipe

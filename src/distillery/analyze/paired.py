@@ -7,8 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from distillery.analyze.lineages import comparison_pairs
-from distillery.evaluate.metrics import PairedDifference, paired_difference
-from distillery.evaluate.summary import EvalSummary
+from distillery.analyze.metrics import PairedDifference, paired_difference
+from distillery.analyze.eval_summary import EvalSummary
 
 
 @dataclass(frozen=True)

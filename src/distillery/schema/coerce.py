@@ -12,8 +12,8 @@ import math
 import re
 from typing import Any
 
-from distillery.core import strictjson
-from distillery.core.records import CATEGORIES, TestCase
+from distillery.schema import strictjson
+from distillery.schema.records import CATEGORIES, TestCase
 
 
 class FormatError(ValueError):

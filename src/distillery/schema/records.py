@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distillery.core.responses import parse_response
+from distillery.schema.responses import parse_response
 
 Category = Literal["math", "code", "science", "instruction_following", "chat", "general"]
 CATEGORIES: tuple[str, ...] = ("math", "code", "science", "instruction_following", "chat", "general")
