@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import chi2
@@ -26,7 +28,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir
 from distillery.executors import build_executor
-from distillery.testing import finish_shard
+from distillery.testing import finish_shard, make_trace
 from distillery.testing.stages import trace_recipe
 
 LINEAGE = "t1+strict"
@@ -238,3 +240,35 @@ def test_a_record_that_is_no_trace_or_query_is_named_by_file_and_line(tmp_path: 
     with pytest.raises(ExportError, match=r"no messages form:\n.*shard-00001\.jsonl:3: messages: Field required"):
         export_step(run, recipe, "traces", "t1", "messages", tmp_path / "x.jsonl", limit=4, seed=0)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_native_parquet_has_typed_columns_that_pandas_aggregates_without_json(tmp_path: Path) -> None:
+    """Mean answer tokens by category and teacher straight from the columns; `record` still gives back the row."""
+    run, recipe, records = _run(tmp_path, sizes=(4, 3))
+    code = [make_trace(f"Write f{index}.", f"<think>plan {index}</think>\n\n" + "def f(): pass " * index,
+                       teacher="t2", category="code").model_dump(mode="json") for index in range(1, 4)]
+    code[0]["metadata"] = {"variant": {"name": "strict", "attempt": 0, "score": 1.0}, "layout": "tagged",
+                           "student_tokens": 11}
+    finish_shard(run, "traces", "t1", 1, [*records[4:], *code], num_shards=2)
+    result = export_step(run, recipe, "traces", "t1", "native", tmp_path / "n.parquet", container="parquet")
+    assert result.written == len(records) + len(code)
+    schema = pq.read_schema(tmp_path / "n.parquet")
+    assert schema.field("response_tokens").type == pa.int64() and schema.field("verify_score").type == pa.float64()
+    assert schema.field("attempts").type.value_type.field("passed").type == pa.bool_()
+    frame = pd.read_parquet(tmp_path / "n.parquet", columns=["category", "teacher", "response_tokens", "lineage",
+                                                              "verify_score", "num_attempts", "perplexity"])
+    means = frame.groupby(["category", "teacher"])["response_tokens"].mean().to_dict()
+    traces = [Trace.model_validate(record) for record in [*records, *code]]
+    expected: dict[tuple[str, str], list[int]] = {}
+    for trace in traces:
+        expected.setdefault((trace.query.category, trace.teacher), []).append(trace.response_tokens)
+    assert means == pytest.approx({key: sum(v) / len(v) for key, v in expected.items()})
+    assert set(means) == {("math", "t1"), ("code", "t2")}
+    assert frame["lineage"].tolist().count("t2+strict") == 1
+    assert (frame[frame.category == "math"].num_attempts == 2).all() and (frame.perplexity[:7] == 3.5).all()
+    table = pq.read_table(tmp_path / "n.parquet", columns=["think", "answer", "prompt", "record", "key", "extra"])
+    rows = table.to_pylist()
+    assert [row["think"] for row in rows] == [trace.think for trace in traces]
+    assert [row["answer"] for row in rows] == [trace.answer for trace in traces]
+    assert [row["prompt"] for row in rows] == [trace.query.prompt for trace in traces]
+    assert [row_from_parquet(row, "native")["record"] for row in rows] == [*records, *code]

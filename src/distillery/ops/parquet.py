@@ -9,9 +9,12 @@ so files from two runs (or two variants) concatenate. Every column is nullable:
               extra: string
     messages: messages: list<struct<role: string, content: string, extra: string>>
               category: string, source: string, reference: string, extra: string
-    native:   key: string, record: string
+    native:   key: string, the record's typed columns (`distillery.ops.record_columns`: query id, category,
+              teacher, lineage, think, answer, verify score, attempts, token counts, perplexity, filter
+              verdicts, ...), record: string
 
-Strings are typed columns. `info`, `distillery`, `reference` and `record` hold JSON text (`json.loads` gives the
+Strings are typed columns. A native row's typed columns are derived from its `record` on write and ignored on
+read: `record` alone gives the row back. `info`, `distillery`, `reference` and `record` hold JSON text (`json.loads` gives the
 value back), because their content drifts: a released AM row's `info` is an object, null or JSON text, and the
 pipeline's own fields differ by stage and variant. `extra` holds the row's (or turn's) remaining keys as a JSON
 object, null when there are none; a string column whose value is not a string (or is null) also goes there, so
@@ -21,7 +24,7 @@ object, null when there are none; a string column whose value is not a string (o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -31,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillery.core.store import atomic_path
+from distillery.ops import record_columns
 
 EXTRA = "extra"
 
@@ -42,6 +46,8 @@ class _Layout:
     text: tuple[str, ...] = ()
     json: tuple[str, ...] = ()
     items: tuple[str, _Layout] | None = None
+    derived: tuple[str, list[pa.Field], Callable[[Any], dict[str, Any]]] | None = None
+    """(a JSON column, the typed columns computed from its value, the function computing them): write-only."""
     fields: list[pa.Field] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -49,10 +55,14 @@ class _Layout:
         if self.items is not None:
             name, inner = self.items
             columns.insert(len(self.text), pa.field(name, pa.list_(pa.struct(inner.fields))))
+        if self.derived is not None:
+            columns[len(self.text):len(self.text)] = self.derived[1]
         object.__setattr__(self, "fields", [*columns, pa.field(EXTRA, pa.string())])
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if self.derived is not None:
+            out.update(self.derived[2](row.get(self.derived[0])))
         rest = dict(row)
         for name in self.text:
             if isinstance(rest.get(name), str):
@@ -89,7 +99,8 @@ LAYOUTS = {
                                                                     json=("info", "distillery")))),
     "messages": _Layout(text=("category", "source"), json=("reference",),
                         items=("messages", _Layout(text=("role", "content")))),
-    "native": _Layout(text=("key",), json=("record",)),
+    "native": _Layout(text=("key",), json=("record",),
+                      derived=("record", record_columns.FIELDS, record_columns.record_columns)),
 }
 
 
