@@ -193,17 +193,29 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distillery.ops.exporting import ExportError, export_step
+    from distillery.ops.exporting import ExportError, export_folder, export_step
 
+    if args.push_to_hub and not args.to_dir:
+        print("error: --push-to-hub uploads a folder: export with --to-dir DIR", file=sys.stderr)
+        return 2
     recipe, run = _load(args.target, [])
+    target = Path(args.to_dir or args.output)
     try:
-        result = export_step(run, recipe, args.step, args.teacher, args.format, Path(args.output),
-                             container=args.container, limit=args.limit, seed=args.seed)
+        if args.to_dir:
+            result = export_folder(run, recipe, args.step, args.teacher, args.format, target,
+                                   container=args.container or "parquet", limit=args.limit, seed=args.seed)
+        else:
+            result = export_step(run, recipe, args.step, args.teacher, args.format, target,
+                                 container=args.container or "jsonl", limit=args.limit, seed=args.seed)
+        if args.push_to_hub:
+            from distillery.ops.hub import push_folder
+
+            print(f"pushed to {push_folder(target, args.push_to_hub, private=args.private)}")
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sampled = f" (a sample of {result.total}, seed {args.seed})" if result.written < result.total else ""
-    print(f"wrote {result.written} records{sampled} to {args.output}")
+    print(f"wrote {result.written} records{sampled} to {target}; dataset card: {result.card}")
     return 0
 
 
@@ -305,13 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher, or variant lineage <teacher>+<variant>, for per-teacher steps")
     p.add_argument("--format", choices=["am", "messages", "native"], default="native",
                    help="record layout: AM-Thinking-v1-Distilled, chat messages, or the run's own records")
-    p.add_argument("--as", dest="container", choices=["jsonl", "parquet"], default="jsonl",
-                   help="file type: JSONL, or Parquet for datasets.load_dataset('parquet', data_files=...) with "
-                   "one schema per format (nested values that drift, e.g. AM's info, as JSON text)")
+    p.add_argument("--as", dest="container", choices=["jsonl", "parquet"],
+                   help="file type (default: jsonl with -o, parquet with --to-dir): JSONL, or Parquet with one "
+                   "schema per format (native: typed columns beside the full record; nested values that drift, "
+                   "e.g. AM's info, as JSON text)")
     p.add_argument("--limit", type=_positive, metavar="N",
                    help="a seeded uniform sample of N records over every shard (all when the step has fewer)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
-    p.add_argument("-o", "--output", required=True, help="output file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="output file; its dataset card (README.md) goes beside it")
+    where.add_argument("--to-dir", metavar="DIR", help="a folder datasets.load_dataset(DIR) loads: data/ and its card")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the folder (--to-dir) to this Hugging Face dataset "
+                   "repo; needs credentials (HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.set_defaults(func=cmd_export)
     p = add("verify", "recompute every shard's sha256 and record count and report shards that do not match their "
             "manifest (truncated or edited since)", "run directory")

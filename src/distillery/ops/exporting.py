@@ -5,6 +5,9 @@ The sample (`limit`) is drawn without reading the step: the shard manifests' `ke
 record of the step 0..total-1 in shard order, `limit` of those global positions are drawn with
 `random.Random(seed).sample`, and each shard holding a chosen position is read once, taking its chosen lines.
 The output keeps that order (shard, then line), so the same seed gives the same file.
+
+Every export writes a dataset card beside its file (`distillery.ops.card`); `export_folder` writes a folder that
+`datasets.load_dataset(folder)` loads: the data under `data/`, the card as the folder's README.md.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from pydantic import ValidationError
 from distillery.core.config import format_validation_error
 from distillery.schema.formats import am_from_trace, messages_from_query
 from distillery.core.integrity import size_mismatch
-from distillery.ops.parquet import write_parquet
+from distillery.ops.card import ExportStats, card_path, write_card
+from distillery.ops.parquet import schema, write_parquet
+from distillery.ops.provenance import provenance
+from distillery.ops.record_columns import record_columns
 from distillery.core.recipe import Recipe
 from distillery.schema.records import Query, Trace
 from distillery.core.runner import RunInputs, record_key
@@ -44,6 +50,7 @@ class ExportResult:
     written: int
     total: int
     """Kept records of the step (for this teacher or lineage); `written` < `total` when a limit sampled them."""
+    card: Path | None = None
 
 
 def convert_record(record: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -149,10 +156,19 @@ def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterato
                         break
 
 
+def _counted(records: Iterator[tuple[str, dict[str, Any]]], stats: ExportStats
+             ) -> Iterator[tuple[str, dict[str, Any]]]:
+    for where, record in records:
+        stats.add(record_columns(record))
+        yield where, record
+
+
 def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt: str, output: Path,
-                container: str = "jsonl", limit: int | None = None, seed: int = 0) -> ExportResult:
+                container: str = "jsonl", limit: int | None = None, seed: int = 0,
+                card_root: Path | None = None) -> ExportResult:
     """Write `step`'s kept records of `teacher` (a teacher or a `<teacher>+<variant>` lineage) to `output`;
-    with `limit`, a seeded uniform sample of that many (all of them when the step holds no more)."""
+    with `limit`, a seeded uniform sample of that many (all of them when the step holds no more). The dataset
+    card goes into `card_root` (default: the output's folder)."""
     if fmt not in FORMATS or container not in CONTAINERS:
         raise ExportError(f"format {fmt!r} as {container!r}: expected a format of {FORMATS} as one of {CONTAINERS}")
     _check_names(run, recipe, step, teacher)
@@ -167,11 +183,26 @@ def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt
         logger.info("sampling %d of %d kept records (seed %d) from %d of %d shards", limit, total, seed,
                     sum(1 for lines in per_shard if lines), len(counts))
         records = _sampled([paths for paths, _ in shards], per_shard)
-    rows = (_row(where, record, fmt) for where, record in records)
+    stats = ExportStats()
+    rows = (_row(where, record, fmt) for where, record in _counted(records, stats))
     if container == "parquet":
         if fmt == "native":
             rows = ({"key": record_key(row), "record": row} for row in rows)
         written = write_parquet(output, rows, fmt)
     else:
         written, _ = write_jsonl(output, rows)
-    return ExportResult(written, total)
+    root = output.parent if card_root is None else card_root
+    sample = f" (a seeded sample of {total}, seed {seed})" if written < total else ""
+    card = write_card(card_path(root), provenance(run, recipe, step, teacher), stats,
+                      output.resolve().relative_to(root.resolve()).as_posix(),
+                      schema(fmt) if container == "parquet" else None, sample)
+    return ExportResult(written, total, card)
+
+
+def export_folder(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt: str, folder: Path,
+                  container: str = "parquet", limit: int | None = None, seed: int = 0) -> ExportResult:
+    """A folder `datasets.load_dataset(folder)` loads: `data/<step>[-<lineage>].<container>` and its card."""
+    name = f"{step}-{teacher}" if teacher else step
+    data = folder / "data" / f"{name.replace('+', '-')}.{container}"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    return export_step(run, recipe, step, teacher, fmt, data, container, limit, seed, card_root=folder)
