@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -16,6 +17,9 @@ from distillery.core.recipe import Recipe, RecipeError, load_recipe, snapshot
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, atomic_write
 from distillery.executors import EXECUTORS
+
+if TYPE_CHECKING:
+    from distillery.ops.status import GroupStatus
 
 logger = logging.getLogger("distillery")
 
@@ -166,22 +170,43 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from distillery.ops.status import collect_status, render_status, status_json
     from distillery.executors import executor_of_run
+    from distillery.ops import status_history
+    from distillery.ops.status import collect_status, render_status, status_json
 
     recipe, run = _load(args.target, [])
     executor = executor_of_run(recipe, run)
-    if args.json:
-        print(json.dumps(status_json(collect_status(run, recipe, executor.states(), check_inputs=not args.fast)),
-                         indent=1))
-        return 0
     while True:
-        text = render_status(collect_status(run, recipe, executor.states(), check_inputs=not args.fast))
-        if not args.watch:
-            print(text)
+        statuses = collect_status(run, recipe, executor.states(), check_inputs=not args.fast)
+        status_history.append(run, statuses)
+        written = _status_files(args, run, recipe.name, statuses)
+        if args.json:
+            print(json.dumps(status_json(statuses), indent=1))
             return 0
-        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + str(run.root) + "\n" + text, flush=True)
+        text = render_status(statuses)
+        if not args.watch:
+            print("\n".join([text, *written]))
+            return 0
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + str(run.root) + "\n" + "\n".join([text, *written]),
+              flush=True)
         time.sleep(args.watch)
+
+
+def _status_files(args: argparse.Namespace, run: RunDir, name: str, statuses: list[GroupStatus]) -> list[str]:
+    """Write the metrics file and the status page the flags ask for; one line per file written."""
+    written = []
+    if args.metrics:
+        from distillery.ops.metrics import write_metrics
+
+        write_metrics(Path(args.metrics), name, statuses)
+        written.append(f"metrics: {args.metrics}")
+    if args.html:
+        from distillery.ops import status_history
+        from distillery.ops.status_page import write_page
+
+        write_page(Path(args.html), run, name, statuses, status_history.read(run), args.watch)
+        written.append(f"status page: {args.html}")
+    return written
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -306,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--fast", action="store_true", help="skip input-digest checks (large runs)")
     p.add_argument("--json", action="store_true", help="print the status as JSON (for dashboards) and exit")
+    p.add_argument("--metrics", metavar="FILE", help="also write a Prometheus text file (node-exporter textfile "
+                   "collector: name it *.prom), kept current under --watch")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained status page with plots over time "
+                   "(from <run>/_status-history.jsonl, which every status call extends); it reloads under --watch")
     p.set_defaults(func=cmd_status)
     p = add("report", "teacher and variant comparison report (PNG plots + HTML + JSON)", "run directory")
     p.add_argument("--easy", default="math500", help="easy benchmark of the student-length analysis")

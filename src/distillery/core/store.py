@@ -12,6 +12,7 @@ Layout (DESIGN.md):
     <run>/<stage>[/<teacher>]/shard-00000.h5                 packed token bins (pack)
     <run>/<stage>[/<teacher>]/hf/                            a training step's Hugging Face export (sft)
     <run>/logs/<stage>[/<teacher>]/                          one log per shard task
+    <run>/_status-history.jsonl                              what each `status` saw (bounded), for its page's plots
 `RunDir` names every one of these; nothing else builds a path inside a run.
 """
 
@@ -313,6 +314,9 @@ class RunDir:
 
     def jobs_file(self) -> Path:
         return self.root / "_jobs.jsonl"
+
+    def status_history(self) -> Path:
+        return self.root / "_status-history.jsonl"
 
 
 class Journal:

@@ -40,6 +40,8 @@ class GroupStatus:
     """A dataset variant's counts summed over finished shards (queries needing new attempts, attempts rescreened)."""
     rule: str = ""
     """A dataset variant's rule, as its manifests describe it."""
+    acceptance: dict[str, Counter] = field(default_factory=dict)
+    """Per category, queries a generation shard finished (`done`) and how many of them were `accepted`."""
 
     @property
     def throughput(self) -> float:
@@ -101,11 +103,14 @@ def _add_stats(status: GroupStatus, shard_index: int, stats: dict[str, Any]) -> 
         status.variant[name] += int(stats[name])
     if "rule" in stats:
         status.rule = str(stats["rule"])
+    for category, figures in (stats.get("acceptance_by_category") or {}).items():
+        status.acceptance.setdefault(category, Counter()).update(
+            {"done": int(figures.get("done", 0)), "accepted": int(figures.get("accepted", 0))})
     status.warnings += [f"shard {shard_index}: input file {path} ended early (truncated or damaged)"
                         for path in stats.get("truncated_files", [])]
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     minutes, secs = divmod(int(seconds), 60)
@@ -169,6 +174,7 @@ def status_json(statuses: list[GroupStatus]) -> list[dict[str, Any]]:
         "not_reconciled": status.not_reconciled, "warnings": status.warnings,
         "engine": {name: round(sum(v) / len(v), 4) for name, v in status.engine.items()},
         "variant": {"rule": status.rule, **status.variant} if status.rule else None,
+        "acceptance": {category: dict(counts) for category, counts in sorted(status.acceptance.items())},
     } for status in statuses]
 
 
@@ -184,7 +190,7 @@ def render_status(statuses: list[GroupStatus]) -> str:
             others += f" ({status.partial_items} items in journals)"
         lines.append(f"{status.group.key:<{width}} {len(status.group.shards):>7} {status.states['done']:>5} {others:<28} "
                      f"{status.inputs:>8} {status.kept:>8} {status.rejected:>6} {status.quarantined:>5} "
-                     f"{status.throughput:>8.1f} {_duration(status.eta_s):>7}")
+                     f"{status.throughput:>8.1f} {duration(status.eta_s):>7}")
         if others != "all done" and len(status.shard_states) > 1:
             lines.append(f"    shards: {state_ranges(status.shard_states)[:300]}")
         for stale in status.stale[:5]:
