@@ -28,12 +28,14 @@ EPILOG = """examples:
   distillery run jobs/quickstart.yaml             run everything locally (or with the recipe's executor)
   distillery submit jobs/am-thinking-distill.yaml submit one SLURM job array per step x teacher
   distillery status runs/quickstart               what is done, running, stale; counts, throughput, ETA
+  distillery status runs/quickstart --watch 60 --metrics /var/lib/node_exporter/textfile/q.prom --html status.html
   distillery resume runs/quickstart               rerun / resubmit only missing or stale shards
   distillery rerun runs/quickstart --step generate --teacher smol-warm --shards 0   exactly these shards again
   distillery report runs/quickstart               teacher comparison: plots + one HTML page
   distillery verify runs/quickstart               every shard checked against its manifest (sha256, count)
   distillery export runs/quickstart --step generate --teacher smol-a --format am -o traces.jsonl
   distillery export runs/quickstart --step structure --teacher smol-a+strict --as parquet --limit 100 -o s.parquet
+  distillery export runs/quickstart --step structure --teacher smol-a --to-dir smol-a/   (datasets.load_dataset)
 """
 
 

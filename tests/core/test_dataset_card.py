@@ -141,3 +141,20 @@ def test_length_summary_is_exact_over_a_histogram() -> None:
     assert length_summary(stats.lengths["response_tokens"]) == {
         "count": 10, "mean": 14.2, "min": 1, "median": 4, "p90": 9, "max": 100}
     assert stats.categories == {"math": 10} and not stats.lengths["think_chars"]
+
+
+def test_push_to_hub_without_credentials_says_so_after_a_complete_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """No token (whatever this machine has stored): the Hub is never contacted, the folder is still complete."""
+    import huggingface_hub
+
+    run, _, _ = _quickstart_run(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    folder = tmp_path / "d"
+    assert main(["export", str(run.root), "--step", "ingest", "--to-dir", str(folder), "--push-to-hub", "o/n"]) == 2
+    assert f"no Hugging Face credentials: set HF_TOKEN or run `hf auth login`, then push again; the export itself " \
+           f"is complete in {folder}" in capsys.readouterr().err
+    assert len(datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "c"))) == 30
+    assert main(["export", str(run.root), "--step", "ingest", "-o", str(tmp_path / "q.jsonl"),
+                 "--push-to-hub", "o/n"]) == 2
+    assert "--push-to-hub uploads a folder: export with --to-dir DIR" in capsys.readouterr().err

@@ -139,7 +139,8 @@ def _flow(value: Any) -> str:
 def _counts(title: str, counter: Counter) -> list[str]:
     if not counter:
         return []
-    return ["", f"{title}:", "", *_table([title.split(" per ")[-1], "records"], [[k, v] for k, v in counter.most_common()])]
+    rows = [[value, count] for value, count in counter.most_common()]
+    return ["", f"{title}:", "", *_table([title.split(" per ")[-1], "records"], rows)]
 
 
 def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str) -> list[str]:
@@ -150,8 +151,9 @@ def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str
              f"- code version: {', '.join(f'`{version}`' for version in provenance.code_versions)}"]
     teacher = provenance.teacher
     if teacher is not None:
+        options = f", options {_flow(teacher['options'])}" if teacher["options"] else ""
         lines += ["", "### Teacher", "", f"- name: `{teacher['name']}`", f"- model: `{teacher['model']}`",
-                  f"- engine: `{teacher['backend']}`" + (f", options {_flow(teacher['options'])}" if teacher["options"] else ""),
+                  f"- engine: `{teacher['backend']}`{options}",
                   f"- sampling: {', '.join(f'{k} {v}' for k, v in teacher['sampling'].items() if v is not None)}"]
     if provenance.verify is not None:
         verify = provenance.verify
@@ -175,8 +177,9 @@ def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str
                       *_table(["reason", "records"], [[r, n] for r, n in facts.reasons.most_common(20)])]
     if provenance.variant is not None:
         variant = provenance.variant
-        lines += ["", "### Variant rule", "", f"- variant: `{variant['name']}`",
-                  f"- rule: {variant['rule'] or '-'}", f"- settings: {_flow(variant['settings']) if variant['settings'] else '-'}"]
+        settings = _flow(variant["settings"]) if variant["settings"] else "-"
+        lines += ["", "### Variant rule", "", f"- variant: `{variant['name']}`", f"- rule: {variant['rule'] or '-'}",
+                  f"- settings: {settings}"]
     lines += ["", "### Decontamination", "",
               f"Decontaminated against: {', '.join(provenance.benchmarks)}." if provenance.benchmarks
               else "No decontamination step is in this data's lineage."]
@@ -200,8 +203,8 @@ def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str
 def write_card(path: Path, provenance: Provenance, stats: ExportStats, data_file: str,
                schema: pa.Schema | None, sample: str = "") -> Path:
     """Write the card for `data_file` (relative to the card's folder) atomically; returns its path."""
-    text = "---\n" + yaml.safe_dump(header(provenance, stats, data_file, schema), sort_keys=False,
-                                    allow_unicode=True) + "---\n" + "\n".join(body(provenance, stats, data_file, sample))
+    front = yaml.safe_dump(header(provenance, stats, data_file, schema), sort_keys=False, allow_unicode=True)
+    text = f"---\n{front}---\n" + "\n".join(body(provenance, stats, data_file, sample))
     with atomic_write(path) as out:
         out.write(text)
     return path
