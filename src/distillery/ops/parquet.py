@@ -16,9 +16,9 @@ so files from two runs (or two variants) concatenate. Every column is nullable:
 Strings are typed columns. A native row's typed columns are derived from its `record` on write and ignored on
 read: `record` alone gives the row back. `info`, `distillery`, `reference` and `record` hold JSON text
 (`json.loads` gives the value back), because their content drifts: a released AM row's `info` is an object, null
-or JSON text, and the pipeline's own fields differ by stage and variant. `extra` holds the row's (or turn's) remaining keys as a JSON
-object, null when there are none; a string column whose value is not a string (or is null) also goes there, so
-`row_from_parquet` gives back exactly the row that was written.
+or JSON text, and the pipeline's own fields differ by stage and variant. `extra` holds the row's (or turn's)
+remaining keys as a JSON object, null when there are none; a string column whose value is not a string (or is
+null) also goes there, so `row_from_parquet` gives back exactly the row that was written.
 """
 
 from __future__ import annotations
