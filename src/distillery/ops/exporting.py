@@ -156,11 +156,14 @@ def _sampled(paths: Sequence[ShardPaths], per_shard: list[list[int]]) -> Iterato
                         break
 
 
-def _counted(records: Iterator[tuple[str, dict[str, Any]]], stats: ExportStats
-             ) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rows(records: Iterator[tuple[str, dict[str, Any]]], fmt: str, container: str, stats: ExportStats
+          ) -> Iterator[dict[str, Any]]:
+    """Each record's row in `fmt` (native Parquet: key, typed columns and the record), counted for the card."""
     for where, record in records:
-        stats.add(record_columns(record))
-        yield where, record
+        columns = record_columns(record)
+        stats.add(columns)
+        row = _row(where, record, fmt)
+        yield {"key": record_key(row), "record": row, **columns} if fmt == "native" and container == "parquet" else row
 
 
 def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt: str, output: Path,
@@ -184,10 +187,8 @@ def export_step(run: RunDir, recipe: Recipe, step: str, teacher: str | None, fmt
                     sum(1 for lines in per_shard if lines), len(counts))
         records = _sampled([paths for paths, _ in shards], per_shard)
     stats = ExportStats()
-    rows = (_row(where, record, fmt) for where, record in _counted(records, stats))
+    rows = _rows(records, fmt, container, stats)
     if container == "parquet":
-        if fmt == "native":
-            rows = ({"key": record_key(row), "record": row} for row in rows)
         written = write_parquet(output, rows, fmt)
     else:
         written, _ = write_jsonl(output, rows)

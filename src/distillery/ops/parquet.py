@@ -13,8 +13,8 @@ so files from two runs (or two variants) concatenate. Every column is nullable:
               teacher, lineage, think, answer, verify score, attempts, token counts, perplexity, filter
               verdicts, ...), record: string
 
-Strings are typed columns. A native row's typed columns are derived from its `record` on write and ignored on
-read: `record` alone gives the row back. `info`, `distillery`, `reference` and `record` hold JSON text
+Strings are typed columns. A native row's typed columns are written as the row brings them (the export derives
+them from its record) and ignored on read: `record` alone gives the row back. `info`, `distillery`, `reference` and `record` hold JSON text
 (`json.loads` gives the value back), because their content drifts: a released AM row's `info` is an object, null
 or JSON text, and the pipeline's own fields differ by stage and variant. `extra` holds the row's (or turn's)
 remaining keys as a JSON object, null when there are none; a string column whose value is not a string (or is
@@ -24,7 +24,7 @@ null) also goes there, so `row_from_parquet` gives back exactly the row that was
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -46,8 +46,8 @@ class _Layout:
     text: tuple[str, ...] = ()
     json: tuple[str, ...] = ()
     items: tuple[str, _Layout] | None = None
-    derived: tuple[str, list[pa.Field], Callable[[Any], dict[str, Any]]] | None = None
-    """(a JSON column, the typed columns computed from its value, the function computing them): write-only."""
+    typed: tuple[pa.Field, ...] = ()
+    """Columns written as the row brings them (null when it does not) and left out on read."""
     fields: list[pa.Field] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -55,15 +55,12 @@ class _Layout:
         if self.items is not None:
             name, inner = self.items
             columns.insert(len(self.text), pa.field(name, pa.list_(pa.struct(inner.fields))))
-        if self.derived is not None:
-            columns[len(self.text):len(self.text)] = self.derived[1]
+        columns[len(self.text):len(self.text)] = self.typed
         object.__setattr__(self, "fields", [*columns, pa.field(EXTRA, pa.string())])
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.derived is not None:
-            out.update(self.derived[2](row.get(self.derived[0])))
-        rest = dict(row)
+        out: dict[str, Any] = {column.name: row[column.name] for column in self.typed if column.name in row}
+        rest = {key: value for key, value in row.items() if key not in out}
         for name in self.text:
             if isinstance(rest.get(name), str):
                 out[name] = rest.pop(name)
@@ -100,7 +97,7 @@ LAYOUTS = {
     "messages": _Layout(text=("category", "source"), json=("reference",),
                         items=("messages", _Layout(text=("role", "content")))),
     "native": _Layout(text=("key",), json=("record",),
-                      derived=("record", record_columns.FIELDS, record_columns.record_columns)),
+                      typed=tuple(record_columns.FIELDS)),
 }
 
 
