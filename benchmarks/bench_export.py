@@ -4,6 +4,9 @@ draw the sample from that list.
 
 - `parquet`: AM rows streamed into Parquet in row groups (`export_step(..., container="parquet")`);
   baseline `parquet-naive`: every AM row in memory, one `pyarrow.Table`, `pq.write_table`.
+- `native`: the run's own records streamed into Parquet with their typed columns (query id, category, think,
+  answer, attempts, token counts, ...) beside the full record; compared with `parquet` (AM rows, streamed), the
+  other export that validates every record, to show what the typed columns cost.
 - `sample`: `--limit K` drawn from the manifests' counts, reading only the chosen lines' shards up to their last
   chosen line; baseline `sample-naive`: every record in a list, then `random.sample`.
 
@@ -39,7 +42,7 @@ from distillery.testing import finish_shard
 from distillery.testing.stages import trace_recipe
 
 logger = logging.getLogger("bench_export")
-MODES = ("parquet", "parquet-naive", "sample", "sample-naive")
+MODES = ("parquet", "parquet-naive", "native", "sample", "sample-naive")
 
 
 def _recipe_data(run_dir: Path, shards: int) -> dict:
@@ -68,8 +71,8 @@ def build_run(run_dir: Path, records: int, shards: int) -> None:
 def run_mode(mode: str, run_dir: Path, shards: int, limit: int, output: Path) -> None:
     recipe = parse_recipe(_recipe_data(run_dir, shards))
     run = RunDir(run_dir)
-    if mode == "parquet":
-        export_step(run, recipe, "traces", "t1", "am", output, container="parquet")
+    if mode in ("parquet", "native"):
+        export_step(run, recipe, "traces", "t1", "am" if mode == "parquet" else "native", output, container="parquet")
     elif mode == "sample":
         export_step(run, recipe, "traces", "t1", "am", output, limit=limit, seed=0)
     else:
@@ -84,7 +87,7 @@ def run_mode(mode: str, run_dir: Path, shards: int, limit: int, output: Path) ->
 
 def measure(mode: str, run_dir: Path, shards: int, limit: int, out_dir: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one mode, run in a fresh process."""
-    suffix = "parquet" if mode.startswith("parquet") else "jsonl"
+    suffix = "jsonl" if mode.startswith("sample") else "parquet"
     command = [sys.executable, __file__, "--child", mode, "--run", str(run_dir), "--shards", str(shards),
                "--limit", str(limit), "--output", str(out_dir / f"{mode}.{suffix}")]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -114,7 +117,7 @@ def main() -> None:
             build_run(run_dir, args.records, args.shards)
             logger.info("built %d traces in %d shards in %.1fs", args.records, args.shards, time.perf_counter() - start)
         results = {mode: measure(mode, run_dir, args.shards, args.limit, Path(scratch)) for mode in MODES}
-    for ours, naive in (("parquet", "parquet-naive"), ("sample", "sample-naive")):
+    for ours, naive in (("parquet", "parquet-naive"), ("native", "parquet"), ("sample", "sample-naive")):
         (t_ours, m_ours), (t_naive, m_naive) = results[ours], results[naive]
         logger.info("%-8s %7.2fs %7.0f MiB | %-14s %7.2fs %7.0f MiB | time x%.2f, peak memory x%.2f",
                     ours, t_ours, m_ours, naive, t_naive, m_naive, t_ours / t_naive, m_ours / m_naive)

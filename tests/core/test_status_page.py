@@ -23,7 +23,7 @@ from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.store import RunDir
 from distillery.ops import status_history
 from distillery.ops.status import collect_status
-from distillery.ops.status_page import write_page
+from distillery.ops.status_page import acceptance_series, throughput_series, write_page
 from distillery.testing import finish_markers, finish_shard, make_trace, quickstart_query_records
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "quickstart.yaml"
@@ -183,3 +183,21 @@ def test_status_page_renders_every_step_in_headless_chromium(tmp_path: Path) -> 
     assert missing == [f"ngram/{teacher}:{phase}" for teacher in ("smol-warm", "smol-hot")
                        for phase in ("scan", "merge", "process")], "the check sees a step left out"
     assert '<meta http-equiv="refresh" content="30">' in page.read_text()
+
+
+def test_history_stays_bounded_spans_the_whole_run_and_gives_rates(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run, recipe = _run(tmp_path)
+    monkeypatch.setattr(status_history, "MAX_ENTRIES", 8)
+    statuses = collect_status(run, recipe, check_inputs=False)
+    for minute in range(1, 31):
+        status_history.append(run, statuses, now=time.time() + 60 * minute)
+    with run.status_history().open("a") as history:
+        history.write('{"time": 1, "gro')  # a writer killed mid-line
+    status_history.append(run, statuses, now=time.time() + 60 * 31)
+    entries = status_history.read(run)
+    assert len(entries) <= 8 and entries[0]["time"] < time.time() - 500, "thinned, the first entry kept"
+    assert entries[-1]["time"] > time.time() + 60 * 30, "the newest kept, after the cut line"
+    rates = throughput_series(status_history.read(run)[:3])
+    assert rates["generate/smol-hot:process"] and max(v for _, v in rates["generate/smol-hot:process"]) > 0
+    assert acceptance_series(entries)["generate/smol-warm:process math"][-1][1] == 0.75

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,14 @@ def snapshot(statuses: list[GroupStatus], now: float | None = None) -> dict[str,
 def append(run: RunDir, statuses: list[GroupStatus], now: float | None = None) -> None:
     """Add what `statuses` show to the run's history; a run directory that cannot be written is only logged."""
     path = run.status_history()
+    line = json.dumps(snapshot(statuses, now), separators=(",", ":")) + "\n"
     try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(snapshot(statuses, now), separators=(",", ":")) + "\n")
+        with path.open("a+b") as handle:  # appends go to the end whatever the read position
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line  # the last line was cut short by a killed writer: start a new one
+            handle.write(line.encode("utf-8"))
         _bound(path)
     except OSError as error:
         logger.warning("status history not kept (%s): the page's plots show only what this call sees", error)
@@ -55,7 +61,7 @@ def _bound(path: Path) -> None:
         return
     half = len(lines) // 2
     with atomic_write(path) as out:
-        out.writelines(lines[:half:2] + lines[half:])
+        out.write("".join(lines[:half:2] + lines[half:]))
 
 
 def read(run: RunDir) -> list[dict[str, Any]]:
