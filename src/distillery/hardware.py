@@ -4,12 +4,14 @@ A CPU without native bf16 instructions (AVX512-BF16 or AMX) emulates bf16 arithm
 decoded SmolLM2 at 52 tokens/s in bf16 and 197 in float32. So every model that runs on a CPU uses bf16 only where
 the CPU has it natively, else float32; GPUs keep bf16; a dtype named in the recipe always wins. Each choice is
 logged once per process and component, and the runner copies the choices of a task into its manifest's stats.
+`DISTILLERY_DTYPE` pins every automatic choice (a run resumed on another kind of host then computes as before).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ AUTO = "auto"
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 """/proc/cpuinfo flags of x86 CPUs that compute bf16 natively."""
 DTYPES = ("float32", "bfloat16", "float16")
+FORCE_ENV = "DISTILLERY_DTYPE"
+"""Set it (float32, bfloat16) to pin every `auto` dtype, e.g. to reproduce on one host what another host chose."""
 
 
 @dataclass(frozen=True)
@@ -82,28 +86,34 @@ def resolve_device(device: str = AUTO) -> str:
 
 def choose_dtype(component: str, device: str, requested: str | None = AUTO,
                  flags: frozenset[str] | None = None, no_cpu_bf16: str | None = None) -> DtypeChoice:
-    """The dtype `component` runs in on `device`: the requested one, else bf16 on GPUs and on CPUs with native
-    bf16, else float32. `no_cpu_bf16` says why a component cannot use bf16 on any CPU (it then runs float32
-    there). Recorded for the task's manifest and logged once per component."""
+    """The dtype `component` runs in on `device`, in this order: the recipe's; float32 on a CPU where the component
+    cannot use bf16 (`no_cpu_bf16` says why); `DISTILLERY_DTYPE`; bf16 on GPUs and on CPUs with native bf16; else
+    float32. Recorded for the task's manifest and logged once per component."""
+    on_cpu = not device.startswith("cuda")
+    forced = os.environ.get(FORCE_ENV)
     if requested not in (None, AUTO):
-        if requested not in DTYPES:
-            raise ValueError(f"{component}: dtype must be one of {', '.join((AUTO, *DTYPES))}, got {requested!r}")
-        choice = DtypeChoice(component, device, requested, "set in the recipe")
-    elif device.startswith("cuda"):
-        choice = DtypeChoice(component, device, "bfloat16", "GPU")
-    elif no_cpu_bf16:
+        choice = DtypeChoice(component, device, _known(requested, component, "the recipe"), "set in the recipe")
+    elif on_cpu and no_cpu_bf16:
         choice = DtypeChoice(component, device, "float32", no_cpu_bf16)
+    elif forced:
+        choice = DtypeChoice(component, device, _known(forced, component, FORCE_ENV), FORCE_ENV)
+    elif not on_cpu:
+        choice = DtypeChoice(component, device, "bfloat16", "GPU")
+    elif native := native_bf16_flags(flags):
+        choice = DtypeChoice(component, device, "bfloat16", f"CPU has native bf16 ({', '.join(native)})")
     else:
-        native = native_bf16_flags(flags)
-        if native:
-            choice = DtypeChoice(component, device, "bfloat16", f"CPU has native bf16 ({', '.join(native)})")
-        else:
-            choice = DtypeChoice(component, device, "float32",
-                                 "CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 would be emulated")
+        choice = DtypeChoice(component, device, "float32",
+                             "CPU has no native bf16 (no avx512_bf16/amx_bf16): bf16 would be emulated")
     if _choices.get(component) != choice:
         logger.info("%s runs in %s on %s: %s", component, choice.dtype, choice.device, choice.reason)
     _choices[component] = choice
     return choice
+
+
+def _known(dtype: str, component: str, source: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"{component}: dtype must be one of {', '.join((AUTO, *DTYPES))}, got {dtype!r} ({source})")
+    return dtype
 
 
 def dtype_stats() -> dict[str, dict[str, str]]:

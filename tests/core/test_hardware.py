@@ -66,3 +66,13 @@ def test_a_component_that_cannot_use_bf16_on_cpus_says_why() -> None:
     choice = hardware.choose_dtype("sft", "cpu", flags=SAPPHIRE_RAPIDS, no_cpu_bf16="autocast unsupported")
     assert (choice.dtype, choice.reason) == ("float32", "autocast unsupported")
     assert hardware.choose_dtype("sft", "cuda", flags=AVX2_ONLY, no_cpu_bf16="autocast unsupported").dtype == "bfloat16"
+
+
+def test_the_environment_pins_every_automatic_choice_but_not_the_recipe(monkeypatch) -> None:
+    monkeypatch.setenv(hardware.FORCE_ENV, "float32")
+    assert hardware.choose_dtype("vllm teacher", "cuda", flags=SAPPHIRE_RAPIDS).reason == hardware.FORCE_ENV
+    assert hardware.choose_dtype("vllm teacher", "cpu", flags=SAPPHIRE_RAPIDS).dtype == "float32"
+    assert hardware.choose_dtype("embeddings", "cpu", "bfloat16", flags=AVX2_ONLY).dtype == "bfloat16"
+    monkeypatch.setenv(hardware.FORCE_ENV, "fp8")
+    with pytest.raises(ValueError, match=hardware.FORCE_ENV):
+        hardware.choose_dtype("sft", "cpu", flags=AVX2_ONLY)
