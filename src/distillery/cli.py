@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from distillery.core.console import setup_console
 from distillery.core.recipe import Recipe, RecipeError, load_recipe, snapshot
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, atomic_write
@@ -20,8 +19,6 @@ from distillery.executors import EXECUTORS
 
 if TYPE_CHECKING:
     from distillery.ops.status import GroupStatus
-
-logger = logging.getLogger("distillery")
 
 EPILOG = """examples:
   distillery plan jobs/quickstart.yaml            show steps, shards, resources (and sbatch scripts) without running
@@ -60,6 +57,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from distillery.core.plan import build_groups, pending_groups
 
     recipe, run = _load(args.target, args.set, check_paths=not args.no_path_check)
+    for warning in recipe.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.cost or args.calibrate:
         from distillery.ops.cost import cost_report
 
@@ -274,17 +273,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from distillery.core.stage import stage_names, stage_type
+    from distillery.ops.explain import explain
 
     known = stage_names()
     for name in [args.stage] if args.stage else known:
         if name not in known:
             print(f"unknown stage {name!r}; stages: {', '.join(known)}", file=sys.stderr)
             return 2
-        cls = stage_type(name)
-        print(f"{name}: {(cls.__doc__ or cls.__module__).strip().splitlines()[0]}")
-        for field_name, info in cls.Config.model_fields.items():
-            default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
-            print(f"  {field_name:<24} {info.description or ''} ({default})")
+        print(explain(name, stage_type(name)))
     return 0
 
 
@@ -292,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distillery", description="Verified reasoning-distillation datasets from "
                                      "several teachers, and SFT of a student on them, locally or on SLURM.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="everything on the terminal: debug logging, engines' and libraries' output (by default "
+                        "those go to each task's log under <run>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str, target_help: str = "recipe YAML or run directory") -> argparse.ArgumentParser:
@@ -375,12 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.verbose:
-        for noisy in ("faiss", "megatron", "httpx", "vllm", "sentence_transformers", "transformers"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+    setup_console(args.verbose)
     try:
         return args.func(args)
     except RecipeError as error:

@@ -18,6 +18,18 @@ def test_explain_shows_each_config_field_with_its_description(capsys: pytest.Cap
     assert "inputs" in out and "Files to read" in out
 
 
+def test_explain_shows_nested_settings_as_a_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "ingest"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    inputs = next(i for i, line in enumerate(lines) if line.lstrip().startswith("inputs:"))
+    path = next(i for i, line in enumerate(lines) if line.lstrip().startswith("path:"))
+    assert path > inputs and len(lines[path]) - len(lines[path].lstrip()) > len(lines[inputs]) - len(lines[inputs].lstrip())
+    assert main(["explain", "generate"]) == 0
+    out = capsys.readouterr().out
+    for nested in ("threshold: float", "fallbacks: list[", "wall_s: float", "An answer passes when its score reaches"):
+        assert nested in out, nested
+
+
 def test_every_registered_stage_documents_every_field() -> None:
     undocumented = [f"{name}.{field}" for name, cls in stage_types().items()
                     for field, info in cls.Config.model_fields.items() if not info.description]

@@ -31,7 +31,8 @@ def stage_factory(smollm2_dir: Path):
     scorers: dict[int, PackedScorer] = {}
 
     def build(recipe, **overrides) -> PerplexityStage:
-        config = PerplexityConfig(model=str(smollm2_dir), device="cpu", **overrides)
+        # float32: the tests compare with an fp32 reference forward (bf16 would be chosen on a CPU with native bf16)
+        config = PerplexityConfig(model=str(smollm2_dir), device="cpu", dtype="float32", **overrides)
         stage = make_stage(PerplexityStage, config, recipe.teachers[0])
         key = config.tokens_per_pass
         if key not in scorers:

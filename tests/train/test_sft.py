@@ -57,7 +57,8 @@ def test_tensor_pipeline_and_data_parallel_match_one_rank(tmp_path, traces, make
     # tied embeddings: under pipeline parallelism the two copies must take the same update
     student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
     # 17 bins in steps of 4: the last step holds one bin, so one data-parallel rank has nothing to do there
-    sft = {"lr": 1e-3, "global_batch": 4, "epochs": 1, "warmup_fraction": 0.0, "save_every": 10, "grad_clip": 0.5}
+    sft = {"lr": 1e-3, "global_batch": 4, "epochs": 1, "warmup_fraction": 0.0, "save_every": 10, "grad_clip": 0.5,
+           "precision": "fp32"}  # equal curves across layouts are an fp32 property
     single = _prepare(tmp_path, "tp1", traces, make_run, student, sft)
     run_task(str(single), "sft", "t1", "task", 0)
     tensor = _prepare(tmp_path, "tp2", traces, make_run, student, {**sft, "tensor_parallel": 2})
@@ -111,7 +112,7 @@ def test_kill_and_resume_reproduces_the_curve(tmp_path, traces, make_run, tiny_m
                                               megatron_single) -> None:
     student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
     sft = {"lr": 1e-3, "global_batch": 2, "epochs": 2, "max_steps": 12, "warmup_fraction": 0.1, "save_every": 2,
-           "keep_checkpoints": 1}
+           "keep_checkpoints": 1, "precision": "fp32"}
     straight = _prepare(tmp_path, "straight", traces, make_run, student, sft)
     run_task(str(straight), "sft", "t1", "task", 0)
     curve = _metrics(straight)

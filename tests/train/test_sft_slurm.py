@@ -31,7 +31,7 @@ def test_two_task_sft_job_resumes_after_usr2(tmp_path, slurm_cluster, monkeypatc
     student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
     steps = {"pack": {"student": str(student), "max_tokens": 384, "resources": {"mem_gb": 2, "time_min": 30}},
              "sft": {"student": str(student), "lr": 1e-3, "global_batch": 2, "epochs": 10, "max_steps": 24,
-                     "save_every": 3, "warmup_fraction": 0.1,
+                     "save_every": 3, "warmup_fraction": 0.1, "precision": "fp32",
                      "resources": {"mem_gb": 4, "time_min": 30, "tasks_per_node": 2}}}
     # the uninterrupted reference: one rank in this process (data parallel 2 = 1 rank, test_sft.py)
     reference = make_run(tmp_path / "reference", traces, {k: {**v, "resources": {}} for k, v in steps.items()})

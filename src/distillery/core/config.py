@@ -18,12 +18,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PLAN_ANYWAY = "to plan on a machine without the data: distillery plan RECIPE --no-path-check"
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = Path((info.context or {}).get("base_dir", "."))
+    """Environment variables expanded, relative to the working directory. Without the path check (planning where
+    the data is not mounted) an unset variable becomes a visible placeholder and a warning, not an error."""
+    context = info.context or {}
+    base = Path(context.get("base_dir", "."))
     expanded = os.path.expandvars(str(value))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    unset = _VARIABLE.findall(expanded)
     if unset:
-        raise ValueError(f"environment variable {', '.join(unset)} is not set (used in {value})")
+        if context.get("check_paths", True):
+            raise ValueError(f"environment variable {', '.join(unset)} is not set (used in {value}); set it, or "
+                             f"{PLAN_ANYWAY}")
+        expanded = _VARIABLE.sub(lambda match: f"/<unset {match.group(1)}>", expanded).replace("//", "/")
+        for variable in unset:
+            context.setdefault("unset_variables", {}).setdefault(variable, []).append(str(value))
     path = Path(expanded).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -31,7 +43,7 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 def _existing(value: Path, info: ValidationInfo) -> Path:
     path = _resolve_path(value, info)
     if (info.context or {}).get("check_paths", True) and not path.exists():
-        raise ValueError(f"path does not exist: {path}")
+        raise ValueError(f"path does not exist: {path}; {PLAN_ANYWAY}")
     return path
 
 

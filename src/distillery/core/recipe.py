@@ -62,6 +62,8 @@ class Recipe(StrictModel):
     steps: list[StepSpec] = Field(default_factory=list, exclude=True)
     source: str = Field("", exclude=True)
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    warnings: list[str] = Field(default_factory=list, exclude=True)
+    """What loading without the path check let pass (unset environment variables), for `plan` to show."""
 
     def step(self, name: str) -> StepSpec:
         for spec in self.steps:
@@ -213,6 +215,9 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     recipe.steps = steps
     recipe.source = source
     recipe.raw = data
+    recipe.warnings = [f"environment variable {variable} is not set: planned as /<unset {variable}> in "
+                       f"{len(uses)} path{'s' if len(uses) > 1 else ''} ({uses[0]}{', ...' if len(uses) > 1 else ''})"
+                       for variable, uses in context.get("unset_variables", {}).items()]
     return recipe
 
 

@@ -14,15 +14,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from distillery.core.console import LOG_ONLY, task_output
 from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, TaskStage, TwoPassStage
 from distillery.core.store import Journal, Manifest, RunDir, ids_digest, jsonl_sink, open_text, read_json, write_json
 from distillery.core.versions import code_version
+from distillery.hardware import dtype_stats, forget_choices
 
 PHASES = ("scan", "merge", "process", "task")
 
@@ -41,11 +44,16 @@ def load_run_recipe(run: RunDir) -> Recipe:
     return parse_recipe(yaml.safe_load(text), source=str(run.recipe), check_paths=False, text=text)
 
 
+def task_log_path(run: RunDir, step: str, teacher: str | None, name: str) -> Path:
+    """<run>/logs/<step>[/<teacher>]/<name>.log: everything one task wrote."""
+    return run.log_dir(step, teacher) / f"{name}.log"
+
+
 def shard_logger(run: RunDir, step: str, teacher: str | None, name: str) -> tuple[logging.Logger, logging.Handler]:
-    """A logger that also writes to <run>/logs/<step>[/<teacher>]/<name>.log, one file per task."""
-    log_dir = run.log_dir(step, teacher)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / f"{name}.log")
+    """A logger that also writes to the task's log file (`task_log_path`)."""
+    log_path = task_log_path(run, step, teacher, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger(f"distillery.task.{step}.{teacher or '-'}.{name}")
     logger.setLevel(logging.INFO)
@@ -55,15 +63,24 @@ def shard_logger(run: RunDir, step: str, teacher: str | None, name: str) -> tupl
 
 def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_index: int,
              rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-    """Run one task; idempotent: a task whose manifest is present and fresh returns it without work."""
+    """Run one task; idempotent: a task whose manifest is present and fresh returns it without work.
+
+    On a quiet console (`core.console`) everything the task and its libraries print goes to its log file."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     run = RunDir(run_dir)
-    recipe = load_run_recipe(run)
-    stage = recipe.build_stage(step, teacher)
     suffix = f".rank{rank}" if world_size > 1 else ""
     name = f"shard-{shard_index:05d}.{phase}{suffix}" if phase != "merge" else "merge"
+    with task_output(task_log_path(run, step, teacher, name)):
+        return _run_task(run, step, teacher, phase, shard_index, rank, world_size, name)
+
+
+def _run_task(run: RunDir, step: str, teacher: str | None, phase: str, shard_index: int, rank: int,
+              world_size: int, name: str) -> dict[str, Any]:
+    recipe = load_run_recipe(run)
+    stage = recipe.build_stage(step, teacher)
     logger, handler = shard_logger(run, step, teacher, name)
+    forget_choices()
     ctx = task_context(run, recipe, stage, teacher, shard_index, logger, rank, world_size)
     started = time.time()
     logger.info("start %s %s teacher=%s shard %d/%d rank %d/%d", phase, step, teacher, shard_index, ctx.num_shards,
@@ -89,11 +106,17 @@ def run_task(run_dir: str, step: str, teacher: str | None, phase: str, shard_ind
                     {k: v for k, v in result.items() if k in ("inputs", "kept", "rejected", "quarantined")})
         return result
     except Exception:
-        logger.exception("failed %s", phase)
+        logger.exception("failed %s", phase, extra=LOG_ONLY)  # the executor tells the terminal, with this log's path
         raise
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def machine_stats() -> dict[str, Any]:
+    """What the task's models ran in (device, dtype and why), for its manifest; empty for tasks without a model."""
+    choices = dtype_stats()
+    return {"dtype": choices} if choices else {}
 
 
 def record_key(record: dict[str, Any]) -> str:
@@ -323,7 +346,7 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
         quarantined=counts["quarantined"], sha256=kept.sha256, input_ids_digest=header["input_ids_digest"],
         output_ids_digest=ids_digest(kept_keys), config_digest=header["config_digest"], code_version=code_version(),
         elapsed_s=round(time.time() - started, 3), resumed_items=resumed,
-        stats={**ctx.stats, "reject_reasons": dict(reasons.most_common(20))}, size_bytes=paths.output.stat().st_size,
+        stats={**ctx.stats, **machine_stats(), "reject_reasons": dict(reasons.most_common(20))}, size_bytes=paths.output.stat().st_size,
     )
     manifest.save(paths.manifest)
     journal.remove()
@@ -352,7 +375,8 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
             yield item
 
     stage.scan(counting(stage.read_inputs(ctx)), ctx)
-    result = {**header, "inputs": counted[0], "elapsed_s": round(time.time() - started, 3), "stats": ctx.stats}
+    result = {**header, "inputs": counted[0], "elapsed_s": round(time.time() - started, 3),
+              "stats": {**ctx.stats, **machine_stats()}}
     if ctx.rank == 0:
         write_json(marker, result)
     return result
@@ -407,7 +431,7 @@ def _task(stage: TaskStage, ctx: ShardContext) -> dict[str, Any]:
         input_ids_digest=header["input_ids_digest"], output_ids_digest=str(stats.get("output_ids_digest") or
                               ids_digest([header["input_ids_digest"], header["config_digest"]])),
         config_digest=header["config_digest"], code_version=code_version(), elapsed_s=round(time.time() - started, 3),
-        stats=stats,
+        stats={**stats, **machine_stats()},
     )
     manifest.save(paths.manifest)
     return manifest.__dict__

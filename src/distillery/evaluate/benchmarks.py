@@ -211,5 +211,5 @@ def load_benchmark(spec: BenchmarkSpec, benchmarks_dir: Path | str) -> list[Benc
             rows.append(BenchmarkRow(spec.name, problem_id, where, None, str(error), raw or json.dumps(row)))
             continue
         rows.append(BenchmarkRow(spec.name, problem_id, where, query))
-    logger.info("benchmark %s: %d problems from %s", spec.name, len(rows), spec.source(benchmarks_dir))
+    logger.debug("benchmark %s: %d problems from %s", spec.name, len(rows), spec.source(benchmarks_dir))
     return rows

@@ -15,8 +15,7 @@ import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from tqdm import tqdm
-
+from distillery.core.console import CONSOLE, is_quiet, setup_console
 from distillery.core.plan import TaskGroup
 from distillery.core.runner import run_task
 from distillery.executors import Executor
@@ -31,15 +30,11 @@ def free_port() -> int:
 
 
 def _rank_entry(run_dir: str, step: str, teacher: str | None, phase: str, shard_index: int, rank: int,
-                world_size: int, port: int) -> None:
+                world_size: int, port: int, verbose: bool) -> None:
+    setup_console(verbose)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
     run_task(run_dir, step, teacher, phase, shard_index, rank=rank, world_size=world_size)
-
-
-def _child_logging(level: int) -> None:
-    """A spawned task logs to the console like an in-process one (progress of long shards stays visible)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
@@ -47,7 +42,7 @@ def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
     context = mp.get_context("spawn")
     port = free_port()
     processes = [context.Process(target=_rank_entry, args=(run_dir, group.step, group.teacher, group.phase, shard_index,
-                                                           rank, group.world_size, port))
+                                                           rank, group.world_size, port, not is_quiet()))
                  for rank in range(group.world_size)]
     for process in processes:
         process.start()
@@ -86,32 +81,40 @@ class LocalExecutor(Executor):
         return not failed_groups
 
     def _run_group(self, run_dir: str, group: TaskGroup, workers: int) -> list[tuple[int, str]]:
+        """Run the group's shards; the terminal gets its start and end lines (a spawned task reports its progress
+        itself, its output captured in its log as an in-process task's is)."""
         failures: list[tuple[int, str]] = []
-        bar = tqdm(total=len(group.shards), desc=group.key, unit="shard", leave=True)
+        results: list[dict] = []
+        shards = len(group.shards)
+        logger.info("%s: %d shard%s", group.key, shards, "" if shards == 1 else "s", extra=CONSOLE)
+        started = time.perf_counter()
         if group.world_size > 1:
             for shard_index in group.shards:
                 try:
                     run_ranks(run_dir, group, shard_index)
                 except RuntimeError as error:
                     failures.append((shard_index, str(error)))
-                bar.update()
         elif (workers == 1 or len(group.shards) == 1) and group.job_kind == "cpu":
             for shard_index in group.shards:
                 try:
-                    run_task(run_dir, group.step, group.teacher, group.phase, shard_index)
+                    results.append(run_task(run_dir, group.step, group.teacher, group.phase, shard_index))
                 except Exception as error:  # noqa: BLE001 - one shard's failure must not stop its siblings
                     failures.append((shard_index, f"{type(error).__name__}: {error}"))
-                bar.update()
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(group.shards)), mp_context=mp.get_context("spawn"),
-                                     max_tasks_per_child=1, initializer=_child_logging,
-                                     initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+                                     max_tasks_per_child=1, initializer=setup_console,
+                                     initargs=(not is_quiet(),)) as pool:
                 futures = {pool.submit(run_task, run_dir, group.step, group.teacher, group.phase, shard_index): shard_index
                            for shard_index in group.shards}
                 for future in as_completed(futures):
                     error = future.exception()
                     if error is not None:
                         failures.append((futures[future], f"{type(error).__name__}: {error}"))
-                    bar.update()
-        bar.close()
+                    else:
+                        results.append(future.result())
+        counts = ""
+        if results and all("kept" in result for result in results):
+            counts = (f", kept {sum(r['kept'] for r in results)} of {sum(r.get('inputs', 0) for r in results)}")
+        logger.info("%s: %s in %.1fs%s", group.key, "FAILED" if failures else f"{shards - len(failures)}/{shards} done",
+                    time.perf_counter() - started, counts, extra=CONSOLE)
         return failures

@@ -30,7 +30,7 @@ from distillery.models import resolve_model
 class PerplexityConfig(StageConfig):
     model: str = Field("smollm2", description="Reference model folder or hub id, or 'smollm2' (the embedded SmolLM2-135M-Instruct).")
     device: str = Field("auto", description="Torch device: auto (cuda when present), cpu, cuda, cuda:1, ...")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights and activations dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32.")
     tokens_per_pass: int = Field(8192, ge=16, description="Tokens packed into one forward pass (longer traces get a pass alone).")
     logits_chunk: int = Field(512, ge=1, description="CPU path: response tokens whose logits exist at once (chunk x vocab x 8 bytes); GPU: unused.")
     condition_on_prompt: bool = Field(True, description="Score the response after the chat-templated prompt (else alone).")

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from distillery.core.console import progress_bar
 
+from distillery import hardware
+from distillery.hardware import choose_dtype
 from distillery.kernels import linear_logprobs
 
 ATTENTION_NAME = "distillery_document_sdpa"
@@ -121,24 +123,23 @@ def plan_passes(lengths: Sequence[int], tokens_per_pass: int) -> list[list[int]]
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return torch.device(hardware.resolve_device(device))
 
 
 class PackedScorer:
     """Scores documents with a causal LM, packing several into each forward pass."""
 
-    def __init__(self, model_dir: Path | str, device: str = "auto", dtype: str = "float32",
+    def __init__(self, model_dir: Path | str, device: str = "auto", dtype: str = "auto",
                  tokens_per_pass: int = 8192, logits_chunk: int = 512, model_kwargs: dict[str, Any] | None = None) -> None:
         """`model_kwargs` go to `from_pretrained` (config overrides such as `num_hidden_layers` for benchmarks)."""
         from transformers import AutoModelForCausalLM
 
         self.device = resolve_device(device)
+        self.dtype = choose_dtype("perplexity reference", self.device.type, dtype).dtype
         self.tokens_per_pass = tokens_per_pass
         self.logits_chunk = logits_chunk
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype), attn_implementation=register_document_attention(), **(model_kwargs or {})
+            model_dir, dtype=getattr(torch, self.dtype), attn_implementation=register_document_attention(), **(model_kwargs or {})
         ).to(self.device).eval()
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise ValueError(f"{model_dir}: logit soft-capping is not supported by the chunked scorer")
@@ -152,7 +153,7 @@ class PackedScorer:
         """Score every document; the result is in input order."""
         passes = plan_passes([len(doc) for doc in documents], self.tokens_per_pass)
         scores: list[DocumentScore | None] = [None] * len(documents)
-        for indices in tqdm(passes, desc="perplexity passes", unit="pass", disable=not progress):
+        for indices in progress_bar(passes, desc="perplexity passes", unit="pass", disable=not progress):
             for index, result in zip(indices, self._score_pass([documents[i] for i in indices])):
                 scores[index] = result
         return [s for s in scores if s is not None]

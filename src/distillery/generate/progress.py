@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.core.console import PROGRESS
+
 
 @dataclass
 class GenerationProgress:
@@ -165,7 +167,7 @@ class GenerationProgress:
                 self.in_flight_max, self.max_in_flight, 100 * (1 - self.engine_busy_s / elapsed) if elapsed > 0 else 0.0,
                 stats["verify_queue_mean"], self.verify_queue_max,
                 f"{100 * self.kv_cache_last:.0f}%" if self.kv_cache_last is not None else "?", self.backpressure_s,
-                f"{eta:.0f}s" if eta is not None else "?",
+                f"{eta:.0f}s" if eta is not None else "?", extra=PROGRESS,
             )
             return
         logger.info(
@@ -173,5 +175,5 @@ class GenerationProgress:
             self.done, self.total, self.accepted, by_category or "-", self.attempts,
             self.completion_tokens / elapsed if elapsed > 0 else 0.0,
             100 * self.verify_s / elapsed if elapsed > 0 else 0.0,
-            f"{eta:.0f}s" if eta is not None else "?",
+            f"{eta:.0f}s" if eta is not None else "?", extra=PROGRESS,
         )

@@ -15,13 +15,13 @@ from typing import Self
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
+from distillery.hardware import choose_dtype
 from distillery.llm.options import check_options
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 from distillery.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class _SeededSampler(LogitsProcessor):
@@ -59,15 +59,13 @@ class TransformersChatModel:
         self,
         model_path: str,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         max_batch: int = 8,
         name: str | None = None,
         num_threads: int | None = None,
     ) -> None:
         """`num_threads` sets torch's intra-op threads for the whole process (1 is much faster on a shared,
         oversubscribed CPU); None leaves torch's default."""
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.name = name or str(model_path).rstrip("/").rsplit("/", 1)[-1]
@@ -76,7 +74,8 @@ class TransformersChatModel:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype]).to(device).eval()
+        chosen = choose_dtype(f"transformers {self.name}", device, dtype).dtype
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, chosen)).to(device).eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = sorted({*eos_ids, self.tokenizer.eos_token_id} - {None})

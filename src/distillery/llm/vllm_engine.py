@@ -3,7 +3,8 @@
 Per-teacher parallelism and engine settings come from `TeacherConfig.options` and are passed to
 `vllm.LLM` unchanged (tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
 gpu_memory_utilization, dtype, ...). On a machine without a GPU the CPU defaults of notes/platform.md apply:
-a 1 GiB KV cache, the engine in this process, and eager mode (compiling costs ~45 s for a short run).
+a 1 GiB KV cache, the engine in this process, and eager mode (compiling costs ~45 s for a short run). The dtype
+follows the machine (`distillery.hardware`: bf16 only where the CPU has it natively) unless the options name one.
 
 Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit` (one request at a time
 while others run, the streaming loop's path). `submit` feeds the same engine through its add-request/step API
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Self
 
+from distillery.hardware import AUTO, choose_dtype, cuda_available
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 from distillery.models import resolve_model
 
@@ -32,12 +34,6 @@ logger = logging.getLogger(__name__)
 
 CPU_ENVIRONMENT = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 """Set (unless already set) before vLLM is imported on a machine without CUDA."""
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def sampling_params(sampling: Sampling, seed: int | None) -> Any:
@@ -57,10 +53,12 @@ class VLLMChatModel:
     def __init__(self, model: str, options: dict[str, Any] | None = None, name: str | None = None) -> None:
         engine_options = dict(options or {})
         self.name = name or str(model).rstrip("/").rsplit("/", 1)[-1]
-        if not _has_cuda():
+        device = "cuda" if cuda_available() else "cpu"
+        if device == "cpu":
             for key, value in CPU_ENVIRONMENT.items():
                 os.environ.setdefault(key, value)
             engine_options.setdefault("enforce_eager", True)
+        engine_options["dtype"] = choose_dtype(f"vllm {self.name}", device, engine_options.get("dtype", AUTO)).dtype
         engine_options.setdefault("disable_log_stats", False)  # KV-cache use and queue lengths for the shard's stats
         from vllm import LLM
 

@@ -42,11 +42,11 @@ def ensure_hf_folder(cache_dir: Path | None = None) -> Path:
     source = gguf_path()
     logger.info("converting %s to a Hugging Face folder at %s (once)", source, target)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    quantised = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, torch_dtype=torch.float32)
+    quantised = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantised.state_dict(), strict=False)
     model.tie_weights()
     target.parent.mkdir(parents=True, exist_ok=True)

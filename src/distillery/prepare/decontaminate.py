@@ -45,6 +45,8 @@ class DecontaminateConfig(StageConfig):
     model: str | None = Field(
         None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled all-MiniLM-L6-v2.")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Embedding model dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32.")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch (batches, not texts, are split among ranks).")
     threshold: float = Field(0.9, gt=0, le=1, description="Cosine at or above which a pair matches (unless its numbers differ).")
     top_k: int = Field(10, ge=1, description="Nearest benchmark items FAISS proposes per query; every one is examined.")
@@ -134,7 +136,7 @@ class DecontaminateStage(DropListStage):
         for item, query in parse_items(items):
             keys.append(item.key)
             texts.append(query.prompt)
-        encoder = load_encoder(self.cfg.model, self.cfg.device)
+        encoder = load_encoder(self.cfg.model, self.cfg.device, self.cfg.dtype)
         index = self._benchmark_index(ctx, encoder, comm)
         found = find_candidates(encoder, index, texts, self.cfg.batch_size, self.cfg.top_k, ctx.rank, ctx.world_size)
         gathered = comm.gather(found, root=0) if comm is not None else [found]

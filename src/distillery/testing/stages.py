@@ -4,14 +4,17 @@ stage table."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from distillery.core.console import PROGRESS
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TaskStage, register
 
 PLUGIN = __name__
@@ -36,6 +39,30 @@ class Sleepy(RecordStage[SleepyConfig]):
                 yield Outcome.rejected(item, f"position {item.position} is a multiple of {self.config.reject_every}")
             else:
                 yield Outcome.kept(item, {**item.record, "tag": self.config.tag, "shard": ctx.shard_index})
+
+
+class NoisyConfig(StageConfig):
+    fail: bool = Field(False, description="Raise after the noise, as a library error would.")
+
+
+@register
+class Noisy(RecordStage[NoisyConfig]):
+    """Keeps every record and makes the noise third-party code makes: bytes written straight to file descriptors 1
+    and 2 (C libraries, engine processes), a Python warning, a library logger's info, plus one progress report."""
+
+    name = "test_noisy"
+    Config = NoisyConfig
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        os.write(1, b"NOISE-FD1 from a C library\n")
+        os.write(2, b"NOISE-FD2 from an engine process\n")
+        warnings.warn("NOISE-WARNING from a library", UserWarning, stacklevel=1)
+        logging.getLogger("some.library").info("NOISE-LIBRARY-INFO")
+        ctx.logger.info("noisy: working on shard %d", ctx.shard_index, extra=PROGRESS)
+        for item in items:
+            yield Outcome.kept(item, item.record)
+        if self.config.fail:
+            raise RuntimeError("NOISE-FAILURE: the library gave up")
 
 
 class SlowCopyConfig(StageConfig):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, ValidationError
-from tqdm import tqdm
+from distillery.core.console import progress_bar
 
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskStage, register
 from distillery.core.store import file_sha256, ids_digest
@@ -67,7 +67,7 @@ class PackStage(TaskStage[PackConfig]):
             pending.clear()
 
         inputs = 0
-        for item in tqdm(ctx.upstream.everything(), desc="tokenize", unit="trace"):
+        for item in progress_bar(ctx.upstream.everything(), desc="tokenize", unit="trace"):
             inputs += 1
             try:
                 pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.hardware import AUTO, choose_dtype
 from distillery.core.store import Manifest, config_digest
 from distillery.core.teachers import Resources
 from distillery.train.pack_stage import PackConfig
@@ -49,7 +50,8 @@ class SFTConfig(StageConfig):
     save_every: int = Field(50, ge=1, description="Checkpoint every this many steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept in the work directory.")
     seed: int = Field(0, description="Seed of the data order.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on GPU, else fp32.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs, fp32 on CPUs (Megatron-core's layers cannot autocast there).")
     recompute: Literal["off", "selective", "full"] = Field(
         "off", description="Activation recompute on GPU: selective (each layer's MLP) or full (layer chunks); "
                            "a CPU keeps every activation and says so in the log.")
@@ -58,6 +60,10 @@ class SFTConfig(StageConfig):
     gpu_memory_gib: float = Field(80.0, gt=0, description="Memory of one GPU, for the plan's memory table.")
     peak_tflops: float | None = Field(None, gt=0, description="Peak TFLOP/s per device for MFU (GPUs detected).")
     export_hf: bool = Field(True, description="Write the trained student as a Hugging Face folder.")
+
+
+CPU_AUTOCAST = ("Megatron-core's tensor-parallel layers compute their backward outside CPU autocast (a bf16 x fp32 "
+                "matmul fails), so training on a CPU is fp32 whatever its bf16 support")
 
 
 @register
@@ -77,10 +83,11 @@ class SFTStage(TaskStage[SFTConfig]):
         from distillery.train.trainer import TrainSettings
 
         config = self.config
-        if config.precision == "auto":
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        else:
-            dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        requested = {"auto": AUTO, "bf16": "bfloat16", "fp32": "float32"}[config.precision]
+        if device.type == "cpu" and requested == "bfloat16":
+            raise ValueError("sft: precision bf16 needs a GPU: Megatron-core's tensor-parallel layers run their "
+                             "backward outside CPU autocast (bf16 x fp32 matmul); use auto or fp32 on a CPU")
+        dtype = getattr(torch, choose_dtype("sft", device.type, requested, no_cpu_bf16=CPU_AUTOCAST).dtype)
         return TrainSettings(
             lr=config.lr, min_lr=config.min_lr, warmup_fraction=config.warmup_fraction, epochs=config.epochs,
             global_batch=config.global_batch, weight_decay=config.weight_decay, adam_betas=(0.9, config.adam_beta2),

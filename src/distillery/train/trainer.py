@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
+from distillery.core.console import PROGRESS, progress_bar
 
 from distillery.core.store import atomic_write
 from distillery.train.batches import packed_inputs, weighted_loss_sum
@@ -367,7 +367,7 @@ class Trainer:
         is_logger = dist.get_rank() == 0
         history: list[dict[str, Any]] = []
         end = len(self.plan) if stop_at is None else min(stop_at, len(self.plan))
-        progress = tqdm(total=len(self.plan), initial=self.step, desc="sft", unit="step", disable=not is_logger)
+        progress = progress_bar(total=len(self.plan), initial=self.step, desc="sft", unit="step", disable=not is_logger)
         while self.step < end:
             record = self.train_step(self.plan[self.step])
             self.step += 1
@@ -379,7 +379,7 @@ class Trainer:
                 self.logger.info("step %d/%d loss %.4f lr %.3g %.0f trained tokens/s (%d masked, %d padding) mfu %s",
                                  self.step, len(self.plan), record["loss"], record["lr"], record["tokens_per_s"],
                                  record["masked_tokens"], record["padding_tokens"],
-                                 f"{record['mfu']:.3f}" if record["mfu"] is not None else "n/a")
+                                 f"{record['mfu']:.3f}" if record["mfu"] is not None else "n/a", extra=PROGRESS)
             if self.step % self.settings.save_every == 0 or self.step == end:
                 self._save()
         progress.close()
