@@ -31,6 +31,8 @@ class StepFacts:
     step: str
     type: str
     lineage: str | None
+    config: dict[str, Any] = field(repr=False)
+    """The step's whole config, as JSON."""
     settings: dict[str, Any]
     """The step's thresholds, and its other settings that differ from the stage's defaults (the recipe holds the
     rest)."""
@@ -94,8 +96,8 @@ def provenance(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> P
         step=step, lineage=lineage, run_name=recipe.name, recipe_text=recipe_bytes.decode("utf-8"),
         recipe_sha256=hashlib.sha256(recipe_bytes).hexdigest(), code_versions=versions, chain=chain,
         teacher=recipe.teacher(lineage).model_dump(mode="json") if lineage else None,
-        verify=_verify(recipe, by_type.get("generate")), variant=_variant(recipe, lineage, by_type.get("variants")),
-        benchmarks=_benchmarks(recipe, by_type.get("decontaminate")), inputs=_inputs(recipe, by_type.get("ingest")))
+        verify=_verify(by_type.get("generate")), variant=_variant(lineage, by_type.get("variants")),
+        benchmarks=_benchmarks(by_type.get("decontaminate")), inputs=_inputs(by_type.get("ingest")))
 
 
 def _manifests(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> list[Manifest]:
@@ -106,9 +108,9 @@ def _manifests(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> l
 
 def _step_facts(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> StepFacts:
     spec = recipe.step(step)
-    every = spec.config.model_dump(mode="json")
-    thresholds = {name: value for name, value in every.items() if "threshold" in name and value is not None}
-    facts = StepFacts(step, spec.type, lineage,
+    config = spec.config.model_dump(mode="json")
+    thresholds = {name: value for name, value in config.items() if "threshold" in name and value is not None}
+    facts = StepFacts(step, spec.type, lineage, config,
                       {**thresholds, **spec.config.model_dump(mode="json", exclude_defaults=True)})
     for manifest in _manifests(run, recipe, step, lineage):
         facts.shards += 1
@@ -122,36 +124,32 @@ def _step_facts(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> 
     return facts
 
 
-def _verify(recipe: Recipe, facts: StepFacts | None) -> dict[str, Any] | None:
+def _verify(facts: StepFacts | None) -> dict[str, Any] | None:
     if facts is None:
         return None
-    config = recipe.step(facts.step).config
-    verify = config.verify  # type: ignore[attr-defined]
-    return {"verification": config.verification, "threshold": verify.threshold,  # type: ignore[attr-defined]
-            "verifiers": dict(verify.verifiers), "max_attempts": config.max_attempts}  # type: ignore[attr-defined]
+    verify = facts.config["verify"]
+    return {"verification": facts.config["verification"], "threshold": verify["threshold"],
+            "verifiers": verify["verifiers"], "max_attempts": facts.config["max_attempts"]}
 
 
-def _variant(recipe: Recipe, lineage: str | None, facts: StepFacts | None) -> dict[str, Any] | None:
+def _variant(lineage: str | None, facts: StepFacts | None) -> dict[str, Any] | None:
     name = lineage_variant(lineage)
     if name is None:
         return None
-    rules = recipe.step(facts.step).config.rules if facts is not None else {}  # type: ignore[attr-defined]
-    rule = rules.get(name)
-    return {"name": name, "rule": facts.rule if facts is not None else "",
-            "settings": rule.model_dump(mode="json", exclude_defaults=True) if rule is not None else {}}
+    settings = facts.settings.get("rules", {}).get(name, {}) if facts is not None else {}
+    return {"name": name, "rule": facts.rule if facts is not None else "", "settings": settings}
 
 
-def _benchmarks(recipe: Recipe, facts: StepFacts | None) -> list[str]:
+def _benchmarks(facts: StepFacts | None) -> list[str]:
+    return [benchmark["name"] for benchmark in facts.config["benchmarks"]] if facts is not None else []
+
+
+def _inputs(facts: StepFacts | None) -> list[InputFacts]:
     if facts is None:
         return []
-    return [benchmark.name for benchmark in recipe.step(facts.step).config.benchmarks]  # type: ignore[attr-defined]
-
-
-def _inputs(recipe: Recipe, facts: StepFacts | None) -> list[InputFacts]:
-    if facts is None:
-        return []
-    return [InputFacts(str(spec.path), spec.source or Path(spec.path).name, declared_licence(Path(spec.path)))
-            for spec in recipe.step(facts.step).config.inputs]  # type: ignore[attr-defined]
+    paths = [Path(spec["path"]) for spec in facts.config["inputs"]]
+    return [InputFacts(str(path), spec.get("source") or path.name, declared_licence(path))
+            for path, spec in zip(paths, facts.config["inputs"], strict=True)]
 
 
 def declared_licence(path: Path) -> str | None:
