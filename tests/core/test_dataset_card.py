@@ -101,7 +101,7 @@ def test_an_exported_folder_loads_with_datasets_and_its_card_names_the_lineage(t
     assert f"`{code_version()}`" in body
     assert "- name: `smol-warm`" in body and "- engine: `vllm`" in body and "temperature 0.7" in body
     assert "reaches **0.9**" in body and "at most 3 attempts" in body and "| math | math | 14 |" in body
-    assert "| math-v | 14 |" in body and "| code-v | 8 |" in body
+    assert "| verifier | records |\n|---|---|\n| math-v | 14 |" in body and "| code-v | 8 |" in body
     assert "| decontaminate | decontaminate | - | 1 | 30 | 29 | 1 | 0 | {threshold: 0.9, benchmarks: [" in body
     assert "| near_dedup | near_dedup | - | 1 | 30 | 30 | 0 | 0 | {jaccard_threshold: 0.85} |" in body
     assert "| ngram | ngram | smol-warm | 1 | 29 | 28 | 1 | 0 | - |" in body

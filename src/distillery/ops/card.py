@@ -136,11 +136,11 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
 
 
-def _counts(title: str, counter: Counter) -> list[str]:
+def _counts(title: str, column: str, counter: Counter) -> list[str]:
     if not counter:
         return []
     rows = [[value, count] for value, count in counter.most_common()]
-    return ["", f"{title}:", "", *_table([title.split(" per ")[-1], "records"], rows)]
+    return ["", f"{title}:", "", *_table([column, "records"], rows)]
 
 
 def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str) -> list[str]:
@@ -164,7 +164,7 @@ def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str
                   *_table(["category", "verifier", "accepted records here"],
                           [[category, name, stats.categories.get(category, 0)]
                            for category, name in verify["verifiers"].items()])]
-        lines += _counts("Verifiers of the accepted answers", stats.verifiers)
+        lines += _counts("Verifiers of the accepted answers", "verifier", stats.verifiers)
     lines += ["", "### Steps and filters", "", *_table(
         ["step", "type", "lineage", "shards", "in", "kept", "dropped", "quarantined", "thresholds and settings "
          "the recipe changed"],
@@ -187,9 +187,10 @@ def body(provenance: Provenance, stats: ExportStats, data_file: str, sample: str
     lines += _table(["file", "source", "licence it declares"],
                     [[f"`{i.path}`", i.source, i.licence or "none declared"] for i in provenance.inputs]) \
         if provenance.inputs else ["No ingest step is in this data's lineage."]
-    lines += ["", "## Contents", ""]
-    lines += _counts("Records per category", stats.categories) + _counts("Records per source", stats.sources)
-    lines += _counts("Records per teacher or lineage", stats.lineages)
+    lines += ["", "## Contents"]
+    lines += _counts("Records per category", "category", stats.categories)
+    lines += _counts("Records per source", "source", stats.sources)
+    lines += _counts("Records per teacher or lineage", "lineage", stats.lineages)
     rows = [[LENGTHS[name], *(f"{value:.1f}" if key == "mean" else value
                               for key, value in length_summary(histogram).items())]
             for name, histogram in stats.lengths.items() if histogram]
