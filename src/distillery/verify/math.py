@@ -31,7 +31,8 @@ from distillery.schema.records import Query
 from distillery.schema.responses import find_final_answer, parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import MathSettings, VerifyConfig
-from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units
+from distillery.verify.math_forms import (asks_for_approximation, decimal_literal, looks_like_digit, normalise_forms,
+                                          units, word_answer)
 from distillery.verify.pool import WorkerPool
 from distillery.verify.verdict import Verdict
 
@@ -115,8 +116,13 @@ def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]
     from math_verify.errors import TimeoutException
 
     gold_raw, prediction_raw, boxed, timeout_s, float_rounding, rounded_decimals = payload
-    gold = gold_text(normalise_forms(gold_raw))
-    prediction = normalise_forms(prediction_raw)
+    gold_form, prediction = normalise_forms(gold_raw), normalise_forms(prediction_raw)
+    if looks_like_digit(prediction_raw) and not looks_like_digit(gold_raw):
+        return {"correct": False, "gold": gold_raw, "prediction": prediction_raw, "reason": "a letter that looks like a digit"}
+    words = word_answer(gold_form)
+    if words is not None and words == word_answer(prediction):
+        return {"correct": True, "gold": words, "prediction": words}
+    gold = gold_text(gold_form)
     prediction = f"\\boxed{{{prediction}}}" if boxed else as_math(prediction)
     parsed_gold = parse(gold, parsing_timeout=timeout_s)
     if not parsed_gold:
