@@ -105,3 +105,9 @@ def test_a_sentence_that_judges_the_answer_states_none(response: str) -> None:
 def test_the_answer_is_still_read_when_it_states_one() -> None:
     assert find_final_answer("So the final answer is 5.", DEFAULT_FALLBACKS) == ("answer_is", "5")
     assert find_final_answer("The correct answer is twelve.", DEFAULT_FALLBACKS) == ("answer_is", "twelve")
+
+
+def test_only_a_short_last_sentence_is_read_as_a_conclusion() -> None:
+    long_sentence = "Therefore, after " + "checking one more case and " * 40 + "the total is 12."
+    assert find_final_answer(long_sentence, ["last_sentence"]) is None
+    assert find_final_answer("Therefore, the total is 12.", ["last_sentence"]) == ("last_sentence", "12")

@@ -31,6 +31,8 @@ _CONCLUSION = re.compile(
     r".*(?:\b(?:is|are|equals|was|comes to|works out to)\b|=)\s*(?:exactly\s+|approximately\s+|about\s+)?"
     rf"(?!\s*{_VERDICT_WORDS})(?P<answer>[^=]+?)\s*[.!]?\s*$", re.IGNORECASE
 )
+CONCLUSION_CHARS = 400
+"""Longest last sentence read as a conclusion (the pattern backtracks quadratically in its length)."""
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -110,7 +112,7 @@ def last_boxed(text: str) -> str | None:
 def concluding_answer(answer_part: str) -> str | None:
     """X of a last sentence that concludes ("Thus, the total number of ways is 12.", "So x = 7."), else None."""
     sentences = [piece.strip() for piece in _SENTENCE_END.split(_TAG.sub("", answer_part)) if piece.strip()]
-    if not sentences:
+    if not sentences or len(sentences[-1]) > CONCLUSION_CHARS:
         return None
     match = _CONCLUSION.match(sentences[-1].strip("*_ "))
     if match is None:
