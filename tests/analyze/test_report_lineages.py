@@ -185,7 +185,9 @@ def test_every_lineage_is_compared_grouped_under_its_teacher(run: tuple[Path, di
         per_problem = _per_problem(samples, "math500")
         pass1 = np.mean(list(per_problem.values()))
         low, high = bootstrap_ci(list(per_problem.values()))
-        assert table[lineage][8] == f"{100 * pass1:.1f} ({100 * low:.1f}–{100 * high:.1f})"
+        math500 = [s for s in samples if s.benchmark == "math500"]
+        unanswered = 100 * sum(s.no_answer for s in math500) / len(math500)
+        assert table[lineage][8] == f"{100 * pass1:.1f} ({100 * low:.1f}–{100 * high:.1f}) · no answer {unanswered:.1f}%"
         entry = numbers["lineages"][lineage]
         assert entry["scores"]["eval"]["math500"]["pass1"] == pytest.approx(pass1)
         assert entry["scores"]["eval"]["math500"]["problems"] == len(per_problem)

@@ -97,6 +97,12 @@ DRIFTED = {
     "instruction_constrain JSON text": (
         _with_info(AM_ROW, _set(category="IF", instruction_constrain=json.dumps(_CONSTRAINT))),
         {"instructions": [{"id": "punctuation:no_comma", "kwargs": {}}]}),
+    "instruction_constrain a bare instruction id": (
+        _with_info(AM_ROW, _set(category="IF", instruction_constrain="punctuation:no_comma")),
+        {"instructions": [{"id": "punctuation:no_comma", "kwargs": {}}], "category": "instruction_following"}),
+    "instruction_constrain a list of bare ids": (
+        _with_info(AM_ROW, _set(category="IF", instruction_constrain=["punctuation:no_comma", "change_case:english_lowercase"])),
+        {"instructions": [{"id": "punctuation:no_comma", "kwargs": {}}, {"id": "change_case:english_lowercase", "kwargs": {}}]}),
 }
 
 

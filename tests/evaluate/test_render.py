@@ -11,6 +11,7 @@ import pytest
 from distillery.evaluate.benchmarks import BenchmarkSpec
 from distillery.analyze.eval_render import (
     accuracy_table,
+    detail_table,
     length_table,
     render_html,
     render_markdown,
@@ -60,6 +61,25 @@ def test_score_benchmark_counts_per_problem() -> None:
     assert (result.lengths_correct.mean, result.lengths_incorrect.mean) == (100, 300)
     assert result.truncated == pytest.approx(6 / 16)
     assert result.verifier_errors == 2
+
+
+def test_no_answer_and_fallback_shares_stand_beside_pass1(two_students: tuple) -> None:
+    data, benchmarks = two_students
+    wrong = [row for row in data["am"] if row.benchmark == "aime24" and not row.passed]
+    for row in wrong[:3]:
+        row.details = {"reason": "no final answer found", "no_answer": True}
+    for row in [row for row in data["am"] if row.benchmark == "aime24" and row.passed][:2]:
+        row.details = {"answer_source": "answer_is"}
+    summary = summarize_samples(data, benchmarks)
+    result = summary.result("am", "aime24")
+    assert result is not None and (result.no_answer, result.by_fallback) == (3 / 16, 2 / 16)
+    _, _, rows, notes = accuracy_table(summary)
+    assert rows[0][1].endswith("· no answer 18.8%") and rows[1][1].endswith("· no answer 0.0%")
+    assert any(note.startswith("no answer:") for note in notes)
+    _, header, detail_rows, _ = detail_table(summary)
+    cells = dict(zip(header, detail_rows[0]))
+    assert (cells["No answer (%)"], cells["Answer by fallback (%)"]) == ("18.8", "12.5")
+    assert "no answer 18.8%" in render_markdown(summary) and "no answer 18.8%" in render_html(summary)
 
 
 def test_tables_have_the_paper_layout(two_students: tuple) -> None:

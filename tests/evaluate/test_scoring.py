@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from distillery.evaluate.benchmarks import BenchmarkSpec, load_benchmark
-from distillery.evaluate.stage import EvalConfig
+from distillery.evaluate.samples import EvalSample
+from distillery.evaluate.stage import CUT_OFF, EvalConfig, cut_off_policy
 from distillery.verify import build_verifier
 
 
@@ -40,7 +41,39 @@ def test_gold_answers_score_100_percent_and_shuffled_about_0(verifier, benchmark
 def test_no_answer_scores_zero(verifier, benchmarks_dir: Path) -> None:
     query = load_benchmark(BenchmarkSpec(name="aime24", limit=1), benchmarks_dir)[0].query
     [verdict] = verifier.verify_batch([(query, "I am not sure how to solve this.")])
-    assert verdict.score == 0
+    assert verdict.score == 0 and verdict.no_answer
+
+
+def test_eval_reads_only_a_box_unless_the_recipe_opts_into_fallbacks(verifier, benchmarks_dir: Path) -> None:
+    query = load_benchmark(BenchmarkSpec(name="aime24", limit=1), benchmarks_dir)[0].query
+    unboxed = f"Adding the two cases gives the count. Therefore, the number of ways is {query.reference.answer}."
+    [strict] = verifier.verify_batch([(query, unboxed)])
+    assert strict.no_answer and strict.score == 0
+    config = EvalConfig.model_validate({"benchmarks_dir": str(benchmarks_dir),
+                                        "verify": {"math": {"fallbacks": ["boxed", "answer_is", "last_sentence"]}}})
+    with build_verifier(config.verify) as lenient:
+        [read] = lenient.verify_batch([(query, unboxed)])
+    assert read.score == 1 and read.details["answer_source"] == "last_sentence"
+    assert EvalSample(benchmark="aime24", problem_id="p", query_id=query.id, sample=0, seed=0, model="m",
+                      response=unboxed, completion_tokens=9, score=1, passed=True, details=read.details).by_fallback
+
+
+@pytest.mark.parametrize(("response", "finish_reason", "score", "no_answer"), [
+    ("Let me try: if the answer is {gold} then the sum would be", "length", 0, True),
+    ("Let me try: if the answer is {gold} then the sum would be", "stop", 1, False),
+    ("So the total is $\\boxed{{{gold}}}$. Let me double-check by counting again: the first", "length", 1, False),
+])
+def test_a_response_cut_at_the_token_limit_has_only_its_box_read(benchmarks_dir: Path, response: str,
+                                                                 finish_reason: str, score: int, no_answer: bool) -> None:
+    query = load_benchmark(BenchmarkSpec(name="aime24", limit=1), benchmarks_dir)[0].query
+    config = EvalConfig.model_validate({"benchmarks_dir": str(benchmarks_dir),
+                                        "verify": {"math": {"fallbacks": ["boxed", "answer_is"]}}})
+    with build_verifier(config.verify) as lenient:
+        [verdict] = lenient.verify_batch([(query, response.format(gold=query.reference.answer))])
+    verdict = cut_off_policy(verdict, finish_reason)
+    assert (verdict.score, verdict.no_answer) == (score, no_answer)
+    if no_answer:
+        assert verdict.details["reason"] == CUT_OFF and verdict.details["answer_source"] == "answer_is"
 
 
 STDIN_SOLUTION = """Here is my solution.

@@ -22,7 +22,7 @@ from distillery.core.stage import ShardContext
 from distillery.core.store import RunDir, iter_jsonl
 from distillery.analyze.eval_render import render_markdown, render_section
 from distillery.evaluate.samples import EvalSample
-from distillery.evaluate.stage import EvalStage, sample_seed
+from distillery.evaluate.stage import EvalStage, cut_off_policy, sample_seed
 from distillery.analyze.eval_summary import summarize
 from distillery.testing.slurm import DEV_PROFILE, cancel_jobs, job_id_of, sacct_history, task_logs, wait_until_final
 from distillery.verify import build_verifier
@@ -108,13 +108,14 @@ def test_student_model_is_the_export_of_from_step(tmp_path: Path, benchmarks_dir
 
 def test_recipe_verify_settings_lay_over_the_eval_defaults(tmp_path: Path, benchmarks_dir: Path) -> None:
     default = build_stage(tmp_path, benchmarks_dir, 1, ["math500"]).config.verify
-    assert (default.code.max_tests, default.math.hard_timeout_s) == (1000, 60)
+    assert (default.code.max_tests, default.math.hard_timeout_s, default.math.fallbacks) == (1000, 60, ["boxed"])
     recipe = parse_recipe({
         "name": "v", "run_dir": str(tmp_path / "run"), "teachers": [{"name": "student", "model": "unused"}],
         "steps": {"eval": {"benchmarks_dir": str(benchmarks_dir), "verify": {"math": {"workers": 1}}}},
     })
     verify = recipe.step("eval").config.verify
     assert (verify.math.workers, verify.math.hard_timeout_s, verify.code.max_tests) == (1, 60, 1000)
+    assert verify.math.fallbacks == ["boxed"], "fallback extractors are opt-in for eval"
 
 
 def test_missing_benchmark_file_fails_when_the_recipe_is_loaded(tmp_path: Path) -> None:
@@ -158,13 +159,16 @@ def test_smollm2_on_math500_slice_through_vllm(tmp_path: Path, smollm2_dir: Path
     queries = {item.record["problem_id"]: item.record["query"] for item in stage.read_inputs(ctx)}
     with build_verifier(stage.config.verify) as verifier:
         again = verifier.verify_batch([(Query.model_validate(queries[r.problem_id]), r.response) for r in records])
+    again = [cut_off_policy(verdict, r.finish_reason) for verdict, r in zip(again, records)]
     assert [v.score for v in again] == [r.score for r in records]
+    assert [v.no_answer for v in again] == [r.no_answer for r in records]
 
     summary = summarize(run_dir)
     result = summary.result("smollm2", "math500")
     assert summary.complete and result is not None
     assert (result.problems, result.samples_per_problem) == (2, (2, 2))
     assert result.pass1 == pytest.approx(sum(r.passed for r in records) / 4)
+    assert result.no_answer == pytest.approx(sum(r.no_answer for r in records) / 4)
     assert result.lengths.mean == pytest.approx(sum(r.completion_tokens for r in records) / 4)
     assert result.lengths_correct.count + result.lengths_incorrect.count == 4
     markdown = render_markdown(summary)

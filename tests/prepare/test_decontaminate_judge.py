@@ -123,3 +123,17 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
     assert verdicts[(records[0]["id"], "t3")] == ("judge", "different", False)  # type: ignore[index]
     assert verdicts[(records[1]["id"], "t1")] == ("judge", "different", False)  # type: ignore[index]
     assert "t1 by judge" in outcomes[0].reason
+
+
+def test_the_cluster_recipe_sends_its_grey_zone_to_an_instruction_model(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from distillery.core.recipe import load_recipe
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("DISTILLERY_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DISTILLERY_DATA", str(tmp_path / "data"))
+    config = load_recipe(repo / "jobs" / "am-thinking-distill.yaml", check_paths=False).step("decontaminate").config
+    assert config.judge is not None and config.grey_threshold is not None
+    assert config.grey_threshold < config.threshold and "Instruct" in config.judge.model
+    assert config.judge.device == "cuda", "a 7B judge on a cluster runs on the step's GPU"

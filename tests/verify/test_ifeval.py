@@ -125,6 +125,15 @@ def test_sentence_split_keeps_abbreviations_and_initials() -> None:
         ("Wait... then it happened.", 1),
         ("Wait... The door opened.", 2),
         ("Prices rose, e.g. in Paris.", 1),
+        # after a list number, a token punkt cannot start a word with (`*`, `(`) has no case: a break either way
+        ("1. **mix** the flour.", 2),
+        ("1. (a) first", 2),
+        # `."` then `,` unspaced: punkt ends the sentence after the period and cannot move the quote back
+        ('{"title": "Hello world.", "body": "Next one."}', 2),
+        # a `*` after the last period is a sentence of its own (punkt realigns quotes and brackets, never `*`)
+        ("It is *done.*", 2),
+        ("It is *done.* We go on.", 2),
+        ('It ends "here."', 1),
     ],
 )
 def test_sentence_count_follows_punkt(text: str, count: int) -> None:

@@ -15,6 +15,7 @@ from distillery.analyze.lineages import order_lineages
 from distillery.core.recipe import lineage_teacher, lineage_variant
 from distillery.analyze.paired import PairedComparison
 from distillery.analyze.student_lengths import BenchmarkLengths, LengthAnalysis
+from distillery.analyze.eval_render import score_cell
 from distillery.analyze.eval_summary import BenchmarkResult, EvalSummary
 
 Scores = dict[str, dict[str, BenchmarkResult]]
@@ -66,10 +67,7 @@ def _stat(values: Sequence[float], what: str, pattern: str = "{:,.0f}") -> str:
 
 
 def _score(result: BenchmarkResult | None) -> str:
-    if result is None:
-        return "–"
-    low, high = result.pass1_ci
-    return f"{100 * result.pass1:.1f} ({100 * low:.1f}–{100 * high:.1f})"
+    return "–" if result is None else score_cell(result)
 
 
 def lineage_section(stats: RunStats, summary: EvalSummary | None) -> str:
@@ -99,7 +97,8 @@ def lineage_section(stats: RunStats, summary: EvalSummary | None) -> str:
     return ("<h2>Lineages: teachers and their dataset variants</h2>\n"
             "<p class='note'>Final dataset: the kept records of each lineage's last trace step (what pack trains on). "
             "Tokens: response tokens. Perplexity: of the final records that carry one. pass@1 of the student "
-            "trained on the lineage, in parentheses its 95% bootstrap interval over problems.</p>\n"
+            "trained on the lineage, in parentheses its 95% bootstrap interval over problems, then the share of its "
+            "answers with no final answer found.</p>\n"
             f"<table class='lineages'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
             + (f"<p class='note'>What each variant's step reports about it:</p><ul class='variant-figures'>{figures}</ul>\n"
                if figures else ""))
@@ -167,6 +166,7 @@ def lineage_numbers(stats: RunStats, summary: EvalSummary | None) -> dict[str, A
             step, lineage = summary.origins.get(student, ("", student))
             by_step.setdefault(lineage, {}).setdefault(step, {})[benchmark] = {
                 "student": student, "pass1": result.pass1, "pass1_ci": [_finite(v) for v in result.pass1_ci],
+                "no_answer": result.no_answer, "by_fallback": result.by_fallback,
                 "problems": result.problems, "samples": result.samples}
     numbers = {}
     for name in order_lineages([*stats.lineages, *by_step], stats.teacher_order):

@@ -34,6 +34,18 @@ def _samples_note(summary: EvalSummary) -> str:
     return "Samples per problem: " + ", ".join(parts) + "." if parts else ""
 
 
+NO_ANSWER_NOTE = ("no answer: the share of answers in which no final answer was found (scored 0, never compared); "
+                  "eval reads only a \\boxed{} answer unless the recipe opts into fallbacks (their share is in "
+                  "Details), and a response cut at the token limit has only its box read.")
+
+
+def score_cell(result: BenchmarkResult, with_pass1: bool = True) -> str:
+    """`pass@1 (interval) · no answer N%`, the form every table gives a student's score in."""
+    low, high = result.pass1_ci
+    score = f"{100 * result.pass1:.1f} " if with_pass1 else ""
+    return f"{score}({100 * low:.1f}–{100 * high:.1f}) · no answer {100 * result.no_answer:.1f}%"
+
+
 def accuracy_table(summary: EvalSummary, bold: tuple[str, str] = ("**", "**")) -> Table:
     """Table 1: pass@1 (%) per student and benchmark, with its 95% bootstrap interval."""
     header = ["Model"] + [spec.display for spec in summary.benchmarks]
@@ -48,10 +60,9 @@ def accuracy_table(summary: EvalSummary, bold: tuple[str, str] = ("**", "**")) -
             value = f"{100 * result.pass1:.1f}"
             if result.pass1 == _best(summary, spec.name):
                 value = f"{bold[0]}{value}{bold[1]}"
-            low, high = result.pass1_ci
-            row.append(f"{value} ({100 * low:.1f}–{100 * high:.1f})")
+            row.append(f"{value} {score_cell(result, with_pass1=False)}")
         rows.append(row)
-    notes = [_samples_note(summary), "In parentheses: 95% bootstrap interval over problems."]
+    notes = [_samples_note(summary), "In parentheses: 95% bootstrap interval over problems.", NO_ANSWER_NOTE]
     notes += [f"{spec.display}: {spec.note}" for spec in summary.benchmarks if spec.note]
     notes += _partial_notes(summary)
     return "Accuracy (pass@1, %)", header, rows, [n for n in notes if n]
@@ -77,7 +88,8 @@ def _fmt(value: float, pattern: str = "{:,.0f}") -> str:
 def detail_table(summary: EvalSummary) -> Table:
     """Per student and benchmark: pass@k, length median and spread, correct vs incorrect, truncation."""
     header = ["Model", "Benchmark", "Problems", "k", "pass@k (%)", "Tokens median [p10, p90]",
-              "Tokens correct: mean / median", "Tokens incorrect: mean / median", "Truncated (%)", "Verifier errors"]
+              "Tokens correct: mean / median", "Tokens incorrect: mean / median", "Truncated (%)", "No answer (%)",
+              "Answer by fallback (%)", "Verifier errors"]
     rows = []
     for student in summary.students:
         for spec in summary.benchmarks:
@@ -91,7 +103,8 @@ def detail_table(summary: EvalSummary) -> Table:
                 f"{_fmt(lengths.median)} [{_fmt(lengths.p10)}, {_fmt(lengths.p90)}]",
                 f"{_fmt(result.lengths_correct.mean)} / {_fmt(result.lengths_correct.median)}",
                 f"{_fmt(result.lengths_incorrect.mean)} / {_fmt(result.lengths_incorrect.median)}",
-                f"{100 * result.truncated:.1f}", str(result.verifier_errors),
+                f"{100 * result.truncated:.1f}", f"{100 * result.no_answer:.1f}", f"{100 * result.by_fallback:.1f}",
+                str(result.verifier_errors),
             ])
     return "Details", header, rows, []
 

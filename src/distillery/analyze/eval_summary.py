@@ -43,6 +43,11 @@ class BenchmarkResult:
     """Share of answers cut off at max_tokens."""
     verifier_errors: int
     """Answers scored 0 because the verifier timed out or crashed, not because they were wrong."""
+    no_answer: float = 0.0
+    """Share of answers with no final answer found (scored 0 without a comparison; a cut-off response's unboxed
+    claim included)."""
+    by_fallback: float = 0.0
+    """Share of answers read by a fallback extractor ("the answer is X", a last sentence...), not a box."""
     length_values: list[int] = field(repr=False, default_factory=list)
     correct_flags: list[bool] = field(repr=False, default_factory=list)
     per_problem: dict[str, float] = field(repr=False, default_factory=dict)
@@ -96,6 +101,8 @@ def score_benchmark(student: str, benchmark: str, samples: Iterable[EvalSample],
         lengths_incorrect=LengthStats.of([s.completion_tokens for s in flat if not s.passed]),
         truncated=sum(s.finish_reason == "length" for s in flat) / len(flat),
         verifier_errors=sum(s.verifier_error for s in flat),
+        no_answer=sum(s.no_answer for s in flat) / len(flat),
+        by_fallback=sum(s.by_fallback for s in flat) / len(flat),
         length_values=lengths,
         correct_flags=[s.passed for s in flat],
         per_problem={problem: c / n for problem, (n, c) in zip(per_problem, counts)},

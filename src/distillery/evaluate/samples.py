@@ -34,3 +34,13 @@ class EvalSample(BaseModel):
     @property
     def verifier_error(self) -> bool:
         return self.details.get("reason") in VERIFIER_ERRORS
+
+    @property
+    def no_answer(self) -> bool:
+        """No final answer was found (scored 0 as such, not compared)."""
+        return bool(self.details.get("no_answer"))
+
+    @property
+    def by_fallback(self) -> bool:
+        """The answer scored was read by a fallback extractor (not a `\\boxed{}`)."""
+        return self.details.get("answer_source") not in (None, "boxed") and not self.no_answer

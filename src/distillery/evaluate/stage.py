@@ -31,13 +31,28 @@ from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel, Sampling
 from distillery.models import resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
+from distillery.verify.verdict import Verdict
 
 PAPER_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=49152)
 
-EVAL_VERIFY_DEFAULTS: dict[str, Any] = {"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60}}
+EVAL_VERIFY_DEFAULTS: dict[str, Any] = {"code": {"max_tests": 1000}, "math": {"hard_timeout_s": 60, "fallbacks": ["boxed"]}}
 """Where scoring differs from generation's verification: every test of a code problem runs (not the first 10),
-and a math item gets a minute before it counts as a timeout (scored 0), since a cold worker's start on a busy
-node counts against that clock. A recipe's `verify:` is laid over these, not over the generation defaults."""
+a math item gets a minute before it counts as a timeout (scored 0), since a cold worker's start on a busy
+node counts against that clock, and only a `\\boxed{}` answer is read (every benchmark prompt asks for one):
+the other extractors are opt-in (`verify: {math: {fallbacks: [...]}}`) and the answers they read are counted
+in the tables. A recipe's `verify:` is laid over these, not over the generation defaults."""
+
+CUT_OFF = "cut at the token limit before a final answer"
+"""A response that hit max_tokens has only a boxed answer read: "the answer is 12" in a cut-off response is a
+claim made on the way, not the final answer it never reached."""
+
+
+def cut_off_policy(verdict: Verdict, finish_reason: str | None) -> Verdict:
+    """The verdict, or no answer when the response was cut at the token limit and its answer was not boxed."""
+    source = verdict.details.get("answer_source")
+    if finish_reason != "length" or source in (None, "boxed"):
+        return verdict
+    return Verdict.unanswered(verdict.verifier, CUT_OFF, answer_source=source, claimed=verdict.details.get("prediction"))
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +202,8 @@ class EvalStage(RecordStage[EvalConfig]):
         student = self.student_config(ctx.run)
         model: ChatModel | None = None
         verifier: Verifier | None = None
-        totals = {"samples": 0, "correct": 0, "completion_tokens": 0, "generate_s": 0.0, "verifier_errors": 0}
+        totals = {"samples": 0, "correct": 0, "no_answer": 0, "by_fallback": 0, "completion_tokens": 0,
+                  "generate_s": 0.0, "verifier_errors": 0}
         iterator = iter(items)
         try:
             while batch := list(islice(iterator, config.batch_size)):
@@ -205,8 +221,10 @@ class EvalStage(RecordStage[EvalConfig]):
                 for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
                     yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
                 ctx.stats.update(totals)
-                ctx.logger.info("eval: %d samples scored, %.1f%% correct, %.0f generated tokens/s", totals["samples"],
-                                100 * totals["correct"] / max(totals["samples"], 1),
+                scored = max(totals["samples"], 1)
+                ctx.logger.info("eval: %d samples scored, %.1f%% correct, %.1f%% with no final answer, %.0f generated "
+                                "tokens/s", totals["samples"], 100 * totals["correct"] / scored,
+                                100 * totals["no_answer"] / scored,
                                 totals["completion_tokens"] / max(totals["generate_s"], 1e-9))
         finally:
             if model is not None:
@@ -227,7 +245,8 @@ class EvalStage(RecordStage[EvalConfig]):
         started = time.perf_counter()
         completions = model.chat([build_conversation(q, config.system_prompt) for q in queries], sampling, seeds)
         totals["generate_s"] += time.perf_counter() - started
-        verdicts = verifier.verify_batch([(q, c.text) for q, c in zip(queries, completions)])
+        verdicts = [cut_off_policy(verdict, completion.finish_reason) for verdict, completion
+                    in zip(verifier.verify_batch([(q, c.text) for q, c in zip(queries, completions)]), completions)]
         answers = zip(group, records, queries, seeds, completions, verdicts)
         for item, record, query, seed, completion, verdict in answers:
             passed = verdict.score >= config.pass_score
@@ -245,4 +264,6 @@ class EvalStage(RecordStage[EvalConfig]):
                 latency_s=round(completion.latency_s, 4), score=verdict.score, passed=passed,
                 verifier=verdict.verifier, details=verdict.details,
             )
+            totals["no_answer"] += sample.no_answer
+            totals["by_fallback"] += sample.by_fallback
             yield Outcome.kept(item, sample.model_dump(mode="json"))

@@ -139,6 +139,25 @@ def tests_from_value(value: Any, field: str = "tests") -> tuple[list[TestCase], 
     raise FormatError(f"{field}: expected {_TESTS_EXPECTED}, got {kind(value)}")
 
 
+_INSTRUCTION_ID = re.compile(r"[a-z_]+:[a-z_0-9]+")
+
+
+def constraint_from_value(value: Any, field: str) -> list[dict[str, Any]]:
+    """IFEval constraints from `{instruction_id_list, kwargs}` (an object or its JSON text), or from bare instruction
+    ids without kwargs (`"punctuation:no_comma"`, or a list of ids): each of those takes no kwargs."""
+    if isinstance(value, str) and _INSTRUCTION_ID.fullmatch(value.strip()):
+        return [{"id": value.strip(), "kwargs": {}}]
+    constraint = decoded(value, field, "{instruction_id_list, kwargs} or an instruction id")
+    if constraint is None:
+        return []
+    if isinstance(constraint, list):
+        return instructions_from_value(constraint, None, field)
+    if not isinstance(constraint, dict):
+        raise FormatError(f"{field}: expected {{instruction_id_list, kwargs}} or an instruction id, got {kind(constraint)}")
+    return instructions_from_value(constraint.get("instruction_id_list"), constraint.get("kwargs"),
+                                   f"{field}.instruction_id_list")
+
+
 def instructions_from_value(ids: Any, kwargs: Any, field: str = "instruction_id_list") -> list[dict[str, Any]]:
     """IFEval-style constraints: instruction ids with one kwargs object (or null) each."""
     ids = decoded(ids, field, "a list of instruction ids")

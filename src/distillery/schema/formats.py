@@ -27,7 +27,7 @@ from distillery.schema.coerce import (
     answer_text,
     category_name,
     decoded,
-    instructions_from_value,
+    constraint_from_value,
     kind,
     number,
     tests_from_value,
@@ -76,13 +76,7 @@ def _am_reference(field: Callable[[str], Any]) -> Reference:
         tests, fn_name = [], None  # assert-style test code: no typed home, kept in the original row
     else:
         tests, fn_name = tests_from_value(test_case, "info.test_case")
-    constraint = decoded(_blank_to_none(field("instruction_constrain")), "info.instruction_constrain",
-                         "{instruction_id_list, kwargs}")
-    if constraint is not None and not isinstance(constraint, dict):
-        raise FormatError("info.instruction_constrain: expected {instruction_id_list, kwargs}, "
-                          f"got {kind(constraint)}")
-    instructions = instructions_from_value(constraint.get("instruction_id_list"), constraint.get("kwargs"),
-                                           "info.instruction_constrain.instruction_id_list") if constraint else []
+    instructions = constraint_from_value(_blank_to_none(field("instruction_constrain")), "info.instruction_constrain")
     return Reference(answer=answer_text(field("ground_truth"), "info.ground_truth"), tests=tests, fn_name=fn_name,
                      instructions=instructions)
 

@@ -13,14 +13,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-AnswerSource = Literal["boxed", "answer_tag", "answer_is", "last_number", "last_line"]
-DEFAULT_FALLBACKS: tuple[AnswerSource, ...] = ("boxed", "answer_is", "answer_tag")
-"""A box wins, then a "the answer is X" sentence, then the whole `<answer>` part (the pipeline's own format)."""
+AnswerSource = Literal["boxed", "answer_tag", "answer_is", "last_sentence", "last_number", "last_line"]
+DEFAULT_FALLBACKS: tuple[AnswerSource, ...] = ("boxed", "answer_is", "answer_tag", "last_sentence")
+"""A box wins, then a "the answer is X" sentence, then the whole `<answer>` part (the pipeline's own format),
+then a concluding last sentence ("Therefore, the total is 12.")."""
 
 _TAG = re.compile(r"</?(think|answer)>")
+_VERDICT_WORDS = r"(?:correct|incorrect|right|wrong|valid|invalid|consistent|reasonable|confirmed|verified|as follows|below|given by|the same|not)\b"
+"""What follows "answer is" when a sentence judges an answer instead of stating one ("our answer is correct")."""
 _ANSWER_IS = re.compile(
-    r"(?:final answer|(?:the )?(?:correct |right )?answer)\**\s*(?:is|:)\s*:?\**\s*(.+?)\s*(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE
+    r"(?:final answer|(?:the )?(?:correct |right )?answer)\**\s*(?:is|:)\s*:?\**\s*"
+    rf"(?![\s:*]*{_VERDICT_WORDS}|\W*$)(.+?)\s*(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE
 )
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\])|\n+")
+_CONCLUSION = re.compile(
+    r"^\W*(?:therefore|thus|hence|so|in conclusion|in summary|finally|consequently|this means|which means|that means)\b"
+    r".*(?:\b(?:is|are|equals|was|comes to|works out to)\b|=)\s*(?:exactly\s+|approximately\s+|about\s+)?"
+    rf"(?!\s*{_VERDICT_WORDS})(?P<answer>[^=]+?)\s*[.!]?\s*$", re.IGNORECASE
+)
+CONCLUSION_CHARS = 400
+"""Longest last sentence read as a conclusion (the pattern backtracks quadratically in its length)."""
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -97,12 +109,27 @@ def last_boxed(text: str) -> str | None:
     return found.strip() if found is not None else None
 
 
+def concluding_answer(answer_part: str) -> str | None:
+    """X of a last sentence that concludes ("Thus, the total number of ways is 12.", "So x = 7."), else None."""
+    sentences = [piece.strip() for piece in _SENTENCE_END.split(_TAG.sub("", answer_part)) if piece.strip()]
+    if not sentences or len(sentences[-1]) > CONCLUSION_CHARS:
+        return None
+    match = _CONCLUSION.match(sentences[-1].strip("*_ "))
+    if match is None:
+        return None
+    answer = match.group("answer").strip().strip("*_").strip()
+    if answer.count("$") % 2:  # the sentence's `$...$` began before the `=` the answer follows
+        answer = answer.strip("$").strip()
+    return answer or None
+
+
 def find_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FALLBACKS) -> tuple[AnswerSource, str] | None:
     """The final answer of a response and the source it came from: each source in `fallbacks` is tried in order.
 
-    Sources: `boxed` (last \\boxed{}), `answer_is` ("the answer is X"), `answer_tag` (the whole <answer>
-    part, when the response has that tag), `last_number`, `last_line`. All of them look only at the answer
-    part of the response (`parse_response(text).answer`), so nothing inside <think> is ever read.
+    Sources: `boxed` (last \\boxed{}), `answer_is` ("the answer is X", not "our answer is correct"),
+    `answer_tag` (the whole <answer> part, when the response has that tag), `last_sentence` (X in a last
+    sentence that concludes: "Therefore, the area is 12."), `last_number`, `last_line`. All of them look only
+    at the answer part of the response (`parse_response(text).answer`), so nothing inside <think> is ever read.
     """
     parsed = parse_response(text)
     answer_part = parsed.answer
@@ -116,6 +143,8 @@ def find_final_answer(text: str, fallbacks: Sequence[AnswerSource] = DEFAULT_FAL
         elif source == "answer_is":
             matches = _ANSWER_IS.findall(answer_part)
             found = matches[-1].strip().strip("$").strip() if matches else None
+        elif source == "last_sentence":
+            found = concluding_answer(answer_part)
         elif source == "last_number":
             numbers = _NUMBER.findall(answer_part)
             found = numbers[-1].replace(",", "") if numbers else None

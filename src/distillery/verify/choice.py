@@ -110,7 +110,7 @@ class ChoiceVerifier:
         parsed = parse_response(response)
         letters = chosen_letters(parsed.answer)
         if not letters:
-            return Verdict.failed(self.name, "no option letter found", reference=reference, structure=parsed.problem)
+            return Verdict.unanswered(self.name, "no option letter found", reference=reference, structure=parsed.problem)
         if len(set(letters)) > 1:
             return Verdict.failed(self.name, f"names several letters: {', '.join(sorted(set(letters)))}", reference=reference)
         score = 1.0 if letters[0] == reference else 0.0

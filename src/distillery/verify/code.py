@@ -208,7 +208,7 @@ class CodeVerifier:
             return Verdict.failed(self.name, f"call-style tests are supported for python only, not {reference.language}")
         code = extract_code(response, reference.language)
         if code is None:
-            return Verdict.failed(self.name, f"no {reference.language} code block in the answer", structure=parse_response(response).problem)
+            return Verdict.unanswered(self.name, f"no {reference.language} code block in the answer", structure=parse_response(response).problem)
         program_dir = Path(tempfile.mkdtemp(prefix="distillery-code-"))  # its parent must be enterable by the sandbox uid
         program_dir.chmod(0o755)
         argv, build_failure = self._write_program(program_dir, code, reference.language, reference.fn_name)

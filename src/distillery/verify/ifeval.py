@@ -76,6 +76,14 @@ _COMMON_STARTERS = frozenset((
 orthographic evidence, learnt from a corpus, says the same of such frequent words)."""
 _CLOSERS = "\"')]}*_”’»"
 _TOKEN = re.compile(r"\S+")
+_OWN_TOKEN = "(\"`{[:;&#*@)}]-,"
+"""Characters a punkt word cannot start with: each is a token of its own, neither upper nor lower case."""
+_INNER_END = re.compile(r"[.!?][\"')\]}*]+(?=[^\s\"')\]}*_”’»])")
+"""An end inside a token: punkt breaks after `.` before a quote or bracket when more text follows unspaced
+(`."` then `,` in JSON-like text); its realignment moves the quote back only when whitespace follows it."""
+_TRAILING_STAR = re.compile(r"(?<=[.!?])\*+$")
+"""`*` right after the text's last period: punkt ends the sentence before it and never realigns a `*`, so it
+is a sentence of its own (`It is *done.*` is two)."""
 
 
 def _breaks_after(token: str, following: str) -> bool:
@@ -96,9 +104,12 @@ def _breaks_after(token: str, following: str) -> bool:
     stem = core.rstrip(".").lstrip(_CLOSERS + "(\"'“‘").lower()
     if core.endswith("..") or stem in _ABBREVIATIONS:
         return starts_common
-    if re.fullmatch(r"[^\W\d_]", stem):
+    initial, number = bool(re.fullmatch(r"[^\W\d_]", stem)), bool(re.fullmatch(r"\d+", stem))
+    if (initial or number) and following[:1] in _OWN_TOKEN:
+        return following[:1] not in ";:,"  # punctuation never starts a sentence; a `*` or `(` is unknown: a break
+    if initial:
         return starts_common
-    if re.fullmatch(r"\d+", stem):
+    if number:
         return not next_word[:1].islower()
     return True
 
@@ -106,15 +117,24 @@ def _breaks_after(token: str, following: str) -> bool:
 def split_sentences(text: str) -> list[str]:
     """Sentences as punkt splits them: after `.`, `?` or `!` (closing quotes, brackets and markdown `*` may
     follow, as in `.**` or `.”`), before whitespace, unless `_breaks_after` says otherwise. A letterless
-    piece such as a list number `1.` that ends a sentence is a sentence, as punkt counts it."""
+    piece such as a list number `1.` that ends a sentence is a sentence, as punkt counts it, and so is a `*`
+    after the last period; a quote closed after a period and followed unspaced by more text (`."` `,`) ends one."""
     tokens = list(_TOKEN.finditer(text))
     sentences, start = [], 0
     for current, following in itertools.pairwise(tokens):
+        inner = _INNER_END.search(current.group(0))
+        if inner and _breaks_after(current.group(0)[:inner.start() + 1], current.group(0)[inner.start() + 1:]):
+            sentences.append(text[start:current.start() + inner.start() + 1].strip())
+            start = current.start() + inner.start() + 1
         if _breaks_after(current.group(0), following.group(0)):
             sentences.append(text[start:current.end()].strip())
             start = following.start()
-    if text[start:].strip():
-        sentences.append(text[start:].strip())
+    rest = text[start:].strip()
+    trailing = _TRAILING_STAR.search(rest)
+    if trailing and trailing.start() > 0:
+        sentences += [rest[:trailing.start()], rest[trailing.start():]]
+    elif rest:
+        sentences.append(rest)
     return sentences
 
 

@@ -4,7 +4,9 @@ Final-answer policy. The answer is read from the answer part of the response onl
 block, or the text after `</think>` (a whole untagged response is its own answer part; a `<think>` that never
 closes has none). Nothing inside `<think>` ever counts, not even a `\\boxed{}`. Within the answer part the
 sources of `MathSettings.fallbacks` are tried in order, by default: the last `\\boxed{}`, then the last
-"the (final) answer is X", then the whole `<answer>` block. One answer is compared, never any of several.
+"the (final) answer is X", then the whole `<answer>` block, then a concluding last sentence. One answer is
+compared, never any of several; its source is in the verdict's details (`answer_source`), and a response with
+none is a verdict with `no_answer` set (eval counts those apart, and reads only boxes unless told otherwise).
 
 Before Math-Verify sees them, both answers go through `math_forms.normalise_forms` (column vectors as tuples,
 e-notation, digit separators, repeating decimals, number words, spellings of the imaginary unit), and an
@@ -28,16 +30,18 @@ from itertools import product
 from typing import Any, Self
 
 from distillery.schema.records import Query
-from distillery.schema.responses import find_final_answer, parse_response
+from distillery.schema.responses import AnswerSource, find_final_answer, parse_response
 from distillery.llm.protocol import ChatModel
 from distillery.verify.config import MathSettings, VerifyConfig
-from distillery.verify.math_forms import asks_for_approximation, decimal_literal, normalise_forms, units
+from distillery.verify.math_forms import (asks_for_approximation, decimal_literal, looks_like_digit, normalise_forms,
+                                          units, word_answer)
 from distillery.verify.pool import WorkerPool
 from distillery.verify.verdict import Verdict
 
 logger = logging.getLogger(__name__)
 
 NAME = "math_verify"
+NO_ANSWER = "no final answer found"
 
 
 def gold_text(answer: str) -> str:
@@ -115,8 +119,13 @@ def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]
     from math_verify.errors import TimeoutException
 
     gold_raw, prediction_raw, boxed, timeout_s, float_rounding, rounded_decimals = payload
-    gold = gold_text(normalise_forms(gold_raw))
-    prediction = normalise_forms(prediction_raw)
+    gold_form, prediction = normalise_forms(gold_raw), normalise_forms(prediction_raw)
+    if looks_like_digit(prediction_raw) and not looks_like_digit(gold_raw):
+        return {"correct": False, "gold": gold_raw, "prediction": prediction_raw, "reason": "a letter that looks like a digit"}
+    words = word_answer(gold_form)
+    if words is not None and words == word_answer(prediction):
+        return {"correct": True, "gold": words, "prediction": words}
+    gold = gold_text(gold_form)
     prediction = f"\\boxed{{{prediction}}}" if boxed else as_math(prediction)
     parsed_gold = parse(gold, parsing_timeout=timeout_s)
     if not parsed_gold:
@@ -151,13 +160,10 @@ def check_pair(payload: tuple[str, str, bool, int, int, bool]) -> dict[str, Any]
     return result
 
 
-def prediction_text(response: str, settings: MathSettings) -> tuple[str, bool] | None:
-    """The final answer to compare, and whether it came from a \\boxed{} (then it is boxed again, like the gold)."""
+def prediction_text(response: str, settings: MathSettings) -> tuple[str, AnswerSource] | None:
+    """The final answer to compare and its source (a \\boxed{} answer is boxed again, like the gold)."""
     found = find_final_answer(response, settings.fallbacks)
-    if found is None:
-        return None
-    source, text = found
-    return text, source == "boxed"
+    return (found[1], found[0]) if found else None
 
 
 class MathVerifier:
@@ -183,19 +189,22 @@ class MathVerifier:
 
     def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(pairs)
-        payloads, slots = [], []
+        payloads, slots, sources = [], [], []
         for slot, (query, response) in enumerate(pairs):
             if not query.reference.answer:
                 verdicts[slot] = Verdict.failed(self.name, "query has no reference answer")
                 continue
             prediction = prediction_text(response, self.settings)
             if prediction is None:
-                verdicts[slot] = Verdict.failed(self.name, "no final answer found", structure=parse_response(response).problem)
+                verdicts[slot] = Verdict.unanswered(self.name, NO_ANSWER, structure=parse_response(response).problem)
                 continue
+            text, source = prediction
             rounded = not self.settings.exact_decimals or asks_for_approximation(query.prompt)
-            payloads.append((query.reference.answer, *prediction, self.settings.timeout_s, self.settings.float_rounding, rounded))
+            payloads.append((query.reference.answer, text, source == "boxed", self.settings.timeout_s,
+                             self.settings.float_rounding, rounded))
             slots.append(slot)
-        for slot, result in zip(slots, self.pool.map(payloads) if payloads else []):
+            sources.append(source)
+        for slot, source, result in zip(slots, sources, self.pool.map(payloads) if payloads else []):
             if not result.ok:
                 verdicts[slot] = Verdict.failed(self.name, result.error)
             elif "error" in result.value:
@@ -204,6 +213,7 @@ class MathVerifier:
             else:
                 score = 1.0 if result.value["correct"] else 0.0
                 details = {key: value for key, value in result.value.items() if key != "correct"}
+                details["answer_source"] = source
                 verdicts[slot] = Verdict(score=score, passed=score >= self.threshold, verifier=self.name, details=details)
         return [verdict for verdict in verdicts if verdict is not None]
 

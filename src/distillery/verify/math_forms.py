@@ -6,7 +6,9 @@ Each rewrite keeps the value: a one-column (or one-row) matrix becomes a tuple, 
 becomes its exact fraction, a number written in words becomes digits (text2num), and the imaginary unit's
 other spellings (`\\mathrm{i}`, `\\imath`, `\\sqrt{-1}`, a Python-style `2+3j`) become `i`; `x \\in S` becomes `S`
 and spacing commands before a letter go; `\\langle v \\rangle` is a tuple, markdown emphasis around the
-answer goes, and an answer that is only digit groups split by plain spaces (`28 800`) is one number. Every regex here
+answer goes, an answer that is only digit groups split by plain spaces (`28 800`) is one number, an ordinal's
+suffix goes (`12^{\\mathrm{th}}`, `12th` -> `12`), and a number in front of a tuple multiplies each entry
+(`2(1, 2)`, also from `2\\begin{pmatrix}1\\\\2\\end{pmatrix}`). Every regex here
 is linear in the input: these run in the verifier's worker processes, but a slow pattern would still cost
 one timeout per answer.
 """
@@ -31,6 +33,14 @@ _MEMBER_OF = re.compile(r"^\s*[A-Za-z]\s*\\in\s+")
 _SPACING = re.compile(r"\\[,;:!]\s*(?=[A-Za-z\\])")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
 _WORDS = re.compile(r"[A-Za-z]+(?:[- ][A-Za-z]+)*")
+_ORDINAL = re.compile(
+    r"(?<=\d)\s*(?:\^\s*\{\s*(?:\\(?:mathrm|text|textrm|rm|mbox)\s*\{\s*(?:st|nd|rd|th)\s*\}|(?:st|nd|rd|th))\s*\}"
+    r"|\\(?:mathrm|text|textrm|rm|mbox)\s*\{\s*(?:st|nd|rd|th)\s*\}|(?:st|nd|rd|th)\b)"
+)
+_SCALAR = r"-?\d+(?:\.\d+)?|-?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-"
+_SCALED_TUPLE = re.compile(rf"\s*\$?\s*(?P<scalar>{_SCALAR})\s*(?:\\cdot|\\times|\*)?\s*(?:\\left)?\((?P<body>[^()]*,[^()]*)(?:\\right)?\)\s*\$?\s*")
+_LOOKALIKE = re.compile(r"(?<![A-Za-z\\])(?:\d+[OolISZB](?![A-Za-z])|[OolISZB]\d)|^\s*\$?\s*[OolSZ]\s*\$?\s*$")
+"""A letter that looks like a digit (O/o for 0, l/I for 1, S for 5, Z for 2, B for 8) next to a digit, or alone."""
 
 
 def _e_notation(match: re.Match[str]) -> str:
@@ -84,12 +94,28 @@ def number_from_words(text: str) -> str | None:
     for prefix in ("minus ", "negative "):
         if inner.startswith(prefix):
             sign, inner = "-", inner.removeprefix(prefix)
-    if not inner or not _WORDS.fullmatch(inner):
+    if len(inner) < 2 or not _WORDS.fullmatch(inner):  # a lone letter ("o") is a variable, not "oh"
         return None
     try:
         return sign + str(text2num(inner, "en"))
     except ValueError:
         return None
+
+
+def looks_like_digit(text: str) -> bool:
+    """Whether the answer has a letter standing for a digit (`1O`, `l5`, a lone `O`): never that number."""
+    return bool(_LOOKALIKE.search(_TEXT_WRAPPER.sub(" ", text)))
+
+
+def word_answer(text: str) -> str | None:
+    """The answer as lower-case words when it is nothing but words ("Monday", `\\text{East}`, "the red car."),
+    else None. A word has three letters and a vowel: `x` or `xy` are variables, not words."""
+    inner = _TEXT_WRAPPER.sub(r"\1", text).strip().strip("$*_").strip().rstrip(".").strip().lower()
+    inner = re.sub(r"^(?:the|a|an)\s+", "", inner)
+    if not re.fullmatch(r"[a-z]+(?:[-' ][a-z]+)*", inner) or not re.search(r"[a-z]*[aeiouy][a-z]*", inner) \
+            or not any(len(word) >= 3 and re.search(r"[aeiouy]", word) for word in re.split(r"[-' ]", inner)):
+        return None
+    return inner
 
 
 def _words_in_prose(text: str) -> str:
@@ -113,6 +139,11 @@ def normalise_forms(text: str) -> str:
     text = re.sub(r"\\langle\s*", "(", re.sub(r"\s*\\rangle", ")", text))
     text = _SPACED_I.sub(r"\1i", text)
     text = _COLUMN.sub(_column_to_tuple, text)
+    text = _ORDINAL.sub("", text)
+    scaled = _SCALED_TUPLE.fullmatch(text) if len(text) <= 400 else None  # quadratic in the commas: answers only
+    if scaled:
+        factor = "-1" if scaled.group("scalar") == "-" else scaled.group("scalar")
+        text = "(" + ", ".join(f"{factor}\\cdot ({entry.strip()})" for entry in scaled.group("body").split(",")) + ")"
     text = _TIMES_TEN.sub(r"\1\\times 10^", text)
     text = _E_NOTATION.sub(_e_notation, text)
     text = _SEPARATED.sub(lambda match: re.sub(_SEPARATOR, "", match.group(0)), text)

@@ -24,6 +24,15 @@ class Verdict(BaseModel):
         """Score 0 with a reason: broken structure, no answer, a crashed worker, a judge that said nothing."""
         return cls(score=0.0, passed=False, verifier=verifier, details={"reason": reason, **details})
 
+    @classmethod
+    def unanswered(cls, verifier: str, reason: str, **details: Any) -> Verdict:
+        """Score 0 because the response states no final answer (eval counts these apart from wrong answers)."""
+        return cls.failed(verifier, reason, no_answer=True, **details)
+
+    @property
+    def no_answer(self) -> bool:
+        return bool(self.details.get("no_answer"))
+
 
 class CategoryVerifier(Protocol):
     """One category's checker; `threshold` turns its score into `passed`."""
