@@ -1,14 +1,18 @@
-"""The AIMD limit of the HTTP client against simulated servers (the real `vllm serve` run is in
+"""The AIMD limit of the HTTP client (and its line in `status`) against simulated servers (the real `vllm serve` run is in
 test_openai_http.py and benchmarks/bench_http_concurrency.py): a server with a fixed number of batch slots and a
 queue behind them, and one that answers 429 above a rate limit, as hosted APIs do."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from distillery.core.plan import build_groups
+from distillery.core.recipe import parse_recipe
 from distillery.llm.adaptive import AdaptiveConcurrency
+from distillery.ops.status import GroupStatus, _add_stats, render_status
 
 
 class Overloaded(Exception):
@@ -93,3 +97,14 @@ def test_a_fixed_limit_never_moves() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="floor"):
         AdaptiveConcurrency(4, lambda e: False, floor=8)
+
+
+def test_status_shows_the_http_clients_concurrency(tmp_path: Path) -> None:
+    (tmp_path / "q.jsonl").write_text("")
+    group = next(iter(build_groups(parse_recipe({"name": "x", "run_dir": str(tmp_path), "steps": {
+        "ingest": {"inputs": [{"path": str(tmp_path / "q.jsonl")}]}}}))))
+    status = GroupStatus(group)
+    for limit in (12, 20):  # two shards' stats, as the generate stage records them
+        _add_stats(status, 0, {"tokens_per_s": 100.0, "engine_last": {"concurrency_limit": limit,
+                                                                      "transient_retries": 0}})
+    assert "rates: 100 tok/s, client concurrency 16" in render_status([status])
