@@ -192,10 +192,10 @@ def draft_profile(run: Runner = run_command) -> str:
         f"# Drafted by `distillery profile detect` from the SLURM client commands of cluster {name!r}.",
         f"# Lines marked {TODO} are what SLURM could not tell: fill them in, then point a recipe at this file",
         "# (executor: {kind: slurm, profile: slurm/profiles/<this>.yaml}).",
-        "# Partitions (shape of their smallest node): " + "; ".join(
-            f"{p.name}{'*' if p.default else ''} {p.nodes} node(s) x {p.cpus} CPUs, {(p.mem_mb or 0) / 1024:.0f} GiB"
-            + (f", {p.gpus} GPUs ({'/'.join(sorted(p.gpu_types)) or 'untyped'})" if p.gpus else "")
-            + f", time limit {p.max_time_min or 'none'}{' min' if p.max_time_min else ''}" for p in parts),
+        "# Partitions you may use (* default), each with the shape of its smallest node:",
+        *(f"#   {p.name}{'*' if p.default else ''} {p.nodes} node(s) x {p.cpus} CPUs, {(p.mem_mb or 0) / 1024:.0f} GiB"
+          + (f", {p.gpus} GPUs ({'/'.join(sorted(p.gpu_types)) or 'untyped'})" if p.gpus else "")
+          + f", time limit {p.max_time_min or 'none'}{' min' if p.max_time_min else ''}" for p in parts),
         f"# MaxJobCount: {jobs or 'unknown'} (jobs the controller holds at once; an array task counts once it starts)",
     ]
     if accounting.endswith("/none"):
