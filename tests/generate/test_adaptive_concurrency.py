@@ -1,4 +1,4 @@
-"""The AIMD limit of the HTTP client (and its line in `status`) against simulated servers (the real `vllm serve` run is in
+"""The AIMD limit of the HTTP client (and its line in `status`) against simulated servers (the real `vllm serve` is in
 test_openai_http.py and benchmarks/bench_http_concurrency.py): a server with a fixed number of batch slots and a
 queue behind them, and one that answers 429 above a rate limit, as hosted APIs do."""
 

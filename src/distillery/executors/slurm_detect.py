@@ -172,7 +172,7 @@ def _kind_lines(kind: str, part: Partition | None, note: str) -> list[str]:
         lines.append(f"    max_mem_gb: {math.floor(part.mem_mb / 102.4) / 10}")  # rounded down: a task must fit
     if part.max_time_min:
         lines.append(f"    max_time_min: {part.max_time_min}")
-    lines.append(f"    setup: []                   # {TODO}: e.g. [module load cuda, source ~/venvs/distillery/bin/activate]")
+    lines.append(f"    setup: []                   # {TODO}: e.g. [module load cuda, source ~/venvs/x/bin/activate]")
     return lines
 
 

@@ -61,7 +61,8 @@ class AdaptiveConcurrency:
         return result
 
     def _observe(self, epoch: int, per_token_s: float) -> None:
-        best = self._best = per_token_s if self._best is None else min(per_token_s, self._best * (1 + self.baseline_drift))
+        drifted = per_token_s if self._best is None else self._best * (1 + self.baseline_drift)
+        best = self._best = min(per_token_s, drifted)
         if per_token_s > self.latency_tolerance * best:
             self._decrease(epoch, 0.9, "latency")
         elif self._slow_start:

@@ -2,8 +2,9 @@
 
 Requests run on one asyncio event loop in a background thread, as many at once as the adaptive limit allows
 (llm/adaptive.py: it rises while the server keeps up and backs off when it is overloaded, never above
-`concurrency`), so the server batches them; each carries its seed, which vLLM honours per request. `submit` is the streaming
-loop's way in (one request, a future back); `chat` sends a list and waits for all of it (the batch loop).
+`concurrency`), so the server batches them; each carries its seed, which vLLM honours per request. `submit` is
+the streaming loop's way in (one request, a future back); `chat` sends a list and waits for all of it (the batch
+loop).
 
 A request that fails in transit is retried with exponential backoff and jitter, for as long as `retry_for_s`
 allows: a dropped or refused connection (a restarting server), a timeout, HTTP 408/409/429 and every 5xx.
@@ -49,6 +50,10 @@ def is_overload(error: BaseException) -> bool:
     if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
         return True
     return isinstance(error, openai.APIStatusError) and error.status_code in OVERLOAD_STATUS
+
+
+def _completion_tokens(response: Any) -> int:
+    return response.usage.completion_tokens if response.usage else 1
 
 
 class OpenAIChatModel:
@@ -110,20 +115,25 @@ class OpenAIChatModel:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     async def _one(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Completion:
-        started = time.perf_counter()
+        started: list[float] = []  # when the first attempt got a slot: latency counts from there, retries included
+
+        async def send() -> Any:
+            started[:] = started or [time.perf_counter()]
+            return await self.client.chat.completions.create(
+                model=self.model,
+                messages=conversation,  # type: ignore[arg-type]
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=seed,
+            )
+
         for attempt in range(self.max_retries + 1):
             try:
-                response = await self.limit.run(lambda: self.client.chat.completions.create(
-                    model=self.model,
-                    messages=conversation,  # type: ignore[arg-type]
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    max_tokens=sampling.max_tokens,
-                    seed=seed,
-                ), lambda answer: answer.usage.completion_tokens if answer.usage else 1)
+                response = await self.limit.run(send, _completion_tokens)
                 break
             except openai.APIError as error:
-                waited = time.perf_counter() - started
+                waited = time.perf_counter() - started[0]
                 if not is_transient(error) or attempt == self.max_retries or waited >= self.retry_for_s:
                     raise
                 delay = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
@@ -137,7 +147,7 @@ class OpenAIChatModel:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason,
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - started[0],
         )
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
