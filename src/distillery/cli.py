@@ -1,4 +1,4 @@
-"""`distillery plan | run | submit | status | resume | report | export | explain`."""
+"""`distillery plan | run | submit | status | resume | report | export | explain | profile`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ EPILOG = """examples:
   distillery report runs/quickstart               teacher comparison: plots + one HTML page
   distillery verify runs/quickstart               every shard checked against its manifest (sha256, count)
   distillery export runs/quickstart --step generate --teacher smol-a --format am -o traces.jsonl
+  distillery profile detect > slurm/profiles/mine.yaml   draft this cluster's profile from sinfo/scontrol
   distillery export runs/quickstart --step structure --teacher smol-a+strict --as parquet --limit 100 -o s.parquet
   distillery export runs/quickstart --step structure --teacher smol-a --to-dir smol-a/   (datasets.load_dataset)
 """
@@ -284,6 +285,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_detect(args: argparse.Namespace) -> int:
+    from distillery.executors.slurm_detect import draft_profile
+
+    sys.stdout.write(draft_profile())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distillery", description="Verified reasoning-distillation datasets from "
                                      "several teachers, and SFT of a student on them, locally or on SLURM.",
@@ -368,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="list stages, or a stage's config fields with their meaning and defaults")
     p.add_argument("stage", nargs="?", help="stage type")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("profile", help="cluster profiles: `profile detect > slurm/profiles/mine.yaml`")
+    p.add_subparsers(dest="action", required=True).add_parser(
+        "detect", help="draft a cluster profile from sinfo/scontrol; fields SLURM cannot tell are marked "
+        "TODO(operator)").set_defaults(func=cmd_profile_detect)
     return parser
 
 

@@ -181,3 +181,17 @@ def test_streaming_over_http_loses_nothing_when_the_server_is_killed_and_restart
         assert 1 <= len(trace.attempts) <= 2 and all(a.completion_tokens > 0 and a.response for a in trace.attempts)
         assert len(trace.attempts) == 2 or trace.attempts[0].passed
     assert progress.attempts == sum(len(t.attempts) for t in traces.values())
+
+
+@pytest.mark.slow
+def test_adaptive_concurrency_rises_against_the_real_server_and_shows_in_stats(server: str) -> None:
+    client = OpenAIChatModel(SERVED_NAME, server, concurrency=16, timeout_s=600)
+    try:
+        question = [{"role": "user", "content": "Count to three."}]
+        completions = client.chat([question] * 32, Sampling(temperature=1.0, max_tokens=8), seeds=list(range(32)))
+        stats = client.engine_stats()
+    finally:
+        client.close()
+    assert all(c.completion_tokens > 0 for c in completions)
+    assert stats["concurrency_ceiling"] == 16 and 4 < stats["concurrency_peak"] <= 16  # it started at 4
+    assert stats["concurrency_overload_backoffs"] == 0 and stats["transient_retries"] == 0

@@ -1,8 +1,10 @@
 """A `ChatModel` over an OpenAI-compatible HTTP server (`vllm serve`, SGLang, a hosted API).
 
-Requests run on one asyncio event loop in a background thread, at most `concurrency` at once (a semaphore),
-so the server batches them; each carries its seed, which vLLM honours per request. `submit` is the streaming
-loop's way in (one request, a future back); `chat` sends a list and waits for all of it (the batch loop).
+Requests run on one asyncio event loop in a background thread, as many at once as the adaptive limit allows
+(llm/adaptive.py: it rises while the server keeps up and backs off when it is overloaded, never above
+`concurrency`), so the server batches them; each carries its seed, which vLLM honours per request. `submit` is
+the streaming loop's way in (one request, a future back); `chat` sends a list and waits for all of it (the batch
+loop).
 
 A request that fails in transit is retried with exponential backoff and jitter, for as long as `retry_for_s`
 allows: a dropped or refused connection (a restarting server), a timeout, HTTP 408/409/429 and every 5xx.
@@ -24,12 +26,14 @@ from typing import Any, Self
 import openai
 from openai import AsyncOpenAI
 
+from distillery.llm.adaptive import AdaptiveConcurrency
 from distillery.llm.options import BackendConfigError, check_options
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUS = {408, 409, 429}
+OVERLOAD_STATUS = {429, 502, 503, 504}
 
 
 def is_transient(error: BaseException) -> bool:
@@ -39,6 +43,17 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, openai.APIStatusError):
         return error.status_code in RETRIED_STATUS or error.status_code >= 500
     return False
+
+
+def is_overload(error: BaseException) -> bool:
+    """The server (or its gateway) is past what it can take: fewer requests in flight, not just a retry."""
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    return isinstance(error, openai.APIStatusError) and error.status_code in OVERLOAD_STATUS
+
+
+def _completion_tokens(response: Any) -> int:
+    return response.usage.completion_tokens if response.usage else 1
 
 
 class OpenAIChatModel:
@@ -66,6 +81,7 @@ class OpenAIChatModel:
         base_url: str,
         api_key: str = "EMPTY",
         concurrency: int = 64,
+        adaptive: bool = True,
         timeout_s: float = 600.0,
         max_retries: int = 12,
         retry_for_s: float = 900.0,
@@ -73,10 +89,12 @@ class OpenAIChatModel:
         name: str | None = None,
     ) -> None:
         """`max_retries` and `retry_for_s` bound the retries of one request (both must allow another);
-        backoff doubles from `backoff_s` up to 30 s."""
+        backoff doubles from `backoff_s` up to 30 s. `concurrency` is the most requests in flight; with
+        `adaptive` off, exactly that many."""
         self.model = model
         self.name = name or model
         self.concurrency = concurrency
+        self.adaptive = adaptive
         self.max_retries = max_retries
         self.retry_for_s = retry_for_s
         self.backoff_s = backoff_s
@@ -88,34 +106,40 @@ class OpenAIChatModel:
         self.client: AsyncOpenAI = self._call(self._make_client(base_url, api_key, timeout_s)).result()
 
     async def _make_client(self, base_url: str, api_key: str, timeout_s: float) -> AsyncOpenAI:
-        self._slots = asyncio.Semaphore(self.concurrency)
+        start = 4 if self.adaptive else self.concurrency
+        self.limit = AdaptiveConcurrency(self.concurrency, is_overload, start=min(start, self.concurrency),
+                                         floor=1 if self.adaptive else self.concurrency)
         return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
 
     def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     async def _one(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Completion:
-        async with self._slots:
-            started = time.perf_counter()
-            for attempt in range(self.max_retries + 1):
-                try:
-                    response = await self.client.chat.completions.create(
-                        model=self.model,
-                        messages=conversation,  # type: ignore[arg-type]
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens,
-                        seed=seed,
-                    )
-                    break
-                except openai.APIError as error:
-                    waited = time.perf_counter() - started
-                    if not is_transient(error) or attempt == self.max_retries or waited >= self.retry_for_s:
-                        raise
-                    delay = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-                    self.retries += 1
-                    logger.warning("%s: %s (%s); retry %d in %.1fs", self.name, type(error).__name__, error, attempt + 1, delay)
-                    await asyncio.sleep(delay)
+        started: list[float] = []  # when the first attempt got a slot: latency counts from there, retries included
+
+        async def send() -> Any:
+            started[:] = started or [time.perf_counter()]
+            return await self.client.chat.completions.create(
+                model=self.model,
+                messages=conversation,  # type: ignore[arg-type]
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=seed,
+            )
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await self.limit.run(send, _completion_tokens)
+                break
+            except openai.APIError as error:
+                waited = time.perf_counter() - started[0]
+                if not is_transient(error) or attempt == self.max_retries or waited >= self.retry_for_s:
+                    raise
+                delay = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+                self.retries += 1
+                logger.warning("%s: %s (%s); retry %d in %.1fs", self.name, type(error).__name__, error, attempt + 1, delay)
+                await asyncio.sleep(delay)
         choice = response.choices[0]
         usage = response.usage
         return Completion(
@@ -123,11 +147,11 @@ class OpenAIChatModel:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason,
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - started[0],
         )
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
-        """Send one request; it waits for a free slot of `concurrency` on the event loop, not here."""
+        """Send one request; it waits for a free slot of the concurrency limit on the event loop, not here."""
         return self._call(self._one(conversation, sampling, seed))
 
     def chat(self, conversations: list[Conversation], sampling: Sampling, seeds: list[int] | None = None) -> list[Completion]:
@@ -137,8 +161,9 @@ class OpenAIChatModel:
         return [future.result() for future in futures]
 
     def engine_stats(self) -> dict[str, float]:
-        """The server's engine is not observed from here: its own /metrics has KV-cache use."""
-        return {"transient_retries": float(self.retries)}
+        """The server's engine is not observed from here (its own /metrics has KV-cache use); the client's
+        retries and its concurrency limit are."""
+        return {"transient_retries": float(self.retries), **self.limit.stats()}
 
     def close(self) -> None:
         if self._loop.is_closed():

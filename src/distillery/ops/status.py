@@ -96,9 +96,10 @@ def _add_stats(status: GroupStatus, shard_index: int, stats: dict[str, Any]) -> 
     """What a finished shard's stats add to its group's line: reject reasons, engine and variant figures, warnings."""
     if stats.get("reject_reasons"):
         status.reject_reasons.update(stats["reject_reasons"])
-    for name in stats.keys() & ENGINE_FIGURES.keys():
-        if isinstance(stats[name], int | float):
-            status.engine.setdefault(name, []).append(float(stats[name]))
+    figures = {**(stats.get("engine_last") or {}), **stats}  # engine_last: the backend's own, e.g. an HTTP client's
+    for name in figures.keys() & ENGINE_FIGURES.keys():
+        if isinstance(figures[name], int | float):
+            status.engine.setdefault(name, []).append(float(figures[name]))
     for name in stats.keys() & VARIANT_FIGURES.keys():
         status.variant[name] += int(stats[name])
     if "rule" in stats:
@@ -122,6 +123,7 @@ ENGINE_FIGURES = {
     "tokens_per_s": "{:.0f} tok/s", "engine_idle_fraction": "idle {:.1%}", "kv_cache_usage_mean": "KV {:.0%}",
     "requests_in_flight_mean": "{:.0f} in flight", "verify_queue_max": "verify queue max {:.0f}",
     "backpressure_s": "back-pressure {:.0f}s", "accepted_per_hour": "{:,.0f} accepted/h",
+    "concurrency_limit": "client concurrency {:.0f}",
 }
 """Figures of a generation shard's stats shown per step (mean over shards; back-pressure summed)."""
 
