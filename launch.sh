@@ -124,5 +124,6 @@ case "${1:-help}" in
   quickstart) shift; quickstart "$@" ;;
   test) shift; run_tests "$@" ;;
   help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [[ -x "$VENV/bin/distillery" ]] && run_cli --help || true ;;
-  *) setup; run_cli "$@" ;;
+  # Any other command needs the package alone: an operator who installed it with pip (no set-up here) just runs it.
+  *) [[ -x "$VENV/bin/distillery" ]] || setup; run_cli "$@" ;;
 esac

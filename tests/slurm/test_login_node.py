@@ -108,8 +108,6 @@ def test_plan_of_the_paper_recipe_on_a_login_node(login_node: LoginNode) -> None
     _check_plan(login_node.run([login_node.python, "-m", "distillery.cli", "plan", RECIPE]), login_node)
 
 
-@pytest.mark.xfail(strict=True, reason="launch.sh runs its set-up (install.sh's apt-get of slurmctld/MariaDB, pip) "
-                   "before every command; plan must install nothing. Remove this marker with launch.sh's set-up split")
 def test_launch_sh_plan_on_a_login_node(login_node: LoginNode) -> None:
     """An operator who installed distillery with pip into a venv (no `./launch.sh setup` stamp) runs plan."""
     venv = login_node.home / "venv" / "bin"
