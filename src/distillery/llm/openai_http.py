@@ -25,7 +25,7 @@ import openai
 from openai import AsyncOpenAI
 
 from distillery.llm.options import BackendConfigError, check_options
-from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(SubmitsOneByOne):
     """Chat completions from `<base_url>/chat/completions` for the served model name `model`."""
 
     @classmethod
