@@ -287,7 +287,7 @@ def main() -> None:
     options: dict[str, Any] = {"max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len}
     if args.device == "cpu":
         options["dtype"] = "float32"
-    cap = min(round(max(16.0, 2 * args.tail) * args.median), args.max_model_len - 256)
+    cap = min(round(max(16.0, 1.6 * args.tail) * args.median), args.max_model_len - 256)
     print(f"machine: {describe_machine()}")
     engine = LongTailEngine(resolve_model(args.model), options, args.median, args.tail, cap)
     sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=cap)
