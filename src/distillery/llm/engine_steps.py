@@ -5,7 +5,7 @@ them. Per step: sequences that ran (produced a token), requests it held waiting,
 while the caller still had requests to send (the caller says so with `backlog`), and the time that step
 took. From these: mean running and waiting per step, the share of steps (and the seconds) with free slots
 while requests were due, tokens/s counted from the engine's first request, and time-to-full (first request
-until a step first ran `slots` sequences).
+until a step first ran every request it held, or all its slots when it held more).
 
 Written by the engine's thread, read by the loop's: every field is a number replaced whole, so a reader sees
 a consistent-enough snapshot without a lock.
@@ -48,7 +48,7 @@ class StepLog:
         self.running_sum += running
         self.waiting_sum += waiting
         self.tokens += running
-        if self.full_at is None and running >= self.slots:
+        if self.full_at is None and running >= min(self.slots, held):
             self.full_at = now
         if waiting or self.backlog:
             self.due_steps += 1
