@@ -77,7 +77,8 @@ class LongTailEngine(VLLMChatModel):
 
     def length(self, seed: int) -> int:
         quantile = (seed % 1_000_003 + 0.5) / 1_000_003
-        return max(1, min(self.cap, round(self.median * math.exp(self.sigma * statistics.NormalDist().inv_cdf(quantile)))))
+        drawn = self.median * math.exp(self.sigma * statistics.NormalDist().inv_cdf(quantile))
+        return max(1, min(self.cap, round(drawn)))
 
     def request_params(self, sampling: Sampling, seed: int | None) -> Any:
         from vllm import SamplingParams

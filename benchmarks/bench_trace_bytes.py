@@ -56,7 +56,8 @@ def stored(trace: Trace) -> tuple[int, int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--think-tokens", type=int, default=4000, help="reasoning length per trace (~4 characters a token)")
+    parser.add_argument("--think-tokens", type=int, default=4000,
+                        help="reasoning length per trace (~4 characters a token)")
     args = parser.parse_args()
     rows = [lengthened(json.loads(line), args.think_tokens * CHARS_PER_TOKEN)
             for line in R1_ROWS.read_text(encoding="utf-8").splitlines()]
@@ -71,7 +72,8 @@ def main() -> None:
             completion = teacher.chat([build_conversation(query, None)], Sampling())[0]
             trace = final_trace(query, "r1", [make_attempt(0, 0, completion, None, 0.9)], False, None)
             trace.metadata.update({"model": str(teacher_file), "backend": "replay"})
-            think = json.dumps(row["conversations"][-1]["info"]["think_content"], ensure_ascii=False)[1:-1]  # as written
+            think = row["conversations"][-1]["info"]["think_content"]
+            think = json.dumps(think, ensure_ascii=False)[1:-1]  # as it is written in a line
             for stage in ("generate", "normalise"):
                 if stage == "normalise":
                     normalise_trace(trace, "r1")
@@ -81,7 +83,8 @@ def main() -> None:
             assert am_from_trace(trace)["conversations"][-1]["value"] == row["conversations"][-1]["value"]
         teacher.close()
     mean_think = sum(len(row["conversations"][-1]["info"]["think_content"]) for row in rows) / len(rows)
-    print(f"{len(rows)} R1 traces, reasoning ~{mean_think / CHARS_PER_TOKEN:.0f} tokens ({mean_think:.0f} characters) each")
+    print(f"{len(rows)} R1 traces, reasoning ~{mean_think / CHARS_PER_TOKEN:.0f} tokens "
+          f"({mean_think:.0f} characters) each")
     for stage, values in figures.items():
         now = sum(v[0] for v in values) / len(values)
         before = sum(v[1] for v in values) / len(values)

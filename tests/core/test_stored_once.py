@@ -38,7 +38,8 @@ def test_a_long_replayed_and_normalised_r1_trace_stores_its_reasoning_once() -> 
     think = answer["info"]["think_content"]
     assert len(think) > 10_000
     query, _ = query_from_am(row, with_trace=False)
-    served = Completion(text=answer["value"], completion_tokens=3000, finish_reason="stop", extra={"info": answer["info"]})
+    served = Completion(text=answer["value"], completion_tokens=3000, finish_reason="stop",
+                        extra={"info": answer["info"]})
     trace = final_trace(query, "r1", [make_attempt(0, 0, served, None, 0.9)], False, None)
     trace.metadata.update({"model": "r1.am.jsonl", "backend": "replay"})
     for stage in ("generate", "normalise"):

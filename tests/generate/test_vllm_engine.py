@@ -145,7 +145,8 @@ class SharedEngine:
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         return self.inner.submit(conversation, sampling, seed)
 
-    def submit_many(self, requests: list[tuple[Conversation, int | None]], sampling: Sampling) -> list[Future[Completion]]:
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
         return self.inner.submit_many(requests, sampling)
 
     def set_backlog(self, waiting: bool) -> None:

@@ -155,7 +155,8 @@ class GenerationProgress:
             "batches": self.batches,
             "completion_tokens": self.completion_tokens,
             "tokens_per_s": self._tokens_per_s(),
-            "engine_start_s": round(self.first_request_at - self.started, 3) if self.first_request_at is not None else None,
+            "engine_start_s": (round(self.first_request_at - self.started, 3)
+                               if self.first_request_at is not None else None),
             "generate_s": round(self.generate_s, 3),
             "verify_s": round(self.verify_s, 3),
             "engine_idle_fraction": round(1 - self._busy_s() / span, 4) if span > 0 else None,
@@ -181,7 +182,8 @@ class GenerationProgress:
             "requests_in_flight_mean": round(self.in_flight_area / elapsed, 2) if elapsed > 0 else None,
             "requests_in_flight_max": self.in_flight_max,
             "slot_use": round(self.in_flight_area / (elapsed * self.max_in_flight), 4) if elapsed > 0 else None,
-            "requests_in_flight_mean_until_drain": round(self.backlog_area / self.backlog_s, 2) if self.backlog_s > 0 else None,
+            "requests_in_flight_mean_until_drain": (round(self.backlog_area / self.backlog_s, 2)
+                                                    if self.backlog_s > 0 else None),
             "verify_queue_mean": round(self.verify_queue_area / elapsed, 2) if elapsed > 0 else None,
             "verify_queue_max": self.verify_queue_max,
             "backpressure_s": round(self.backpressure_s, 3),

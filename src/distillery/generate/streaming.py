@@ -5,7 +5,8 @@ wakes, added by the engine in one step). As each answer completes it goes to ver
 (`VerificationLanes`, off the engine's path) and its slot is refilled at once: first with requests already
 due (the rest of a parallel wave, a retry whose failed verdict came back), then with new queries. The loop
 tells the backend when it has nothing more to send (`set_backlog`), so the engine's own step log can count
-steps with free slots while requests were due. Unlike the batch loop, the engine never waits for a batch's longest answer nor for a batch's verdicts.
+steps with free slots while requests were due. Unlike the batch loop, the engine never waits for a batch's
+longest answer nor for a batch's verdicts.
 
 Back-pressure: when `max_verify_queue` answers are waiting for their verdicts, no new query is admitted (due
 retries still are) until verification catches up; the loop logs each such episode and counts its time, so

@@ -70,5 +70,6 @@ class StepLog:
             "engine_starved_step_share": round(self.starved_steps / self.due_steps, 4) if self.due_steps else 0.0,
             "engine_starved_s": round(self.starved_s, 3),
             "engine_tokens_per_s": round(self.tokens / span, 2) if span > 0 else None,
-            "engine_time_to_full_s": round(self.full_at - self.first_request_at, 3) if self.full_at is not None else None,
+            "engine_time_to_full_s": (round(self.full_at - self.first_request_at, 3)
+                                      if self.full_at is not None else None),
         }

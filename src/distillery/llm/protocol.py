@@ -70,7 +70,8 @@ class StreamingChatModel(ChatModel, Protocol):
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         ...
 
-    def submit_many(self, requests: list[tuple[Conversation, int | None]], sampling: Sampling) -> list[Future[Completion]]:
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
         """(conversation, seed) pairs, one future each, in order."""
         ...
 
@@ -89,7 +90,8 @@ class SubmitsOneByOne:
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         raise NotImplementedError
 
-    def submit_many(self, requests: list[tuple[Conversation, int | None]], sampling: Sampling) -> list[Future[Completion]]:
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
         return [self.submit(conversation, sampling, seed) for conversation, seed in requests]
 
     def set_backlog(self, waiting: bool) -> None:

@@ -87,7 +87,8 @@ class VLLMChatModel:
         """Add one request to the running engine; the future resolves when its answer is complete."""
         return self.submit_many([(conversation, seed)], sampling)[0]
 
-    def submit_many(self, requests: list[tuple[Conversation, int | None]], sampling: Sampling) -> list[Future[Completion]]:
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
         """Render every request here, then hand the engine thread the group at once (added before its next step)."""
         stepper = self._engine_thread()
         return stepper.submit([(stepper.render(conversation), self.request_params(sampling, seed))

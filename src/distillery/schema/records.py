@@ -11,7 +11,8 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer,
+                      model_validator)
 
 from distillery.schema.responses import parse_response
 from distillery.schema.stored_once import compact, expand

@@ -103,7 +103,8 @@ def compact(record: dict[str, Any]) -> dict[str, Any]:
 
     out = {key: visit(value, [key], None) if key != "attempts" else value for key, value in record.items()}
     out["attempts"] = [
-        {key: visit(value, ["attempts", index, key], index) if key != "response" else value for key, value in attempt.items()}
+        {key: visit(value, ["attempts", index, key], index) if key != "response" else value
+         for key, value in attempt.items()}
         for index, attempt in enumerate(record.get("attempts", []))
     ]
     if elided:
