@@ -194,13 +194,17 @@ def part_throughput(engine: LongTailEngine, args: argparse.Namespace, sampling: 
     bound_s, bound_tokens = run_bound(engine, queries, stream_traces, sampling)
     rates = {"a": tokens_of(batch_traces) / batch_s, "b": tokens_of(stream_traces) / stream_s, "c": bound_tokens / bound_s}
     stats = stream_progress.stats()
-    until_drain = stats["requests_in_flight_mean_until_drain"] or 0.0
+    until_drain = stats["requests_in_flight_mean_until_drain"]
     print(f"  (a) batch loop, calls of {args.batch_size:<4}: {batch_s:7.2f} s  {rates['a']:7.1f} tokens/s")
     print(f"  (b) streaming loop, {args.in_flight:>3} in flight: {stream_s:7.2f} s  {rates['b']:7.1f} tokens/s")
     print(f"  (c) bound, one LLM.generate   : {bound_s:7.2f} s  {rates['c']:7.1f} tokens/s")
     print(f"  (b)/(c) = {rates['b'] / rates['c']:.3f}x (target >= 0.97)   (b)/(a) = {rates['b'] / rates['a']:.2f}x")
-    print(f"  streaming in flight until the queue drained: mean {until_drain:.2f} of {args.in_flight} = "
-          f"{until_drain / args.in_flight:.3f} (target >= 0.95); over the whole run {stats['requests_in_flight_mean']}")
+    if until_drain is None:  # every request fitted in the first group: the queue drained at once
+        print(f"  streaming in flight: all {len(queries)} requests in the first group (no queue to drain); mean over "
+              f"the run {stats['requests_in_flight_mean']}")
+    else:
+        print(f"  streaming in flight until the queue drained: mean {until_drain:.2f} of {args.in_flight} = "
+              f"{until_drain / args.in_flight:.3f} (target >= 0.95); over the whole run {stats['requests_in_flight_mean']}")
     print(f"  engine per step ({stats.get('engine_steps')} steps, {args.max_num_seqs} slots): running mean "
           f"{stats.get('engine_running_mean')}, waiting mean {stats.get('engine_waiting_mean')}, free slots while "
           f"requests were due in {100 * (stats.get('engine_starved_step_share') or 0):.1f}% of steps "
