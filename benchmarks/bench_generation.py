@@ -204,7 +204,8 @@ def part_throughput(engine: LongTailEngine, args: argparse.Namespace, sampling: 
               f"the run {stats['requests_in_flight_mean']}")
     else:
         print(f"  streaming in flight until the queue drained: mean {until_drain:.2f} of {args.in_flight} = "
-              f"{until_drain / args.in_flight:.3f} (target >= 0.95); over the whole run {stats['requests_in_flight_mean']}")
+              f"{until_drain / args.in_flight:.3f} (target >= 0.95); over the whole run "
+              f"{stats['requests_in_flight_mean']}")
     print(f"  engine per step ({stats.get('engine_steps')} steps, {args.max_num_seqs} slots): running mean "
           f"{stats.get('engine_running_mean')}, waiting mean {stats.get('engine_waiting_mean')}, free slots while "
           f"requests were due in {100 * (stats.get('engine_starved_step_share') or 0):.1f}% of steps "
