@@ -104,3 +104,8 @@ def test_status_shows_the_engine_figures_of_generation_shards(tmp_path: Path) ->
     status = GroupStatus(group, engine={"tokens_per_s": [400.0, 600.0], "engine_idle_fraction": [0.02, 0.04],
                                         "backpressure_s": [3.0, 4.0]})
     assert "rates: 500 tok/s, idle 3.0%, back-pressure 7s" in render_status([status])
+    steps = GroupStatus(group, engine={"tokens_per_s": [500.0], "engine_running_mean": [30.0, 32.0],
+                                       "engine_starved_step_share": [0.0, 0.02], "engine_starved_s": [1.0, 2.0],
+                                       "engine_time_to_full_s": [1.0, 2.0]})
+    assert ("rates: 500 tok/s, engine runs 31.0, free slots while due in 1.0% of steps, 3s starved, full after 1.5s"
+            in render_status([steps]))

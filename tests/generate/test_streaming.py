@@ -143,3 +143,21 @@ def test_slow_code_tests_hold_back_new_queries_but_not_math_verdicts(tmp_path: P
     assert stats["verify_queue_max"] <= 4 + 2, "admission stops at the limit; only in-flight answers may add to it"
     assert "verification is behind" in caplog.text
     assert elapsed >= 2 * 2.5, "four 2.5 s tests two at a time"
+
+
+def test_throughput_counts_from_the_engines_first_request_and_stops_with_the_loop() -> None:
+    progress = GenerationProgress(total=1, streaming=True, max_in_flight=4)
+    progress.started -= 100  # an engine that took 100 s to load before its first request
+    progress.track(0, 0, False)
+    progress.track(4, 0, False, backlog=True)
+    progress.add_attempt(1000)
+    progress.track(4, 0, False, backlog=False)
+    progress.track(0, 0, False, backlog=False)
+    progress.stop()
+    stats = progress.stats()
+    assert stats["engine_start_s"] >= 100 and stats["elapsed_s"] >= 100
+    assert progress.first_request_at is not None and progress.stopped_at is not None
+    assert stats["tokens_per_s"] == round(1000 / (progress.stopped_at - progress.first_request_at), 2)
+    assert stats["tokens_per_s"] > 1000 / 100, "the engine's load time is not throughput"
+    assert stats["requests_in_flight_mean_until_drain"] == 4
+    assert progress.stats() == stats, "stats read after the loop ended do not change"

@@ -28,13 +28,16 @@ from distillery.verify import VerifyConfig, build_verifier
 
 SHORT = Sampling(temperature=1.0, top_p=0.95, max_tokens=32)
 BOXED_PROMPT = "Answer briefly. Put the final answer in \\boxed{}."
+SLOTS = 4
+"""The engine's max_num_seqs: small, so a few queries keep it full."""
 WEAK_TEACHER_FALLBACKS = ["boxed", "last_number"]
 """SmolLM2-135M rarely boxes its answer; its last number is what it means."""
 
 
 @pytest.fixture(scope="module")
 def engine(smollm2_dir: Path) -> Iterator[VLLMChatModel]:
-    model = VLLMChatModel(str(smollm2_dir), {"dtype": "float32", "max_model_len": 1024}, name="smollm2")
+    model = VLLMChatModel(str(smollm2_dir), {"dtype": "float32", "max_model_len": 1024, "max_num_seqs": SLOTS},
+                          name="smollm2")
     yield model
     model.close()
 
@@ -142,6 +145,13 @@ class SharedEngine:
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         return self.inner.submit(conversation, sampling, seed)
 
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
+        return self.inner.submit_many(requests, sampling)
+
+    def set_backlog(self, waiting: bool) -> None:
+        self.inner.set_backlog(waiting)
+
     def engine_stats(self) -> dict[str, float]:
         return self.inner.engine_stats()
 
@@ -174,6 +184,24 @@ def test_streaming_loop_keeps_the_engine_full_and_reports_its_metrics(engine: VL
     assert stats["attempts"] == sum(len(t.attempts) for t in traces.values())
     assert 0 < stats["kv_cache_usage_max"] <= 1 and stats["requests_in_flight_mean"] > 1
     assert stats["tokens_per_s"] > 0 and stats["accepted_per_hour"] >= 0
+
+
+def test_the_engine_runs_every_slot_in_every_step_while_requests_wait(engine: VLLMChatModel) -> None:
+    """The loop hands over whole groups (the first one before the engine's first step) and refills as answers
+    finish; with max_in_flight = 2 x slots the engine's own step log must show no step with a free slot while
+    the loop still had requests to send."""
+    queries = quickstart_query_records()[:14]
+    settings = StreamingSettings(teacher="smollm2", sampling=SHORT.model_copy(update={"max_tokens": 12}),
+                                 system_prompt=BOXED_PROMPT, max_in_flight=2 * SLOTS, log_every_s=60)
+    progress = GenerationProgress(total=len(queries))
+    engine.reset_step_log()  # the module's engine: earlier tests have stepped it
+    traces = dict(StreamingLoop(engine, None, settings, progress).run((q.id, q) for q in queries))
+    assert sorted(traces) == sorted(q.id for q in queries)
+    stats = progress.stats()
+    assert stats["engine_slots"] == SLOTS and stats["engine_steps"] >= 12
+    assert stats["engine_starved_step_share"] == 0 and stats["engine_starved_s"] == 0
+    assert stats["engine_time_to_full_s"] is not None and stats["engine_running_mean"] > SLOTS / 2
+    assert stats["requests_in_flight_max"] == 2 * SLOTS and stats["requests_in_flight_mean_until_drain"] > 0
 
 
 def test_stage_streams_and_writes_engine_metrics_into_the_shard_stats(engine: VLLMChatModel, tmp_path: Path,

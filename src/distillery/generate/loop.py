@@ -93,6 +93,8 @@ class RegenerationLoop:
                 else:
                     batch.append(entry)
             if not batch:
+                if self.progress is not None:
+                    self.progress.stop()
                 return
             self._run_batch(batch)
             for entry in batch:
@@ -106,6 +108,8 @@ class RegenerationLoop:
     def _run_batch(self, batch: list[_Open[Key]]) -> None:
         settings = self.settings
         seeds = [attempt_seed(settings.base_seed, e.query.id, settings.teacher, len(e.attempts)) for e in batch]
+        if self.progress is not None:
+            self.progress.request_sent()
         started = time.perf_counter()
         completions = self.model.chat([e.conversation for e in batch], settings.sampling, seeds)
         generate_s = time.perf_counter() - started

@@ -1,9 +1,12 @@
 """The streaming verify-and-regenerate loop: the engine always holds up to `max_in_flight` requests.
 
-Requests go to the backend one at a time (`StreamingChatModel.submit`). As each answer completes it goes to
-verification (`VerificationLanes`, off the engine's path) and its slot is refilled at once: first with
-requests already due (the rest of a parallel wave, a retry whose failed verdict came back), then with a new
-query. Unlike the batch loop, the engine never waits for a batch's longest answer nor for a batch's verdicts.
+Requests go to the backend in groups (`StreamingChatModel.submit_many`: every request due when the loop
+wakes, added by the engine in one step). As each answer completes it goes to verification
+(`VerificationLanes`, off the engine's path) and its slot is refilled at once: first with requests already
+due (the rest of a parallel wave, a retry whose failed verdict came back), then with new queries. The loop
+tells the backend when it has nothing more to send (`set_backlog`), so the engine's own step log can count
+steps with free slots while requests were due. Unlike the batch loop, the engine never waits for a batch's
+longest answer nor for a batch's verdicts.
 
 Back-pressure: when `max_verify_queue` answers are waiting for their verdicts, no new query is admitted (due
 retries still are) until verification catches up; the loop logs each such episode and counts its time, so
@@ -94,12 +97,15 @@ class StreamingLoop(Generic[Key]):
         due: deque[_Request[Key]] = deque()
         exhausted = held_back = False
         last_log = time.perf_counter()
+        backlog = True
+        self.model.set_backlog(True)
         progress.track(0, 0, False)
         while True:
             blocked = False
-            while self._generating < settings.max_in_flight:
+            sending: list[_Request[Key]] = []
+            while self._generating + len(sending) < settings.max_in_flight:
                 if due:
-                    self._send(due.popleft())
+                    sending.append(due.popleft())
                     continue
                 if exhausted:
                     break
@@ -116,19 +122,24 @@ class StreamingLoop(Generic[Key]):
                     yield key, final_trace(query, settings.teacher, [], self.lanes is not None, progress)
                     continue
                 due.extend(self._wave(entry))
+            self._send(sending)
             if blocked and not held_back:
                 self.log.warning("generate: verification is behind (%d answers waiting for verdicts, limit %d): "
                                  "admitting no new query until it catches up", self._verifying, settings.max_verify_queue)
             held_back = blocked
-            progress.track(self._generating, self._verifying, held_back)
+            if backlog != (not exhausted or bool(due)):
+                backlog = not backlog
+                self.model.set_backlog(backlog)
+            progress.track(self._generating, self._verifying, held_back, backlog)
             if exhausted and not due and not self._generating and not self._verifying:
                 progress.add_engine_sample(self.model.engine_stats())
+                progress.stop()
                 progress.log(self.log)
                 return
             for entry in self._handle_events(due):
                 yield entry.key, final_trace(entry.query, settings.teacher, [entry.attempts[i] for i in sorted(entry.attempts)],
                                              self.lanes is not None, progress)
-            progress.track(self._generating, self._verifying, held_back)
+            progress.track(self._generating, self._verifying, held_back, backlog)
             if time.perf_counter() - last_log >= settings.log_every_s:
                 last_log = time.perf_counter()
                 progress.add_engine_sample(self.model.engine_stats())
@@ -146,10 +157,14 @@ class StreamingLoop(Generic[Key]):
         seed = self.settings.base_seed, entry.query.id, self.settings.teacher
         return [_Request(entry, index, attempt_seed(*seed, index)) for index in entry.wave]
 
-    def _send(self, request: _Request[Key]) -> None:
-        future = self.model.submit(request.entry.conversation, self.settings.sampling, request.seed)
-        self._generating += 1
-        future.add_done_callback(lambda done: self._events.put(("generated", done, request)))
+    def _send(self, requests: list[_Request[Key]]) -> None:
+        """Hand the backend every request due now as one group (an engine adds them in one step)."""
+        if not requests:
+            return
+        futures = self.model.submit_many([(r.entry.conversation, r.seed) for r in requests], self.settings.sampling)
+        self._generating += len(requests)
+        for request, future in zip(requests, futures):
+            future.add_done_callback(lambda done, r=request: self._events.put(("generated", done, r)))
 
     def _handle_events(self, due: deque[_Request[Key]]) -> list[_Query[Key]]:
         """Wait for at least one completion, handle all that are in; return the queries that became final."""

@@ -28,7 +28,7 @@ from openai import AsyncOpenAI
 
 from distillery.llm.adaptive import AdaptiveConcurrency
 from distillery.llm.options import BackendConfigError, check_options
-from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _completion_tokens(response: Any) -> int:
     return response.usage.completion_tokens if response.usage else 1
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(SubmitsOneByOne):
     """Chat completions from `<base_url>/chat/completions` for the served model name `model`."""
 
     @classmethod

@@ -62,13 +62,37 @@ class ChatModel(Protocol):
 class StreamingChatModel(ChatModel, Protocol):
     """A backend that takes requests one at a time while others run: what the streaming loop feeds.
 
-    `submit` returns at once; the future resolves when the answer is complete (or fails with the error that
-    stopped it). The caller bounds how many are in flight.
+    `submit` and `submit_many` return at once; each future resolves when its answer is complete (or fails with
+    the error that stopped it). The caller bounds how many are in flight, and hands over whole groups with
+    `submit_many` so an engine can add them in one step.
     """
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         ...
 
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
+        """(conversation, seed) pairs, one future each, in order."""
+        ...
+
+    def set_backlog(self, waiting: bool) -> None:
+        """Whether the caller still has requests to send (an engine's starvation counts only then)."""
+        ...
+
     def engine_stats(self) -> dict[str, float]:
         """What the engine reports now (`kv_cache_usage` in [0, 1], ...); empty when it reports nothing."""
         ...
+
+
+class SubmitsOneByOne:
+    """`submit_many` and `set_backlog` for a backend whose requests go out one by one (HTTP, replay)."""
+
+    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
+        raise NotImplementedError
+
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
+        return [self.submit(conversation, sampling, seed) for conversation, seed in requests]
+
+    def set_backlog(self, waiting: bool) -> None:
+        """Nothing to record: such a backend does not observe its engine's steps."""

@@ -24,7 +24,7 @@ from typing import Any, Self
 from distillery.schema.records import normalise_text
 from distillery.core.store import iter_jsonl
 from distillery.llm.options import check_options
-from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne
 from distillery.models import EMBEDDED, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def parse_replay_row(row: dict[str, Any]) -> tuple[Conversation, str, dict[str, 
     return prompt, turns[-1]["content"], turns[-1]["info"]
 
 
-class ReplayChatModel:
+class ReplayChatModel(SubmitsOneByOne):
     """Serves the answers of a released or earlier-generated dataset as if a teacher had written them."""
 
     @classmethod

@@ -6,16 +6,20 @@ gpu_memory_utilization, dtype, ...). On a machine without a GPU the CPU defaults
 a 1 GiB KV cache, the engine in this process, and eager mode (compiling costs ~45 s for a short run). The dtype
 follows the machine (`distillery.hardware`: bf16 only where the CPU has it natively) unless the options name one.
 
-Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit` (one request at a time
-while others run, the streaming loop's path). `submit` feeds the same engine through its add-request/step API
-from one engine thread, so both paths share one engine and one KV cache. (vLLM's `AsyncLLM` would do the
+Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit_many` (requests added
+while others run, the streaming loop's path). `submit_many` feeds the same engine through its add-request/step
+API from one engine thread, so both paths share one engine and one KV cache. (vLLM's `AsyncLLM` would do the
 same, but in vllm 0.32 it always runs its engine core in a spawned process, which needs a `__main__` guard in
 every entry point; the step API runs in-process on CPU and in vLLM's own engine-core process on GPUs.)
-Do not call `chat` while submitted requests are running.
+Prompts are rendered and tokenised on the caller's thread (with a tokenizer of its own, cached per
+conversation, so a retry costs nothing), never on the engine's: the engine thread only adds ready token ids,
+a whole group between two steps, and steps. Do not call `chat` while submitted requests are running.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import logging
 import os
@@ -27,6 +31,7 @@ from concurrent.futures import Future
 from typing import Any, Self
 
 from distillery.hardware import AUTO, choose_dtype, cuda_available
+from distillery.llm.engine_steps import StepLog
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 from distillery.models import resolve_model
 
@@ -74,23 +79,43 @@ class VLLMChatModel:
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
         """The chat-templated prompt's token ids, as `LLM.chat` would build them."""
-        tokenizer = self.llm.get_tokenizer()
-        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return tokenizer.encode(text, add_special_tokens=False)
+        return render_prompt(self.llm.get_tokenizer(), conversation)
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
         """Add one request to the running engine; the future resolves when its answer is complete."""
+        return self.submit_many([(conversation, seed)], sampling)[0]
+
+    def submit_many(self, requests: list[tuple[Conversation, int | None]],
+                    sampling: Sampling) -> list[Future[Completion]]:
+        """Render every request here, then hand the engine thread the group at once (added before its next step)."""
+        stepper = self._engine_thread()
+        return stepper.submit([(stepper.render(conversation), self.request_params(sampling, seed))
+                               for conversation, seed in requests])
+
+    def set_backlog(self, waiting: bool) -> None:
+        """Whether the caller still has requests to send: steps with free slots count as starved only then."""
+        if self._stepper is not None:
+            self._stepper.log.backlog = waiting
+
+    def reset_step_log(self) -> None:
+        """Start a fresh step log: one per run where several runs share this engine (benchmarks, tests)."""
+        if self._stepper is not None:
+            self._stepper.log = StepLog(self._stepper.log.slots)
+
+    def _engine_thread(self) -> _EngineThread:
         if self._stepper is None:
-            self._stepper = _EngineThread(self.llm.llm_engine, self.prompt_ids)
-        return self._stepper.submit(conversation, self.request_params(sampling, seed))
+            slots = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+            self._stepper = _EngineThread(self.llm.llm_engine, copy.deepcopy(self.llm.get_tokenizer()), slots)
+        return self._stepper
 
     def engine_stats(self) -> dict[str, float]:
-        """KV-cache use and running/waiting requests, from vLLM's metrics (empty with stats logging off)."""
+        """The engine's step log (see `StepLog`), and KV-cache use and running/waiting requests from vLLM's
+        metrics (with stats logging on)."""
+        found: dict[str, float] = dict(self._stepper.log.stats()) if self._stepper is not None else {}
         if not self.log_stats:
-            return {}
+            return found
         wanted = {"vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:num_requests_running": "requests_running",
                   "vllm:num_requests_waiting": "requests_waiting"}
-        found: dict[str, float] = {}
         for metric in self.llm.get_metrics():
             if metric.name in wanted and hasattr(metric, "value"):
                 found[wanted[metric.name]] = found.get(wanted[metric.name], 0.0) + float(metric.value)
@@ -126,58 +151,86 @@ def completion_of(output: Any, latency_s: float) -> Completion:
                       completion_tokens=len(sample.token_ids), finish_reason=sample.finish_reason, latency_s=latency_s)
 
 
-_Message = tuple[str, Conversation, Any, "Future[Completion]", float]
+def render_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
+    """A conversation's chat-templated prompt as token ids, as `LLM.chat` would build them."""
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+_Request = tuple[str, tuple[int, ...], Any, "Future[Completion]", float]
 
 
 class _EngineThread:
-    """Owns a vLLM `LLMEngine` (not thread-safe) in one thread: adds submitted requests between steps, steps
-    while any request is unfinished, resolves each request's future when it finishes."""
+    """Owns a vLLM `LLMEngine` (not thread-safe) in one thread: adds every submitted group between steps, steps
+    while any request is unfinished, resolves each request's future when it finishes, logs each step."""
 
-    def __init__(self, engine: Any, prompt_ids: Callable[[Conversation], list[int]]) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, slots: int) -> None:
         self.engine = engine
-        self.prompt_ids = prompt_ids
-        """Run in this thread, like everything else touching the engine's tokenizer."""
-        self._inbox: queue.SimpleQueue[_Message | None] = queue.SimpleQueue()
+        self.log = StepLog(slots)
+        self._tokenizer = tokenizer
+        """This thread's own copy, used by callers (never by the engine thread, whose detokeniser has its own)."""
+        self._rendered = functools.lru_cache(maxsize=4096)(self._render)
+        self._render_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[list[_Request] | None] = queue.SimpleQueue()
         self._running: dict[str, tuple[Future[Completion], float]] = {}
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, conversation: Conversation, params: Any) -> Future[Completion]:
-        future: Future[Completion] = Future()
-        self._inbox.put((f"stream-{next(self._ids)}", conversation, params, future, time.perf_counter()))
-        return future
+    def render(self, conversation: Conversation) -> tuple[int, ...]:
+        """A conversation's prompt ids, rendered once per distinct conversation (retries and waves reuse them)."""
+        return self._rendered(tuple(tuple(sorted(message.items())) for message in conversation))
 
-    def _add(self, message: _Message) -> None:
-        request_id, conversation, params, future, submitted = message
-        try:
-            self.engine.add_request(request_id, {"prompt_token_ids": self.prompt_ids(conversation)}, params)
-        except ValueError as error:  # this request is refused (a prompt over max_model_len): the others go on
-            future.set_exception(error)
-            return
-        self._running[request_id] = (future, submitted)
+    def _render(self, messages: tuple[tuple[tuple[str, str], ...], ...]) -> tuple[int, ...]:
+        with self._render_lock:
+            return tuple(render_prompt(self._tokenizer, [dict(message) for message in messages]))
+
+    def submit(self, requests: list[tuple[tuple[int, ...], Any]]) -> list[Future[Completion]]:
+        """Queue (prompt ids, sampling params) pairs as one group."""
+        now = time.perf_counter()
+        group = [(f"stream-{next(self._ids)}", ids, params, Future(), now) for ids, params in requests]
+        self._inbox.put(group)
+        return [request[3] for request in group]
+
+    def _add(self, group: list[_Request]) -> None:
+        for request_id, ids, params, future, submitted in group:
+            try:
+                self.engine.add_request(request_id, {"prompt_token_ids": list(ids)}, params)
+            except ValueError as error:  # this request is refused (a prompt over max_model_len): the others go on
+                future.set_exception(error)
+                continue
+            self.log.request_added()
+            self._running[request_id] = (future, submitted)
+
+    def _admit_waiting(self) -> bool:
+        """Add every group already queued; False once asked to stop."""
+        while True:
+            try:
+                group = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if group is None:
+                return False
+            self._add(group)
 
     def _loop(self) -> None:
         try:
             while True:
                 if not self._running:
-                    message = self._inbox.get()
-                    if message is None:
+                    group = self._inbox.get()
+                    if group is None:
                         return
-                    self._add(message)
-                while True:
-                    try:
-                        message = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if message is None:
-                        self._abort_all()
-                        return
-                    self._add(message)
-                for output in self.engine.step():
+                    self._add(group)
+                if not self._admit_waiting():
+                    self._abort_all()
+                    return
+                held, started = len(self._running), time.perf_counter()
+                outputs = self.engine.step()
+                for output in outputs:
                     if output.finished and output.request_id in self._running:
                         future, submitted = self._running.pop(output.request_id)
                         future.set_result(completion_of(output, time.perf_counter() - submitted))
+                self.log.step(started, len(outputs), held)
         except Exception as error:  # every waiting request learns why the engine stopped
             logger.exception("vLLM engine thread failed")
             for future, _ in self._running.values():
@@ -185,11 +238,11 @@ class _EngineThread:
             self._running.clear()
             while True:
                 try:
-                    message = self._inbox.get_nowait()
+                    group = self._inbox.get_nowait()
                 except queue.Empty:
                     return
-                if message is not None:
-                    message[3].set_exception(error)
+                for request in group or []:
+                    request[3].set_exception(error)
 
     def _abort_all(self) -> None:
         if self._running:

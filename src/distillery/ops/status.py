@@ -121,9 +121,12 @@ def duration(seconds: float | None) -> str:
 
 ENGINE_FIGURES = {
     "tokens_per_s": "{:.0f} tok/s", "engine_idle_fraction": "idle {:.1%}", "kv_cache_usage_mean": "KV {:.0%}",
-    "requests_in_flight_mean": "{:.0f} in flight", "verify_queue_max": "verify queue max {:.0f}",
-    "backpressure_s": "back-pressure {:.0f}s", "accepted_per_hour": "{:,.0f} accepted/h",
-    "concurrency_limit": "client concurrency {:.0f}",
+    "requests_in_flight_mean": "{:.0f} in flight", "engine_running_mean": "engine runs {:.1f}",
+    "engine_waiting_mean": "waits {:.1f} per step",
+    "engine_starved_step_share": "free slots while due in {:.1%} of steps",
+    "engine_starved_s": "{:.0f}s starved", "engine_time_to_full_s": "full after {:.1f}s",
+    "verify_queue_max": "verify queue max {:.0f}", "backpressure_s": "back-pressure {:.0f}s",
+    "accepted_per_hour": "{:,.0f} accepted/h", "concurrency_limit": "client concurrency {:.0f}",
 }
 """Figures of a generation shard's stats shown per step (mean over shards; back-pressure summed)."""
 
@@ -147,7 +150,7 @@ def engine_summary(engine: dict[str, list[float]]) -> str:
     for name, fmt in ENGINE_FIGURES.items():
         values = engine.get(name)
         if values:
-            value = sum(values) if name == "backpressure_s" else sum(values) / len(values)
+            value = sum(values) if name in ("backpressure_s", "engine_starved_s") else sum(values) / len(values)
             parts.append(fmt.format(value))
     return ", ".join(parts)
 

@@ -11,9 +11,11 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer,
+                      model_validator)
 
 from distillery.schema.responses import parse_response
+from distillery.schema.stored_once import compact, expand
 
 Category = Literal["math", "code", "science", "instruction_following", "chat", "general"]
 CATEGORIES: tuple[str, ...] = ("math", "code", "science", "instruction_following", "chat", "general")
@@ -128,8 +130,10 @@ class Attempt(_Record):
 class Trace(_Record):
     """A teacher's answer to a query: every attempt, each attempt's text stored once.
 
-    The accepted response's parts (`think`, `answer`) are derived on read, never stored: a trace line carries the
-    reasoning once, not three times. Records written before that (with `think`/`answer` keys) still load.
+    The accepted response's parts (`think`, `answer`) are derived on read, never stored. Written as JSON, every
+    other copy of a response (the imported row's answer turn and its `info`, a replay backend's `info`, the text
+    before `normalise`) is stored as a splice of it and rebuilt on read (`schema.stored_once`), so a trace line
+    carries the reasoning once. Records written before that (full copies, or `think`/`answer` keys) still load.
     """
 
     query: Query
@@ -167,7 +171,15 @@ class Trace(_Record):
     @model_validator(mode="before")
     @classmethod
     def _derived_parts(cls, data: Any) -> Any:
-        """Older records stored the parts; they are derived now."""
+        """Older records stored the parts; they are derived now. Copies stored once are put back."""
         if isinstance(data, dict) and ("think" in data or "answer" in data):
             data = {key: value for key, value in data.items() if key not in ("think", "answer")}
+        return expand(data) if isinstance(data, dict) else data
+
+    @model_serializer(mode="wrap")
+    def _store_once(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """JSON dumps (what is stored) hold each response once; `context={"expanded": True}` writes every copy."""
+        data = handler(self)
+        if info.mode_is_json() and not (info.context or {}).get("expanded"):
+            return compact(data)
         return data
