@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillery.llm import vllm_engine
+from distillery.hardware import choose_dtype
 from distillery.llm.vllm_engine import CPU_ENVIRONMENT, VLLMChatModel
 from distillery.prepare import contamination
 from distillery.prepare.benchsets import BenchItem
@@ -86,4 +86,4 @@ def test_vllm_backend_keeps_cpu_defaults_off_gpus(monkeypatch: pytest.MonkeyPatc
     assert given["tensor_parallel_size"] == 8 and given["model"] == "/models/teacher"
     assert ("enforce_eager" in given) is not cuda
     assert all((key in os.environ) is not cuda for key in CPU_ENVIRONMENT)
-    assert vllm_engine._has_cuda() is cuda
+    assert given["dtype"] == ("bfloat16" if cuda else choose_dtype("vllm", "cpu").dtype)
