@@ -16,6 +16,7 @@ from distillery.core.recipe import Recipe, RecipeError, load_recipe, snapshot
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, atomic_write
 from distillery.executors import EXECUTORS
+from distillery.synth import cli as synth_cli
 
 logger = logging.getLogger("distillery")
 
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="list stages, or a stage's config fields with their meaning and defaults")
     p.add_argument("stage", nargs="?", help="stage type")
     p.set_defaults(func=cmd_explain)
+    synth_cli.add_parser(sub)
     return parser
 
 
