@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 _HWM = re.compile(rb"VmHWM:\s+(\d+) kB")
+_RSS = re.compile(rb"VmRSS:\s+(\d+) kB")
 _started_cpu = 0.0
+_started_rss_mb = 0.0
 
 
 def _cpu_s() -> float:
@@ -25,28 +27,36 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _status_mb(field: re.Pattern[bytes]) -> float | None:
+    try:
+        found = field.search(Path("/proc/self/status").read_bytes())
+    except OSError:
+        return None
+    return round(int(found.group(1)) / 1024, 1) if found else None
+
+
 def start_task() -> None:
-    """Start measuring a new task: reset the memory high-water mark where allowed, note the CPU time."""
-    global _started_cpu
+    """Start measuring a new task: reset the memory high-water mark where allowed, note the CPU time and the
+    resident memory the task starts with (in a long-lived process: what earlier tasks left loaded)."""
+    global _started_cpu, _started_rss_mb
     try:
         Path("/proc/self/clear_refs").write_bytes(b"5")
     except OSError:
         pass
     _started_cpu = _cpu_s()
+    _started_rss_mb = _status_mb(_RSS) or 0.0
 
 
 def peak_rss_mb() -> float:
     """The peak resident memory since the last reset (or since the process started), in MiB."""
-    try:
-        found = _HWM.search(Path("/proc/self/status").read_bytes())
-    except OSError:
-        found = None
+    found = _status_mb(_HWM)
     if found is not None:
-        return round(int(found.group(1)) / 1024, 1)
+        return found
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def task_usage() -> dict[str, Any]:
-    """`{peak_rss_mb, cpu_s}` of the task since `start_task`: what the runner adds to its manifest's stats."""
-    return {"peak_rss_mb": peak_rss_mb(), "cpu_s": round(_cpu_s() - _started_cpu, 3)}
+    """`{peak_rss_mb, start_rss_mb, cpu_s}` of the task since `start_task`: what the runner adds to its
+    manifest's stats. `peak_rss_mb - start_rss_mb` is what the task itself added to the process."""
+    return {"peak_rss_mb": peak_rss_mb(), "start_rss_mb": _started_rss_mb, "cpu_s": round(_cpu_s() - _started_cpu, 3)}
