@@ -16,6 +16,7 @@ from distillery.core.recipe import Recipe, RecipeError, load_recipe, snapshot
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, atomic_write
 from distillery.executors import EXECUTORS
+from distillery.synth import cli as synth_cli
 
 if TYPE_CHECKING:
     from distillery.ops.status import GroupStatus
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_subparsers(dest="action", required=True).add_parser(
         "detect", help="draft a cluster profile from sinfo/scontrol; fields SLURM cannot tell are marked "
         "TODO(operator)").set_defaults(func=cmd_profile_detect)
+    synth_cli.add_parser(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from distillery.core.console import LOG_ONLY, task_output
 from distillery.core.integrity import size_mismatch
+from distillery.core.task_usage import start_task, task_usage
 from distillery.core.recipe import Recipe, parse_recipe
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, TaskStage, TwoPassStage
 from distillery.core.store import Journal, Manifest, RunDir, ids_digest, jsonl_sink, open_text, read_json, write_json
@@ -83,6 +84,7 @@ def _run_task(run: RunDir, step: str, teacher: str | None, phase: str, shard_ind
     forget_choices()
     ctx = task_context(run, recipe, stage, teacher, shard_index, logger, rank, world_size)
     started = time.time()
+    start_task()
     logger.info("start %s %s teacher=%s shard %d/%d rank %d/%d", phase, step, teacher, shard_index, ctx.num_shards,
                 rank, world_size)
     try:
@@ -346,7 +348,8 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
         quarantined=counts["quarantined"], sha256=kept.sha256, input_ids_digest=header["input_ids_digest"],
         output_ids_digest=ids_digest(kept_keys), config_digest=header["config_digest"], code_version=code_version(),
         elapsed_s=round(time.time() - started, 3), resumed_items=resumed,
-        stats={**ctx.stats, **machine_stats(), "reject_reasons": dict(reasons.most_common(20))}, size_bytes=paths.output.stat().st_size,
+        stats={**ctx.stats, "reject_reasons": dict(reasons.most_common(20)), **machine_stats(), **task_usage()},
+        size_bytes=paths.output.stat().st_size,
     )
     manifest.save(paths.manifest)
     journal.remove()
@@ -376,7 +379,7 @@ def _scan(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
 
     stage.scan(counting(stage.read_inputs(ctx)), ctx)
     result = {**header, "inputs": counted[0], "elapsed_s": round(time.time() - started, 3),
-              "stats": {**ctx.stats, **machine_stats()}}
+              "stats": {**ctx.stats, **machine_stats(), **task_usage()}}
     if ctx.rank == 0:
         write_json(marker, result)
     return result
@@ -403,8 +406,8 @@ def _merge(stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]:
         return read_json(marker)
     started = time.time()
     stats = stage.merge(ctx)
-    result = {"key": key, "stats": stats, "inputs": sum(int(s.get("inputs", 0)) for s in scans),
-              "elapsed_s": round(time.time() - started, 3)}
+    result = {"key": key, "stats": {**stats, **task_usage()},
+              "inputs": sum(int(s.get("inputs", 0)) for s in scans), "elapsed_s": round(time.time() - started, 3)}
     write_json(marker, result)
     return result
 
@@ -431,7 +434,7 @@ def _task(stage: TaskStage, ctx: ShardContext) -> dict[str, Any]:
         input_ids_digest=header["input_ids_digest"], output_ids_digest=str(stats.get("output_ids_digest") or
                               ids_digest([header["input_ids_digest"], header["config_digest"]])),
         config_digest=header["config_digest"], code_version=code_version(), elapsed_s=round(time.time() - started, 3),
-        stats={**stats, **machine_stats()},
+        stats={**stats, **machine_stats(), **task_usage()},
     )
     manifest.save(paths.manifest)
     return manifest.__dict__

@@ -9,6 +9,8 @@ naming the teacher):
 - transformers: device, dtype, max_batch.
 - replay: tokenizer (a Hugging Face folder, or `smollm2`, used to count answer tokens; `generate` defaults it to
   its `replay_tokenizer`, the student's).
+- synthetic: length_scale and the profile fields of `distillery.synth.teachers.TeacherProfile`; `model` names
+  the profile (a rehearsal's stand-in for a paper teacher, answering `distillery synth` queries).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ BACKENDS: LazyRegistry[type[ChatBackend]] = LazyRegistry("backend", {
     "openai": "distillery.llm.openai_http:OpenAIChatModel",
     "transformers": "distillery.llm.transformers_chat:TransformersChatModel",
     "replay": "distillery.llm.replay:ReplayChatModel",
+    "synthetic": "distillery.llm.synthetic:SyntheticChatModel",
 })
 """Backend name -> class, imported on first use; each is built with `from_spec(spec)`."""
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from distillery.core.config import StrictModel
 
-Backend = Literal["vllm", "openai", "transformers", "replay"]
+Backend = Literal["vllm", "openai", "transformers", "replay", "synthetic"]
 
 Conversation = list[dict[str, str]]
 """OpenAI-style messages: [{"role": "system"|"user"|"assistant", "content": str}, ...]."""
