@@ -14,16 +14,8 @@ from typing import Any
 
 from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, Resources
-from distillery.core.runner import (
-    DigestCache,
-    InputNotReady,
-    input_digest,
-    why_stale,
-    merge_key,
-    scan_is_fresh,
-    task_context,
-    task_header,
-)
+from distillery.core.inputs import DigestCache, InputNotReady, task_context
+from distillery.core.runner import input_digest, merge_key, scan_is_fresh, task_header, why_stale
 from distillery.core.stage import TwoPassStage
 from distillery.core.store import Manifest, RunDir, ShardPaths, read_json
 

@@ -153,7 +153,7 @@ class TaskResult:
 
 
 class StepInputs(Protocol):
-    """The runner's answer to "what is this task made from": implemented in `distillery.core.runner`."""
+    """The runner's answer to "what is this task made from": implemented in `distillery.core.inputs`."""
 
     step: str | None
     """The input step; None for a step that reads external input."""
@@ -204,7 +204,7 @@ class Screened:
 class Rescreen(Protocol):
     """The runner's service for a stage that sends records of its own through earlier record steps again, as those
     steps ran for this lineage's data (their config, their merged corpus-wide summaries, one stage object per step
-    and task so a reference model loads once). Implemented in `distillery.core.runner`."""
+    and task so a reference model loads once). Implemented in `distillery.core.inputs`."""
 
     def screen(self, steps: Sequence[str], entries: Iterable[ScreenEntry]) -> Iterator[Screened]:
         """Each entry's record through `steps[entry.start:]` in order, until one rejects it; one `Screened` per

@@ -26,7 +26,8 @@ from distillery.core.integrity import size_mismatch
 from distillery.ops.parquet import write_parquet
 from distillery.core.recipe import Recipe
 from distillery.schema.records import Query, Trace
-from distillery.core.runner import RunInputs, record_key
+from distillery.core.inputs import RunInputs
+from distillery.schema.keys import record_key
 from distillery.core.store import Manifest, RunDir, ShardPaths, open_text, write_jsonl
 
 logger = logging.getLogger("distillery.export")

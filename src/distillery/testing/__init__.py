@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from distillery.schema.formats import query_from_messages
 from distillery.core.recipe import Recipe
 from distillery.schema.records import Attempt, Query, Trace, make_query
-from distillery.core.runner import build_manifest, input_digest, task_context, task_header
+from distillery.core.inputs import task_context
+from distillery.core.runner import build_manifest, input_digest, task_header
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, StageConfig, StepView, TwoPassStage
 from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json
 from distillery.schema.keys import record_key
