@@ -15,8 +15,8 @@ import pytest
 import distillery
 
 LAYERS: list[tuple[str, set[str]]] = [
-    ("ground: the records every stage speaks, bundled models and data, kernels, the table of stage classes (names "
-     "only: it imports nothing)", {"schema", "models", "data", "kernels", "stages"}),
+    ("ground: the records every stage speaks, bundled models and data, the table of stage classes (names only: it "
+     "imports nothing)", {"schema", "models", "data", "stages"}),
     ("framework: stage, runner, store, recipe", {"core"}),
     ("engines: chat models", {"llm"}),
     ("stage families", {"ingest", "prepare", "verify", "filters", "train"}),
@@ -145,6 +145,14 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
 def test_the_layer_rule_catches_an_upward_import() -> None:
     assert _layer("distillery.evaluate.stage") < _layer("distillery.analyze.report")
     assert _layer("distillery.schema.records") < _layer("distillery.core.stage") < _layer("distillery.llm.build")
+
+
+def test_the_kernels_package_stands_alone() -> None:
+    """`distillery_kernels` ships beside `distillery` and imports nothing of it (stages import the kernels)."""
+    import distillery_kernels
+
+    for module in pkgutil.walk_packages(distillery_kernels.__path__, "distillery_kernels."):
+        assert not {name for name in _runtime_imports(module.name, set(_modules())) if name.startswith("distillery")}
 
 
 @pytest.mark.parametrize("module", [m for m in _modules() if m.startswith(("distillery.core", "distillery.executors",

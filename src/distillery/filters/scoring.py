@@ -4,7 +4,7 @@ Several documents share one forward pass: their tokens are concatenated into one
 at 0 for every document, and attention is causal *within* each document only (block-diagonal causal), done
 by running scaled-dot-product attention once per document segment. No L x L mask is ever built, so a 32k
 row costs what its documents cost, not 32k^2. Only target tokens (a trace's response, not its prompt) are
-scored, by `distillery.kernels.linear_logprobs` from the final hidden states (the fused Triton kernel on a GPU,
+scored, by `distillery_kernels.linear_logprobs` from the final hidden states (the fused Triton kernel on a GPU,
 the chunked torch reference on CPU), so the full (tokens x vocabulary) logit matrix never exists either.
 
 For a document with context c_1..c_m and target t_1..t_k:
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from distillery.kernels import linear_logprobs
+from distillery_kernels import linear_logprobs
 
 ATTENTION_NAME = "distillery_document_sdpa"
 
