@@ -35,7 +35,7 @@ from distillery.ops.exporting import convert_record, export_step
 from distillery.ops.parquet import parquet_row, schema
 from distillery.core.recipe import parse_recipe
 from distillery.schema.records import Attempt, Reference, Trace, make_query
-from distillery.core.runner import RunInputs
+from distillery.core.inputs import RunInputs
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir
 from distillery.testing import finish_shard

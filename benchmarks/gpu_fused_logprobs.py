@@ -2,9 +2,9 @@
 
 Side by side in one run: our two ops, plain torch (logits, then float32 cross-entropy), Liger's fused linear
 cross-entropy and Apple's cut-cross-entropy (each only if installed; otherwise reported as not installed):
-- `ours_logprobs` (distillery.kernels.fused_logprobs, the perplexity scorer): fused Triton forward that also
+- `ours_logprobs` (distillery_kernels.fused_logprobs, the perplexity scorer): fused Triton forward that also
   returns per-document sums (8 documents); its per-token autograd backward recomputes the logits;
-- `ours_loss` (distillery.kernels.fused_linear_nll, the SFT loss): cuBLAS chunks + a Triton row kernel, with
+- `ours_loss` (distillery_kernels.fused_linear_nll, the SFT loss): cuBLAS chunks + a Triton row kernel, with
   the gradients made during the forward.
 Two measurements per method:
 - forward: scoring without autograd;
@@ -129,7 +129,7 @@ def measure(run: Callable[[], Any], device: torch.device, warmup: int, repeats: 
 def reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
               with_grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Float32 reference log-probs and, if asked, gradients of the summed NLL (chunk by chunk, bounded memory)."""
-    from distillery.kernels import linear_logprobs_reference
+    from distillery_kernels import linear_logprobs_reference
 
     weight32 = weight.detach().float().requires_grad_(with_grads)
     logprobs, grad_hidden = [], torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
@@ -150,7 +150,7 @@ def max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
 
 def sweep_tiles(hidden, weight, targets, device, candidates) -> tuple[Any, list[dict[str, Any]]]:
     """Forward time of each candidate tile set; returns the fastest and the table."""
-    from distillery.kernels.fused_logprobs import fused_linear_logprobs
+    from distillery_kernels.fused_logprobs import fused_linear_logprobs
 
     table = []
     for tiles in candidates:
@@ -191,8 +191,8 @@ def main() -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu --tiny to check the script")
-    from distillery.kernels.fused_linear_nll import fused_linear_nll_sum
-    from distillery.kernels.fused_logprobs import Tiles, default_tiles, fused_linear_logprobs
+    from distillery_kernels.fused_linear_nll import fused_linear_nll_sum
+    from distillery_kernels.fused_logprobs import Tiles, default_tiles, fused_linear_logprobs
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     generator = torch.Generator(device=device).manual_seed(0)

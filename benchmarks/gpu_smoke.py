@@ -52,7 +52,7 @@ def check_perplexity(scratch: Path) -> str:
 
 
 def check_kernels(scratch: Path) -> str:
-    from distillery.kernels import linear_logprobs, linear_logprobs_reference, linear_nll_sum, linear_nll_sum_reference
+    from distillery_kernels import linear_logprobs, linear_logprobs_reference, linear_nll_sum, linear_nll_sum_reference
 
     torch.manual_seed(0)
     hidden = torch.randn(301, 96, device="cuda", dtype=torch.bfloat16)

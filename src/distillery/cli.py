@@ -83,8 +83,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         source = stage.input_step()
         upstream = None
         if source is not None:
-            lineage = recipe.runs(source, group.teacher)
-            upstream = recipe.build_stage(source, lineage or None).config
+            lineage = recipe.source_lineage(source, group.teacher) if recipe.has_data(source, group.teacher) else None
+            upstream = recipe.build_stage(source, lineage).config
         report = stage.plan_report(group.resources, upstream)
         if report and group.step not in shown:
             shown.add(group.step)

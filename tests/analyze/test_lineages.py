@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillery.analyze.lineages import comparison_pairs, order_lineages
+from distillery.core.lineage import comparison_pairs, order_lineages
 
 
 def test_variants_are_grouped_under_their_teacher_in_recipe_order() -> None:

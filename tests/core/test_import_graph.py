@@ -1,5 +1,5 @@
-"""No import circles in the core or the executors: every module imports alone, and no module imports (at run time,
-lazily or not) a module that leads back to it."""
+"""The package imports only downward: no module imports (at run time, lazily or not) a module that leads back to
+it, and no import points up a layer. `if TYPE_CHECKING:` imports do not count: they never run."""
 
 from __future__ import annotations
 
@@ -14,14 +14,44 @@ import pytest
 
 import distillery
 
-PACKAGES = ("distillery.core", "distillery.executors")
+LAYERS: list[tuple[str, set[str]]] = [
+    ("ground: the records every stage speaks, bundled models and data, the table of stage classes (names only: it "
+     "imports nothing), what the machine computes with", {"schema", "models", "data", "stages", "hardware"}),
+    ("framework: stage, runner, store, recipe", {"core"}),
+    ("paper-shaped synthetic queries and teachers (the rehearsal's data)", {"synth"}),
+    ("engines: chat models", {"llm"}),
+    ("stage families", {"ingest", "prepare", "verify", "filters", "train"}),
+    ("generation", {"generate"}),
+    ("stages over generation", {"variants", "evaluate"}),
+    ("executors", {"executors"}),
+    ("commands over a run", {"ops"}),
+    ("reports", {"analyze"}),
+    ("the command line", {"cli", ""}),
+    ("the test kit", {"testing"}),
+]
+"""Bottom first. A module may import its own package and any package of a lower layer, nothing else (packages
+of one layer do not import each other). "" is `distillery/__init__.py`."""
 
 
 def _modules() -> list[str]:
-    names = []
+    names = ["distillery"]
     for module in pkgutil.walk_packages(distillery.__path__, "distillery."):
         names.append(module.name)
     return sorted(names)
+
+
+def _package(module: str) -> str:
+    """The top-level package (or module) of `distillery` that `module` belongs to."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _layer(module: str) -> int:
+    package = _package(module)
+    for index, (_, packages) in enumerate(LAYERS):
+        if package in packages:
+            return index
+    raise AssertionError(f"{module}: package {package!r} is in no layer of LAYERS; give it one")
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -35,6 +65,7 @@ def _runtime_imports(module: str, known: set[str]) -> set[str]:
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    package = module if spec.submodule_search_locations else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -44,9 +75,13 @@ def _runtime_imports(module: str, known: set[str]) -> set[str]:
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -73,12 +108,10 @@ def _reaches(graph: dict[str, set[str]], start: str, target: str) -> list[str] |
     return None
 
 
-def test_no_core_or_executor_module_imports_a_module_that_imports_it_back() -> None:
+def test_no_module_imports_a_module_that_imports_it_back() -> None:
     graph = _graph()
     circles = []
     for module in sorted(graph):
-        if not module.startswith(PACKAGES):
-            continue
         for imported in sorted(graph[module]):
             back = _reaches(graph, imported, module)
             if back is not None:
@@ -86,15 +119,45 @@ def test_no_core_or_executor_module_imports_a_module_that_imports_it_back() -> N
     assert circles == []
 
 
-def test_the_graph_sees_lazy_imports(tmp_path: Path) -> None:
-    """The check would catch a circle hidden in a function body, as `core/stage.py` once had."""
+def test_no_import_points_up_a_layer_or_across_one() -> None:
+    graph = _graph()
+    wrong = [f"{module} ({LAYERS[_layer(module)][0]}) imports {imported} ({LAYERS[_layer(imported)][0]})"
+             for module in sorted(graph) for imported in sorted(graph[module])
+             if _package(imported) != _package(module) and _layer(imported) >= _layer(module)]
+    assert wrong == []
+
+
+def test_every_package_has_a_layer() -> None:
+    for module in _modules():
+        _layer(module)
+
+
+def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
+    """The check would catch a circle hidden in a function body, as `core/stage.py` once had, and ignores the
+    imports that only type checkers run (`core/stage.py` names `core.teachers` that way)."""
     graph = _graph()
     assert "distillery.core.store" in graph["distillery.core.stage"]
+    assert "distillery.core.teachers" not in graph["distillery.core.stage"]
+    assert "distillery.models.smollm2" in graph["distillery.models"]  # imported inside a function
     graph["distillery.core.store"] = graph["distillery.core.store"] | {"distillery.core.stage"}
     assert _reaches(graph, "distillery.core.store", "distillery.core.stage") is not None
 
 
-@pytest.mark.parametrize("module", [m for m in _modules() if m.startswith(PACKAGES)])
+def test_the_layer_rule_catches_an_upward_import() -> None:
+    assert _layer("distillery.evaluate.stage") < _layer("distillery.analyze.report")
+    assert _layer("distillery.schema.records") < _layer("distillery.core.stage") < _layer("distillery.llm.build")
+
+
+def test_the_kernels_package_stands_alone() -> None:
+    """`distillery_kernels` ships beside `distillery` and imports nothing of it (stages import the kernels)."""
+    import distillery_kernels
+
+    for module in pkgutil.walk_packages(distillery_kernels.__path__, "distillery_kernels."):
+        assert not {name for name in _runtime_imports(module.name, set(_modules())) if name.startswith("distillery")}
+
+
+@pytest.mark.parametrize("module", [m for m in _modules() if m.startswith(("distillery.core", "distillery.executors",
+                                                                           "distillery.schema"))])
 def test_each_module_imports_alone(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The damaged-file battery (distillery/testing/ingest_cases.py) through one real ingest run over two shards: every line
+"""The damaged-file battery (tests/core/ingest_cases.py) through one real ingest run over two shards: every line
 of every file has its expected outcome, and every file's lines reconcile (lines = records in all shards + blank)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 
 from distillery.cli import main
 from distillery.core.store import Manifest, RunDir, iter_jsonl
-from distillery.testing.ingest_cases import Blank, Case, Duplicate, Kept, Quarantined, battery
+from ingest_cases import Blank, Case, Duplicate, Kept, Quarantined, battery
 
 CASES = battery()
 NUM_SHARDS = 2

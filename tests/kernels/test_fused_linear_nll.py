@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillery.kernels import linear_nll_sum_reference
-from distillery.kernels.fused_linear_nll import fused_linear_nll_sum
+from distillery_kernels import linear_nll_sum_reference
+from distillery_kernels.fused_linear_nll import fused_linear_nll_sum
 
 # dtype: (nll atol, gradient atol, gradient rtol)
 TOLERANCE = {

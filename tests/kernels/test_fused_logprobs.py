@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillery.kernels import linear_logprobs_reference
-from distillery.kernels.fused_logprobs import Tiles, default_tiles, fused_linear_logprobs
+from distillery_kernels import linear_logprobs_reference
+from distillery_kernels.fused_logprobs import Tiles, default_tiles, fused_linear_logprobs
 
 SMALL_TILES = Tiles(block_t=16, block_v=32, block_k=16, group_t=2, num_warps=4, num_stages=2)
 # dtype: (forward atol, gradient atol, gradient rtol)
@@ -194,7 +194,7 @@ def test_gpu_default_tiles_match_reference_without_full_logits(dtype) -> None:
 @needs_cuda
 def test_dispatch_runs_the_kernel_on_cuda(monkeypatch) -> None:
     from distillery import kernels
-    from distillery.kernels import fused_logprobs
+    from distillery_kernels import fused_logprobs
 
     calls = []
     original = fused_logprobs.fused_linear_logprobs

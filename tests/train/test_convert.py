@@ -116,7 +116,7 @@ def test_packed_loss_equals_documents_one_by_one(tmp_path, tiny_model, megatron_
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_token_losses_equal_megatrons_own_cross_entropy(tmp_path, tiny_model, megatron_single, tie) -> None:
-    """The losses through distillery.kernels (references on CPU) equal GPTModel's labels loss, gradients included."""
+    """The losses through distillery_kernels (references on CPU) equal GPTModel's labels loss, gradients included."""
     folder = tiny_model(tmp_path, "qwen2", tie=tie)
     shape = ModelShape.from_folder(folder)
     model = build_model(shape, 1, 1, torch.float32, torch.device("cpu"))

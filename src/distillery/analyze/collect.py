@@ -11,7 +11,6 @@ variants step's output).
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from distillery.analyze.lineages import order_lineages
-from distillery.core.recipe import lineage_teacher, lineage_variant
+from distillery.core.lineage import Lineage, order_lineages
+from distillery.core.stage import reason_kind
 from distillery.core.store import RunDir, iter_jsonl, read_json
 
 
@@ -68,11 +67,11 @@ class LineageStats:
 
     @property
     def teacher(self) -> str:
-        return lineage_teacher(self.name)
+        return Lineage.parse(self.name).teacher
 
     @property
     def variant(self) -> str | None:
-        return lineage_variant(self.name)
+        return Lineage.parse(self.name).variant
 
 
 @dataclass
@@ -97,14 +96,6 @@ class RunStats:
     def teachers(self) -> dict[str, LineageStats]:
         """The teachers' own lineages, in recipe order."""
         return {stats.name: stats for stats in self.ordered() if stats.variant is None}
-
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def reason_kind(reason: str) -> str:
-    """A reject reason with its numbers and quoted n-grams blanked, so like reasons group together."""
-    return _NUMBER.sub("#", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason))[:100]
 
 
 def step_order(run: RunDir) -> tuple[str, list[str], list[str], list[str]]:

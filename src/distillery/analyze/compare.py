@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from distillery.analyze.collect import LineageStats, RunStats
-from distillery.analyze.lineages import order_lineages
-from distillery.core.recipe import lineage_teacher, lineage_variant
+from distillery.core.lineage import Lineage, order_lineages
 from distillery.analyze.paired import PairedComparison
 from distillery.analyze.student_lengths import BenchmarkLengths, LengthAnalysis
 from distillery.analyze.eval_render import score_cell
@@ -77,7 +76,7 @@ def lineage_section(stats: RunStats, summary: EvalSummary | None) -> str:
               "Category mix"] + [f"{c} pass@1 %" for c in columns]
     body, group = [], None
     for name in compared_lineages(stats, scores):
-        teacher = lineage_teacher(name)
+        teacher = Lineage.parse(name).teacher
         if teacher != group:
             group = teacher
             body.append(f'<tr class="group"><th colspan="{len(header)}">{html.escape(teacher)}</th></tr>')
@@ -170,7 +169,8 @@ def lineage_numbers(stats: RunStats, summary: EvalSummary | None) -> dict[str, A
                 "problems": result.problems, "samples": result.samples}
     numbers = {}
     for name in order_lineages([*stats.lineages, *by_step], stats.teacher_order):
-        teacher, variant = lineage_teacher(name), lineage_variant(name)
+        lineage = Lineage.parse(name)
+        teacher, variant = lineage.teacher, lineage.variant
         data = stats.lineages.get(name)
         categories = dict(sorted(data.final_categories.items())) if data else {}
         total = sum(categories.values())

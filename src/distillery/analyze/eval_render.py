@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from distillery.core.store import atomic_write, write_json
+from distillery.core.store import RunDir, atomic_write, write_json
 from distillery.analyze.eval_plots import length_by_correctness, length_histograms
 from distillery.analyze.eval_summary import BenchmarkResult, EvalSummary, summarize
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, nargs="?", help="defaults to RUN_DIR/eval-report")
     args = parser.parse_args(argv)
     summary = summarize(args.run_dir)
-    paths = write_results(summary, args.out_dir or args.run_dir / "eval-report")
+    paths = write_results(summary, args.out_dir or RunDir(args.run_dir).eval_report_dir())
     print(render_markdown(summary))
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return 0

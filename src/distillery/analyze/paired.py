@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from distillery.analyze.lineages import comparison_pairs
+from distillery.core.lineage import comparison_pairs
 from distillery.analyze.metrics import PairedDifference, paired_difference
 from distillery.analyze.eval_summary import EvalSummary
 

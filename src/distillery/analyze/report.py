@@ -31,7 +31,7 @@ from distillery.analyze.compare import (
     scores_by_lineage,
 )
 from distillery.analyze.plots import LONG_TOKENS, SHORT_TOKENS, all_plots, lineage_lengths
-from distillery.core.store import atomic_write, write_json
+from distillery.core.store import RunDir, atomic_write, write_json
 from distillery.analyze.paired import paired_comparisons
 from distillery.analyze.student_lengths import EASY, HARD, length_analysis
 from distillery.analyze.eval_plots import easy_hard_lengths
@@ -200,7 +200,7 @@ def build_report(run_dir: Path, easy: str = EASY, hard: str = HARD) -> Path:
     """
     stats = collect(Path(run_dir))
     teachers = list(stats.teachers.values())
-    out_dir = stats.run_dir / "report"
+    out_dir = RunDir(stats.run_dir).report_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = all_plots(teachers, out_dir)
     lineage_plot = lineage_lengths(stats.ordered(), out_dir / "lineage_lengths.png")

@@ -57,7 +57,7 @@ def verify_run(run: RunDir) -> tuple[int, list[Finding]]:
     """Every shard manifest of the run checked in full: (shards checked, findings)."""
     checked = 0
     findings: list[Finding] = []
-    for manifest_path in sorted(run.root.rglob("shard-*.done.json")):
+    for manifest_path in run.manifests():
         manifest = Manifest.load(manifest_path)
         compress = manifest_path.with_name(manifest_path.name.replace(".done.json", ".jsonl.gz")).exists()
         paths = ShardPaths(manifest_path.parent, manifest.shard_index, compress)

@@ -14,17 +14,9 @@ from typing import Any
 
 from distillery.core.integrity import size_mismatch
 from distillery.core.recipe import Recipe, Resources
-from distillery.core.runner import (
-    DigestCache,
-    InputNotReady,
-    input_digest,
-    manifest_is_fresh,
-    merge_key,
-    scan_is_fresh,
-    task_context,
-    task_header,
-)
-from distillery.core.stage import RecordStage, TaskStage, TwoPassStage
+from distillery.core.inputs import DigestCache, InputNotReady, task_context
+from distillery.core.runner import input_digest, merge_key, scan_is_fresh, task_header, why_stale
+from distillery.core.stage import TwoPassStage
 from distillery.core.store import Manifest, RunDir, ShardPaths, read_json
 
 
@@ -48,16 +40,6 @@ class TaskGroup:
         return self.resources.tasks_per_node * self.resources.nodes
 
 
-def _phases(stage: object) -> list[str]:
-    if isinstance(stage, TwoPassStage):
-        return ["scan", "merge", "process"]
-    if isinstance(stage, RecordStage):
-        return ["process"]
-    if isinstance(stage, TaskStage):
-        return ["task"]
-    raise TypeError(f"{type(stage).__name__} is neither a record nor a task stage")
-
-
 def build_groups(recipe: Recipe) -> list[TaskGroup]:
     """Every group of the recipe, in dependency order, with all shards."""
     groups: list[TaskGroup] = []
@@ -69,7 +51,7 @@ def build_groups(recipe: Recipe) -> list[TaskGroup]:
             resources = teacher_resources or spec.resources
             previous = recipe.previous_step(spec.step, teacher)
             deps = [last_of[(previous, t)] for t in recipe.input_lineages(spec.step, teacher)] if previous else []
-            for phase in _phases(stage):
+            for phase in stage.phases:
                 num = 1 if phase == "merge" else stage.num_shards()
                 group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, resources,
                                   resources.job_kind or stage.kind, deps)
@@ -129,7 +111,7 @@ class GroupInspector:
                 header = task_header(self.stage, probe, input_digest(self.stage, probe))
             except InputNotReady as error:
                 return ShardState("stale", f"input not ready: {error}", manifest)
-            why = manifest_is_fresh(manifest, header) or size_mismatch(paths, manifest)
+            why = why_stale(manifest, header) or size_mismatch(paths, manifest)
             return ShardState("stale", why, manifest) if why else ShardState("done", manifest=manifest)
         if paths.journal.exists():
             with paths.journal.open("rb") as handle:

@@ -23,12 +23,17 @@ from distillery.core.config import (
     read_yaml,
     yaml_line_index,
 )
-from distillery.core.stage import LINEAGE_SEPARATOR, Stage, StageConfig, StepView, stage_names, stage_type
+from distillery.core.lineage import SEPARATOR, Lineage
+from distillery.core.stage import Stage, StageConfig, StepView, stage_names, stage_type
 from distillery.core.teachers import Resources, TeacherConfig
 
 
 class RecipeError(ValueError):
     """A recipe that cannot run: says where (file, field, line) and what was expected."""
+
+
+class NoLineageData(KeyError):
+    """A step has no data for a lineage (a teacher's data at the variants step, a variant before it)."""
 
 
 class ExecutorConfig(StrictModel):
@@ -73,7 +78,7 @@ class Recipe(StrictModel):
 
     def teacher(self, name: str) -> TeacherConfig:
         """The teacher of a teacher name or of a lineage "<teacher>+<variant>"."""
-        base = lineage_teacher(name)
+        base = Lineage.parse(name).teacher
         for teacher in self.teachers:
             if teacher.name == base:
                 return teacher
@@ -103,26 +108,33 @@ class Recipe(StrictModel):
             return teachers
         if position == index:
             return list(derived)
-        return [lineage for t in teachers for lineage in [t, *(d for d in derived if lineage_teacher(d) == t)]]
+        return [lineage for t in teachers
+                for lineage in [t, *(d for d in derived if Lineage.parse(d).teacher == t)]]
 
-    def runs(self, step: str, lineage: str | None) -> str | None | bool:
+    def has_data(self, step: str, lineage: str | None) -> bool:
+        """Whether `step` holds data for `lineage` (its own, its teacher's, or shared by every lineage)."""
+        lineages = self.teachers_of(step)
+        return (lineage in lineages or lineages == [None]
+                or (lineage is not None and Lineage.parse(lineage).teacher in lineages))
+
+    def source_lineage(self, step: str, lineage: str | None) -> str | None:
         """Which of its lineages `step` runs for `lineage`'s data: the lineage itself, else its teacher (steps before
-        the variants), else None (a step that is not per teacher); False when it has nothing for this lineage."""
+        the variants), else None (a step that is not per teacher). `NoLineageData` when it has none for it."""
         lineages = self.teachers_of(step)
         if lineage in lineages:
             return lineage
-        if lineage is not None and lineage_teacher(lineage) in lineages:
-            return lineage_teacher(lineage)
+        if lineage is not None and Lineage.parse(lineage).teacher in lineages:
+            return Lineage.parse(lineage).teacher
         if lineages == [None]:
             return None
-        return False
+        raise NoLineageData(f"step {step!r} has no data for {lineage!r}")
 
     def previous_step(self, name: str, lineage: str | None = None) -> str | None:
         """The step whose kept records feed step `name` of `lineage`: the nearest earlier step that has this
         lineage's data (a teacher's data skips the variants step, which runs only for variants)."""
         names = [s.step for s in self.steps]
         for candidate in reversed(names[: names.index(name)]):
-            if lineage is None or self.runs(candidate, lineage) is not False:
+            if lineage is None or self.has_data(candidate, lineage):
                 return candidate
         return None
 
@@ -132,27 +144,17 @@ class Recipe(StrictModel):
         previous = self.previous_step(step, lineage)
         if previous is None:
             return []
-        source = self.runs(previous, lineage)
-        return self.teachers_of(previous) if source is False else [source]
+        if not self.has_data(previous, lineage):
+            return self.teachers_of(previous)
+        return [self.source_lineage(previous, lineage)]
 
-    def build_stage(self, step: str, teacher: str | None = None) -> Stage:
+    def build_stage(self, step: str, lineage: str | None = None) -> Stage:
         spec = self.step(step)
-        view = StepView(step=step, config=spec.config, teacher=self.teacher(teacher) if teacher else None,
+        view = StepView(step=step, config=spec.config, teacher=self.teacher(lineage) if lineage else None,
                         num_shards=self.num_shards, seed=self.seed, compress=self.compress,
-                        input_step=self.previous_step(step, teacher), variant=lineage_variant(teacher))
+                        input_step=self.previous_step(step, lineage),
+                        variant=Lineage.parse(lineage).variant if lineage else None)
         return stage_type(spec.type)(view)
-
-
-def lineage_teacher(lineage: str) -> str:
-    """The teacher of a lineage: "t" for "t" and for "t+variant"."""
-    return lineage.split(LINEAGE_SEPARATOR, 1)[0]
-
-
-def lineage_variant(lineage: str | None) -> str | None:
-    """The variant of a lineage "t+variant"; None for a teacher's own data."""
-    if lineage is None or LINEAGE_SEPARATOR not in lineage:
-        return None
-    return lineage.split(LINEAGE_SEPARATOR, 1)[1]
 
 
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
@@ -199,8 +201,8 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     teacher_names = [t.name for t in recipe.teachers]
     if len(set(teacher_names)) != len(teacher_names):
         raise RecipeError(f"{source}: teachers: names must be unique, got {teacher_names}")
-    if any(LINEAGE_SEPARATOR in name for name in teacher_names):
-        raise RecipeError(f"{source}: teachers: a name may not contain {LINEAGE_SEPARATOR!r} (it separates a teacher "
+    if any(SEPARATOR in name for name in teacher_names):
+        raise RecipeError(f"{source}: teachers: a name may not contain {SEPARATOR!r} (it separates a teacher "
                           f"from a dataset variant), got {teacher_names}")
     for index, spec in enumerate(steps):
         before = [(s.step, s.type) for s in steps[:index]]

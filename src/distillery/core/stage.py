@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from distillery.core.config import StrictModel
+from distillery.core.lineage import Lineage
 from distillery.core.registry import LazyRegistry
 from distillery.core.store import RunDir, config_digest, jsonl_sink, shard_name
 from distillery.stages import STAGE_CLASSES
@@ -36,10 +38,6 @@ if TYPE_CHECKING:
     from distillery.core.teachers import Resources, TeacherConfig
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
-
-LINEAGE_SEPARATOR = "+"
-"""Between a teacher's name and a dataset variant's in a lineage name ("am-thinking-v1+t0.8")."""
-
 
 class StageConfig(StrictModel):
     """Base of every stage's typed config: unknown fields are errors, not silently ignored."""
@@ -72,7 +70,7 @@ class StepView(Generic[ConfigT]):
         """Whose data this step runs on: the teacher's name, "<teacher>+<variant>", or None (not per teacher)."""
         if self.teacher is None:
             return None
-        return f"{self.teacher.name}{LINEAGE_SEPARATOR}{self.variant}" if self.variant else self.teacher.name
+        return str(Lineage(self.teacher.name, self.variant))
 
 
 @dataclass(frozen=True)
@@ -128,8 +126,34 @@ class Outcome:
         return cls(**entry)
 
 
+def reason_kind(reason: str) -> str:
+    """A reject reason with its numbers and quoted parts masked, so reasons of one kind count together (in the
+    manifests' `reject_reasons`, in `status` and in the report)."""
+    return _NUMBER.sub("#", _QUOTED.sub("'...'", reason))[:120]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+@dataclass
+class TaskResult:
+    """What a whole-shard task did, for its manifest."""
+
+    inputs: int
+    kept: int
+    rejected: int = 0
+    quarantined: int = 0
+    sha256: str = ""
+    """Of what the task wrote, if it is one file."""
+    output_ids_digest: str | None = None
+    """What downstream steps key on; None: the task's input and config (its output is made from nothing else)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """The stage's own figures, kept in the manifest."""
+
+
 class StepInputs(Protocol):
-    """The runner's answer to "what is this task made from": implemented in `distillery.core.runner`."""
+    """The runner's answer to "what is this task made from": implemented in `distillery.core.inputs`."""
 
     step: str | None
     """The input step; None for a step that reads external input."""
@@ -142,8 +166,12 @@ class StepInputs(Protocol):
         """Rejected rows (key, reason, where, record) of one shard of an earlier step of this lineage."""
         ...
 
-    def upstream_stage(self, step: str, shard_index: int = 0) -> tuple[Stage, ShardContext]:
-        """An earlier step's stage as this lineage's data ran through it, with a task context to call it in."""
+    def steps_after(self, step: str) -> list[str]:
+        """The steps this lineage's input went through after an earlier `step`, in order, up to the input step."""
+        ...
+
+    def config(self, step: str) -> StageConfig:
+        """The config of an earlier step."""
         ...
 
     def everything(self) -> Iterator[Item]:
@@ -155,13 +183,43 @@ class StepInputs(Protocol):
         ...
 
 
+class ScreenEntry(NamedTuple):
+    """A record to re-screen: `item` comes back with its fate, `record` goes through `steps[start:]`."""
+
+    item: Item
+    record: dict[str, Any]
+    start: int
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A re-screened entry's fate: kept (`record` as the last step left it) or rejected by `step` for `reason`."""
+
+    item: Item
+    record: dict[str, Any] | None
+    step: str | None = None
+    reason: str = ""
+
+
+class Rescreen(Protocol):
+    """The runner's service for a stage that sends records of its own through earlier record steps again, as those
+    steps ran for this lineage's data (their config, their merged corpus-wide summaries, one stage object per step
+    and task so a reference model loads once). Implemented in `distillery.core.inputs`."""
+
+    def screen(self, steps: Sequence[str], entries: Iterable[ScreenEntry]) -> Iterator[Screened]:
+        """Each entry's record through `steps[entry.start:]` in order, until one rejects it; one `Screened` per
+        entry, in any order. Streams: holds one window of entries at a time."""
+        ...
+
+
 @dataclass
 class ShardContext:
     """What a stage knows about the task it runs in."""
 
     run: RunDir
     stage: str
-    teacher: str | None
+    lineage: str | None
+    """Whose data this task runs on (`distillery.core.lineage`); None for a step that is not per teacher."""
     shard_index: int
     num_shards: int
     logger: logging.Logger
@@ -171,11 +229,13 @@ class ShardContext:
     rank: int = 0
     world_size: int = 1
     """Ranks of a multi-task job (MPI, torch.distributed) inside this shard; 0/1 for a single task."""
+    rescreen: Rescreen | None = None
+    """Set by the runner: re-screening through earlier record steps (see `Rescreen`)."""
 
     def publish_task_output(self, rejected: Iterable[Outcome], quarantined: Iterable[Outcome]) -> dict[str, int]:
         """A task stage's dropped and malformed inputs, written where a record stage's go; returns their counts
         for the stats (`rejected`, `quarantined`)."""
-        paths = self.run.shard(self.stage, self.teacher, self.shard_index)
+        paths = self.run.shard(self.stage, self.lineage, self.shard_index)
         with jsonl_sink(paths.rejected) as rejected_out, jsonl_sink(paths.quarantine) as quarantine_out:
             for outcome in rejected:
                 rejected_out.write(outcome.rejected_row())
@@ -191,7 +251,7 @@ class ShardContext:
 
     @property
     def global_dir(self) -> Path:
-        return self.run.global_dir(self.stage, self.teacher)
+        return self.run.global_dir(self.stage, self.lineage)
 
     def summary_file(self, kind: str, shard_index: int, suffix: str = ".json") -> Path:
         """Where a two-pass stage's scan leaves one shard's summary of `kind` for its merge and process to read."""
@@ -200,11 +260,29 @@ class ShardContext:
     @property
     def work_dir(self) -> Path:
         """Scratch and checkpoint space of this shard, kept across requeues."""
-        return self.run.work_dir(self.stage, self.teacher, self.shard_index)
+        return self.run.work_dir(self.stage, self.lineage, self.shard_index)
+
+
+Phase = Literal["scan", "merge", "process", "task"]
+
+
+class PhaseRunner(Protocol):
+    """How the runner does each phase (`distillery.core.runner`); a stage kind calls the ones it has."""
+
+    def scan(self, stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]: ...
+
+    def merge(self, stage: TwoPassStage, ctx: ShardContext) -> dict[str, Any]: ...
+
+    def process(self, stage: RecordStage, ctx: ShardContext) -> dict[str, Any]: ...
+
+    def task(self, stage: TaskStage, ctx: ShardContext) -> dict[str, Any]: ...
 
 
 class Stage(ABC, Generic[ConfigT]):
     """Common base: a registered name, a typed config, and its place in the run."""
+
+    phases: ClassVar[tuple[Phase, ...]] = ()
+    """The phases of a step of this kind, in order; each is a task group (scan array, merge, process array)."""
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
@@ -263,8 +341,23 @@ class Stage(ABC, Generic[ConfigT]):
         step's shard (record stages) or of the whole input step (task stages)."""
         return None
 
+    reads_one_shard: ClassVar[bool] = False
+    """A task reads the same shard of its input step (record stages), not the whole step (task stages)."""
+
+    def run_phase(self, phase: str, runner: PhaseRunner, ctx: ShardContext) -> dict[str, Any]:
+        """Do `phase` of this step through the runner's way of doing it."""
+        raise ValueError(f"step {self.step!r} ({type(self).__name__}) has no phase {phase!r}; it has {self.phases}")
+
 
 class RecordStage(Stage[ConfigT]):
+    phases = ("process",)
+    reads_one_shard = True
+
+    def run_phase(self, phase: str, runner: PhaseRunner, ctx: ShardContext) -> dict[str, Any]:
+        if phase == "process":
+            return runner.process(self, ctx)
+        return super().run_phase(phase, runner, ctx)
+
     def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
         """Hook: the items of this shard; by default the kept records of the same shard of the input step."""
         yield from ctx.upstream.shard(ctx.shard_index)
@@ -277,6 +370,15 @@ class RecordStage(Stage[ConfigT]):
 class TwoPassStage(RecordStage[ConfigT]):
     """A record stage that needs a corpus-wide view first: scan every shard, merge once, then process."""
 
+    phases = ("scan", "merge", "process")
+
+    def run_phase(self, phase: str, runner: PhaseRunner, ctx: ShardContext) -> dict[str, Any]:
+        if phase == "scan":
+            return runner.scan(self, ctx)
+        if phase == "merge":
+            return runner.merge(self, ctx)
+        return super().run_phase(phase, runner, ctx)
+
     @abstractmethod
     def scan(self, items: Iterable[Item], ctx: ShardContext) -> None:
         """Write this shard's partial summary under `ctx.global_dir`."""
@@ -287,9 +389,16 @@ class TwoPassStage(RecordStage[ConfigT]):
 
 
 class TaskStage(Stage[ConfigT]):
+    phases = ("task",)
+
+    def run_phase(self, phase: str, runner: PhaseRunner, ctx: ShardContext) -> dict[str, Any]:
+        if phase == "task":
+            return runner.task(self, ctx)
+        return super().run_phase(phase, runner, ctx)
+
     @abstractmethod
-    def run(self, ctx: ShardContext) -> dict[str, Any]:
-        """Do the whole shard; return statistics for the manifest. Must be safe to call again after a kill."""
+    def run(self, ctx: ShardContext) -> TaskResult:
+        """Do the whole shard; return what it did for the manifest. Must be safe to call again after a kill."""
 
 
 STAGES: LazyRegistry[type[Stage]] = LazyRegistry("stage type", STAGE_CLASSES)

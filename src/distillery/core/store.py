@@ -2,17 +2,20 @@
 
 Layout (DESIGN.md):
     <run>/recipe.yaml                                the recipe snapshot every task reads
-    <run>/<stage>[/<teacher>]/shard-00042.jsonl      kept records
-    <run>/<stage>[/<teacher>]/shard-00042.done.json  manifest: written last, its presence means done
-    <run>/<stage>[/<teacher>]/shard-00042.journal    append-only item journal of an unfinished shard
-    <run>/<stage>[/<teacher>]/rejected/shard-00042.jsonl     dropped records with their reason
-    <run>/<stage>[/<teacher>]/quarantine/shard-00042.jsonl   malformed input with file:line and reason
-    <run>/<stage>[/<teacher>]/_global/                       scan/merge files and markers of two-pass stages
-    <run>/<stage>[/<teacher>]/_work/shard-00042/             scratch and checkpoints of one shard, kept across requeues
-    <run>/<stage>[/<teacher>]/shard-00000.h5                 packed token bins (pack)
-    <run>/<stage>[/<teacher>]/hf/                            a training step's Hugging Face export (sft)
-    <run>/logs/<stage>[/<teacher>]/                          one log per shard task
+    <run>/<stage>[/<lineage>]/shard-00042.jsonl      kept records
+    <run>/<stage>[/<lineage>]/shard-00042.done.json  manifest: written last, its presence means done
+    <run>/<stage>[/<lineage>]/shard-00042.journal    append-only item journal of an unfinished shard
+    <run>/<stage>[/<lineage>]/rejected/shard-00042.jsonl     dropped records with their reason
+    <run>/<stage>[/<lineage>]/quarantine/shard-00042.jsonl   malformed input with file:line and reason
+    <run>/<stage>[/<lineage>]/_global/                       scan/merge files and markers of two-pass stages
+    <run>/<stage>[/<lineage>]/_work/shard-00042/             scratch and checkpoints of one shard, kept across requeues
+    <run>/<stage>[/<lineage>]/shard-00000.h5                 packed token bins (pack)
+    <run>/<stage>[/<lineage>]/hf/                            a training step's Hugging Face export (sft)
+    <run>/<stage>[/<lineage>]/metrics.jsonl                  a training step's loss curve (sft)
+    <run>/<stage>[/<lineage>]/audit.jsonl, summary.json      a decontamination step's matches and its summary
+    <run>/logs/<stage>[/<lineage>]/                          one log per shard task
     <run>/_status-history.jsonl                              what each `status` saw (bounded), for its page's plots
+    <run>/report/, <run>/eval-report/                        `distillery report` and the evaluation tables
 `RunDir` names every one of these; nothing else builds a path inside a run.
 """
 
@@ -261,39 +264,39 @@ class RunDir:
     def recipe(self) -> Path:
         return self.root / "recipe.yaml"
 
-    def stage_dir(self, stage: str, teacher: str | None = None) -> Path:
-        return self.root / stage / teacher if teacher else self.root / stage
+    def stage_dir(self, stage: str, lineage: str | None = None) -> Path:
+        return self.root / stage / lineage if lineage else self.root / stage
 
-    def shard(self, stage: str, teacher: str | None, shard_index: int, compress: bool = False) -> ShardPaths:
-        return ShardPaths(self.stage_dir(stage, teacher), shard_index, compress)
+    def shard(self, stage: str, lineage: str | None, shard_index: int, compress: bool = False) -> ShardPaths:
+        return ShardPaths(self.stage_dir(stage, lineage), shard_index, compress)
 
-    def global_dir(self, stage: str, teacher: str | None = None) -> Path:
-        return self.stage_dir(stage, teacher) / "_global"
+    def global_dir(self, stage: str, lineage: str | None = None) -> Path:
+        return self.stage_dir(stage, lineage) / "_global"
 
-    def scan_marker(self, stage: str, teacher: str | None, shard_index: int) -> Path:
+    def scan_marker(self, stage: str, lineage: str | None, shard_index: int) -> Path:
         """Written when a two-pass stage's scan of one shard is done."""
-        return self.global_dir(stage, teacher) / f"scan-{shard_index:05d}.done.json"
+        return self.global_dir(stage, lineage) / f"scan-{shard_index:05d}.done.json"
 
-    def scan_markers(self, stage: str, teacher: str | None) -> list[Path]:
-        return sorted(self.global_dir(stage, teacher).glob("scan-*.done.json"))
+    def scan_markers(self, stage: str, lineage: str | None) -> list[Path]:
+        return sorted(self.global_dir(stage, lineage).glob("scan-*.done.json"))
 
-    def merge_marker(self, stage: str, teacher: str | None) -> Path:
+    def merge_marker(self, stage: str, lineage: str | None) -> Path:
         """Written when a two-pass stage's merge is done."""
-        return self.global_dir(stage, teacher) / "merge.done.json"
+        return self.global_dir(stage, lineage) / "merge.done.json"
 
-    def work_dir(self, stage: str, teacher: str | None, shard_index: int) -> Path:
+    def work_dir(self, stage: str, lineage: str | None, shard_index: int) -> Path:
         """Scratch and checkpoint space of one shard, kept across requeues."""
-        return self.stage_dir(stage, teacher) / "_work" / shard_name(shard_index)
+        return self.stage_dir(stage, lineage) / "_work" / shard_name(shard_index)
 
-    def packed(self, stage: str, teacher: str | None) -> Path:
-        """The packed token bins of a `pack` step (one file per teacher)."""
-        return self.stage_dir(stage, teacher) / f"{shard_name(0)}.h5"
+    def packed(self, stage: str, lineage: str | None) -> Path:
+        """The packed token bins of a `pack` step (one file per lineage)."""
+        return self.stage_dir(stage, lineage) / f"{shard_name(0)}.h5"
 
-    def stray_files(self, stage: str, teacher: str | None = None) -> dict[int, list[Path]]:
+    def stray_files(self, stage: str, lineage: str | None = None) -> dict[int, list[Path]]:
         """Journals and `atomic_write` temporary files of a step's shards, by shard index: one directory listing
         per folder, not one per shard (resume sweeps 10,000 shards with it)."""
         found: dict[int, list[Path]] = {}
-        base = self.stage_dir(stage, teacher)
+        base = self.stage_dir(stage, lineage)
         for folder in (base, base / "rejected", base / "quarantine"):
             try:
                 entries = list(os.scandir(folder))
@@ -305,12 +308,36 @@ class RunDir:
                     found.setdefault(int(match.group(1) or match.group(2)), []).append(Path(entry.path))
         return found
 
-    def hf_export(self, stage: str, teacher: str | None = None) -> Path:
-        """The Hugging Face folder a training step exports (what eval's `from_step` evaluates)."""
-        return self.stage_dir(stage, teacher) / "hf"
+    def manifests(self) -> list[Path]:
+        """Every finished shard's manifest in the run (a step's, or a step's for one lineage), sorted."""
+        return sorted([*self.root.glob("*/shard-*.done.json"), *self.root.glob("*/*/shard-*.done.json")])
 
-    def log_dir(self, stage: str, teacher: str | None = None) -> Path:
-        return self.root / "logs" / (f"{stage}/{teacher}" if teacher else stage)
+    def audit(self, stage: str, lineage: str | None = None) -> Path:
+        """A decontamination step's every benchmark match, with the rule that found it and whether it dropped."""
+        return self.stage_dir(stage, lineage) / "audit.jsonl"
+
+    def step_summary(self, stage: str, lineage: str | None = None) -> Path:
+        """A step's own summary of the whole step (decontamination: drops per benchmark and rule)."""
+        return self.stage_dir(stage, lineage) / "summary.json"
+
+    def report_dir(self) -> Path:
+        """`distillery report`'s pages, plots and numbers."""
+        return self.root / "report"
+
+    def eval_report_dir(self) -> Path:
+        """The evaluation report's tables (markdown, HTML, JSON) when no other folder is named."""
+        return self.root / "eval-report"
+
+    def train_metrics(self, stage: str, lineage: str | None = None) -> Path:
+        """A training step's loss curve and throughput, one JSON line per step."""
+        return self.stage_dir(stage, lineage) / "metrics.jsonl"
+
+    def hf_export(self, stage: str, lineage: str | None = None) -> Path:
+        """The Hugging Face folder a training step exports (what eval's `from_step` evaluates)."""
+        return self.stage_dir(stage, lineage) / "hf"
+
+    def log_dir(self, stage: str, lineage: str | None = None) -> Path:
+        return self.root / "logs" / (f"{stage}/{lineage}" if lineage else stage)
 
     def jobs_file(self) -> Path:
         return self.root / "_jobs.jsonl"

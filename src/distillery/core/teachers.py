@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field
 
 from distillery.core.config import StrictModel
-from distillery.llm.protocol import ModelSpec, Sampling
+
+Backend = Literal["vllm", "openai", "transformers", "replay", "synthetic"]
+
+
+class Sampling(StrictModel):
+    temperature: float = Field(0.6, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(32768, ge=1, description="Most tokens generated per answer.")
+
+
+class ModelSpec(StrictModel):
+    """Which model to talk to and through which backend: all `build_chat_model` needs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Short name, used in paths and reports.")
+    model: str = Field(description="Model folder, hub id, served model name, or a dataset file for replay.")
+    backend: Backend = Field("vllm", description="Generation backend.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options (tensor_parallel_size, base_url, ...).")
 
 
 class Resources(StrictModel):

@@ -17,10 +17,10 @@ SchedulerStates = dict[tuple[str, int], str]
 
 class Executor(ABC):
     blocking: ClassVar[bool]
+    """True when `execute` returns once every task has run (local); False when it returns once queued."""
     exclusive: ClassVar[bool]
     """No other process writes the run's shards while this executor runs them (a local run): resume may then remove
     every temporary file a killed writer left, not only those beside finished shards."""
-    """True when `execute` returns once every task has run (local); False when it returns once queued."""
 
     def __init__(self, recipe: Recipe, run: RunDir) -> None:
         self.recipe = recipe

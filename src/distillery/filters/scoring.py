@@ -4,7 +4,7 @@ Several documents share one forward pass: their tokens are concatenated into one
 at 0 for every document, and attention is causal *within* each document only (block-diagonal causal), done
 by running scaled-dot-product attention once per document segment. No L x L mask is ever built, so a 32k
 row costs what its documents cost, not 32k^2. Only target tokens (a trace's response, not its prompt) are
-scored, by `distillery.kernels.linear_logprobs` from the final hidden states (the fused Triton kernel on a GPU,
+scored, by `distillery_kernels.linear_logprobs` from the final hidden states (the fused Triton kernel on a GPU,
 the chunked torch reference on CPU), so the full (tokens x vocabulary) logit matrix never exists either.
 
 For a document with context c_1..c_m and target t_1..t_k:
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from distillery.core.console import progress_bar
 
-from distillery import hardware
 from distillery.hardware import choose_dtype
-from distillery.kernels import linear_logprobs
+from distillery.hardware import resolve_device as device_name
+from distillery_kernels import linear_logprobs
 
 ATTENTION_NAME = "distillery_document_sdpa"
 
@@ -123,7 +123,7 @@ def plan_passes(lengths: Sequence[int], tokens_per_pass: int) -> list[list[int]]
 
 
 def resolve_device(device: str) -> torch.device:
-    return torch.device(hardware.resolve_device(device))
+    return torch.device(device_name(device))
 
 
 class PackedScorer:

@@ -117,7 +117,7 @@ class StructureStage(TwoPassStage[StructureConfig]):
             counts.update(read_json(_layouts_path(ctx, index)))
         layouts = dict(sorted(counts.items()))
         if len(layouts) > 1:
-            message = (f"teacher {ctx.teacher!r}: the traces {ctx.stage!r} keeps mix layouts {layouts}; add a `normalise` "
+            message = (f"teacher {ctx.lineage!r}: the traces {ctx.stage!r} keeps mix layouts {layouts}; add a `normalise` "
                        f"step with this teacher's layout before it, or set `mixed_layouts: report` to train on the mix")
             if self.config.mixed_layouts == "refuse":
                 raise MixedLayoutsError(message)

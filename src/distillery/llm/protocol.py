@@ -1,38 +1,22 @@
 """The one interface every text-generation backend implements (vLLM engine, HTTP, transformers, replay).
 
 Teachers, the LLM judge, decontamination's second check and evaluation all talk to a `ChatModel` built from a
-`ModelSpec` by `distillery.llm.build_chat_model`, so any backend can serve any of those roles.
+`ModelSpec` by `distillery.llm.build_chat_model`, so any backend can serve any of those roles. `ModelSpec` and
+`Sampling` are recipe types and live in `distillery.core.teachers`; they are re-exported here.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import Field
+from distillery.core.teachers import Backend, ModelSpec, Sampling
 
-from distillery.core.config import StrictModel
-
-Backend = Literal["vllm", "openai", "transformers", "replay", "synthetic"]
+__all__ = ["Backend", "ChatModel", "Completion", "Conversation", "ModelSpec", "Sampling", "StreamingChatModel"]
 
 Conversation = list[dict[str, str]]
 """OpenAI-style messages: [{"role": "system"|"user"|"assistant", "content": str}, ...]."""
-
-
-class Sampling(StrictModel):
-    temperature: float = Field(0.6, ge=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(32768, ge=1, description="Most tokens generated per answer.")
-
-
-class ModelSpec(StrictModel):
-    """Which model to talk to and through which backend: all `build_chat_model` needs."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Short name, used in paths and reports.")
-    model: str = Field(description="Model folder, hub id, served model name, or a dataset file for replay.")
-    backend: Backend = Field("vllm", description="Generation backend.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend options (tensor_parallel_size, base_url, ...).")
 
 
 @dataclass

@@ -34,8 +34,9 @@ from pydantic import Field, ValidationError
 
 from distillery.core.config import StrictModel
 from distillery.core.plan import build_groups
-from distillery.core.recipe import Recipe, RecipeError, Resources, lineage_variant
-from distillery.core.store import Manifest
+from distillery.core.lineage import Lineage
+from distillery.core.recipe import Recipe, RecipeError, Resources
+from distillery.core.store import Manifest, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ def _estimate_step(
 def _variant_share(recipe: Recipe, step: str, lineage: str | None) -> float:
     """The share of its input a variant keeps by construction (a length variant's `fraction`), else 1."""
     rules = getattr(recipe.step(step).config, "rules", None)
-    variant = lineage_variant(lineage)
+    variant = Lineage.parse(lineage).variant if lineage else None
     if rules is None or variant is None:
         return 1.0
     rule = rules[variant]
@@ -398,7 +399,7 @@ class Measured:
 def measure_run(run_root: Path) -> dict[tuple[str, str | None], Measured]:
     """Sum the done manifests of every step (and teacher) of a run directory."""
     measured: dict[tuple[str, str | None], Measured] = {}
-    for path in sorted([*run_root.glob("*/shard-*.done.json"), *run_root.glob("*/*/shard-*.done.json")]):
+    for path in RunDir(run_root).manifests():
         try:
             manifest = Manifest.load(path)
         except (ValueError, TypeError) as error:
@@ -551,7 +552,6 @@ def cost_report(recipe: Recipe, inputs_path: Path | None, nodes: int, calibrate_
                 render_estimate(estimate(recipe, inputs, nodes), nodes)]
     if calibrate_run is not None:
         from distillery.core.runner import load_run_recipe
-        from distillery.core.store import RunDir
 
         run = RunDir(calibrate_run)
         calibrated, rows = calibrate(inputs, load_run_recipe(run), measure_run(run.root))

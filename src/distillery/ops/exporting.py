@@ -32,7 +32,8 @@ from distillery.ops.provenance import provenance
 from distillery.ops.record_columns import record_columns
 from distillery.core.recipe import Recipe
 from distillery.schema.records import Query, Trace
-from distillery.core.runner import RunInputs, record_key
+from distillery.core.inputs import RunInputs
+from distillery.schema.keys import record_key
 from distillery.core.store import Manifest, RunDir, ShardPaths, open_text, write_jsonl
 
 logger = logging.getLogger("distillery.export")

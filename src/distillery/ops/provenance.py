@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from distillery.core.recipe import Recipe, lineage_variant
+from distillery.core.lineage import Lineage
+from distillery.core.recipe import Recipe
 from distillery.core.store import Manifest, RunDir
 from distillery.core.versions import code_version
 
@@ -84,8 +85,8 @@ def provenance(run: RunDir, recipe: Recipe, step: str, lineage: str | None) -> P
         chain.append(_step_facts(run, recipe, current, current_lineage))
         previous = recipe.previous_step(current, current_lineage)
         if previous is not None:
-            source = recipe.runs(previous, current_lineage)
-            current_lineage = source if isinstance(source, str) else None
+            current_lineage = (recipe.source_lineage(previous, current_lineage)
+                               if recipe.has_data(previous, current_lineage) else None)
         current = previous
     chain.reverse()
     recipe_bytes = run.recipe.read_bytes()
@@ -133,7 +134,7 @@ def _verify(facts: StepFacts | None) -> dict[str, Any] | None:
 
 
 def _variant(lineage: str | None, facts: StepFacts | None) -> dict[str, Any] | None:
-    name = lineage_variant(lineage)
+    name = Lineage.parse(lineage).variant if lineage else None
     if name is None:
         return None
     settings = facts.settings.get("rules", {}).get(name, {}) if facts is not None else {}

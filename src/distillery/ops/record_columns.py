@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ValidationError
 
-from distillery.core.stage import LINEAGE_SEPARATOR
+from distillery.core.lineage import Lineage
 from distillery.schema.records import Query, Trace
 
 _ATTEMPT = pa.struct([("index", pa.int64()), ("seed", pa.int64()), ("score", pa.float64()), ("passed", pa.bool_()),
@@ -58,7 +58,7 @@ def _trace_columns(trace: Trace) -> dict[str, Any]:
     return {
         **_query_columns(trace.query),
         "teacher": trace.teacher,
-        "lineage": f"{trace.teacher}{LINEAGE_SEPARATOR}{variant}" if variant else trace.teacher,
+        "lineage": str(Lineage(trace.teacher, variant or None)),
         "variant": variant,
         "think": trace.think if verdict is not None else None,
         "answer": trace.answer if verdict is not None else None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from distillery.core.plan import GroupInspector, TaskGroup, build_groups
 from distillery.core.recipe import Recipe
-from distillery.core.runner import DigestCache
+from distillery.core.inputs import DigestCache
 from distillery.core.store import RunDir
 
 

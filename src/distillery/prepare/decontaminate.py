@@ -200,8 +200,7 @@ class DecontaminateStage(DropListStage):
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         audit = [dict(row, shard=shard) for shard in range(ctx.num_shards) for row in iter_jsonl(_matches_path(ctx, shard))]
         audit.sort(key=lambda r: (r["query_id"], RULE_ORDER[r["rule"]], r["benchmark"], r["item_id"]))
-        stage_dir = ctx.run.stage_dir(ctx.stage, ctx.teacher)
-        write_jsonl(stage_dir / "audit.jsonl", audit)
+        write_jsonl(ctx.run.audit(ctx.stage, ctx.lineage), audit)
         reasons: dict[str, tuple[int, str]] = {}
         for row in audit:
             if row["dropped"] and row["query_id"] not in reasons:
@@ -212,7 +211,7 @@ class DecontaminateStage(DropListStage):
         self.write_drops(ctx, np.array([reasons[k][0] for k in keys], dtype=np.int64), np.array(keys, dtype=str),
                          [reasons[k][1] for k in keys])
         summary = self._summary(audit, reasons)
-        write_json(stage_dir / "summary.json", summary)
+        write_json(ctx.run.step_summary(ctx.stage, ctx.lineage), summary)
         ctx.logger.info("decontaminate: %d queries dropped; %s", len(reasons), summary["benchmarks"])
         return {"dropped": len(reasons), "audit_rows": len(audit)}
 

@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 from distillery.schema.formats import query_from_messages
 from distillery.core.recipe import Recipe
 from distillery.schema.records import Attempt, Query, Trace, make_query
-from distillery.core.runner import input_digest, record_key, task_context, task_header
+from distillery.core.inputs import task_context
+from distillery.core.runner import build_manifest, input_digest, task_header
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, Stage, StageConfig, StepView, TwoPassStage
 from distillery.core.store import Manifest, RunDir, ids_digest, jsonl_sink, write_json
+from distillery.schema.keys import record_key
 from distillery.core.teachers import TeacherConfig
-from distillery.core.versions import code_version
 from distillery.data import quickstart_queries
 from distillery.llm.protocol import ChatModel, Completion, Conversation, Sampling
 
@@ -41,7 +42,8 @@ def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, 
     runner would compute now (the step's input must be finished first); without, they are placeholders. `key`
     gives a record's id for records that are neither queries nor traces (eval samples: their input row's key).
     """
-    header = {"num_shards": num_shards, "config_digest": "test", "input_ids_digest": "external"}
+    header = {"step": step, "teacher": teacher, "shard_index": shard_index, "num_shards": num_shards,
+              "config_digest": "test", "input_ids_digest": "external"}
     if recipe is not None:
         stage = recipe.build_stage(step, teacher)
         ctx = task_context(run, recipe, stage, teacher, shard_index, _LOGGER)
@@ -56,11 +58,9 @@ def finish_shard(run: RunDir, step: str, teacher: str | None, shard_index: int, 
     with jsonl_sink(paths.rejected) as dropped:
         for position, (record, reason) in enumerate(rejected):
             dropped.write(Outcome.rejected(Item(position, key(record), record), reason).rejected_row())
-    manifest = Manifest(
-        stage=step, teacher=teacher, shard_index=shard_index, num_shards=header["num_shards"],
-        inputs=out.count + dropped.count, kept=out.count, rejected=dropped.count, quarantined=0, sha256=out.sha256,
-        input_ids_digest=header["input_ids_digest"], output_ids_digest=ids_digest(keys),
-        config_digest=header["config_digest"], code_version=code_version(), elapsed_s=elapsed_s, stats=stats or {},
+    manifest = build_manifest(
+        header, inputs=out.count + dropped.count, kept=out.count, rejected=dropped.count, quarantined=0,
+        sha256=out.sha256, output_ids_digest=ids_digest(keys), elapsed_s=elapsed_s, stats=stats or {},
         size_bytes=paths.output.stat().st_size)
     manifest.save(paths.manifest)
     return manifest

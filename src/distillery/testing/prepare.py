@@ -75,4 +75,4 @@ def math_query_id(text: str) -> str:
 
 
 def read_audit(run: RunDir) -> list[dict[str, Any]]:
-    return list(iter_jsonl(run.stage_dir("decontaminate") / "audit.jsonl"))
+    return list(iter_jsonl(run.audit("decontaminate")))

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from distillery.core.console import PROGRESS
-from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TaskStage, register
+from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, TaskResult, TaskStage, register
 
 PLUGIN = __name__
 """The module name to list under a recipe's `plugins:`."""
@@ -104,13 +104,13 @@ class MpiWorld(TaskStage):
     def input_step(self) -> str | None:
         return None
 
-    def run(self, ctx: ShardContext) -> dict[str, Any]:
+    def run(self, ctx: ShardContext) -> TaskResult:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
         seen = comm.gather({"mpi_rank": comm.Get_rank(), "ctx_rank": ctx.rank, "ctx_world_size": ctx.world_size,
                             "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"})
-        return {"inputs": 0, "mpi_world_size": comm.Get_size(), "ranks": seen}
+        return TaskResult(inputs=0, kept=0, stats={"mpi_world_size": comm.Get_size(), "ranks": seen})
 
 
 @register

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
-from distillery.kernels import linear_logprobs, linear_nll_sum
+from distillery_kernels import linear_logprobs, linear_nll_sum
 from distillery.train.packed_file import PackedBin
 
 
@@ -54,7 +54,7 @@ def token_losses(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
     """Per-token cross-entropy [T] of the next-token labels, 0 where `weights_T` is 0 (differentiable).
 
     With one tensor-parallel rank it comes from the final hidden states and the output weight through
-    `distillery.kernels.linear_logprobs` (fused kernel on a GPU, torch reference on CPU); under tensor
+    `distillery_kernels.linear_logprobs` (fused kernel on a GPU, torch reference on CPU); under tensor
     parallelism Megatron's vocabulary-parallel cross-entropy runs on its sharded logits.
     """
     if _tensor_parallel():
@@ -68,7 +68,7 @@ def token_losses(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
 def weighted_loss_sum(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
     """sum_t weights_t * cross-entropy_t: the micro-batch's training loss before normalisation.
 
-    With one tensor-parallel rank through `distillery.kernels.linear_nll_sum`, which on a GPU makes the head's
+    With one tensor-parallel rank through `distillery_kernels.linear_nll_sum`, which on a GPU makes the head's
     gradients during the forward (three matmuls, no [T, V] logits); else the sum of `token_losses`.
     """
     if _tensor_parallel():

@@ -39,10 +39,6 @@ class RankLayout:
     def first_layer(self) -> int:
         return self.pp_rank * (self.shape.num_layers // self.pipeline_parallel)
 
-    @property
-    def last_stage(self) -> bool:
-        return self.pp_rank == self.pipeline_parallel - 1
-
     def _local_shape(self) -> ModelShape:
         return replace(self.shape, num_heads=self.shape.num_heads // self.tensor_parallel,
                        num_kv_heads=self.shape.num_kv_heads // self.tensor_parallel)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydantic import Field, ValidationError
 from distillery.core.console import progress_bar
 
-from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskStage, register
+from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.core.store import file_sha256, ids_digest
 from distillery.train.binpack import best_fit_decreasing, packing_efficiency
 from distillery.train.chat_tokens import (
@@ -39,7 +37,7 @@ class PackStage(TaskStage[PackConfig]):
     def num_shards(self) -> int:
         return 1
 
-    def run(self, ctx: ShardContext) -> dict[str, Any]:
+    def run(self, ctx: ShardContext) -> TaskResult:
         from transformers import AutoTokenizer
 
         config = self.config
@@ -55,10 +53,13 @@ class PackStage(TaskStage[PackConfig]):
         rejected: list[Outcome] = []
         quarantined: list[Outcome] = []
         pending: list[tuple[Item, tuple[str, int]]] = []
+        over_cap = 0
 
         def tokenize_pending() -> None:
+            nonlocal over_cap
             for (item, _), sample in zip(pending, tokenize_rendered(tokenizer, [r for _, r in pending])):
                 if len(sample) > config.max_tokens:
+                    over_cap += 1
                     rejected.append(Outcome.rejected(item, f"{len(sample)} tokens > max_tokens {config.max_tokens}"))
                 elif not sample.loss_mask.any():
                     rejected.append(Outcome.rejected(item, NO_TRAINED_TOKENS))
@@ -81,19 +82,17 @@ class PackStage(TaskStage[PackConfig]):
         lengths = [len(tokens) for _, tokens, _ in docs]
         bins = best_fit_decreasing(lengths, capacity)
         efficiency = packing_efficiency(lengths, bins, capacity)
-        output = ctx.run.packed(ctx.stage, ctx.teacher)
+        output = ctx.run.packed(ctx.stage, ctx.lineage)
         total = write_packed(output, docs, bins, capacity,
                              {"efficiency": efficiency, "tokenizer": str(model_dir), "max_tokens": config.max_tokens})
-        over_cap = sum(1 for outcome in rejected if "max_tokens" in outcome.reason)
         dropped = ctx.publish_task_output(rejected, quarantined)
         ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
                         len(docs), inputs, len(bins), capacity, efficiency, over_cap)
         sha = file_sha256(output)
-        return {
-            "inputs": inputs, "kept": len(docs), **dropped,
-            "over_cap": over_cap, "bins": len(bins), "tokens": total,
-            "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
-            "efficiency": round(efficiency, 6), "sha256": sha,
+        return TaskResult(
+            inputs=inputs, kept=len(docs), rejected=dropped["rejected"], quarantined=dropped["quarantined"], sha256=sha,
             # the bins' content, not only which traces: a new bin size or tokenizer makes the training stale
-            "output_ids_digest": ids_digest([ids_digest(key for key, _, _ in docs), sha]), "path": str(output),
-        }
+            output_ids_digest=ids_digest([ids_digest(key for key, _, _ in docs), sha]),
+            stats={"over_cap": over_cap, "bins": len(bins), "tokens": total,
+                   "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
+                   "efficiency": round(efficiency, 6), "path": str(output)})

@@ -13,11 +13,11 @@ run's median throughput and token totals. `distillery plan` prints the step's pe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from distillery.core.stage import ShardContext, StageConfig, TaskStage, register
+from distillery.core.stage import ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.hardware import AUTO, choose_dtype
 from distillery.core.store import Manifest, config_digest
 from distillery.core.teachers import Resources
@@ -118,7 +118,7 @@ class SFTStage(TaskStage[SFTConfig]):
                           layout_options(shape, world_size, seq, config.global_batch, config.gpu_memory_gib,
                                          config.recompute, config.recompute_num_layers)])
 
-    def run(self, ctx: ShardContext) -> dict[str, Any]:
+    def run(self, ctx: ShardContext) -> TaskResult:
         import torch.distributed as dist
 
         from distillery.train.convert import hf_to_megatron, load_hf_state, save_shards
@@ -150,27 +150,28 @@ class SFTStage(TaskStage[SFTConfig]):
                 save_shards(hf_to_megatron(load_hf_state(model_dir), shape, config.tensor_parallel,
                                            config.pipeline_parallel), initial, shape)
             dist.barrier()
-            out_dir = ctx.run.stage_dir(ctx.stage, ctx.teacher)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            data = ctx.run.packed(source, ctx.teacher)
+            metrics = ctx.run.train_metrics(ctx.stage, ctx.lineage)
+            metrics.parent.mkdir(parents=True, exist_ok=True)
+            data = ctx.run.packed(source, ctx.lineage)
             # the layout is left out: a checkpoint resumes under any TP, PP or DP size
             fingerprint = config_digest({"config": config.model_dump(mode="json", exclude=LAYOUT_FIELDS),
-                                         "data": Manifest.load(ctx.run.shard(source, ctx.teacher, 0).manifest).sha256})
-            trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, out_dir / "metrics.jsonl",
+                                         "data": Manifest.load(ctx.run.shard(source, ctx.lineage, 0).manifest).sha256})
+            trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, metrics,
                               device, ctx.logger, fingerprint)
             summary = trainer.train()
             documents = len(trainer.data.cu_seqlens) - 1
             trainer.data.close()
             if config.export_hf and ctx.rank == 0:
-                self._export(trainer, model_dir, ctx.run.hf_export(ctx.stage, ctx.teacher))
+                self._export(trainer, model_dir, ctx.run.hf_export(ctx.stage, ctx.lineage))
             dist.barrier()
         finally:
             if owns_group:
                 shutdown()
-        return {"inputs": documents, "kept": documents, "world_size": ctx.world_size,
-                "tensor_parallel": config.tensor_parallel, "pipeline_parallel": config.pipeline_parallel,
-                "metrics": str(out_dir / "metrics.jsonl"), "hf": str(out_dir / "hf") if config.export_hf else None,
-                **summary}
+        hf = ctx.run.hf_export(ctx.stage, ctx.lineage)
+        return TaskResult(inputs=documents, kept=documents, stats={
+            "world_size": ctx.world_size, "tensor_parallel": config.tensor_parallel,
+            "pipeline_parallel": config.pipeline_parallel, "metrics": str(metrics),
+            "hf": str(hf) if config.export_hf else None, **summary})
 
     def _export(self, trainer: Trainer, model_dir: Path, target: Path) -> None:
         """The final checkpoint already holds the Hugging Face tensors (layout.py): read them whole."""

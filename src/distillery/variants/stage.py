@@ -21,18 +21,18 @@ import functools
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from distillery.core.config import StrictModel
 from distillery.schema.records import Trace
+from distillery.core.lineage import Lineage
 from distillery.core.stage import (
-    LINEAGE_SEPARATOR,
     Item,
     Outcome,
-    RecordStage,
+    ScreenEntry,
     ShardContext,
     StageConfig,
     TwoPassStage,
@@ -105,7 +105,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
         assert isinstance(config, VariantsConfig)
-        return [f"{teacher}{LINEAGE_SEPARATOR}{name}" for teacher in teachers for name, rule in config.rules.items()
+        return [str(Lineage(teacher, name)) for teacher in teachers for name, rule in config.rules.items()
                 if rule.teachers is None or teacher in rule.teachers]
 
     @classmethod
@@ -143,18 +143,9 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
             raise ValueError(f"step {self.step!r} runs only for variant lineages ('<teacher>+<variant>')")
         return self.config.rules[self.view.variant]
 
-    def filter_steps(self, ctx: ShardContext) -> list[str]:
-        """The steps between the attempt log and this one, in order: what the teacher's data went through."""
-        steps: list[str] = []
-        step = self.input_step()
-        while step is not None and step != self.config.attempts_from:
-            steps.insert(0, step)
-            step = ctx.upstream.upstream_stage(step)[0].input_step()
-        return steps
-
     def input_digest(self, ctx: ShardContext) -> str:
         """Keyed by the attempt log and every filter step's shard, not only the last one."""
-        steps = [self.config.attempts_from, *self.filter_steps(ctx)]
+        steps = [self.config.attempts_from, *ctx.upstream.steps_after(self.config.attempts_from)]
         return config_digest([ctx.upstream.digest(step, ctx.shard_index) for step in steps])
 
     def read_inputs(self, ctx: ShardContext) -> Iterator[Item]:
@@ -217,7 +208,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
                     yield Outcome.rejected(item, f"not drawn for the {rule.length} length sample")
             return
         screen = _Screen(self, ctx)
-        generation = ctx.upstream.upstream_stage(self.config.attempts_from)[0].config
+        generation = ctx.upstream.config(self.config.attempts_from)
         assert isinstance(generation, GenerateConfig)
         pending: list[tuple[Item, Trace]] = []
         for item in items:
@@ -259,73 +250,108 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
 
 class _Screen:
     """The teacher's filters, as the variant applies them to one shard: an attempt a filter already judged keeps
-    its verdict; any other attempt (and what a skipped filter dropped) runs through the remaining filter steps."""
+    its verdict; any other attempt (and what a skipped filter dropped) goes through the remaining filter steps again,
+    by the runner's re-screen service."""
 
     def __init__(self, stage: VariantsStage, ctx: ShardContext) -> None:
         self.stage = stage
-        self.ctx = ctx
-        self.steps = stage.filter_steps(ctx)
-        self.skipped = set(stage.rule.no_filter)
-        self.final = {item.key: item.record for item in ctx.upstream.shard(ctx.shard_index)}
-        self.fates: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        """query id -> (filter step, reason, record as dropped) for the teacher's accepted attempt."""
-        for step in self.steps:
-            for row in ctx.upstream.dropped(step, ctx.shard_index):
-                if row.get("record") and "query" in row["record"]:
-                    self.fates[row["record"]["query"]["id"]] = (step, row["reason"], row["record"])
+        if ctx.rescreen is None:
+            raise ValueError(f"step {ctx.stage!r}: no re-screen service in this context")
+        self.rescreen = ctx.rescreen
+        self.steps = ctx.upstream.steps_after(stage.config.attempts_from)
+        self.screened = [step for step in self.steps if step not in stage.rule.no_filter]
+        self.verdicts = _TeacherVerdicts(ctx, stage.config.attempts_from, self.steps)
 
     def _judged(self, trace: Trace) -> tuple[str, str, dict[str, Any]] | dict[str, Any] | None:
         """The teacher's filters' verdict on this very attempt: its final record, (step, reason, record) when a
         filter dropped it, or None when they never saw it."""
-        qid = trace.query.id
-        final = self.final.get(qid)
+        final, fate = self.verdicts.of(trace.query.id)
         if final is not None:
             return final if final.get("accepted") == trace.accepted else None
-        fate = self.fates.get(qid)
         if fate is not None and fate[2].get("accepted") == trace.accepted:
             return fate
         return None
 
     def decide(self, batch: list[tuple[Item, Trace]], counts: Counter[str]) -> Iterator[Outcome]:
-        rescreen: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
+        rescreen: list[ScreenEntry] = []
         for item, trace in batch:
             judged = self._judged(trace)
             if isinstance(judged, dict):  # kept by every filter: skipping some changes nothing
                 counts["reused_verdicts"] += 1
                 yield Outcome.kept(item, self.stage.label(judged, trace))
-            elif isinstance(judged, tuple) and judged[0] not in self.skipped:
+            elif isinstance(judged, tuple) and judged[0] not in self.stage.rule.no_filter:
                 counts["reused_verdicts"] += 1
                 yield Outcome.rejected(item, f"{judged[0]}: {judged[1]}")
             else:
                 # never judged: from the first filter on; dropped by a skipped filter: from the one after it
-                start, record = ((self.steps.index(judged[0]) + 1, judged[2]) if isinstance(judged, tuple)
+                after, record = ((self.steps.index(judged[0]) + 1, judged[2]) if isinstance(judged, tuple)
                                  else (0, trace.model_dump(mode="json")))
                 counts["rescreened"] += 1
-                rescreen.setdefault(self.steps[start] if start < len(self.steps) else "", []).append((item, record))
-        for first, entries in rescreen.items():
-            yield from self._through(first, entries)
+                start = sum(1 for step in self.steps[:after] if step not in self.stage.rule.no_filter)
+                rescreen.append(ScreenEntry(item, record, start))
+        for fate in self.rescreen.screen(self.screened, rescreen):
+            if fate.record is None:
+                yield Outcome.rejected(fate.item, f"{fate.step}: {fate.reason}")
+            else:
+                yield Outcome.kept(fate.item, self.stage.label(fate.record, Trace.model_validate(fate.record)))
 
-    def _through(self, first: str, entries: list[tuple[Item, dict[str, Any]]]) -> Iterator[Outcome]:
-        """Run records through the filter steps from `first` on (skipping the variant's skipped ones)."""
-        originals = {item.key: item for item, _ in entries}
-        current = [Item(n, item.key, record, item.where) for n, (item, record) in enumerate(entries)]
-        steps = self.steps[self.steps.index(first):] if first else []
-        for step in steps:
-            if step in self.skipped or not current:
-                continue
-            stage, sub = self.ctx.upstream.upstream_stage(step, self.ctx.shard_index)
-            assert isinstance(stage, RecordStage), f"{step} is not a record stage"
-            survivors = []
-            for outcome in stage.process(current, sub):
-                original = originals[outcome.key]
-                if outcome.kind == "kept":
-                    survivors.append(Item(len(survivors), outcome.key, outcome.record, original.where))
-                else:
-                    yield Outcome.rejected(original, f"{step}: {outcome.reason}")
-            current = survivors
-        for item in current:
-            trace = Trace.model_validate(item.record)
-            yield Outcome.kept(originals[item.key], self.stage.label(item.record or {}, trace))
+
+class _Cursor:
+    """One stream of an earlier step's records of this shard, read in step with the attempt log."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], record: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.rows = rows
+        self.record = record
+        self.head = next(self.rows, None)
+
+    def qid(self) -> str | None:
+        return None if self.head is None else self.record(self.head)["query"]["id"]
+
+    def take(self, qid: str) -> dict[str, Any] | None:
+        """The head row if it is `qid`'s (and moves past it), else None."""
+        if self.head is None or self.qid() != qid:
+            return None
+        row, self.head = self.head, next(self.rows, None)
+        return row
+
+
+class _TeacherVerdicts:
+    """What the teacher's filters did with each accepted attempt, streamed: every filter step keeps and drops records
+    in its input's order, so each is a subsequence of the attempt log's accepted records. Walking the attempt log's
+    query ids as a clock, each filter's output and drops are read alongside, one row of each held at a time."""
+
+    def __init__(self, ctx: ShardContext, attempts_from: str, steps: list[str]) -> None:
+        self.clock = (item.record["query"]["id"] for item in ctx.upstream.shard(ctx.shard_index, attempts_from)
+                      if item.record is not None)
+        self.final = _Cursor((item.record for item in ctx.upstream.shard(ctx.shard_index) if item.record is not None),
+                             lambda record: record)
+        self.dropped = [(step, _Cursor((row for row in ctx.upstream.dropped(step, ctx.shard_index)
+                                        if row.get("record") and "query" in row["record"]),
+                                       lambda row: row["record"])) for step in steps]
+        self.current: str | None = None
+        self.found: tuple[dict[str, Any] | None, tuple[str, str, dict[str, Any]] | None] = (None, None)
+
+    def of(self, qid: str) -> tuple[dict[str, Any] | None, tuple[str, str, dict[str, Any]] | None]:
+        """(the final record, (step, reason, record as dropped)) of query `qid`'s accepted attempt, either None.
+        Queries must come in the attempt log's order (several attempts of one query in a row)."""
+        if qid != self.current:
+            self.current, self.found = qid, (None, None)
+            for key in self.clock:  # a refused query is not in the log's accepted records: the clock runs out
+                taken = self._take(key)
+                if key == qid:
+                    self.found = taken
+                    break
+        return self.found
+
+    def _take(self, key: str) -> tuple[dict[str, Any] | None, tuple[str, str, dict[str, Any]] | None]:
+        """Move every stream past query `key`; what they held for it."""
+        final = self.final.take(key)
+        fate = None
+        for step, cursor in self.dropped:
+            row = cursor.take(key)
+            if row is not None:
+                fate = (step, row["reason"], row["record"])
+        return final, fate
 
 
 def _tokens(trace: Trace) -> int:

@@ -21,8 +21,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from distillery.kernels.fused_linear_nll_reference import LinearNLL
-from distillery.kernels.fused_logprobs_reference import check_inputs
+from distillery_kernels.fused_linear_nll_reference import LinearNLL
+from distillery_kernels.fused_logprobs_reference import check_inputs
 
 ROW_BUFFER_BYTES = 256 << 20
 """Size of the [C, V] logits/gradient buffer; sets the chunk of tokens."""

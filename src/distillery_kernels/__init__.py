@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from distillery.kernels.fused_linear_nll_reference import LinearNLL, linear_nll_sum_reference
-from distillery.kernels.fused_logprobs_reference import LinearLogprobs, linear_logprobs_reference
+from distillery_kernels.fused_linear_nll_reference import LinearNLL, linear_nll_sum_reference
+from distillery_kernels.fused_logprobs_reference import LinearLogprobs, linear_logprobs_reference
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("distillery.kernels")  # under the distillery logger, like the stages that call it
 
 
 def _fused(module: str, name: str) -> Callable[..., Any] | None:
     """The fused entry point, or None (logged) when Triton is missing."""
     try:
-        return getattr(importlib.import_module(f"distillery.kernels.{module}"), name)
+        return getattr(importlib.import_module(f"distillery_kernels.{module}"), name)
     except ImportError as error:
         logger.warning("fused kernel unavailable (%s; install the `kernels` extra): using the torch reference", error)
         return None

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from distillery.kernels.fused_logprobs_reference import LinearLogprobs, check_inputs, document_index
+from distillery_kernels.fused_logprobs_reference import LinearLogprobs, check_inputs, document_index
 
 DZ_BUFFER_BYTES = 256 << 20
 """Size of the backward's per-chunk dz buffer; sets the chunk of tokens."""

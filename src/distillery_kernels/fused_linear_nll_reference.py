@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from distillery.kernels.fused_logprobs_reference import linear_logprobs_reference
+from distillery_kernels.fused_logprobs_reference import linear_logprobs_reference
 
 
 class LinearNLL(NamedTuple):
