@@ -443,8 +443,10 @@ def _am_cases() -> list[Case]:
              Kept(f"{i}/2", {"category": "instruction_following"})),
             (dumps(am_row(f"{i}/3", am_info(instruction_constrain={"instruction_id_list": ["a"], "kwargs": [{}, {}]}))),
              Quarantined("kwargs: expected a list of 1 objects")),
-            (dumps(am_row(f"{i}/4", am_info(instruction_constrain=["a"]))),
-             Quarantined("info.instruction_constrain: expected {instruction_id_list, kwargs}")),
+            (dumps(am_row(f"{i}/4", am_info(instruction_constrain=["punctuation:no_comma"]))),  # bare ids, no kwargs
+             Kept(f"{i}/4", {"reference": {"instructions": [{"id": "punctuation:no_comma", "kwargs": {}}]}})),
+            (dumps(am_row(f"{i}/6", am_info(instruction_constrain=[{"id": 1}]))),
+             Quarantined("expected a list of instruction ids")),
             (dumps(am_row(f"{i}/5", am_info(instruction_constrain="{bad"))), Quarantined("info.instruction_constrain")),
         ]),
         lines_case(r, [
