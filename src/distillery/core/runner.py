@@ -211,7 +211,8 @@ def _finalise(stage: RecordStage, ctx: ShardContext, paths: Any, header: dict[st
         header, inputs=sum(counts.values()), kept=counts["kept"], rejected=counts["rejected"],
         quarantined=counts["quarantined"], sha256=kept.sha256, output_ids_digest=ids_digest(kept_keys),
         elapsed_s=round(time.time() - started, 3), resumed_items=resumed,
-        stats={**ctx.stats, "reject_reasons": dict(reasons.most_common(20))}, size_bytes=paths.output.stat().st_size,
+        stats={**ctx.stats, "reject_reasons": dict(reasons.most_common(20)), **machine_stats(), **task_usage()},
+        size_bytes=paths.output.stat().st_size,
     )
     manifest.save(paths.manifest)
     journal.remove()
@@ -289,7 +290,8 @@ def _task(stage: TaskStage, ctx: ShardContext) -> dict[str, Any]:
         return result.stats
     manifest = build_manifest(
         header, inputs=result.inputs, kept=result.kept, rejected=result.rejected, quarantined=result.quarantined,
-        sha256=result.sha256, elapsed_s=round(time.time() - started, 3), stats=result.stats,
+        sha256=result.sha256, elapsed_s=round(time.time() - started, 3),
+        stats={**result.stats, **machine_stats(), **task_usage()},
         output_ids_digest=result.output_ids_digest or ids_digest([header["input_ids_digest"], header["config_digest"]]),
     )
     manifest.save(paths.manifest)
@@ -300,13 +302,13 @@ def build_manifest(header: dict[str, Any], *, inputs: int, kept: int, rejected: 
                    output_ids_digest: str, elapsed_s: float, stats: dict[str, Any], resumed_items: int = 0,
                    size_bytes: int | None = None) -> Manifest:
     """The manifest of a finished task, made from its header (`task_header`: what it was made from) and what it
-    wrote, with the task's dtype choices and its memory and CPU use. The one place a Manifest is made."""
+    wrote. The one place a Manifest is made."""
     return Manifest(
         stage=header["step"], teacher=header["teacher"], shard_index=header["shard_index"],
         num_shards=header["num_shards"], inputs=inputs, kept=kept, rejected=rejected, quarantined=quarantined,
         sha256=sha256, input_ids_digest=header["input_ids_digest"], output_ids_digest=output_ids_digest,
         config_digest=header["config_digest"], code_version=code_version(), elapsed_s=elapsed_s,
-        resumed_items=resumed_items, stats={**stats, **machine_stats(), **task_usage()}, size_bytes=size_bytes)
+        resumed_items=resumed_items, stats=stats, size_bytes=size_bytes)
 
 
 class _PhaseRunner:
