@@ -124,10 +124,11 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
         from distillery.ops.status import collect_status, render_status
         from distillery.executors import render_timings
 
-        print(render_status(collect_status(run, recipe)))
-        print("\nwall time per step (this invocation)\n" + render_timings(executor.timings))
+        if not ok:  # what is missing, and where; a run that finished says so in its step lines
+            print(render_status(collect_status(run, recipe)) + "\n")
+        print("wall time per step (this invocation)\n" + render_timings(executor.timings))
         print(f"\n{'finished' if ok else 'FAILED'} in {time.time() - started:.0f}s; outputs: {run.root}  "
-              f"logs: {run.root / 'logs'}")
+              f"logs: {run.root / 'logs'}  table of every shard: distillery status {run.root}")
     else:
         print(f"submitted {len(groups)} job arrays; follow with: distillery status {run.root}")
     return 0 if ok else 1

@@ -34,7 +34,7 @@ def test_third_party_output_goes_to_the_task_log_and_progress_to_the_terminal(tm
     assert not [noise for noise in NOISE if noise in console], console
     log = (run_dir / "logs" / "noisy" / "shard-00000.process.log").read_text()
     assert all(noise in log for noise in NOISE), log
-    assert "noisy:process: 1 shard" in console and "noisy:process: 1/1 done" in console and "kept 5 of 5" in console
+    assert "noisy: 1 shard" in console and "noisy: 1/1 done" in console and "kept 5 of 5" in console
     assert "noisy: working on shard 0" in console, "a task's progress reaches the terminal"
     assert "wall time per step" in console
 

@@ -91,7 +91,10 @@ class ConsoleHandler(logging.Handler):
         try:
             label = task_label(record.name)
             text = record.getMessage()
-            if label and not text.startswith(label):
+            step = label.split("/")[0].split("#")[0]
+            if label and text.startswith(f"{step}: "):  # "generate: 3/30 done" -> "generate/smol-warm: 3/30 done"
+                text = f"{label}: {text[len(step) + 2:]}"
+            elif label and not text.startswith(label):
                 text = f"{label}: {text}"
             if record.levelno >= logging.WARNING:
                 text = f"{record.levelname}: {text}"

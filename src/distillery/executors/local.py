@@ -64,6 +64,7 @@ class LocalExecutor(Executor):
         failed_groups: set[str] = set()
         run_dir = str(self.run.root)
         workers = self.recipe.executor.workers
+        self._step_started: dict[tuple[str, str | None], float] = {}
         for group in groups:
             blocked = [d for d in group.depends_on if d in failed_groups]
             if blocked:
@@ -81,13 +82,17 @@ class LocalExecutor(Executor):
         return not failed_groups
 
     def _run_group(self, run_dir: str, group: TaskGroup, workers: int) -> list[tuple[int, str]]:
-        """Run the group's shards; the terminal gets its start and end lines (a spawned task reports its progress
-        itself, its output captured in its log as an in-process task's is)."""
+        """Run the group's shards. The terminal gets one line when a step (of a teacher) starts and one when it
+        ends, whatever its phases (a spawned task reports its progress itself, its output captured in its log as
+        an in-process task's is)."""
         failures: list[tuple[int, str]] = []
         results: list[dict] = []
         shards = len(group.shards)
-        logger.info("%s: %d shard%s", group.key, shards, "" if shards == 1 else "s", extra=CONSOLE)
-        started = time.perf_counter()
+        step = (group.step, group.teacher)
+        label = group.step if group.teacher is None else f"{group.step}/{group.teacher}"
+        if step not in self._step_started:
+            self._step_started[step] = time.perf_counter()
+            logger.info("%s: %d shard%s", label, shards, "" if shards == 1 else "s", extra=CONSOLE)
         if group.world_size > 1:
             for shard_index in group.shards:
                 try:
@@ -112,9 +117,11 @@ class LocalExecutor(Executor):
                         failures.append((futures[future], f"{type(error).__name__}: {error}"))
                     else:
                         results.append(future.result())
-        counts = ""
-        if results and all("kept" in result for result in results):
-            counts = (f", kept {sum(r['kept'] for r in results)} of {sum(r.get('inputs', 0) for r in results)}")
-        logger.info("%s: %s in %.1fs%s", group.key, "FAILED" if failures else f"{shards - len(failures)}/{shards} done",
-                    time.perf_counter() - started, counts, extra=CONSOLE)
+        if failures or group.phase in ("process", "task"):
+            counts = ""
+            if results and all("kept" in result for result in results):
+                counts = f", kept {sum(r['kept'] for r in results)} of {sum(r.get('inputs', 0) for r in results)}"
+            outcome = f"{group.phase} FAILED" if failures else f"{shards}/{shards} done"
+            logger.info("%s: %s in %.1fs%s", label, outcome, time.perf_counter() - self._step_started[step], counts,
+                        extra=CONSOLE)
         return failures
