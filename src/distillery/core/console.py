@@ -41,7 +41,8 @@ class _Console:
     quiet = False
     capture = False
     """Whether tasks' file descriptors are pointed at their logs (not where stderr has none, e.g. under pytest)."""
-    stream: IO[str] = sys.stderr
+    terminal: IO[str] | None = None
+    """A duplicate of the terminal's fd taken by `setup_console`; None: whatever sys.stderr is at the time."""
     task_log: Path | None = None
 
 
@@ -54,7 +55,14 @@ def is_quiet() -> bool:
 
 def console_stream() -> IO[str]:
     """Where distillery's own progress bars go: the terminal even while a task's output is captured."""
-    return _console.stream
+    return _console.terminal or sys.stderr
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, OSError):  # a closed or in-memory stream
+        return False
 
 
 def task_label(logger_name: str) -> str:
@@ -71,10 +79,8 @@ def task_label(logger_name: str) -> str:
 class ConsoleHandler(logging.Handler):
     """Writes the records meant for the operator; progress is redrawn in place on a terminal, else throttled."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.stream = stream
-        self.tty = stream.isatty()
         self.last_progress: dict[str, float] = {}
         self.drawn = False
 
@@ -111,16 +117,18 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
     def _line(self, line: str) -> None:
+        stream = console_stream()
         if self.drawn:
-            self.stream.write("\r\033[K")
+            stream.write("\r\033[K")
             self.drawn = False
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        stream.write(line + "\n")
+        stream.flush()
 
     def _progress(self, key: str, line: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K" + line[: os.get_terminal_size(self.stream.fileno()).columns - 1])
-            self.stream.flush()
+        stream = console_stream()
+        if _is_tty(stream):
+            stream.write("\r\033[K" + line[: os.get_terminal_size(stream.fileno()).columns - 1])
+            stream.flush()
             self.drawn = True
             return
         now = time.monotonic()
@@ -145,17 +153,19 @@ def setup_console(verbose: bool = False, level: int = logging.INFO) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(FULL_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
-        _console.stream = sys.stderr
+        _console.terminal = None
         return
     # The terminal is a duplicate of fd 2 taken now, so it survives fd 2 being pointed at a task's log.
+    if _console.terminal is not None:
+        _console.terminal.close()
     try:
         terminal = os.dup(sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):  # an in-memory stderr (pytest's capsys): nothing to redirect
-        _console.stream, _console.capture = sys.stderr, False
+        _console.terminal, _console.capture = None, False
     else:
-        _console.stream = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="replace")
+        _console.terminal = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="replace")
         _console.capture = True
-    root.addHandler(ConsoleHandler(_console.stream))
+    root.addHandler(ConsoleHandler())
     logging.captureWarnings(True)
 
 
@@ -197,5 +207,5 @@ def progress_bar(iterable: Iterable[T] | None = None, disable: bool = False, **t
     from tqdm import tqdm
 
     stream = console_stream()
-    return tqdm(iterable, file=stream, leave=False, dynamic_ncols=True, disable=disable or not stream.isatty(),
+    return tqdm(iterable, file=stream, leave=False, dynamic_ncols=True, disable=disable or not _is_tty(stream),
                 **tqdm_args)
