@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,38 +47,35 @@ def score_cell(result: BenchmarkResult, with_pass1: bool = True) -> str:
     return f"{score}({100 * low:.1f}–{100 * high:.1f}) · no answer {100 * result.no_answer:.1f}%"
 
 
+def _student_rows(summary: EvalSummary, cell: Callable[[BenchmarkResult, str], str]) -> list[list[str]]:
+    """One row per student: its name, then `cell(result, benchmark)` per benchmark ('–' where it has none)."""
+    rows = []
+    for student in summary.students:
+        results = [(summary.result(student, spec.name), spec.name) for spec in summary.benchmarks]
+        rows.append([student] + [cell(result, name) if result is not None else "–" for result, name in results])
+    return rows
+
+
 def accuracy_table(summary: EvalSummary, bold: tuple[str, str] = ("**", "**")) -> Table:
     """Table 1: pass@1 (%) per student and benchmark, with its 95% bootstrap interval."""
     header = ["Model"] + [spec.display for spec in summary.benchmarks]
-    rows = []
-    for student in summary.students:
-        row = [student]
-        for spec in summary.benchmarks:
-            result = summary.result(student, spec.name)
-            if result is None:
-                row.append("–")
-                continue
-            value = f"{100 * result.pass1:.1f}"
-            if result.pass1 == _best(summary, spec.name):
-                value = f"{bold[0]}{value}{bold[1]}"
-            row.append(f"{value} {score_cell(result, with_pass1=False)}")
-        rows.append(row)
+
+    def cell(result: BenchmarkResult, benchmark: str) -> str:
+        value = f"{100 * result.pass1:.1f}"
+        if result.pass1 == _best(summary, benchmark):
+            value = f"{bold[0]}{value}{bold[1]}"
+        return f"{value} {score_cell(result, with_pass1=False)}"
+
     notes = [_samples_note(summary), "In parentheses: 95% bootstrap interval over problems.", NO_ANSWER_NOTE]
     notes += [f"{spec.display}: {spec.note}" for spec in summary.benchmarks if spec.note]
     notes += _partial_notes(summary)
-    return "Accuracy (pass@1, %)", header, rows, [n for n in notes if n]
+    return "Accuracy (pass@1, %)", header, _student_rows(summary, cell), [n for n in notes if n]
 
 
 def length_table(summary: EvalSummary) -> Table:
     """Table 2: average generated tokens per answer, per student and benchmark."""
     header = ["Model"] + [spec.display for spec in summary.benchmarks]
-    rows = []
-    for student in summary.students:
-        row = [student]
-        for spec in summary.benchmarks:
-            result = summary.result(student, spec.name)
-            row.append(f"{result.lengths.mean:,.0f}" if result else "–")
-        rows.append(row)
+    rows = _student_rows(summary, lambda result, _: f"{result.lengths.mean:,.0f}")
     return "Average generation length (tokens)", header, rows, []
 
 

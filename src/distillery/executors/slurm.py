@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import logging
 import os
-import re
 import subprocess
 import time
 from typing import Any
@@ -32,6 +31,7 @@ from distillery.core.store import RunDir
 from distillery.executors import Executor, SchedulerStates
 from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, submitted_tasks
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
+from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,8 @@ class SlurmExecutor(Executor):
 def max_array_size() -> int:
     """The cluster's MaxArraySize: array indices run 0 .. MaxArraySize - 1, so that many tasks fit one array."""
     done = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=False)
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", done.stdout, re.M)
-    if done.returncode != 0 or match is None:
+    value = parse_config(done.stdout).get("MaxArraySize", "")
+    if done.returncode != 0 or not value.isdigit():
         raise RuntimeError(f"cannot read MaxArraySize from `scontrol show config` ({done.returncode}): "
                            f"{done.stderr.strip()[:300]}; set max_array_size in the cluster profile")
-    return int(match.group(1))
+    return int(value)

@@ -7,6 +7,7 @@ Teachers, the LLM judge, decontamination's second check and evaluation all talk 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -71,8 +72,8 @@ class StreamingChatModel(ChatModel, Protocol):
 class SubmitsOneByOne:
     """`submit_many` and `set_backlog` for a backend whose requests go out one by one (HTTP, replay)."""
 
-    def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
-        raise NotImplementedError
+    submit: Callable[[Conversation, Sampling, int | None], Future[Completion]]
+    """The backend's own one-request submit."""
 
     def submit_many(self, requests: list[tuple[Conversation, int | None]],
                     sampling: Sampling) -> list[Future[Completion]]:
