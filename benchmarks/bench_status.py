@@ -36,11 +36,11 @@ def fake_run(recipe_path: Path, root: Path, manifests: int) -> tuple[RunDir, int
     written = 0
     for group in build_groups(recipe):
         if group.phase == "scan":
-            finish_markers(run, group.step, group.teacher, group.shards)
+            finish_markers(run, group.step, group.lineage, group.shards)
         if group.phase in ("scan", "merge"):
             continue
         for shard_index in group.shards:
-            finish_shard(run, group.step, group.teacher, shard_index, [{"id": f"{group.key}-{shard_index}"}],
+            finish_shard(run, group.step, group.lineage, shard_index, [{"id": f"{group.key}-{shard_index}"}],
                          recipe=recipe, elapsed_s=60.0)
             written += 1
     return run, written

@@ -79,11 +79,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
               f"{', '.join(group.depends_on) or '-'}")
     shown: set[str] = set()
     for group in groups:  # e.g. the per-GPU memory arithmetic of a training step
-        stage = recipe.build_stage(group.step, group.teacher)
+        stage = recipe.build_stage(group.step, group.lineage)
         source = stage.input_step()
         upstream = None
         if source is not None:
-            lineage = recipe.source_lineage(source, group.teacher) if recipe.has_data(source, group.teacher) else None
+            lineage = recipe.source_lineage(source, group.lineage) if recipe.has_data(source, group.lineage) else None
             upstream = recipe.build_stage(source, lineage).config
         report = stage.plan_report(group.resources, upstream)
         if report and group.step not in shown:
@@ -142,7 +142,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from distillery.executors import build_executor, executor_of_run
 
     recipe, run = _load(args.target, [])
-    groups = [g for g in build_groups(recipe) if g.step == args.step and g.teacher == args.teacher
+    groups = [g for g in build_groups(recipe) if g.step == args.step and g.lineage == args.teacher
               and g.phase in ("process", "task")]
     if not groups:
         teachers = recipe.teachers_of(args.step) if args.step in [s.step for s in recipe.steps] else []
@@ -162,7 +162,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     for shard_index in shards:
-        paths = run.shard(group.step, group.teacher, shard_index, recipe.compress)
+        paths = run.shard(group.step, group.lineage, shard_index, recipe.compress)
         paths.manifest.unlink(missing_ok=True)
         paths.journal.unlink(missing_ok=True)
     executor = build_executor(recipe, run, args.executor)

@@ -1,6 +1,6 @@
 """From a recipe to task groups (one job array each), and the state of every shard of a run.
 
-A task group is one step x teacher x phase: a two-pass step becomes scan (array) -> merge (one task) ->
+A task group is one step x lineage x phase: a two-pass step becomes scan (array) -> merge (one task) ->
 process (array); a record step one process array; a task step one array of whole-shard tasks. A group depends
 on the last group of the previous step for the same teacher. `pending_groups` keeps only shards that are
 missing or stale, which is all `resume` submits.
@@ -23,7 +23,8 @@ from distillery.core.store import Manifest, RunDir, ShardPaths, read_json
 @dataclass
 class TaskGroup:
     step: str
-    teacher: str | None
+    lineage: str | None
+    """Whose data the group runs on (`distillery.core.lineage`); None for a step that is not per teacher."""
     phase: str
     shards: list[int]
     num_shards: int
@@ -33,7 +34,7 @@ class TaskGroup:
 
     @property
     def key(self) -> str:
-        return f"{self.step}{'/' + self.teacher if self.teacher else ''}:{self.phase}"
+        return f"{self.step}{'/' + self.lineage if self.lineage else ''}:{self.phase}"
 
     @property
     def world_size(self) -> int:
@@ -45,19 +46,19 @@ def build_groups(recipe: Recipe) -> list[TaskGroup]:
     groups: list[TaskGroup] = []
     last_of: dict[tuple[str, str | None], str] = {}
     for spec in recipe.steps:
-        for teacher in recipe.teachers_of(spec.step):
-            stage = recipe.build_stage(spec.step, teacher)
+        for lineage in recipe.teachers_of(spec.step):
+            stage = recipe.build_stage(spec.step, lineage)
             teacher_resources = stage.teacher.resources if stage.teacher and stage.serves_teacher else None
             resources = teacher_resources or spec.resources
-            previous = recipe.previous_step(spec.step, teacher)
-            deps = [last_of[(previous, t)] for t in recipe.input_lineages(spec.step, teacher)] if previous else []
+            previous = recipe.previous_step(spec.step, lineage)
+            deps = [last_of[(previous, t)] for t in recipe.input_lineages(spec.step, lineage)] if previous else []
             for phase in stage.phases:
                 num = 1 if phase == "merge" else stage.num_shards()
-                group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, resources,
+                group = TaskGroup(spec.step, lineage, phase, list(range(num)), num, resources,
                                   resources.job_kind or stage.kind, deps)
                 groups.append(group)
                 deps = [group.key]
-            last_of[(spec.step, teacher)] = groups[-1].key
+            last_of[(spec.step, lineage)] = groups[-1].key
     return groups
 
 
@@ -80,16 +81,16 @@ class GroupInspector:
         self.run = run
         self.recipe = recipe
         self.group = group
-        self.stage = recipe.build_stage(group.step, group.teacher)
+        self.stage = recipe.build_stage(group.step, group.lineage)
         self.known_digests: DigestCache = known_digests if known_digests is not None else {}
         self._logger = logging.getLogger("distillery.plan")
-        self._dir = run.stage_dir(group.step, group.teacher)  # joined once: status builds 10,000s of shard paths
+        self._dir = run.stage_dir(group.step, group.lineage)  # joined once: status builds 10,000s of shard paths
 
     def state(self, shard_index: int, check_inputs: bool = True) -> ShardState:
         group, run = self.group, self.run
         if group.phase in ("scan", "merge"):
-            marker = (run.merge_marker(group.step, group.teacher) if group.phase == "merge"
-                      else run.scan_marker(group.step, group.teacher, shard_index))
+            marker = (run.merge_marker(group.step, group.lineage) if group.phase == "merge"
+                      else run.scan_marker(group.step, group.lineage, shard_index))
             try:
                 done = read_json(marker)
             except FileNotFoundError:
@@ -102,10 +103,10 @@ class GroupInspector:
         except FileNotFoundError:
             manifest = None
         if manifest is not None:
-            self.known_digests[(group.step, group.teacher, shard_index)] = manifest.output_ids_digest
+            self.known_digests[(group.step, group.lineage, shard_index)] = manifest.output_ids_digest
             if not check_inputs:
                 return ShardState("done", manifest=manifest)
-            probe = task_context(run, self.recipe, self.stage, group.teacher, shard_index, self._logger,
+            probe = task_context(run, self.recipe, self.stage, group.lineage, shard_index, self._logger,
                                  known_digests=self.known_digests)
             try:
                 header = task_header(self.stage, probe, input_digest(self.stage, probe))
@@ -125,10 +126,10 @@ class GroupInspector:
         stage = self.stage
         assert isinstance(stage, TwoPassStage)
         if self.group.phase == "merge":
-            scans = [read_json(p) for p in self.run.scan_markers(self.group.step, self.group.teacher)]
+            scans = [read_json(p) for p in self.run.scan_markers(self.group.step, self.group.lineage)]
             fresh = marker.get("key") == merge_key(stage, stage.num_shards(), scans)
             return None if fresh else "its scans or the stage config changed"
-        probe = task_context(self.run, self.recipe, stage, self.group.teacher, shard_index, self._logger,
+        probe = task_context(self.run, self.recipe, stage, self.group.lineage, shard_index, self._logger,
                              known_digests=self.known_digests)
         try:
             header = task_header(stage, probe, input_digest(stage, probe))
@@ -154,13 +155,13 @@ def pending_groups(run: RunDir, recipe: Recipe, sweep: bool = False, exclusive: 
             inspector = GroupInspector(run, recipe, group, known_digests)
             done = {s for s in group.shards if inspector.state(s).state == "done"}
             if sweep and group.phase in ("process", "task"):
-                for shard_index, strays in run.stray_files(group.step, group.teacher).items():
+                for shard_index, strays in run.stray_files(group.step, group.lineage).items():
                     for stray in strays:
                         if shard_index in done or (exclusive and stray.name.endswith(".tmp")):
                             stray.unlink(missing_ok=True)
             shards = [s for s in group.shards if s not in done]
         if shards:
-            pending.append(TaskGroup(group.step, group.teacher, group.phase, shards, group.num_shards,
+            pending.append(TaskGroup(group.step, group.lineage, group.phase, shards, group.num_shards,
                                      group.resources, group.job_kind, upstream_pending))
             kept_keys.add(group.key)
     return pending

@@ -29,19 +29,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _rank_entry(run_dir: str, step: str, teacher: str | None, phase: str, shard_index: int, rank: int,
+def _rank_entry(run_dir: str, step: str, lineage: str | None, phase: str, shard_index: int, rank: int,
                 world_size: int, port: int, verbose: bool) -> None:
     setup_console(verbose)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
-    run_task(run_dir, step, teacher, phase, shard_index, rank=rank, world_size=world_size)
+    run_task(run_dir, step, lineage, phase, shard_index, rank=rank, world_size=world_size)
 
 
 def run_ranks(run_dir: str, group: TaskGroup, shard_index: int) -> None:
     """One process per rank, all of the same task; fails if any rank fails."""
     context = mp.get_context("spawn")
     port = free_port()
-    processes = [context.Process(target=_rank_entry, args=(run_dir, group.step, group.teacher, group.phase, shard_index,
+    processes = [context.Process(target=_rank_entry, args=(run_dir, group.step, group.lineage, group.phase, shard_index,
                                                            rank, group.world_size, port, not is_quiet()))
                  for rank in range(group.world_size)]
     for process in processes:
@@ -77,7 +77,7 @@ class LocalExecutor(Executor):
             if failures:
                 failed_groups.add(group.key)
                 for shard_index, error in failures:
-                    log = self.run.log_dir(group.step, group.teacher) / f"shard-{shard_index:05d}.{group.phase}.log"
+                    log = self.run.log_dir(group.step, group.lineage) / f"shard-{shard_index:05d}.{group.phase}.log"
                     logger.error("%s shard %d failed: %s (log: %s)", group.key, shard_index, error, log)
         return not failed_groups
 
@@ -88,8 +88,8 @@ class LocalExecutor(Executor):
         failures: list[tuple[int, str]] = []
         results: list[dict] = []
         shards = len(group.shards)
-        step = (group.step, group.teacher)
-        label = group.step if group.teacher is None else f"{group.step}/{group.teacher}"
+        step = (group.step, group.lineage)
+        label = group.step if group.lineage is None else f"{group.step}/{group.lineage}"
         if step not in self._step_started:
             self._step_started[step] = time.perf_counter()
             logger.info("%s: %d shard%s", label, shards, "" if shards == 1 else "s", extra=CONSOLE)
@@ -102,14 +102,14 @@ class LocalExecutor(Executor):
         elif (workers == 1 or len(group.shards) == 1) and group.job_kind == "cpu":
             for shard_index in group.shards:
                 try:
-                    results.append(run_task(run_dir, group.step, group.teacher, group.phase, shard_index))
+                    results.append(run_task(run_dir, group.step, group.lineage, group.phase, shard_index))
                 except Exception as error:  # noqa: BLE001 - one shard's failure must not stop its siblings
                     failures.append((shard_index, f"{type(error).__name__}: {error}"))
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(group.shards)), mp_context=mp.get_context("spawn"),
                                      max_tasks_per_child=1, initializer=setup_console,
                                      initargs=(not is_quiet(),)) as pool:
-                futures = {pool.submit(run_task, run_dir, group.step, group.teacher, group.phase, shard_index): shard_index
+                futures = {pool.submit(run_task, run_dir, group.step, group.lineage, group.phase, shard_index): shard_index
                            for shard_index in group.shards}
                 for future in as_completed(futures):
                     error = future.exception()

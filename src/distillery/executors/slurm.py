@@ -1,7 +1,7 @@
 """SLURM executor: one submitit job array per task group, `afterok` between groups, requeue on preemption.
 
 Every array task runs `ShardTask`, an importable callable class holding no state, with `run_task`'s plain
-arguments (run directory, step, teacher, phase, shard index). On USR2 (preemption, or `signal_delay_s` before
+arguments (run directory, step, lineage, phase, shard index). On USR2 (preemption, or `signal_delay_s` before
 the time limit) submitit calls `ShardTask.checkpoint`, which resubmits the same task; the shard's item journal
 makes the requeued task continue at its next unfinished item. Multi-rank groups (world_size > 1) run one
 process per rank under srun; rank and world size come from submitit's job environment, plus MASTER_ADDR/PORT
@@ -41,18 +41,18 @@ class ShardTask(submitit.helpers.Checkpointable):
     """What every array task runs: `run_task` with plain arguments. It holds no state, so what is pickled for
     the job is a class reference plus strings and ints; recipe plugins are imported when the run's recipe loads."""
 
-    def __call__(self, run_dir: str, step: str, teacher: str | None, phase: str, shard_index: int) -> dict[str, Any]:
+    def __call__(self, run_dir: str, step: str, lineage: str | None, phase: str, shard_index: int) -> dict[str, Any]:
         job = submitit.JobEnvironment()
         if job.num_tasks > 1:
             os.environ.update(distributed_env(job))
-        return run_task(run_dir, step, teacher, phase, shard_index, rank=job.global_rank, world_size=job.num_tasks)
+        return run_task(run_dir, step, lineage, phase, shard_index, rank=job.global_rank, world_size=job.num_tasks)
 
-    def checkpoint(self, run_dir: str, step: str, teacher: str | None, phase: str,
+    def checkpoint(self, run_dir: str, step: str, lineage: str | None, phase: str,
                    shard_index: int) -> submitit.helpers.DelayedSubmission:
         """On USR2: requeue the same task; its item journal (every finished item written through) says where to
         continue."""
         logger.warning("%s %s shard %d: checkpoint and requeue", step, phase, shard_index)
-        return submitit.helpers.DelayedSubmission(self, run_dir, step, teacher, phase, shard_index)
+        return submitit.helpers.DelayedSubmission(self, run_dir, step, lineage, phase, shard_index)
 
 
 class SlurmExecutor(Executor):
@@ -105,7 +105,7 @@ class SlurmExecutor(Executor):
             executor.update_parameters(**sbatch_parameters(self.recipe, self.profile, narrowed, dependencies or None))
             count = len(chunk)
             jobs = executor.map_array(ShardTask(), [str(self.run.root)] * count, [group.step] * count,
-                                      [group.teacher] * count, [group.phase] * count, chunk)
+                                      [group.lineage] * count, [group.phase] * count, chunk)
             job_ids = [job.job_id for job in jobs]
             append_jobs(self.run, {"group": group.key, "job_ids": job_ids, "shards": chunk, "submitted": time.time()})
             arrays += sorted({job_id.split("_")[0] for job_id in job_ids})

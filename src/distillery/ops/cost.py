@@ -228,7 +228,7 @@ def _concurrency(resources: Resources, gpu: bool, nodes: int, hardware: Hardware
 
 def _main_groups(recipe: Recipe) -> dict[tuple[str, str | None], tuple[Resources, int]]:
     """(resources, shard count) per step and teacher, of the phase that does the work, as `plan` submits it."""
-    return {(group.step, group.teacher): (group.resources, group.num_shards)
+    return {(group.step, group.lineage): (group.resources, group.num_shards)
             for group in build_groups(recipe) if group.phase in ("process", "task")}
 
 

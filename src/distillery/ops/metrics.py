@@ -54,7 +54,7 @@ class StatusCollector(Collector):
                                      labels=[*LABELS, "category"])
         for status in self.statuses:
             group = status.group
-            labels = [self.run_name, group.step, group.teacher or "", group.phase]
+            labels = [self.run_name, group.step, group.lineage or "", group.phase]
             for state, count in sorted(status.states.items()):
                 shards.add_metric([*labels, state], count)
             for name, attribute in RECORDS.items():

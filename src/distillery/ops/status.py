@@ -170,7 +170,7 @@ def state_ranges(labels: list[str]) -> str:
 def status_json(statuses: list[GroupStatus]) -> list[dict[str, Any]]:
     """One object per group, for dashboards (`distillery status --json`)."""
     return [{
-        "group": status.group.key, "step": status.group.step, "teacher": status.group.teacher,
+        "group": status.group.key, "step": status.group.step, "teacher": status.group.lineage,
         "phase": status.group.phase, "shards": len(status.group.shards), "states": dict(status.states),
         "shard_states": state_ranges(status.shard_states), "inputs": status.inputs, "kept": status.kept,
         "rejected": status.rejected, "quarantined": status.quarantined, "partial_items": status.partial_items,

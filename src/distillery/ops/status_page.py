@@ -41,7 +41,7 @@ tr.done td:first-child{border-left:4px solid #2a2}tr.todo td:first-child{border-
 
 def _log_links(run: RunDir, status: GroupStatus, page_dir: Path) -> str:
     group = status.group
-    folder = run.log_dir(group.step, group.teacher)
+    folder = run.log_dir(group.step, group.lineage)
     if not folder.is_dir():
         return "-"
     pattern = "merge*.log" if group.phase == "merge" else f"shard-*.{group.phase}*.log"
