@@ -30,6 +30,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.ops.status import collect_status, render_status
 from distillery.core.store import RunDir
 from distillery.executors import build_executor
+from distillery.executors.handles import all_done
 from distillery.testing import finish_shard
 from distillery.testing.stages import PLUGIN
 
@@ -85,8 +86,8 @@ def main() -> None:
         pending = timed("resume planning (pending shards)", lambda: pending_groups(run, recipe, sweep=True))
         assert [(g.key, g.shards) for g in pending] == [("sleepy:process", failed)], "resume would rerun others"
         executor = build_executor(recipe, run, "local")
-        ok = timed(f"resume: rerun the {len(failed)} failed shards locally", lambda: executor.execute(pending))
-        assert ok and pending_groups(run, recipe) == [], "something is still pending after the resume"
+        handles = timed(f"resume: rerun the {len(failed)} failed shards locally", lambda: executor.execute(pending))
+        assert all_done(handles) and pending_groups(run, recipe) == [], "something is still pending after the resume"
         print(render_status(collect_status(run, recipe)))
 
 

@@ -44,6 +44,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir, iter_jsonl, read_json
 from distillery.core.task_usage import start_task, task_usage
 from distillery.executors import build_executor
+from distillery.executors.handles import all_done
 from distillery.synth.write import write_queries
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def run_recipe(path: Path) -> dict[str, float]:
     cli._write_snapshot(recipe, run)
     recipe = load_run_recipe(run)
     executor = build_executor(recipe, run, None)
-    if not executor.execute(pending_groups(run, recipe, sweep=True, exclusive=executor.exclusive)):
+    if not all_done(executor.execute(pending_groups(run, recipe, sweep=True, exclusive=executor.exclusive))):
         raise SystemExit(f"the rehearsal run failed; logs: {run.root / 'logs'}")
     walls: dict[str, float] = {}
     for key, seconds in executor.timings.items():

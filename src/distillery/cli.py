@@ -19,12 +19,15 @@ from distillery.executors import EXECUTORS
 from distillery.synth import cli as synth_cli
 
 if TYPE_CHECKING:
+    from distillery.core.plan import TaskGroup
+    from distillery.executors import Executor
     from distillery.ops.status import GroupStatus
 
 EPILOG = """examples:
   distillery plan jobs/quickstart.yaml            show steps, shards, resources (and sbatch scripts) without running
   distillery run jobs/quickstart.yaml             run everything locally (or with the recipe's executor)
   distillery submit jobs/am-thinking-distill.yaml submit one SLURM job array per step x teacher
+  distillery submit jobs/am-thinking-distill.yaml --wait 60   and follow the job arrays' states until they end
   distillery status runs/quickstart               what is done, running, stale; counts, throughput, ETA
   distillery status runs/quickstart --watch 60 --metrics /var/lib/node_exporter/textfile/q.prom --html status.html
   distillery resume runs/quickstart               rerun / resubmit only missing or stale shards
@@ -119,7 +122,7 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
         print(f"nothing to do: every shard of {run.root} is done and fresh")
         return 0
     started = time.time()
-    ok = executor.execute(groups)
+    ok = _execute(executor, groups, args.wait)
     if executor.blocking:
         from distillery.ops.status import collect_status, render_status
         from distillery.executors import render_timings
@@ -129,9 +132,26 @@ def cmd_run(args: argparse.Namespace, kind: str | None = None) -> int:
         print("wall time per step (this invocation)\n" + render_timings(executor.timings))
         print(f"\n{'finished' if ok else 'FAILED'} in {time.time() - started:.0f}s; outputs: {run.root}  "
               f"logs: {run.root / 'logs'}  table of every shard: distillery status {run.root}")
-    else:
-        print(f"submitted {len(groups)} job arrays; follow with: distillery status {run.root}")
+    elif args.wait is None:
+        print(f"follow with: distillery status {run.root}  (or submit with --wait)")
     return 0 if ok else 1
+
+
+def _execute(executor: Executor, groups: list[TaskGroup], wait_s: float | None) -> bool:
+    """Run or submit the groups. A submit prints each job array's id and its tasks' states, and with `wait_s`
+    follows them (a line whenever one changes) until they end. Whether nothing failed (so far, without waiting)."""
+    from distillery.executors.handles import DONE, PENDING, RUNNING, wait_all
+
+    handles = executor.execute(groups)
+    if not executor.blocking:
+        print(f"{'group':<36} {'job':<14} {'state':<9} tasks")
+        if wait_s is None:
+            print("\n".join(str(handle) for handle in handles))
+        else:
+            wait_all(handles, wait_s, lambda handle: print(f"{handle}  {time.strftime('%H:%M:%S')}", flush=True))
+            failed = [handle.key for handle in handles if handle.state() != DONE]
+            print(f"FAILED: {', '.join(failed)}" if failed else f"all {len(handles)} job arrays done")
+    return all(handle.state() in (PENDING, RUNNING, DONE) for handle in handles)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -166,7 +186,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         paths.manifest.unlink(missing_ok=True)
         paths.journal.unlink(missing_ok=True)
     executor = build_executor(recipe, run, args.executor)
-    ok = executor.execute([dataclasses.replace(group, shards=shards, depends_on=[])])
+    ok = _execute(executor, [dataclasses.replace(group, shards=shards, depends_on=[])], args.wait)
     print(f"{'reran' if executor.blocking else 'resubmitted'} {group.key} shards {shards}"
           f"{'' if ok else ' (FAILED: see the shard logs)'}; `distillery resume {run.root}` brings later steps up "
           "to date if their inputs changed")
@@ -310,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe field, e.g. --set num_shards=8 (repeatable)")
         return p
 
+    def add_wait(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--wait", nargs="?", type=float, const=30.0, metavar="SECONDS",
+                       help="after a submit, follow the job arrays until they end, showing their states every SECONDS "
+                       "(default 30); the exit code says whether every task completed")
+        return p
+
     p = add("plan", "validate a recipe and show the task groups, shard counts, resources and sbatch scripts (dry run)")
     p.add_argument("--sbatch", action="store_true", help="print sbatch scripts even for a local recipe")
     p.add_argument("--no-path-check", action="store_true",
@@ -325,10 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "run every missing or stale shard with the recipe's executor (local blocks until done)")
     p.add_argument("--executor", choices=EXECUTORS.names(), help="override the recipe's executor")
     p.add_argument("--until", metavar="STEP", help="stop after this step (e.g. run query preparation only)")
-    p.set_defaults(func=cmd_run)
-    add("submit", "submit one SLURM job array per step x teacher x phase, with afterok dependencies").set_defaults(
-        func=lambda a: cmd_run(a, "slurm"), executor=None, until=None)
-    add("resume", "resubmit (or rerun locally) only missing or stale shards of a run").set_defaults(
+    add_wait(p).set_defaults(func=cmd_run)
+    add_wait(add("submit", "submit one SLURM job array per step x teacher x phase, with afterok dependencies")
+             ).set_defaults(func=lambda a: cmd_run(a, "slurm"), executor=None, until=None)
+    add_wait(add("resume", "resubmit (or rerun locally) only missing or stale shards of a run")).set_defaults(
         func=cmd_run, executor=None, until=None)
     p = add("rerun", "run exactly these shards of one step again, from scratch (e.g. after a bad node)",
             "run directory")
@@ -336,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher name for per-teacher steps")
     p.add_argument("--shards", help="comma-separated shard indices (default: every shard of the step)")
     p.add_argument("--executor", choices=EXECUTORS.names(), help="override the recipe's executor")
-    p.set_defaults(func=cmd_rerun)
+    add_wait(p).set_defaults(func=cmd_rerun)
     p = add("status", "every step x teacher x shard: done, partial, running, pending, failed, stale; counts, ETA")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--fast", action="store_true", help="skip input-digest checks (large runs)")

@@ -28,6 +28,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.data import benchmarks_dir
 from distillery.executors import build_executor
+from distillery.executors.handles import all_done
 from distillery.testing import finish_shard, make_trace
 from distillery.testing.stages import trace_recipe
 
@@ -145,7 +146,7 @@ def test_am_export_of_a_variant_lineage_keeps_its_name_and_score(tmp_path: Path)
         shard = [_trace(next(problems), "t1").model_dump(mode="json") for _ in range(size)]
         records += shard
         finish_shard(run, "generate", "t1", shard_index, shard, recipe=recipe)
-    assert build_executor(recipe, run, "local").execute(pending_groups(run, recipe))
+    assert all_done(build_executor(recipe, run, "local").execute(pending_groups(run, recipe)))
     assert main(["export", str(run.root), "--step", "variants", "--teacher", LINEAGE, "--format", "am",
                  "--as", "parquet", "-o", str(tmp_path / "v.parquet")]) == 0
     loaded = _loaded(tmp_path / "v.parquet", tmp_path / "cache")

@@ -23,6 +23,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.store import Manifest, RunDir, iter_jsonl
 from distillery.data import benchmarks_dir
 from distillery.executors import build_executor
+from distillery.executors.handles import all_done
 from distillery.testing import finish_shard
 
 MAX_ATTEMPTS = 3
@@ -82,7 +83,7 @@ def _run(tmp_path: Path, smollm2_dir: Path, rules: dict[str, Any]) -> tuple[RunD
         finish_shard(run, "generate", "t1", shard, (t.model_dump(mode="json") for t in mine if t.accepted is not None),
                      ((t.model_dump(mode="json"), "no attempt reached 0.9") for t in mine if t.accepted is None),
                      recipe=loaded)
-    assert build_executor(loaded, run, "local").execute(pending_groups(run, loaded))
+    assert all_done(build_executor(loaded, run, "local").execute(pending_groups(run, loaded)))
     assert pending_groups(run, loaded) == [], "every group is done and fresh after the run"
     return run, log
 

@@ -10,6 +10,7 @@ from distillery.core.plan import TaskGroup
 from distillery.core.recipe import Recipe
 from distillery.core.registry import LazyRegistry
 from distillery.core.store import RunDir
+from distillery.executors.handles import JobHandle
 
 SchedulerStates = dict[tuple[str, int], str]
 """(group key, shard index) -> the scheduler's state of that task (PENDING, RUNNING, REQUEUED, ...)."""
@@ -29,9 +30,10 @@ class Executor(ABC):
         """Wall-clock seconds per group key of the last `execute` (blocking executors)."""
 
     @abstractmethod
-    def execute(self, groups: list[TaskGroup]) -> bool:
-        """Run (blocking) or submit (returns once queued) the groups in dependency order.
-        Returns True when every task finished (blocking) or was queued."""
+    def execute(self, groups: list[TaskGroup]) -> list[JobHandle]:
+        """Run (blocking) or submit (returns once queued) the groups in dependency order; a handle per group run
+        or job array submitted, to show their tasks' states and wait for them (a blocking executor's are
+        finished)."""
 
     def describe(self, groups: list[TaskGroup]) -> str:
         """What `execute` would do for these groups, for `distillery plan` (e.g. the exact job scripts)."""

@@ -19,6 +19,7 @@ from distillery.core.console import CONSOLE, is_quiet, setup_console
 from distillery.core.plan import TaskGroup
 from distillery.core.runner import run_task
 from distillery.executors import Executor
+from distillery.executors.handles import DONE, FinishedHandle, JobHandle
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +61,25 @@ class LocalExecutor(Executor):
     blocking = True
     exclusive = True
 
-    def execute(self, groups: list[TaskGroup]) -> bool:
-        failed_groups: set[str] = set()
+    def execute(self, groups: list[TaskGroup]) -> list[JobHandle]:
+        handles: dict[str, FinishedHandle] = {}
         run_dir = str(self.run.root)
         workers = self.recipe.executor.workers
         self._step_started: dict[tuple[str, str | None], float] = {}
         for group in groups:
-            blocked = [d for d in group.depends_on if d in failed_groups]
+            blocked = [d for d in group.depends_on if d in handles and handles[d].state() != DONE]
             if blocked:
                 logger.error("%s: not run, it depends on failed %s", group.key, blocked)
-                failed_groups.add(group.key)
+                handles[group.key] = FinishedHandle(group.key, group.shards, cancelled=True)
                 continue
             started = time.perf_counter()
             failures = self._run_group(run_dir, group, workers)
             self.timings[group.key] = time.perf_counter() - started
-            if failures:
-                failed_groups.add(group.key)
-                for shard_index, error in failures:
-                    log = self.run.log_dir(group.step, group.lineage) / f"shard-{shard_index:05d}.{group.phase}.log"
-                    logger.error("%s shard %d failed: %s (log: %s)", group.key, shard_index, error, log)
-        return not failed_groups
+            handles[group.key] = FinishedHandle(group.key, group.shards, dict(failures))
+            for shard_index, error in failures:
+                log = self.run.log_dir(group.step, group.lineage) / f"shard-{shard_index:05d}.{group.phase}.log"
+                logger.error("%s shard %d failed: %s (log: %s)", group.key, shard_index, error, log)
+        return list(handles.values())
 
     def _run_group(self, run_dir: str, group: TaskGroup, workers: int) -> list[tuple[int, str]]:
         """Run the group's shards. The terminal gets one line when a step (of a teacher) starts and one when it

@@ -29,6 +29,7 @@ from distillery.core.recipe import Recipe
 from distillery.core.runner import run_task
 from distillery.core.store import RunDir
 from distillery.executors import Executor, SchedulerStates
+from distillery.executors.handles import FINAL_STATES, JobHandle
 from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, submitted_tasks
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
@@ -75,28 +76,38 @@ class SlurmExecutor(Executor):
     def has_submitted(cls, run: RunDir) -> bool:
         return run.jobs_file().exists()
 
-    def execute(self, groups: list[TaskGroup]) -> bool:
+    def execute(self, groups: list[TaskGroup]) -> list[JobHandle]:
         for group in groups:  # a group that does not fit fails before anything is submitted
             check_fits(self.profile, group)
         states = query_states(self.run)
         live = {task: job_id for task, (job_id, _) in submitted_tasks(self.run).items()
                 if states.get(task) in LIVE_STATES}
+        handles: list[JobHandle] = []
         job_of_group: dict[str, list[str]] = {}
         for group in groups:
-            waiting = [live[(group.key, s)] for s in group.shards if (group.key, s) in live]
-            shards = [s for s in group.shards if (group.key, s) not in live]
+            waiting = {s: live[(group.key, s)] for s in group.shards if (group.key, s) in live}
+            shards = [s for s in group.shards if s not in waiting]
             if waiting:
                 logger.info("%s: %d shard(s) still queued or running, not resubmitted", group.key, len(waiting))
+                handles.append(SubmititHandle(group.key, list(waiting), [self._job(group, job_id)
+                                                                         for job_id in waiting.values()]))
             dependencies = [job_id for key in group.depends_on for job_id in job_of_group.get(key, [])]
             submitted = self._submit(group, shards, sorted(set(dependencies))) if shards else []
-            job_of_group[group.key] = submitted + waiting
-        return True
+            handles += submitted
+            # afterok on a waiting task's own id: its array may hold tasks that failed and are submitted anew.
+            job_of_group[group.key] = [handle.job_id for handle in submitted] + list(waiting.values())
+        return handles
 
-    def _submit(self, group: TaskGroup, shards: list[int], dependencies: list[str]) -> list[str]:
-        """One job array per chunk of at most the cluster's MaxArraySize tasks; the arrays' ids (what dependents
-        wait on: afterok:<array id> covers every task of it)."""
+    def _job(self, group: TaskGroup, job_id: str) -> submitit.SlurmJob:
+        """A submitit handle of an array task submitted earlier (by another `submit` or `resume`)."""
+        return submitit.SlurmJob(folder=submitit_folder(self.recipe, self.run, group), job_id=job_id,
+                                 tasks=list(range(group.world_size)))
+
+    def _submit(self, group: TaskGroup, shards: list[int], dependencies: list[str]) -> list[SubmititHandle]:
+        """One job array per chunk of at most the cluster's MaxArraySize tasks, a handle each (its job id, the
+        array's, is what dependents wait on: afterok:<array id> covers every task of it)."""
         limit = self.profile.max_array_size or max_array_size()
-        arrays: list[str] = []
+        handles: list[SubmititHandle] = []
         for start in range(0, len(shards), limit):
             chunk = shards[start : start + limit]
             folder = submitit_folder(self.recipe, self.run, group)
@@ -106,12 +117,50 @@ class SlurmExecutor(Executor):
             count = len(chunk)
             jobs = executor.map_array(ShardTask(), [str(self.run.root)] * count, [group.step] * count,
                                       [group.lineage] * count, [group.phase] * count, chunk)
-            job_ids = [job.job_id for job in jobs]
-            append_jobs(self.run, {"group": group.key, "job_ids": job_ids, "shards": chunk, "submitted": time.time()})
-            arrays += sorted({job_id.split("_")[0] for job_id in job_ids})
-        logger.info("%s: submitted %d task(s) as %s%s", group.key, len(shards), ", ".join(arrays),
+            append_jobs(self.run, {"group": group.key, "job_ids": [job.job_id for job in jobs], "shards": chunk,
+                                   "submitted": time.time()})
+            handles.append(SubmititHandle(group.key, chunk, jobs))
+        logger.info("%s: submitted %d task(s) as %s%s", group.key, len(shards), ", ".join(h.job_id for h in handles),
                     f" after {dependencies}" if dependencies else "")
-        return arrays
+        return handles
+
+
+class SubmititHandle(JobHandle):
+    """Array tasks submitted through submitit, read through its `Job` objects: a task is over once its result
+    file is written (COMPLETED, or FAILED when it holds an error); until then its state is sacct's, which
+    submitit's watcher shared by every job reads for all of them in one call."""
+
+    def __init__(self, key: str, shards: list[int], jobs: list[submitit.Job]) -> None:
+        super().__init__(key, shards)
+        self.jobs = jobs
+        """One per shard, in `shards` order."""
+        self._final: dict[int, str] = {}
+
+    @property
+    def job_id(self) -> str:
+        return ",".join(sorted({job.job_id.split("_")[0] for job in self.jobs}, key=int))
+
+    @classmethod
+    def refresh(cls) -> None:
+        submitit.SlurmJob.watcher.update()
+
+    def shard_states(self) -> dict[int, str]:
+        states = {}
+        for shard, job in zip(self.shards, self.jobs):
+            state = self._final.get(shard) or task_state(job)
+            if state in FINAL_STATES:
+                self._final[shard] = state  # its result file is not read again
+            states[shard] = state
+        return states
+
+
+def task_state(job: submitit.Job) -> str:
+    """One array task's state: from its result files once every rank wrote one, else from sacct (a task sacct
+    does not list yet reads PENDING)."""
+    if all(job.task(rank).paths.result_pickle.exists() for rank in range(job.num_tasks)):
+        return "COMPLETED" if job.exception() is None else "FAILED"
+    state = job.state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
+    return "PENDING" if state == "UNKNOWN" else state
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from distillery.core.store import RunDir
+from distillery.executors.handles import FINAL_STATES
 from distillery.executors.sacct import query_states
 from distillery.testing.stages import PLUGIN
 
@@ -19,7 +20,6 @@ CHECKOUT = Path(__file__).resolve().parents[3]
 """The source checkout these helpers run in (the repository's `slurm/` folder holds the cluster profiles)."""
 DEV_PROFILE = CHECKOUT / "slurm" / "profiles" / "dev.yaml"
 EXAMPLE_PROFILE = CHECKOUT / "slurm" / "profiles" / "example-cluster.yaml"
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 
 def write_recipe(path: Path, run_dir: Path, steps: dict[str, Any], num_shards: int = 4, kind: str = "slurm",
