@@ -39,7 +39,8 @@ def test_two_ranks_under_slurm_equal_one_local_rank(tmp_path: Path, slurm_cluste
     assert set(states.values()) == {"COMPLETED"}, states
     scan_log = (run.log_dir("decontaminate") / "shard-00000.scan.rank1.log").read_text()
     assert "rank 1/2" in scan_log
-    for name in ("_global/matches-00000.jsonl", "audit.jsonl", "summary.json", "shard-00000.jsonl", "rejected/shard-00000.jsonl"):
+    matches = run.shard_summary("decontaminate", None, "matches", 0, ".jsonl").relative_to(run.stage_dir("decontaminate"))
+    for name in (matches, "audit.jsonl", "summary.json", "shard-00000.jsonl", "rejected/shard-00000.jsonl"):
         ours, theirs = ((r.stage_dir("decontaminate") / name).read_bytes().replace(bytes(r.root), b"RUN") for r in (run, local))
         assert ours == theirs, name
     assert rejected(local, "decontaminate")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, P
 from distillery.core.config import StrictModel
 from distillery.core.lineage import Lineage
 from distillery.core.registry import LazyRegistry
-from distillery.core.store import RunDir, config_digest, jsonl_sink, shard_name
+from distillery.core.store import RunDir, config_digest, jsonl_sink
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
@@ -254,8 +254,16 @@ class ShardContext:
         return self.run.global_dir(self.stage, self.lineage)
 
     def summary_file(self, kind: str, shard_index: int, suffix: str = ".json") -> Path:
-        """Where a two-pass stage's scan leaves one shard's summary of `kind` for its merge and process to read."""
-        return self.global_dir / kind / f"{shard_name(shard_index)}{suffix}"
+        """Where a two-pass stage leaves one shard's summary of `kind` (`RunDir.shard_summary`)."""
+        return self.run.shard_summary(self.stage, self.lineage, kind, shard_index, suffix)
+
+    def summary_files(self, kind: str) -> list[Path]:
+        """Every shard's summary of `kind` written so far, in shard order."""
+        return self.run.shard_summaries(self.stage, self.lineage, kind)
+
+    def step_file(self, name: str) -> Path:
+        """A file about this two-pass step as a whole (`RunDir.step_file`)."""
+        return self.run.step_file(self.stage, self.lineage, name)
 
     @property
     def work_dir(self) -> Path:

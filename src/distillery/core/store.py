@@ -7,7 +7,8 @@ Layout (DESIGN.md):
     <run>/<stage>[/<lineage>]/shard-00042.journal    append-only item journal of an unfinished shard
     <run>/<stage>[/<lineage>]/rejected/shard-00042.jsonl     dropped records with their reason
     <run>/<stage>[/<lineage>]/quarantine/shard-00042.jsonl   malformed input with file:line and reason
-    <run>/<stage>[/<lineage>]/_global/                       scan/merge files and markers of two-pass stages
+    <run>/<stage>[/<lineage>]/_global/                       markers and step files of two-pass stages
+    <run>/<stage>[/<lineage>]/_global/<kind>/shard-00042.*   their per-shard summaries (counts, matches, drops)
     <run>/<stage>[/<lineage>]/_work/shard-00042/             scratch and checkpoints of one shard, kept across requeues
     <run>/<stage>[/<lineage>]/shard-00000.h5                 packed token bins (pack)
     <run>/<stage>[/<lineage>]/hf/                            a training step's Hugging Face export (sft)
@@ -283,6 +284,20 @@ class RunDir:
     def merge_marker(self, stage: str, lineage: str | None) -> Path:
         """Written when a two-pass stage's merge is done."""
         return self.global_dir(stage, lineage) / "merge.done.json"
+
+    def shard_summary(self, stage: str, lineage: str | None, kind: str, shard_index: int,
+                      suffix: str = ".json") -> Path:
+        """A two-pass stage's summary of one shard (`kind` says what it holds: counts, matches, ...), left by its scan
+        for its merge and process to read, or by its merge for one shard's process."""
+        return self.global_dir(stage, lineage) / kind / f"{shard_name(shard_index)}{suffix}"
+
+    def shard_summaries(self, stage: str, lineage: str | None, kind: str) -> list[Path]:
+        """Every shard's summary of `kind` written so far, in shard order."""
+        return sorted((self.global_dir(stage, lineage) / kind).glob("shard-*"))
+
+    def step_file(self, stage: str, lineage: str | None, name: str) -> Path:
+        """A file about a two-pass stage's whole step: what its merge found (`threshold.json`), a cache."""
+        return self.global_dir(stage, lineage) / name
 
     def work_dir(self, stage: str, lineage: str | None, shard_index: int) -> Path:
         """Scratch and checkpoint space of one shard, kept across requeues."""

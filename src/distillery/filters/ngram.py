@@ -22,7 +22,6 @@ from pydantic import Field, field_validator
 
 from distillery.schema.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
-from distillery.core.store import shard_name
 from distillery.filters.ngram_counts import (
     COUNT_DTYPE,
     SpillingCounter,
@@ -94,18 +93,18 @@ class NgramStage(TwoPassStage[NgramConfig]):
         for _, trace in accepted_traces(items):
             hashes = self.trace_ngrams(trace)[1]
             counter.add(np.unique(hashes) if self.config.count == "traces" else hashes)
-        distinct = counter.finish(ctx.global_dir / "counts" / f"{shard_name(ctx.shard_index)}.bin", self.config.num_buckets)
+        distinct = counter.finish(ctx.summary_file("counts", ctx.shard_index, ".bin"), self.config.num_buckets)
         ctx.logger.info("ngram scan: %d n-grams, %d distinct, %d spilled runs", counter.total, distinct, len(counter.runs))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
-        shards = sorted((ctx.global_dir / "counts").glob("shard-*.bin"))
-        distinct, frequent = merge_counts(shards, ctx.global_dir / "frequent.bin", self.config.num_buckets,
+        shards = ctx.summary_files("counts")
+        distinct, frequent = merge_counts(shards, ctx.step_file("frequent.bin"), self.config.num_buckets,
                                           min_count=self.config.limit + 1)
         ctx.logger.info("ngram merge: %d distinct n-grams over %d shards, %d above the limit", distinct, len(shards), frequent)
         return {"distinct_ngrams": distinct, "frequent_ngrams": frequent}
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
-        frequent = np.fromfile(ctx.global_dir / "frequent.bin", dtype=COUNT_DTYPE)
+        frequent = np.fromfile(ctx.step_file("frequent.bin"), dtype=COUNT_DTYPE)
         offending: Counter[str] = Counter()  # offending n-gram -> its corpus count
         for entry in screen_traces(items):
             if isinstance(entry, Outcome):

@@ -45,7 +45,7 @@ def _scores_path(ctx: ShardContext, shard_index: int) -> Path:
 
 
 def _threshold_path(ctx: ShardContext) -> Path:
-    return ctx.global_dir / "threshold.json"
+    return ctx.step_file("threshold.json")
 
 
 @register
@@ -110,7 +110,7 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         """Summarise the teacher's perplexities; with a percentile threshold, fix the cutoff it means."""
-        values = np.array([row["ppl"] for path in sorted((ctx.global_dir / "scores").glob("shard-*.jsonl"))
+        values = np.array([row["ppl"] for path in ctx.summary_files("scores")
                            for row in iter_jsonl(path) if row["tokens"] > 0], dtype=np.float64)
         cutoff = self.config.max_ppl
         stats: dict[str, Any] = {"scored": int(values.size)}

@@ -95,7 +95,7 @@ class DecontaminateConfig(StageConfig):
 
 
 def _matches_path(ctx: ShardContext, shard_index: int) -> Path:
-    return ctx.global_dir / f"matches-{shard_index:05d}.jsonl"
+    return ctx.summary_file("matches", shard_index, ".jsonl")
 
 
 @register
@@ -116,7 +116,8 @@ class DecontaminateStage(DropListStage):
             texts = [item.text for item in items]
             key = hashlib.sha256(json.dumps([self.cfg.model or DEFAULT_MODEL, self.cfg.batch_size,
                                              [(i.benchmark, i.item_id, i.text) for i in items]]).encode()).hexdigest()[:16]
-            cache = (self.cfg.cache_dir or ctx.global_dir) / f"benchmarks-{key}.npy"
+            name = f"benchmarks-{key}.npy"
+            cache = self.cfg.cache_dir / name if self.cfg.cache_dir else ctx.step_file(name)
             if cache.exists():
                 embeddings = np.load(cache)
             else:

@@ -48,7 +48,7 @@ def parse_items(items: Iterable[Item]) -> Iterator[tuple[Item, Query]]:
 
 
 def _drops_path(ctx: ShardContext, shard_index: int) -> Path:
-    return ctx.global_dir / f"drops-{shard_index:05d}.json"
+    return ctx.summary_file("drops", shard_index)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -56,8 +56,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(out, **arrays)
 
 
-def _load_scans(ctx: ShardContext, prefix: str) -> dict[str, np.ndarray]:
-    parts = [np.load(ctx.global_dir / f"{prefix}-{index:05d}.npz") for index in range(ctx.num_shards)]
+def _load_scans(ctx: ShardContext, kind: str) -> dict[str, np.ndarray]:
+    parts = [np.load(ctx.summary_file(kind, index, ".npz")) for index in range(ctx.num_shards)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0].files}
 
 
@@ -96,7 +96,7 @@ class ExactDedupStage(DropListStage[ExactDedupConfig]):
         for item, query in parse_items(items):
             keys.append(item.key)
             digests.append(hashlib.sha256(dedup_text(query).encode()).digest()[:16])
-        _save_npz(ctx.global_dir / f"exact-{ctx.shard_index:05d}.npz", keys=np.array(keys, dtype=str),
+        _save_npz(ctx.summary_file("exact", ctx.shard_index, ".npz"), keys=np.array(keys, dtype=str),
                   digests=np.array(digests, dtype="S16"), shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
             keys.append(item.key)
             texts.append(dedup_text(query))
         signatures = config.hasher().signatures(texts)
-        _save_npz(ctx.global_dir / f"minhash-{ctx.shard_index:05d}.npz", keys=np.array(keys, dtype=str),
+        _save_npz(ctx.summary_file("minhash", ctx.shard_index, ".npz"), keys=np.array(keys, dtype=str),
                   signatures=signatures, shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
