@@ -10,12 +10,8 @@ import pytest
 import yaml
 
 from distillery.cli import main
+from distillery.core.pricing import CostInputs, LengthBin, StepCost, TeacherCost, attempts_per_query
 from distillery.ops.cost import (
-    CostInputs,
-    LengthBin,
-    StepCost,
-    TeacherCost,
-    attempts_per_query,
     calibrate,
     estimate,
     load_cost_inputs,

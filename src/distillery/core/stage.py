@@ -35,6 +35,7 @@ from distillery.core.store import RunDir, config_digest, jsonl_sink, shard_name
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
+    from distillery.core.pricing import Priced, Pricing
     from distillery.core.teachers import Resources, TeacherConfig
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
@@ -335,6 +336,11 @@ class Stage(ABC, Generic[ConfigT]):
         """Hook: what `distillery plan` should print about this step (e.g. a training step's per-GPU memory), given
         its resources and its input step's config; empty by default."""
         return ""
+
+    def price(self, pricing: Pricing) -> Priced:
+        """Hook: this step's work for `distillery plan --cost` (`distillery.core.pricing`), given the records that
+        reach it. By default a record map at the step's configured throughput, per record or per token."""
+        return pricing.record_map()
 
     def input_digest(self, ctx: ShardContext) -> str | None:
         """Hook: what keys this task's output besides its config. None (the default): the output ids of the input

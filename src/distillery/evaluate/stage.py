@@ -12,6 +12,7 @@ shard resumes at its next unscored sample. Output records are `EvalSample`s, sum
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from distillery.core.pricing import Priced, Pricing
 from distillery.core.recipe import InputPath, TeacherConfig
 from distillery.schema.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
@@ -133,6 +135,21 @@ class EvalStage(RecordStage[EvalConfig]):
 
     def input_step(self) -> str | None:
         return None
+
+    def price(self, pricing: Pricing) -> Priced:
+        """The student answers each benchmark's problems (`eval_items`, up to `limit`) `samples` times, each answer
+        `eval_completion_tokens` long, at the step's rate."""
+        inputs = pricing.inputs
+        benchmarks = self.config.benchmarks
+        samples = sum(min(inputs.eval_items.get(b.name, 0), b.limit or math.inf) * b.samples for b in benchmarks)
+        tokens = inputs.eval_completion_tokens
+        priced = pricing.at_rate(samples * tokens, samples, samples * tokens * inputs.bytes_per_token * inputs.record_overhead,
+                                 records_in=samples, tokens_per_record=tokens)
+        unknown = [b.name for b in benchmarks if b.name not in inputs.eval_items]
+        if unknown:
+            priced.notes.append(f"no item count for {unknown}: set eval_items")
+        priced.rate_from_manifests = False
+        return priced
 
     def num_shards(self) -> int:
         return self.config.shards or self.view.num_shards
