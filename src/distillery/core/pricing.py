@@ -196,12 +196,12 @@ class Pricing:
                 tokens_per_record: float | None = None) -> Priced:
         """`work` units at the step's rate (per GPU, or per task on CPUs), each shard paying its model start and
         the scheduler's task overhead."""
-        rate, gpus, shards = self.rate, self.gpus, self.shards
+        rate, gpus, shards, resources = self.rate, self.gpus, self.shards, self.resources
         task_s = work / (rate.rate * (gpus or 1)) + (rate.startup_s + self.inputs.task_overhead_s) * shards
         priced = Priced(
             self.records_in if records_in is None else records_in, records_out,
             self.tokens_in if tokens_per_record is None else tokens_per_record, "gpu" if gpus else "cpu",
-            gpu_hours=task_s * gpus / 3600, cpu_hours=task_s * self.resources.cpus_per_task * self.resources.nodes / 3600,
+            gpu_hours=task_s * gpus / 3600, cpu_hours=task_s * resources.cpus_per_task * resources.nodes / 3600,
             shard_s=task_s / shards, disk_bytes=disk_bytes)
         if rate.measured_on:
             priced.notes.append(f"rate measured on {rate.measured_on}")

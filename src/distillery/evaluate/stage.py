@@ -143,7 +143,7 @@ class EvalStage(RecordStage[EvalConfig]):
         benchmarks = self.config.benchmarks
         samples = sum(min(inputs.eval_items.get(b.name, 0), b.limit or math.inf) * b.samples for b in benchmarks)
         tokens = inputs.eval_completion_tokens
-        priced = pricing.at_rate(samples * tokens, samples, samples * tokens * inputs.bytes_per_token * inputs.record_overhead,
+        priced = pricing.at_rate(samples * tokens, samples, pricing.text_bytes(samples, tokens, False),
                                  records_in=samples, tokens_per_record=tokens)
         unknown = [b.name for b in benchmarks if b.name not in inputs.eval_items]
         if unknown:

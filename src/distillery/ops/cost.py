@@ -364,7 +364,9 @@ def load_rehearsal(path: Path) -> Rehearsal:
                           f"{error})") from None
 
 
-def calibrate_cpu_rates(inputs: CostInputs, recipe: Recipe, rehearsal: Rehearsal) -> tuple[CostInputs, list[Comparison]]:
+def calibrate_cpu_rates(
+    inputs: CostInputs, recipe: Recipe, rehearsal: Rehearsal
+) -> tuple[CostInputs, list[Comparison]]:
     """Inputs whose CPU steps (no GPU in any task of the step, not the teacher's) run at the rates the rehearsal
     measured for the step of the same name, else of the same type, and each configured rate next to it.
 
@@ -380,19 +382,22 @@ def calibrate_cpu_rates(inputs: CostInputs, recipe: Recipe, rehearsal: Rehearsal
         measured = rehearsal.stages.get(spec.step) or rehearsal.stages.get(spec.type)
         lineages = recipe.teachers_of(spec.step)
         stage = stage_type(spec.type)
-        if measured is None or stage.serves_teacher or any(task_gpus(main[(spec.step, l)][0]) for l in lineages):
+        on_gpus = any(task_gpus(main[(spec.step, lineage)][0]) for lineage in lineages)
+        if measured is None or stage.serves_teacher or on_gpus:
             continue
-        unit = "tokens" if stage.per_teacher else "records"
-        per_cpu_s = measured["cpu_s_per_m_tokens"] / 1e6 if unit == "tokens" else measured["cpu_s_per_1k_records"] / 1e3
-        if per_cpu_s <= 0:
+        if stage.per_teacher:
+            unit, rate = "tokens", 1e6 / measured["cpu_s_per_m_tokens"] if measured["cpu_s_per_m_tokens"] else 0.0
+        else:
+            unit, rate = "records", 1e3 / measured["cpu_s_per_1k_records"] if measured["cpu_s_per_1k_records"] else 0.0
+        if not rate:
             continue
         cost = inputs.step(spec.step, spec.type)
-        tokens = by_key[(spec.step, lineages[0])].tokens_per_record
-        configured = cost.rate * {("records", "tokens"): tokens, ("tokens", "records"): 1 / tokens}.get(
-            (cost.unit, unit), 1.0)
-        steps[spec.step] = cost.model_copy(update={"unit": unit, "rate": 1 / per_cpu_s,
-                                                   "measured_on": rehearsal.cpu_model})
-        rows.append(Comparison(spec.step, None, f"{unit}/s per task", configured, 1 / per_cpu_s))
+        configured = cost.rate  # shown in the measured unit, at the estimate's tokens per record
+        if cost.unit != unit:
+            tokens = by_key[(spec.step, lineages[0])].tokens_per_record
+            configured = configured * tokens if unit == "tokens" else configured / tokens
+        steps[spec.step] = cost.model_copy(update={"unit": unit, "rate": rate, "measured_on": rehearsal.cpu_model})
+        rows.append(Comparison(spec.step, None, f"{unit}/s per task", configured, rate))
     return inputs.model_copy(update={"steps": steps}), rows
 
 

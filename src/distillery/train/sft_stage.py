@@ -82,7 +82,8 @@ class SFTStage(TaskStage[SFTConfig]):
         stated MFU); on disk `keep_checkpoints` checkpoints of weights and optimizer state, and the bf16 export."""
         inputs, config = pricing.inputs, self.config
         params = inputs.student_params_b * 1e9
-        disk = params * inputs.checkpoint_bytes_per_param * config.keep_checkpoints + (params * 2 if config.export_hf else 0)
+        checkpoints = params * inputs.checkpoint_bytes_per_param * config.keep_checkpoints
+        disk = checkpoints + (params * 2 if config.export_hf else 0)  # the bf16 export
         priced = pricing.at_rate(pricing.records_in * pricing.tokens_in * config.epochs, 0, disk)
         priced.rate_from_manifests = False
         return priced
