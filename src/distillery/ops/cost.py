@@ -34,7 +34,6 @@ from distillery.core.pricing import (
     LengthBin,
     Priced,
     Pricing,
-    StepCost,
     mean_completion,
     task_gpus,
 )
