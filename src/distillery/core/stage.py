@@ -290,7 +290,10 @@ class Stage(ABC, Generic[ConfigT]):
     per_teacher: ClassVar[bool] = False
     """Runs once per teacher (generation and everything after it)."""
     kind: ClassVar[str] = "cpu"
-    """Job kind for cluster profiles: cpu, gpu, mpi."""
+    """Job kind for cluster profiles (cpu, gpu, mpi) of the phases that run the stage's model."""
+    model_phases: ClassVar[tuple[Phase, ...]] = ("scan", "process", "task")
+    """The phases that run the stage's model and take its `kind` and resources; the others (every merge) are light
+    cpu work: on a cluster they ask for one task without GPUs, and a local run does them in its own process."""
     serves_teacher: ClassVar[bool] = False
     """Runs the teacher's model (generation): its tasks take the teacher's `resources` instead of the step's."""
 
@@ -323,6 +326,10 @@ class Stage(ABC, Generic[ConfigT]):
             "teacher": self.teacher.model_dump(mode="json") if self.teacher else None,
             "seed": self.view.seed,
         })
+
+    def phase_kind(self, phase: str) -> str | None:
+        """The job kind of a phase: None for a light one (see `model_phases`), else the stage's `kind`."""
+        return self.kind if phase in self.model_phases else None
 
     def num_shards(self) -> int:
         """How many shards this stage has; by default the run's shard count."""

@@ -233,8 +233,9 @@ class EvalStage(RecordStage[EvalConfig]):
                 if model is None:
                     ctx.logger.info("eval: %s (%s %s) on %s", student.name, student.backend, student.model,
                                     ", ".join(f"{s.name} x{s.samples}" for s in config.benchmarks))
-                    model = build_chat_model(student)
                     verifier = build_verifier(config.verify)
+                    verifier.warm_up(Query.model_validate(item.record["query"]) for item in valid)
+                    model = build_chat_model(student)
                 for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
                     yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
                 ctx.stats.update(totals)

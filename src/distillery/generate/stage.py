@@ -145,6 +145,7 @@ class GenerateStage(RecordStage[GenerateConfig]):
             verifier = build_verifier(config.verify) if config.verification else None
             if verifier is not None:
                 cleanup.callback(verifier.close)
+                verifier.warm_up(query for _, query in valid)
             model: ChatModel = build_chat_model(teacher)
             cleanup.callback(model.close)
             if config.loop == "streaming" and isinstance(model, StreamingChatModel):

@@ -102,6 +102,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     per_teacher = True
     kind = "gpu"
     """A rule that picks attempts the filters never saw scores them with the perplexity filter's reference model."""
+    model_phases = ("process",)  # that re-screen; scan and merge read lengths
 
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
