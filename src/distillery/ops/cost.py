@@ -401,8 +401,10 @@ def calibrate_cpu_rates(
 
 
 def cost_report(recipe: Recipe, inputs_path: Path | None, nodes: int, calibrate_from: Path | None = None) -> str:
-    """`distillery plan --cost`: the estimate, and with something to calibrate from (a run directory, or a
-    rehearsal's JSON table), the measurements beside the configured figures and the estimate redone with them."""
+    """`distillery plan --cost`, one section after another: the inputs, the estimate, and with something to
+    calibrate from (a run directory, or a rehearsal's JSON table) the measurements beside the configured figures
+    and the estimate redone with them. A remote teacher's rows price its server's GPU-hours; the total line
+    counts them apart from this cluster's."""
     inputs = load_cost_inputs(inputs_path)
     sections = [f"inputs: {inputs_path or 'built-in defaults (the paper-shaped run, see distillery.core.pricing)'}",
                 render_estimate(estimate(recipe, inputs, nodes), nodes)]
