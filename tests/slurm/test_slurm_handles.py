@@ -13,10 +13,9 @@ from distillery.core.plan import pending_groups
 from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.executors.handles import DONE, PENDING, RUNNING, wait_all
-from distillery.executors.sacct import query_states
 from distillery.executors.slurm import SlurmExecutor
 from distillery.testing import write_queries
-from distillery.testing.slurm import cancel_jobs, job_id_of, task_logs, write_recipe
+from distillery.testing.slurm import cancel_jobs, job_id_of, task_logs, wait_until_final, write_recipe
 
 pytestmark = pytest.mark.slurm
 
@@ -49,7 +48,9 @@ def test_handles_follow_the_cluster_and_a_resume_hands_back_the_tasks_still_runn
     assert submitted.state() == resumed.state() == DONE, task_logs(run.root)
     assert submitted.shard_states() == {0: "COMPLETED", 1: "COMPLETED"}
     assert RUNNING in seen or PENDING in seen, seen
-    assert query_states(run) == {("slow:process", 0): "COMPLETED", ("slow:process", 1): "COMPLETED"}
+    # A task is over once its result file is written; sacct says so a moment later, when the job has exited.
+    assert wait_until_final(run.root, expected_tasks=2) == {("slow:process", 0): "COMPLETED",
+                                                            ("slow:process", 1): "COMPLETED"}
 
 
 def test_submit_wait_shows_the_states_and_exits_nonzero_when_a_task_failed(
