@@ -95,7 +95,8 @@ def main(spec_path: str, rank: int, world: int) -> None:
     initial = Path(spec["initial"]) if spec.get("initial") else None
     trainer = Trainer(settings, shape, initial, Path(spec["data"]), Path(spec["work"]), out / "metrics.jsonl", device,
                       logging.getLogger("worker"), fingerprint="test")
-    tag = f"tp{trainer.tp_rank}-pp{trainer.pp_rank}-dp{trainer.dp_rank}"
+    groups = trainer.groups
+    tag = f"tp{groups.tp_rank}-pp{groups.pp_rank}-dp{groups.dp_rank}"
     if spec["mode"] == "grads":
         trainer.train_step(trainer.plan[0])
         torch.save({name: param.grad.clone() for name, param in trainer.model.named_parameters()},

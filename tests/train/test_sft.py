@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from distillery.core.runner import run_task
+from distillery.core.store import RunDir
+from distillery.train.checkpoint import read_meta, saved_names
 
 
 def _metrics(run_root: Path) -> list[dict]:
@@ -146,3 +149,42 @@ def test_kill_and_resume_reproduces_the_curve(tmp_path, traces, make_run, tiny_m
     changed = run_task(str(killed), "sft", "t1", "task", 0)
     assert changed["stats"]["resumed_at"] == 0
     assert _metrics(killed)[-1]["step"] == 12 and _metrics(killed)[0]["lr"] != curve[0]["lr"]
+
+
+def test_finished_training_checkpoint_holds_weights_only_and_still_exports(tmp_path, traces, make_run, tiny_model,
+                                                                           smollm2_dir, megatron_single) -> None:
+    student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
+    sft = {"lr": 1e-3, "global_batch": 4, "epochs": 1, "max_steps": 3, "save_every": 2, "keep_checkpoints": 2,
+           "precision": "fp32"}
+    root = _prepare(tmp_path, "final", traces, make_run, student, sft)
+    run_task(str(root), "sft", "t1", "task", 0)
+    run = RunDir(root)
+    checkpoints = run.work_dir("sft", "t1", 0) / "checkpoints"
+    middle, final = checkpoints / "step-00000002", checkpoints / "step-00000003"
+    # inside the plan: weights and both AdamW moments; at its end: the weights alone, a third of the bytes
+    weights = {name.removeprefix("model/") for name in saved_names(middle) if name.startswith("model/")}
+    assert weights and set(saved_names(middle)) == {f"{kind}/{name}" for name in weights
+                                                    for kind in ("model", "optim/exp_avg", "optim/exp_avg_sq")}
+    assert set(saved_names(final)) == {f"model/{name}" for name in weights}
+    assert [read_meta(p)["moments"] for p in (middle, final)] == [True, False]
+
+    def size(folder: Path) -> int:
+        return sum(p.stat().st_size for p in folder.iterdir())
+
+    assert size(final) < 0.4 * size(middle)
+    exported = AutoModelForCausalLM.from_pretrained(run.hf_export("sft", "t1")).state_dict()
+    # killed after the final checkpoint, before the manifest and the export: the rerun trains nothing and exports
+    manifest = run.shard("sft", "t1", 0).manifest
+    manifest.unlink()
+    shutil.rmtree(run.hf_export("sft", "t1"))
+    again = run_task(str(root), "sft", "t1", "task", 0)
+    assert again["stats"]["resumed_at"] == 3 and again["stats"]["final_loss"] is None
+    assert [r["step"] for r in _metrics(root)] == [1, 2, 3]
+    for name, weight in AutoModelForCausalLM.from_pretrained(run.hf_export("sft", "t1")).state_dict().items():
+        torch.testing.assert_close(weight, exported[name], rtol=0, atol=0)
+    # a checkpoint without moments inside the plan is never trained on from
+    manifest.unlink()
+    shutil.rmtree(final)
+    (middle / "meta.json").write_text(json.dumps({**read_meta(middle), "moments": False}))
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        run_task(str(root), "sft", "t1", "task", 0)

@@ -57,7 +57,7 @@ def token_losses(model: torch.nn.Module, inputs: PackedInputs) -> torch.Tensor:
     `distillery_kernels.linear_logprobs` (fused kernel on a GPU, torch reference on CPU); under tensor
     parallelism Megatron's vocabulary-parallel cross-entropy runs on its sharded logits.
     """
-    if _tensor_parallel():
+    if model.config.tensor_model_parallel_size > 1:
         loss_1T = model(inputs.tokens_1T, inputs.position_ids_1T, attention_mask=None, labels=inputs.labels_1T,
                         packed_seq_params=inputs.packed)
         return loss_1T[0].float() * (inputs.weights_T > 0)
@@ -71,16 +71,10 @@ def weighted_loss_sum(model: torch.nn.Module, inputs: PackedInputs) -> torch.Ten
     With one tensor-parallel rank through `distillery_kernels.linear_nll_sum`, which on a GPU makes the head's
     gradients during the forward (three matmuls, no [T, V] logits); else the sum of `token_losses`.
     """
-    if _tensor_parallel():
+    if model.config.tensor_model_parallel_size > 1:
         return (token_losses(model, inputs) * inputs.weights_T).sum()
     hidden_TH, weight_VH = _head_inputs(model, inputs)
     return linear_nll_sum(hidden_TH, weight_VH, inputs.labels_1T[0], inputs.weights_T).loss
-
-
-def _tensor_parallel() -> bool:
-    from megatron.core import parallel_state
-
-    return parallel_state.get_tensor_model_parallel_world_size() > 1
 
 
 def _head_inputs(model: torch.nn.Module, inputs: PackedInputs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,15 +52,6 @@ class StageLinks:
     def last(self) -> bool:
         return self.stage == self.stages - 1
 
-    @classmethod
-    def from_parallel_state(cls) -> StageLinks:
-        from megatron.core import parallel_state
-
-        return cls(parallel_state.get_pipeline_model_parallel_rank(),
-                   parallel_state.get_pipeline_model_parallel_world_size(),
-                   parallel_state.get_pipeline_model_parallel_prev_rank(),
-                   parallel_state.get_pipeline_model_parallel_next_rank())
-
 
 @dataclass
 class Timeline:

@@ -186,9 +186,6 @@ class SFTStage(TaskStage[SFTConfig]):
 
     def _export(self, trainer: Trainer, model_dir: Path, target: Path) -> None:
         """The final checkpoint already holds the Hugging Face tensors (layout.py): read them whole."""
-        from distillery.train.checkpoint import latest_checkpoint, load_full
         from distillery.train.convert import save_hf_folder
 
-        checkpoint = latest_checkpoint(trainer.checkpoints, trainer.fingerprint)
-        assert checkpoint is not None, "training always ends with a checkpoint"
-        save_hf_folder(load_full(checkpoint, "model/"), model_dir, target)
+        save_hf_folder(trainer.checkpoints.trained_weights(), model_dir, target)
