@@ -33,6 +33,8 @@ from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, s
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile
+from distillery.serve.groups import server_groups
+from distillery.serve.jobs import describe_servers, submit_served
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class SlurmExecutor(Executor):
         self.profile = load_profile(recipe.executor.profile)
 
     def describe(self, groups: list[TaskGroup]) -> str:
-        return "\n".join(f"\n# ---- sbatch for {group.key} ----\n{render_sbatch(self.recipe, group)}" for group in groups)
+        arrays = "\n".join(f"\n# ---- sbatch for {group.key} ----\n{render_sbatch(self.recipe, group)}" for group in groups)
+        return arrays + describe_servers(self.recipe, groups)
 
     def states(self) -> SchedulerStates:
         return query_states(self.run)
@@ -76,8 +79,9 @@ class SlurmExecutor(Executor):
         return run.jobs_file().exists()
 
     def execute(self, groups: list[TaskGroup]) -> bool:
-        for group in groups:  # a group that does not fit fails before anything is submitted
-            check_fits(self.profile, group)
+        for group in groups:  # a group (or its teacher's servers) that does not fit fails before anything is submitted
+            for checked in (group, *server_groups(self.recipe, group)):
+                check_fits(self.profile, checked)
         states = query_states(self.run)
         live = {task: job_id for task, (job_id, _) in submitted_tasks(self.run).items()
                 if states.get(task) in LIVE_STATES}
@@ -88,7 +92,9 @@ class SlurmExecutor(Executor):
             if waiting:
                 logger.info("%s: %d shard(s) still queued or running, not resubmitted", group.key, len(waiting))
             dependencies = [job_id for key in group.depends_on for job_id in job_of_group.get(key, [])]
-            submitted = self._submit(group, shards, sorted(set(dependencies))) if shards else []
+            dependencies = sorted(set(dependencies))
+            submitted = submit_served(self.recipe, self.profile, self.run, group, dependencies,
+                                      lambda: self._submit(group, shards, dependencies)) if shards else []
             job_of_group[group.key] = submitted + waiting
         return True
 

@@ -103,7 +103,12 @@ class GenerateStage(RecordStage[GenerateConfig]):
             verifier = build_verifier(config.verify) if config.verification else None
             if verifier is not None:
                 cleanup.callback(verifier.close)
-            model: ChatModel = build_chat_model(teacher)
+            if teacher.serve is not None:  # distillery's own servers of this teacher (SLURM jobs beside this one)
+                from distillery.serve.client import ServedChatModel
+
+                model: ChatModel = ServedChatModel(ctx.run, teacher)
+            else:
+                model = build_chat_model(teacher)
             cleanup.callback(model.close)
             if config.loop == "streaming" and isinstance(model, StreamingChatModel):
                 lanes = VerificationLanes(verifier, lambda q: config.verify.verifiers[q.category],
