@@ -96,8 +96,12 @@ def test_two_served_replicas_survive_a_cancelled_replica_and_are_cancelled_with_
     run_dir = tmp_path / "run"
     assert main(["submit", str(served_recipe(tmp_path, queries))]) == 0
     run = RunDir(run_dir)
+    # Clients start with the first healthy replica; held here until both are up, so both take part.
+    clients = job_id_of(run_dir, f"generate/{TEACHER}:process", 0).split("_")[0]
+    subprocess.run(["scontrol", "hold", clients], check=True)
 
     wait_for(lambda: len(healthy(run, TEACHER)) == 2, START_TIMEOUT_S, "two healthy replicas", run_dir)
+    subprocess.run(["scontrol", "release", clients], check=True)
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0
     shown = capsys.readouterr().out
@@ -131,9 +135,9 @@ def test_two_served_replicas_survive_a_cancelled_replica_and_are_cancelled_with_
         paths = run.shard("generate", TEACHER, shard)
         manifest = Manifest.load(paths.manifest)
         assert manifest.reconciles() and manifest.quarantined == 0, manifest
-        for path in (paths.output, paths.rejected):
-            if path.exists():
-                seen.update(json.loads(line)["query"]["id"] for line in path.read_text().splitlines())
+        seen.update(json.loads(line)["query"]["id"] for line in paths.output.read_text().splitlines())
+        if paths.rejected.exists():
+            seen.update(json.loads(line)["key"] for line in paths.rejected.read_text().splitlines())
         stats.update({k: v for k, v in manifest.stats["engine_last"].items() if k.startswith("replica_")})
     ingested = {json.loads(line)["id"] for s in range(2)
                 for line in run.shard("ingest", None, s).output.read_text().splitlines()}

@@ -71,7 +71,8 @@ class Keeper:
             logger.warning("%s replica %d ended (%s): resubmitted as %s (restart %d of %d)", self.teacher, index,
                            state, job_id, self.restarts[index], self.max_restarts)
             if self.restarts[index] == self.max_restarts:
-                logger.error("%s replica %d: no restarts left", self.teacher, index)
+                logger.error("%s replica %d: that was its last restart; if it dies again it stays down",
+                             self.teacher, index)
 
     def stop_all(self, poll_s: float) -> None:
         ids = replica_jobs(self.run, self.teacher)
