@@ -87,6 +87,13 @@ def test_a_served_teacher_must_talk_http_to_its_own_servers(tmp_path: Path, chan
         load_recipe(recipe_with(tmp_path, {**R1, **change}))
 
 
+def test_a_served_teacher_needs_the_slurm_executor(tmp_path: Path) -> None:
+    path = recipe_with(tmp_path, R1)
+    path.write_text(path.read_text().replace("kind: slurm", "kind: local"))
+    with pytest.raises(RecipeError, match=r"teachers \['deepseek-r1'\] have serve: .* executor.kind must be slurm"):
+        load_recipe(path)
+
+
 def test_a_replica_that_does_not_fit_the_cluster_fails_before_submission(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     too_big = {**R1, "serve": {**R1["serve"], "gpus_per_node": 16}}

@@ -147,4 +147,6 @@ def test_two_served_replicas_survive_a_cancelled_replica_and_are_cancelled_with_
     assert not healthy(run, TEACHER)
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0
-    assert "COMPLETED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    replica_lines = [line for line in out.splitlines() if line.startswith(TEACHER + " ")]
+    assert len(replica_lines) == 2 and all(" CANCELLED " in line and " stopped " in line for line in replica_lines), out
