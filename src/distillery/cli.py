@@ -325,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", action="store_true",
                    help="estimate GPU-hours, shard durations, wall time and disk per step")
     p.add_argument("--cost-inputs", type=Path, metavar="FILE", help="YAML overriding the cost model's inputs")
-    p.add_argument("--calibrate", type=Path, metavar="RUN",
-                   help="measure throughputs from a run's manifests (implies --cost)")
+    p.add_argument("--calibrate", type=Path, metavar="RUN|FILE",
+                   help="measure throughputs from a run's manifests, or price the CPU steps at the rates of a "
+                        "benchmarks/rehearsal.py --json table (implies --cost)")
     p.add_argument("--nodes", type=int, default=16, metavar="N",
                    help="cluster nodes for the wall-time estimate (default 16)")
     p.set_defaults(func=cmd_plan)

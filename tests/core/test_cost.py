@@ -1,8 +1,9 @@
 """The cost model against cases worked out by hand (the arithmetic is in the comments), its YAML inputs, its
-calibration from a run's manifests, and `distillery plan --cost` on the paper recipe."""
+calibration from a run's manifests or a rehearsal's table, and `distillery plan --cost` on the paper recipe."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,15 +11,13 @@ import pytest
 import yaml
 
 from distillery.cli import main
+from distillery.core.pricing import CostInputs, LengthBin, StepCost, TeacherCost, attempts_per_query
 from distillery.ops.cost import (
-    CostInputs,
-    LengthBin,
-    StepCost,
-    TeacherCost,
-    attempts_per_query,
     calibrate,
+    calibrate_cpu_rates,
     estimate,
     load_cost_inputs,
+    load_rehearsal,
     measure_run,
 )
 from distillery.core.recipe import Recipe, RecipeError, parse_recipe, snapshot
@@ -234,3 +233,67 @@ def test_a_teacher_on_cpus_is_costed_per_task(tmp_path: Path) -> None:
     # 1.125M tokens at 250 tokens/s per task: 4500 task-seconds on 4 cores, no GPU-hours, 450 s a shard.
     assert row.kind == "cpu" and row.gpu_hours == 0
     assert row.cpu_hours == pytest.approx(4500 * 4 / 3600) and row.shard_s == pytest.approx(450)
+
+
+def _rehearsal_table(path: Path, rates: dict[str, tuple[float, float]]) -> Path:
+    """A table as `benchmarks/rehearsal.py --json` writes it: rows at both sizes (the larger one is used), each
+    with its CPU-seconds per 1,000 records and per million tokens among the other columns."""
+    def rows(scale: float) -> dict[str, dict[str, float]]:
+        return {step: {"wall_s": 1.0, "cpu_s": 1.0, "records": 10, "cpu_s_per_1k_records": per_1k * scale,
+                       "cpu_s_per_m_tokens": per_m * scale, "peak_rss_mb": 100.0, "task_mb": 10.0, "disk_mb": 1.0,
+                       "files": 3, "tasks": 1} for step, (per_1k, per_m) in rates.items()}
+    path.write_text(json.dumps({"sizes": [10, 100], "shard_size": 5, "cpu": "Test CPU 9000 (avx2), x86_64",
+                                "stages": {"10": rows(3.0), "100": rows(1.0)}, "flagged": []}))
+    return path
+
+
+def test_a_rehearsal_table_prices_the_cpu_steps_at_its_measured_rates(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path / "run", pack={"max_tokens": 1000}, sft={"resources": {"gpus_per_node": 8}})
+    table = load_rehearsal(_rehearsal_table(tmp_path / "rehearsal.json", {
+        "ingest": (5.0, 999.0), "generate": (1.0, 1.0), "pack": (999.0, 2.0), "sft": (1.0, 1.0)}))
+    assert table.cpu_model == "Test CPU 9000" and table.queries == 100
+    inputs = _inputs()
+    calibrated, rows = calibrate_cpu_rates(inputs, recipe, table)
+    before = {row.key: row for row in estimate(recipe, inputs, 1)}
+    after = {row.key: row for row in estimate(recipe, calibrated, 1)}
+    # ingest reads queries: priced per record, 5 CPU-s per 1,000 = 200 records/s (configured 100): 1000 queries in
+    # 5 task-seconds instead of 10, over 10 shards.
+    assert before["ingest"].cpu_hours == pytest.approx(10 / 3600)
+    assert after["ingest"].cpu_hours == pytest.approx(5 / 3600) and after["ingest"].shard_s == pytest.approx(0.5)
+    assert after["ingest"].notes == ["rate measured on Test CPU 9000"]
+    # pack reads traces: priced per token (the rehearsal scales trace lengths), 2 CPU-s per million tokens =
+    # 500k tokens/s: 750 traces x 850 tokens = 637,500 tokens in 1.275 s (configured 1000 tokens/s: 637.5 s).
+    assert before["pack/t1"].cpu_hours == pytest.approx(637.5 / 3600)
+    assert after["pack/t1"].cpu_hours == pytest.approx(1.275 / 3600)
+    assert after["pack/t1"].records_out == before["pack/t1"].records_out  # keep rates stay the configured ones
+    # a step with GPUs and the teacher's step keep their configured rates, measured or not.
+    for key in ("generate/t1", "generate/remote", "sft/t1"):
+        assert after[key].gpu_hours == before[key].gpu_hours and after[key].notes == before[key].notes
+    quantities = {(row.step, row.quantity): (row.configured, row.measured) for row in rows}
+    assert quantities == {("ingest", "records/s per task"): (100, pytest.approx(200)),
+                          ("pack", "tokens/s per task"): (1000, pytest.approx(500_000))}
+
+
+def test_plan_calibrate_takes_a_rehearsal_table_and_names_its_cpu(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(snapshot(_recipe(tmp_path / "run"))))
+    table = _rehearsal_table(tmp_path / "rehearsal.json", {"ingest": (5.0, 40.0)})
+    assert main(["plan", str(recipe_file), "--no-path-check", "--calibrate", str(table), "--nodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"CPU rates measured by the rehearsal {table} at 100 queries on Test CPU 9000 (avx2), x86_64" in out
+    estimates = out.split("calibrated cost estimate")
+    assert len(estimates) == 2
+    ingest = [next(line for line in part.splitlines() if line.startswith("ingest ")) for part in estimates]
+    assert "rate measured" not in ingest[0] and ingest[1].endswith("rate measured on Test CPU 9000")
+    assert ingest[0].split()[6] != ingest[1].split()[6]  # the CPU-h column
+
+
+def test_a_file_that_is_not_a_rehearsal_table_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "rehearsal.json"
+    path.write_text(json.dumps({"sizes": [10, 100], "cpu": "x", "stages": {"100": {"ingest": {"wall_s": 1.0}}}}))
+    with pytest.raises(RecipeError, match=rf"{path}: not a table of benchmarks/rehearsal.py --json.*cpu_s_per_1k"):
+        load_rehearsal(path)
+    path.write_text("{")
+    with pytest.raises(RecipeError, match="not a readable JSON file"):
+        load_rehearsal(path)

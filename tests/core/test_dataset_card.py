@@ -60,6 +60,7 @@ def _quickstart_run(tmp_path: Path) -> tuple[RunDir, Recipe, int]:
     data = yaml.safe_load(QUICKSTART.read_text())
     data["run_dir"] = str(tmp_path / "run")
     data["steps"]["ingest"]["inputs"] = _inputs(tmp_path, queries)
+    data["steps"]["variants"]["rules"]["strict"] = {"threshold": 1.0, "teachers": ["smol-warm"]}  # a threshold rule
     recipe = parse_recipe(data, source=str(QUICKSTART))
     run = RunDir(recipe.run_dir)
     run.root.mkdir(parents=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from distillery.core.teachers import TeacherConfig
 from distillery.serve.client import rank_replicas
 from distillery.serve.cost import server_gpu_hours, serving_gpus
@@ -46,3 +48,22 @@ def test_servers_are_charged_for_every_gpu_of_every_replica_while_their_clients_
     assert serving_gpus(teacher) == 64
     assert server_gpu_hours(teacher, client_wall_s=10 * 3600, startup_s=1800) == 64 * 10.5
     assert serving_gpus(TeacherConfig(name="x", model="m", backend="openai", options={"base_url": "http://h/v1"})) == 0
+
+
+def test_plan_cost_prices_the_paper_recipes_served_r1_on_its_replica_gpus(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from distillery.core.pricing import CostInputs
+    from distillery.core.recipe import load_recipe
+    from distillery.ops.cost import estimate
+
+    monkeypatch.setenv("DISTILLERY_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DISTILLERY_DATA", str(tmp_path / "data"))
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "jobs" / "am-thinking-distill.yaml", check_paths=False)
+    row = next(r for r in estimate(recipe, CostInputs(), 32) if r.key == "generate/deepseek-r1")
+    # 4 replicas x 2 nodes x 8 GPUs decode together; every GPU is charged from its load to the step's end.
+    assert "served here: 64 GPUs in 4 replica jobs" in row.notes
+    busy = row.gpu_hours - 64 * CostInputs().teacher("deepseek-r1").startup_s / 3600
+    # The clients share the servers, so the step lasts the servers' busy GPU-hours over their 64 GPUs (the array's
+    # last round of 1000 shards at 128 a time adds 2.4%).
+    assert row.wall_s == pytest.approx(busy * 3600 / 64 * 1024 / 1000, rel=0.001)

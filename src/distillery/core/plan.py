@@ -40,6 +40,11 @@ class TaskGroup:
         return self.resources.tasks_per_node * self.resources.nodes
 
 
+def light_resources(resources: Resources) -> Resources:
+    """A light phase's share of its step's resources: one task on one node, no GPUs, the same cores, memory, time."""
+    return resources.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1, "job_kind": None})
+
+
 def build_groups(recipe: Recipe) -> list[TaskGroup]:
     """Every group of the recipe, in dependency order, with all shards."""
     groups: list[TaskGroup] = []
@@ -53,8 +58,10 @@ def build_groups(recipe: Recipe) -> list[TaskGroup]:
             deps = [last_of[(previous, t)] for t in recipe.input_lineages(spec.step, teacher)] if previous else []
             for phase in stage.phases:
                 num = 1 if phase == "merge" else stage.num_shards()
-                group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, resources,
-                                  resources.job_kind or stage.kind, deps)
+                kind = stage.phase_kind(phase)
+                phase_resources = resources if kind else light_resources(resources)
+                group = TaskGroup(spec.step, teacher, phase, list(range(num)), num, phase_resources,
+                                  (resources.job_kind or kind) if kind else "cpu", deps)
                 groups.append(group)
                 deps = [group.key]
             last_of[(spec.step, teacher)] = groups[-1].key

@@ -35,6 +35,7 @@ from distillery.core.store import RunDir, config_digest, jsonl_sink, shard_name
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
+    from distillery.core.pricing import Priced, Pricing
     from distillery.core.teachers import Resources, TeacherConfig
 
 OutcomeKind = Literal["kept", "rejected", "quarantined"]
@@ -289,7 +290,10 @@ class Stage(ABC, Generic[ConfigT]):
     per_teacher: ClassVar[bool] = False
     """Runs once per teacher (generation and everything after it)."""
     kind: ClassVar[str] = "cpu"
-    """Job kind for cluster profiles: cpu, gpu, mpi."""
+    """Job kind for cluster profiles (cpu, gpu, mpi) of the phases that run the stage's model."""
+    model_phases: ClassVar[tuple[Phase, ...]] = ("scan", "process", "task")
+    """The phases that run the stage's model and take its `kind` and resources; the others (every merge) are light
+    cpu work: on a cluster they ask for one task without GPUs, and a local run does them in its own process."""
     serves_teacher: ClassVar[bool] = False
     """Runs the teacher's model (generation): its tasks take the teacher's `resources` instead of the step's."""
 
@@ -323,6 +327,10 @@ class Stage(ABC, Generic[ConfigT]):
             "seed": self.view.seed,
         })
 
+    def phase_kind(self, phase: str) -> str | None:
+        """The job kind of a phase: None for a light one (see `model_phases`), else the stage's `kind`."""
+        return self.kind if phase in self.model_phases else None
+
     def num_shards(self) -> int:
         """How many shards this stage has; by default the run's shard count."""
         return self.view.num_shards
@@ -335,6 +343,11 @@ class Stage(ABC, Generic[ConfigT]):
         """Hook: what `distillery plan` should print about this step (e.g. a training step's per-GPU memory), given
         its resources and its input step's config; empty by default."""
         return ""
+
+    def price(self, pricing: Pricing) -> Priced:
+        """Hook: this step's work for `distillery plan --cost` (`distillery.core.pricing`), given the records that
+        reach it. By default a record map at the step's configured throughput, per record or per token."""
+        return pricing.record_map()
 
     def input_digest(self, ctx: ShardContext) -> str | None:
         """Hook: what keys this task's output besides its config. None (the default): the output ids of the input

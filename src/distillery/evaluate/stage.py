@@ -12,6 +12,7 @@ shard resumes at its next unscored sample. Output records are `EvalSample`s, sum
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from distillery.core.pricing import Priced, Pricing
 from distillery.core.recipe import InputPath, TeacherConfig
 from distillery.schema.records import Query
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
@@ -134,6 +136,21 @@ class EvalStage(RecordStage[EvalConfig]):
     def input_step(self) -> str | None:
         return None
 
+    def price(self, pricing: Pricing) -> Priced:
+        """The student answers each benchmark's problems (`eval_items`, up to `limit`) `samples` times, each answer
+        `eval_completion_tokens` long, at the step's rate."""
+        inputs = pricing.inputs
+        benchmarks = self.config.benchmarks
+        samples = sum(min(inputs.eval_items.get(b.name, 0), b.limit or math.inf) * b.samples for b in benchmarks)
+        tokens = inputs.eval_completion_tokens
+        priced = pricing.at_rate(samples * tokens, samples, pricing.text_bytes(samples, tokens, False),
+                                 records_in=samples, tokens_per_record=tokens)
+        unknown = [b.name for b in benchmarks if b.name not in inputs.eval_items]
+        if unknown:
+            priced.notes.append(f"no item count for {unknown}: set eval_items")
+        priced.rate_from_manifests = False
+        return priced
+
     def num_shards(self) -> int:
         return self.config.shards or self.view.num_shards
 
@@ -216,8 +233,9 @@ class EvalStage(RecordStage[EvalConfig]):
                 if model is None:
                     ctx.logger.info("eval: %s (%s %s) on %s", student.name, student.backend, student.model,
                                     ", ".join(f"{s.name} x{s.samples}" for s in config.benchmarks))
-                    model = build_chat_model(student)
                     verifier = build_verifier(config.verify)
+                    verifier.warm_up(Query.model_validate(item.record["query"]) for item in valid)
+                    model = build_chat_model(student)
                 for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
                     yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
                 ctx.stats.update(totals)

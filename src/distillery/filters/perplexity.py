@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -22,9 +22,11 @@ from pydantic import Field
 from distillery.schema.records import Trace
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import iter_jsonl, read_json, write_json, write_jsonl
-from distillery.filters.scoring import Document, PackedScorer
 from distillery.filters.traces import accepted_traces, screen_traces
 from distillery.models import resolve_model
+
+if TYPE_CHECKING:  # torch is imported when a scan scores, not when a recipe is loaded
+    from distillery.filters.scoring import Document, PackedScorer
 
 
 class PerplexityConfig(StageConfig):
@@ -54,6 +56,7 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
     Config = PerplexityConfig
     per_teacher = True
     kind = "gpu"
+    model_phases = ("scan",)  # process looks scores up (it scores only what a scan missed, a re-screen's attempts)
     config: PerplexityConfig
 
     @cached_property
@@ -62,6 +65,8 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
 
     @cached_property
     def scorer(self) -> PackedScorer:
+        from distillery.filters.scoring import PackedScorer
+
         return PackedScorer(self.model_dir, self.config.device, self.config.dtype,
                             self.config.tokens_per_pass, self.config.logits_chunk)
 
@@ -79,6 +84,8 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
             prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             context = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         target = self.tokenizer(trace.response, add_special_tokens=False)["input_ids"][: self.config.max_response_tokens]
+        from distillery.filters.scoring import Document
+
         return Document(tuple(context), tuple(target))
 
     def score_traces(self, traces: list[Trace]) -> dict[str, dict[str, Any]]:

@@ -25,6 +25,7 @@ part 3 measures it). Recommended defaults:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Literal
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from distillery.schema.records import Query, Trace
+from distillery.core.pricing import Priced, Pricing, attempts_per_query, mean_completion
 from distillery.core.stage import Item, Outcome, RecordStage, ShardContext, StageConfig, register
 from distillery.generate.loop import LoopSettings, RegenerationLoop
 from distillery.generate.progress import GenerationProgress
@@ -41,6 +43,7 @@ from distillery.generate.token_count import with_counting_tokenizer
 from distillery.generate.verification import VerificationLanes
 from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel, StreamingChatModel
+from distillery.serve.cost import server_gpu_hours, serving_gpus
 from distillery.verify import VerifyConfig, build_verifier
 
 if TYPE_CHECKING:
@@ -79,6 +82,49 @@ class GenerateStage(RecordStage[GenerateConfig]):
     kind = "gpu"
     serves_teacher = True
 
+    def price(self, pricing: Pricing) -> Priced:
+        """Generated tokens: a query is retried until an attempt passes, at most `max_attempts` times; with
+        per-attempt acceptance p, attempts per query = (1 - (1-p)^k) / p and the kept share 1 - (1-p)^k. An
+        attempt's tokens are the mean of the length histogram (times the teacher's `length_scale`), each capped at
+        the teacher's `max_tokens`. Verification runs beside the engine on the task's CPUs (the scheduler takes
+        the longer of the two per shard); a remote teacher's GPU-hours are its server's."""
+        assert self.teacher is not None
+        inputs, resources, shards = pricing.inputs, pricing.resources, pricing.shards
+        cost = inputs.teacher(self.teacher.name)
+        max_attempts = self.config.max_attempts if self.config.verification else 1
+        attempts = attempts_per_query(cost.acceptance, max_attempts)
+        completion = mean_completion(inputs.lengths, cost.length_scale, self.teacher.sampling.max_tokens)
+        work = pricing.records_in * attempts * completion
+        kept = pricing.records_in * (1 - (1 - cost.acceptance) ** max_attempts)
+        tokens = pricing.tokens_in + completion
+        start_s = (cost.startup_s + inputs.task_overhead_s) * shards
+        verify_s = pricing.records_in * attempts / (inputs.verify_per_s_per_cpu * resources.cpus_per_task)
+        priced = Priced(pricing.records_in, kept, tokens, "gpu" if pricing.gpus else "cpu",
+                        cpu_hours=verify_s * resources.cpus_per_task / 3600)
+        if self.teacher.backend == "openai":
+            priced.kind = "remote"
+            gpus = serving_gpus(self.teacher) or cost.serving_gpus or 0
+            if not gpus:
+                priced.notes.append("set serving_gpus for a remote teacher")
+            priced.gpu_hours = work / cost.tokens_per_s_per_gpu / 3600
+            decode_s = work / cost.tokens_per_s_per_gpu / gpus if gpus else math.inf
+            if self.teacher.serve is not None:  # distillery's replica jobs: every GPU held from load to the end
+                priced.gpu_hours = server_gpu_hours(self.teacher, decode_s, cost.startup_s)
+                priced.notes.append(f"served here: {gpus} GPUs in {self.teacher.serve.replicas} replica jobs")
+        elif pricing.gpus:
+            priced.gpu_hours = (work / cost.tokens_per_s_per_gpu + start_s * pricing.gpus) / 3600  # held while loading
+            decode_s = priced.gpu_hours * 3600 / pricing.gpus
+        else:  # an engine on the task's CPUs: the rate is per task
+            decode_s = work / cost.tokens_per_s_per_gpu + start_s
+            priced.cpu_hours = decode_s * resources.cpus_per_task / 3600
+        priced.shard_s = decode_s / shards  # the scheduler adds verification (and a remote server's sharing)
+        priced.verify_shard_s = verify_s / shards + cost.startup_s + inputs.task_overhead_s
+        priced.disk_bytes = (pricing.text_bytes(kept, tokens, pricing.compress)
+                             + pricing.text_bytes(pricing.records_in - kept, pricing.tokens_in, False))
+        priced.notes.append(f"{attempts:.2f} attempts/query, {completion:.0f} tokens/attempt")
+        priced.rate_from_manifests = False
+        return priced
+
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         config = self.config
         if self.teacher is None:
@@ -103,6 +149,7 @@ class GenerateStage(RecordStage[GenerateConfig]):
             verifier = build_verifier(config.verify) if config.verification else None
             if verifier is not None:
                 cleanup.callback(verifier.close)
+                verifier.warm_up(query for _, query in valid)
             if teacher.serve is not None:  # distillery's own servers of this teacher (SLURM jobs beside this one)
                 from distillery.serve.client import ServedChatModel
 

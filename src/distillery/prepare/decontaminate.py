@@ -103,6 +103,7 @@ class DecontaminateStage(DropListStage):
     name = "decontaminate"
     Config = DecontaminateConfig
     kind = "gpu"
+    model_phases = ("scan",)  # the embedder and the judge run in the scan; process applies the drop list
 
     @property
     def cfg(self) -> DecontaminateConfig:

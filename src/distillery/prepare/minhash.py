@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from distillery.schema.records import normalise_text
 
@@ -152,6 +150,9 @@ def cluster(signatures: np.ndarray, keys: np.ndarray, threshold: float) -> tuple
         similar = estimated_jaccard(signatures, left, right) >= threshold
         left, right = left[similar], right[similar]
     n = signatures.shape[0]
+    from scipy.sparse import coo_matrix  # scipy is loaded by the merge that clusters, not by every recipe load
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels, left, right

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import Field, ValidationError
 from distillery.core.console import progress_bar
+from distillery.core.pricing import Priced, Pricing
 
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.core.store import file_sha256, ids_digest
@@ -33,9 +36,16 @@ class PackStage(TaskStage[PackConfig]):
     Config = PackConfig
     per_teacher = True
 
-
     def num_shards(self) -> int:
         return 1
+
+    def price(self, pricing: Pricing) -> Priced:
+        """The kept traces' tokens at the tokenizer's rate, into bins filled to `pack_fill` of their capacity; the
+        packed file holds `pack_bytes_per_token` a token."""
+        tokens = pricing.kept() * pricing.tokens_in
+        filled = (self.config.bin_tokens or self.config.max_tokens) * pricing.inputs.pack_fill
+        return pricing.at_rate(tokens, math.ceil(tokens / filled) if tokens else 0,
+                               tokens * pricing.inputs.pack_bytes_per_token, tokens_per_record=filled)
 
     def run(self, ctx: ShardContext) -> TaskResult:
         from transformers import AutoTokenizer

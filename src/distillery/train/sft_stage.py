@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from distillery.core.pricing import Priced, Pricing
 from distillery.core.stage import ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.hardware import AUTO, choose_dtype
 from distillery.core.store import Manifest, config_digest
@@ -73,9 +74,19 @@ class SFTStage(TaskStage[SFTConfig]):
     per_teacher = True
     kind = "gpu"
 
-
     def num_shards(self) -> int:
         return 1
+
+    def price(self, pricing: Pricing) -> Priced:
+        """Every packed token `epochs` times at the training rate (the default is 6 x params FLOP a token at a
+        stated MFU); on disk `keep_checkpoints` checkpoints of weights and optimizer state, and the bf16 export."""
+        inputs, config = pricing.inputs, self.config
+        params = inputs.student_params_b * 1e9
+        checkpoints = params * inputs.checkpoint_bytes_per_param * config.keep_checkpoints
+        disk = checkpoints + (params * 2 if config.export_hf else 0)  # the bf16 export
+        priced = pricing.at_rate(pricing.records_in * pricing.tokens_in * config.epochs, 0, disk)
+        priced.rate_from_manifests = False
+        return priced
 
     def _settings(self, device: torch.device) -> TrainSettings:
         import torch

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from distillery.core.config import StrictModel
 from distillery.schema.records import Trace
 from distillery.core.lineage import Lineage
+from distillery.core.pricing import Priced, Pricing
 from distillery.core.stage import (
     Item,
     Outcome,
@@ -101,6 +102,7 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     per_teacher = True
     kind = "gpu"
     """A rule that picks attempts the filters never saw scores them with the perplexity filter's reference model."""
+    model_phases = ("process",)  # that re-screen; scan and merge read lengths
 
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
@@ -142,6 +144,10 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
         if self.view.variant is None:
             raise ValueError(f"step {self.step!r} runs only for variant lineages ('<teacher>+<variant>')")
         return self.config.rules[self.view.variant]
+
+    def price(self, pricing: Pricing) -> Priced:
+        """A record map at the step's rate; a length variant keeps its `fraction` of the teacher's data."""
+        return pricing.record_map(self.rule.fraction if self.rule.length is not None else 1.0)
 
     def input_digest(self, ctx: ShardContext) -> str:
         """Keyed by the attempt log and every filter step's shard, not only the last one."""

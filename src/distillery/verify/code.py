@@ -17,14 +17,13 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from distillery.schema.records import Query, TestCase
 from distillery.schema.responses import parse_response
-from distillery.llm.protocol import ChatModel
-from distillery.verify.config import CodeSettings, VerifyConfig
+from distillery.verify.config import CodeSettings
 from distillery.verify.sandbox import SANDBOX_ROOT, SandboxLimits, SandboxResult, run_sandboxed
-from distillery.verify.verdict import Verdict
+from distillery.verify.verdict import SettingsVerifier, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -139,19 +138,14 @@ def check_sandbox(settings: CodeSettings) -> None:
         raise RuntimeError(f"the code sandbox does not work here: {result.stderr.decode(errors='replace')[-500:]}")
 
 
-class CodeVerifier:
+class CodeVerifier(SettingsVerifier[CodeSettings]):
     """Runs up to `max_tests` tests per answer, `parallelism` sandboxes at a time."""
 
     name = NAME
-
-    @classmethod
-    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
-        """Built by the verifier registry from a step's `verify:` settings."""
-        return cls(config.code, config.threshold)
+    section = "code"
 
     def __init__(self, settings: CodeSettings, threshold: float) -> None:
-        self.settings = settings
-        self.threshold = threshold
+        super().__init__(settings, threshold)
         check_sandbox(settings)
         self._executor = ThreadPoolExecutor(max_workers=settings.parallelism, thread_name_prefix="sandbox")
 

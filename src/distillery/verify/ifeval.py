@@ -19,13 +19,12 @@ import json
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Any, Self
+from typing import Any
 
 from distillery.schema.records import Query
 from distillery.schema.responses import parse_response
-from distillery.llm.protocol import ChatModel
-from distillery.verify.config import IFEvalSettings, VerifyConfig
-from distillery.verify.verdict import Verdict
+from distillery.verify.config import IFEvalSettings
+from distillery.verify.verdict import SettingsVerifier, Verdict
 
 NAME = "ifeval"
 
@@ -352,19 +351,11 @@ def _followed(item: dict[str, Any], answer: str, mode: str) -> tuple[bool, str]:
         return False, f"bad kwargs {sorted(kwargs)}: {error}"
 
 
-class IFEvalVerifier:
+class IFEvalVerifier(SettingsVerifier[IFEvalSettings]):
     """Score = fraction of `Reference.instructions` the answer part of the response follows."""
 
     name = NAME
-
-    @classmethod
-    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
-        """Built by the verifier registry from a step's `verify:` settings."""
-        return cls(config.ifeval, config.threshold)
-
-    def __init__(self, settings: IFEvalSettings, threshold: float) -> None:
-        self.settings = settings
-        self.threshold = threshold
+    section = "ifeval"
 
     def verify_batch(self, pairs: list[tuple[Query, str]]) -> list[Verdict]:
         return [self.verify(query, response) for query, response in pairs]

@@ -19,7 +19,7 @@ from distillery.schema.responses import parse_response
 from distillery.llm.protocol import ChatModel, ModelSpec, Sampling
 from distillery.models import EMBEDDED
 from distillery.verify.config import JudgeSettings, VerifyConfig
-from distillery.verify.verdict import Verdict
+from distillery.verify.verdict import SettingsVerifier, Verdict
 
 NAME = "llm_judge"
 
@@ -62,19 +62,19 @@ def parse_judge_score(text: str, max_score: float) -> float | None:
     return value / scale if scale > 0 and 0 <= value <= scale else None
 
 
-class JudgeVerifier:
+class JudgeVerifier(SettingsVerifier[JudgeSettings]):
     """Asks the judge model to grade the answer part of each response against the reference answer."""
 
     name = NAME
+    section = "judge"
 
     @classmethod
     def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
-        """Built by the verifier registry from a step's `verify:` settings."""
+        """Built by the verifier registry from a step's `verify:` settings, with the run's judge model if any."""
         return cls(config.judge, config.threshold, judge)
 
     def __init__(self, settings: JudgeSettings, threshold: float, judge: ChatModel | None = None) -> None:
-        self.settings = settings
-        self.threshold = threshold
+        super().__init__(settings, threshold)
         self._judge = judge
         self._owns_judge = judge is None
 

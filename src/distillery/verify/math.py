@@ -27,16 +27,15 @@ from __future__ import annotations
 import logging
 import re
 from itertools import product
-from typing import Any, Self
+from typing import Any
 
 from distillery.schema.records import Query
 from distillery.schema.responses import AnswerSource, find_final_answer, parse_response
-from distillery.llm.protocol import ChatModel
-from distillery.verify.config import MathSettings, VerifyConfig
+from distillery.verify.config import MathSettings
 from distillery.verify.math_forms import (asks_for_approximation, decimal_literal, looks_like_digit, normalise_forms,
                                           units, word_answer)
 from distillery.verify.pool import WorkerPool
-from distillery.verify.verdict import Verdict
+from distillery.verify.verdict import SettingsVerifier, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -166,19 +165,14 @@ def prediction_text(response: str, settings: MathSettings) -> tuple[str, AnswerS
     return (found[1], found[0]) if found else None
 
 
-class MathVerifier:
+class MathVerifier(SettingsVerifier[MathSettings]):
     """Scores 1.0 when the final answer is equivalent to `Reference.answer`, else 0.0."""
 
     name = NAME
-
-    @classmethod
-    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
-        """Built by the verifier registry from a step's `verify:` settings."""
-        return cls(config.math, config.threshold)
+    section = "math"
 
     def __init__(self, settings: MathSettings, threshold: float) -> None:
-        self.settings = settings
-        self.threshold = threshold
+        super().__init__(settings, threshold)
         self._pool: WorkerPool | None = None
 
     @property

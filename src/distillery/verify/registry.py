@@ -9,7 +9,9 @@ no chat queries never loads a judge) and shared between categories mapped to the
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Self
 
 from distillery.schema.records import Query
@@ -41,6 +43,8 @@ class Verifier:
         self.config = config
         self.judge = judge
         self._built: dict[str, CategoryVerifier] = {}
+        self._building = threading.Lock()
+        self._warming: threading.Thread | None = None
 
     def verifier_name(self, query: Query) -> VerifierName:
         """Which verifier scores `query`: the choice verifier for a multiple-choice query, else its category's."""
@@ -52,11 +56,27 @@ class Verifier:
         """The verifier configured for `category`, built on first use."""
         return self._get(self.config.verifiers[category])
 
+    def warm_up(self, queries: Iterable[Query]) -> None:
+        """Start the verifiers these queries need on a background thread, so that their worker processes import
+        (Math-Verify's take seconds) while the caller loads its model; a failure surfaces on first use."""
+        names = sorted({self.verifier_name(query) for query in queries})
+
+        def build() -> None:
+            for name in names:
+                try:
+                    self._get(name)
+                except Exception:  # noqa: BLE001 - built again, and raised, when first used
+                    logger.debug("warming up the %s verifier failed", name, exc_info=True)
+
+        self._warming = threading.Thread(target=build, name="verifier-warm-up", daemon=True)
+        self._warming.start()
+
     def _get(self, name: VerifierName) -> CategoryVerifier:
-        if name not in self._built:
-            logger.info("starting the %s verifier", name)
-            self._built[name] = VERIFIERS.get(name).from_config(self.config, self.judge)
-        return self._built[name]
+        with self._building:
+            if name not in self._built:
+                logger.info("starting the %s verifier", name)
+                self._built[name] = VERIFIERS.get(name).from_config(self.config, self.judge)
+            return self._built[name]
 
     def verify(self, query: Query, response: str) -> Verdict:
         return self.verify_batch([(query, response)])[0]
@@ -83,6 +103,8 @@ class Verifier:
         return [verdict for verdict in verdicts if verdict is not None]
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
         for verifier in self._built.values():
             verifier.close()
         self._built = {}

@@ -4,16 +4,14 @@ configurable function maps its raw reward to [0, 1]."""
 from __future__ import annotations
 
 import math
-from typing import Self
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distillery.schema.records import Query
 from distillery.schema.responses import parse_response
-from distillery.llm.protocol import ChatModel
-from distillery.verify.config import RewardSettings, VerifyConfig
-from distillery.verify.verdict import Verdict
+from distillery.verify.config import RewardSettings
+from distillery.verify.verdict import SettingsVerifier, Verdict
 
 NAME = "reward_model"
 
@@ -25,21 +23,16 @@ def map_reward(reward: float, settings: RewardSettings) -> float:
     return min(1.0, max(0.0, (reward - settings.low) / (settings.high - settings.low)))
 
 
-class RewardVerifier:
+class RewardVerifier(SettingsVerifier[RewardSettings]):
     """One raw reward per pair: the single logit, or for two labels the second minus the first."""
 
     name = NAME
-
-    @classmethod
-    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
-        """Built by the verifier registry from a step's `verify:` settings."""
-        return cls(config.reward, config.threshold)
+    section = "reward"
 
     def __init__(self, settings: RewardSettings, threshold: float) -> None:
         if not settings.model:
             raise ValueError("reward.model is not set")
-        self.settings = settings
-        self.threshold = threshold
+        super().__init__(settings, threshold)
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

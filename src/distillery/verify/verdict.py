@@ -1,12 +1,19 @@
-"""The result every verifier returns, and the protocol a verifier implements."""
+"""The result every verifier returns, the protocol a verifier implements, and the base of those built from
+their own section of a step's `VerifyConfig`."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from distillery.schema.records import Query
+
+if TYPE_CHECKING:
+    from distillery.llm.protocol import ChatModel
+    from distillery.verify.config import VerifyConfig
+
+SettingsT = TypeVar("SettingsT")
 
 
 class Verdict(BaseModel):
@@ -51,3 +58,20 @@ class CategoryVerifier(Protocol):
     def close(self) -> None:
         """Stop worker processes, release models."""
         ...
+
+
+class SettingsVerifier(Generic[SettingsT]):
+    """A verifier made from its own section of a step's `VerifyConfig` (`section`) and the pass threshold."""
+
+    name: ClassVar[str]
+    section: ClassVar[str]
+    """The `VerifyConfig` field that holds this verifier's settings."""
+
+    @classmethod
+    def from_config(cls, config: VerifyConfig, judge: ChatModel | None = None) -> Self:
+        """Built by the verifier registry from a step's `verify:` settings."""
+        return cls(getattr(config, cls.section), config.threshold)
+
+    def __init__(self, settings: SettingsT, threshold: float) -> None:
+        self.settings = settings
+        self.threshold = threshold
