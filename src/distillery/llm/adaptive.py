@@ -8,8 +8,9 @@ server's queue until they time out and are sent again, or a hosted API answers 4
   `vllm:num_requests_waiting`, read from its /metrics by the client and given to `observe_queue`): every
   batch slot is taken, so more requests in flight only wait longer. A server without that figure (a hosted
   API) is judged by latency instead: a tenth off when the latency per completion token exceeds
-  `latency_tolerance` times the best seen recently. The queue is the better signal: on a CPU server the
-  latency per token grows with the batch itself, and the latency rule stopped well below a full batch.
+  `latency_tolerance` times the best seen recently. The queue is the server's own word on whether more
+  requests would run at once; latency per token also grows with the batch itself, which can stop the latency
+  rule below a full batch (benchmarks/bench_http_concurrency.py compares both against fixed limits).
 A decrease happens at most once per round trip: failures of requests sent before the last decrease are the
 same congestion and do not count again.
 """
