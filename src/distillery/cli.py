@@ -74,12 +74,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"run {recipe.name!r} -> {run.root}   executor: {recipe.executor.kind}   teachers: "
           f"{[t.name for t in recipe.teachers] or '-'}")
     print(f"{'group':<36} {'shards':>6} {'todo':>5} {'kind':<5} {'cpus':>4} {'mem':>5} {'gpus':>4} {'tasks':>5} {'time':>6}  after")
+    from distillery.serve.groups import server_groups
+
     for group in groups:
-        r = group.resources
-        todo = len(pending[group.key].shards) if group.key in pending else 0
-        print(f"{group.key:<36} {len(group.shards):>6} {todo:>5} {group.job_kind:<5} {r.cpus_per_task:>4} "
-              f"{r.mem_gb:>4.0f}G {r.gpus_per_node:>4} {group.world_size:>5} {r.time_min:>5}m  "
-              f"{', '.join(group.depends_on) or '-'}")
+        client_todo = len(pending[group.key].shards) if group.key in pending else 0
+        for row in (group, *server_groups(recipe, group)):  # a served teacher's replica and keeper jobs
+            r = row.resources
+            todo = client_todo if row is group else len(row.shards) * bool(client_todo)
+            print(f"{row.key:<36} {len(row.shards):>6} {todo:>5} {row.job_kind:<5} {r.cpus_per_task:>4} "
+                  f"{r.mem_gb:>4.0f}G {r.gpus_per_node:>4} {row.world_size:>5} {r.time_min:>5}m  "
+                  f"{', '.join(row.depends_on) or '-'}")
     shown: set[str] = set()
     for group in groups:  # e.g. the per-GPU memory arithmetic of a training step
         stage = recipe.build_stage(group.step, group.lineage)
@@ -197,17 +201,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     from distillery.executors import executor_of_run
     from distillery.ops import status_history
     from distillery.ops.status import collect_status, render_status, status_json
+    from distillery.serve.status import render_replicas, replica_rows
 
     recipe, run = _load(args.target, [])
     executor = executor_of_run(recipe, run)
     while True:
-        statuses = collect_status(run, recipe, executor.states(), check_inputs=not args.fast)
+        scheduler_states = executor.states()
+        statuses = collect_status(run, recipe, scheduler_states, check_inputs=not args.fast)
         status_history.append(run, statuses)
         written = _status_files(args, run, recipe.name, statuses)
+        replicas = replica_rows(run, recipe, scheduler_states)
         if args.json:
-            print(json.dumps(status_json(statuses), indent=1))
+            served = [{"group": "serve", "replicas": replicas}] if replicas else []
+            print(json.dumps(status_json(statuses) + served, indent=1))
             return 0
-        text = render_status(statuses)
+        text = render_status(statuses) + render_replicas(replicas)
         if not args.watch:
             print("\n".join([text, *written]))
             return 0

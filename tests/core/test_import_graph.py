@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("framework: stage, runner, store, recipe", {"core"}),
     ("paper-shaped synthetic queries and teachers (the rehearsal's data)", {"synth"}),
     ("engines: chat models", {"llm"}),
-    ("stage families", {"ingest", "prepare", "verify", "filters", "train"}),
+    ("stage families, and the served teachers' replicas and clients", {"ingest", "prepare", "verify", "filters", "train", "serve"}),
     ("generation", {"generate"}),
     ("stages over generation", {"variants", "evaluate"}),
     ("executors", {"executors"}),

@@ -79,6 +79,25 @@ def test_limit_backs_off_when_the_server_queue_grows() -> None:
     assert limit.peak >= 8 and int(limit.limit) < 48
 
 
+def test_limit_follows_the_servers_own_queue_when_it_reports_one() -> None:
+    """The server says how many requests wait for a batch slot (vLLM's num_requests_waiting): the limit fills the
+    slots and stops a little above them, whatever the latency per token does."""
+    limit = AdaptiveConcurrency(128, lambda e: isinstance(e, Overloaded), start=2, latency_tolerance=1.01)
+    server = QueueingServer(slots=8, service_s=0.02)
+
+    async def run() -> None:
+        async def report() -> None:
+            while True:
+                limit.observe_queue(max(server.in_flight - 8, 0))
+                await asyncio.sleep(0.005)
+        reporter = asyncio.ensure_future(report())
+        await drive(limit, server, 600)
+        reporter.cancel()
+    asyncio.run(run())
+    assert limit.decreases["queue"] >= 1 and limit.decreases["latency"] == 0
+    assert server.most_in_flight >= 8 and 8 <= int(limit.limit) < 24
+
+
 def test_overload_halves_once_per_round_trip_and_the_limit_stays_under_the_rate_limit() -> None:
     limit = AdaptiveConcurrency(256, lambda e: isinstance(e, Overloaded), start=4, latency_tolerance=1e9)
     server = QueueingServer(slots=256, service_s=0.02, reject_above=20)

@@ -204,6 +204,10 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>", base_dir: Path 
     if any(SEPARATOR in name for name in teacher_names):
         raise RecipeError(f"{source}: teachers: a name may not contain {SEPARATOR!r} (it separates a teacher "
                           f"from a dataset variant), got {teacher_names}")
+    served = [t.name for t in recipe.teachers if t.serve is not None]
+    if served and recipe.executor.kind != "slurm":
+        raise RecipeError(f"{source}: teachers {served} have serve: their servers are SLURM jobs, so "
+                          f"executor.kind must be slurm (got {recipe.executor.kind})")
     for index, spec in enumerate(steps):
         before = [(s.step, s.type) for s in steps[:index]]
         for problem in stage_type(spec.type).check_placement(spec.config, before, teacher_names):

@@ -354,6 +354,10 @@ class RunDir:
     def log_dir(self, stage: str, lineage: str | None = None) -> Path:
         return self.root / "logs" / (f"{stage}/{lineage}" if lineage else stage)
 
+    def serve_dir(self, teacher: str) -> Path:
+        """A served teacher's replica records (endpoint and state, one file per replica) and server logs."""
+        return self.root / "_serve" / teacher
+
     def jobs_file(self) -> Path:
         return self.root / "_jobs.jsonl"
 

@@ -34,6 +34,8 @@ from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, s
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile
+from distillery.serve.groups import server_groups
+from distillery.executors.serve_jobs import describe_servers, submit_served
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class SlurmExecutor(Executor):
         self.profile = load_profile(recipe.executor.profile)
 
     def describe(self, groups: list[TaskGroup]) -> str:
-        return "\n".join(f"\n# ---- sbatch for {group.key} ----\n{render_sbatch(self.recipe, group)}" for group in groups)
+        arrays = "\n".join(f"\n# ---- sbatch for {group.key} ----\n{render_sbatch(self.recipe, group)}" for group in groups)
+        return arrays + describe_servers(self.recipe, groups)
 
     def states(self) -> SchedulerStates:
         return query_states(self.run)
@@ -77,8 +80,9 @@ class SlurmExecutor(Executor):
         return run.jobs_file().exists()
 
     def execute(self, groups: list[TaskGroup]) -> list[JobHandle]:
-        for group in groups:  # a group that does not fit fails before anything is submitted
-            check_fits(self.profile, group)
+        for group in groups:  # a group (or its teacher's servers) that does not fit fails before anything is submitted
+            for checked in (group, *server_groups(self.recipe, group)):
+                check_fits(self.profile, checked)
         states = query_states(self.run)
         live = {task: job_id for task, (job_id, _) in submitted_tasks(self.run).items()
                 if states.get(task) in LIVE_STATES}
@@ -92,7 +96,9 @@ class SlurmExecutor(Executor):
                 handles.append(SubmititHandle(group.key, list(waiting), [self._job(group, job_id)
                                                                          for job_id in waiting.values()]))
             dependencies = [job_id for key in group.depends_on for job_id in job_of_group.get(key, [])]
-            submitted = self._submit(group, shards, sorted(set(dependencies))) if shards else []
+            dependencies = sorted(set(dependencies))
+            submitted = submit_served(self.recipe, self.profile, self.run, group, dependencies,
+                                      lambda: self._submit(group, shards, dependencies)) if shards else []
             handles += submitted
             # afterok on a waiting task's own id: its array may hold tasks that failed and are submitted anew.
             job_of_group[group.key] = [handle.job_id for handle in submitted] + list(waiting.values())

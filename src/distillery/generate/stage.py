@@ -43,6 +43,7 @@ from distillery.generate.token_count import with_counting_tokenizer
 from distillery.generate.verification import VerificationLanes
 from distillery.llm.build import build_chat_model
 from distillery.llm.protocol import ChatModel, StreamingChatModel
+from distillery.serve.cost import server_gpu_hours, serving_gpus
 from distillery.verify import VerifyConfig, build_verifier
 
 if TYPE_CHECKING:
@@ -102,11 +103,14 @@ class GenerateStage(RecordStage[GenerateConfig]):
                         cpu_hours=verify_s * resources.cpus_per_task / 3600)
         if self.teacher.backend == "openai":
             priced.kind = "remote"
-            gpus = cost.serving_gpus or 0
+            gpus = serving_gpus(self.teacher) or cost.serving_gpus or 0
             if not gpus:
                 priced.notes.append("set serving_gpus for a remote teacher")
             priced.gpu_hours = work / cost.tokens_per_s_per_gpu / 3600
             decode_s = work / cost.tokens_per_s_per_gpu / gpus if gpus else math.inf
+            if self.teacher.serve is not None:  # distillery's replica jobs: every GPU held from load to the end
+                priced.gpu_hours = server_gpu_hours(self.teacher, decode_s, cost.startup_s)
+                priced.notes.append(f"served here: {gpus} GPUs in {self.teacher.serve.replicas} replica jobs")
         elif pricing.gpus:
             priced.gpu_hours = (work / cost.tokens_per_s_per_gpu + start_s * pricing.gpus) / 3600  # held while loading
             decode_s = priced.gpu_hours * 3600 / pricing.gpus
@@ -146,7 +150,12 @@ class GenerateStage(RecordStage[GenerateConfig]):
             if verifier is not None:
                 cleanup.callback(verifier.close)
                 verifier.warm_up(query for _, query in valid)
-            model: ChatModel = build_chat_model(teacher)
+            if teacher.serve is not None:  # distillery's own servers of this teacher (SLURM jobs beside this one)
+                from distillery.serve.client import ServedChatModel
+
+                model: ChatModel = ServedChatModel(ctx.run, teacher)
+            else:
+                model = build_chat_model(teacher)
             cleanup.callback(model.close)
             if config.loop == "streaming" and isinstance(model, StreamingChatModel):
                 lanes = VerificationLanes(verifier, lambda q: config.verify.verifiers[q.category],

@@ -4,8 +4,13 @@ A fixed concurrency is either too low (the server's batch runs half empty) or to
 server's queue until they time out and are sent again, or a hosted API answers 429). The limit here:
 - starts low and doubles per round trip while latency holds (slow start), then rises by one per round trip;
 - halves on an overload signal: HTTP 429/503, a timeout, a refused or dropped connection;
-- shrinks by a tenth when the latency per completion token exceeds `latency_tolerance` times the best seen
-  recently: the server's queue time is rising, so more requests in flight only wait longer.
+- shrinks by a tenth when the server's own queue is longer than `queue_share` of the limit (vLLM's
+  `vllm:num_requests_waiting`, read from its /metrics by the client and given to `observe_queue`): every
+  batch slot is taken, so more requests in flight only wait longer. A server without that figure (a hosted
+  API) is judged by latency instead: a tenth off when the latency per completion token exceeds
+  `latency_tolerance` times the best seen recently. The queue is the server's own word on whether more
+  requests would run at once; latency per token also grows with the batch itself, which can stop the latency
+  rule below a full batch (benchmarks/bench_http_concurrency.py compares both against fixed limits).
 A decrease happens at most once per round trip: failures of requests sent before the last decrease are the
 same congestion and do not count again.
 """
@@ -24,7 +29,8 @@ class AdaptiveConcurrency:
     """An asyncio limit on requests in flight that moves between `floor` and `ceiling` (AIMD)."""
 
     def __init__(self, ceiling: int, is_overload: Callable[[BaseException], bool], start: int = 4, floor: int = 1,
-                 backoff: float = 0.5, latency_tolerance: float = 2.0, baseline_drift: float = 0.002) -> None:
+                 backoff: float = 0.5, latency_tolerance: float = 2.0, baseline_drift: float = 0.002,
+                 queue_share: float = 0.1) -> None:
         """`is_overload` says which failures mean the server is overloaded; `baseline_drift` lets the best
         latency seen rise slowly (per success), so a server that became slower for good is not chased forever."""
         if ceiling < 1 or not 1 <= floor <= ceiling:
@@ -35,7 +41,10 @@ class AdaptiveConcurrency:
         self.backoff, self.latency_tolerance, self.baseline_drift = backoff, latency_tolerance, baseline_drift
         self.in_flight = 0
         self.peak = int(self.limit)
-        self.decreases = {"overload": 0, "latency": 0}
+        self.decreases = {"overload": 0, "latency": 0, "queue": 0}
+        self.queue_share = queue_share
+        self.server_waiting: float | None = None
+        """The server's queue as last read (None: no such figure, judge by latency)."""
         self._slow_start = True
         self._epoch = 0  # bumped at every decrease
         self._best: float | None = None  # seconds per completion token, best seen (drifting up)
@@ -60,12 +69,21 @@ class AdaptiveConcurrency:
         self._observe(epoch, (time.perf_counter() - started) / max(tokens(result), 1))
         return result
 
+    def observe_queue(self, waiting: float | None) -> None:
+        """The server's count of requests waiting for a batch slot; None when it does not say."""
+        self.server_waiting = waiting
+
     def _observe(self, epoch: int, per_token_s: float) -> None:
         drifted = per_token_s if self._best is None else self._best * (1 + self.baseline_drift)
         best = self._best = min(per_token_s, drifted)
-        if per_token_s > self.latency_tolerance * best:
+        if self.server_waiting is not None:
+            if self.server_waiting > max(1.0, self.queue_share * self.limit):
+                self._decrease(epoch, 0.9, "queue")
+                return
+        elif per_token_s > self.latency_tolerance * best:
             self._decrease(epoch, 0.9, "latency")
-        elif self._slow_start:
+            return
+        if self._slow_start:
             self._set(self.limit + 1)
         else:
             self._set(self.limit + 1 / self.limit)
@@ -94,4 +112,5 @@ class AdaptiveConcurrency:
         return {"concurrency_limit": float(int(self.limit)), "concurrency_peak": float(self.peak),
                 "concurrency_ceiling": float(self.ceiling),
                 "concurrency_overload_backoffs": float(self.decreases["overload"]),
-                "concurrency_latency_backoffs": float(self.decreases["latency"])}
+                "concurrency_latency_backoffs": float(self.decreases["latency"]),
+                "concurrency_queue_backoffs": float(self.decreases["queue"])}

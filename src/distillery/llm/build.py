@@ -5,7 +5,7 @@
 naming the teacher):
 - vllm: passed to `vllm.LLM` (tensor_parallel_size, pipeline_parallel_size, max_model_len, dtype, ...).
 - openai: base_url (required), api_key_env (name of the environment variable holding the key; keys never
-  go in recipes), concurrency, timeout_s, max_retries, retry_for_s, backoff_s.
+  go in recipes), concurrency, adaptive, timeout_s, max_retries, retry_for_s, backoff_s, queue_probe_s.
 - transformers: device, dtype, max_batch.
 - replay: tokenizer (a Hugging Face folder, or `smollm2`, used to count answer tokens; `generate` defaults it to
   its `replay_tokenizer`, the student's).

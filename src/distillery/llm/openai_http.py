@@ -23,11 +23,13 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, Self
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 
 from distillery.llm.adaptive import AdaptiveConcurrency
 from distillery.llm.options import BackendConfigError, check_options
+from distillery.llm.server_metrics import WAITING, parse_metrics, server_root
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne
 
 logger = logging.getLogger(__name__)
@@ -86,11 +88,13 @@ class OpenAIChatModel(SubmitsOneByOne):
         max_retries: int = 12,
         retry_for_s: float = 900.0,
         backoff_s: float = 0.5,
+        queue_probe_s: float = 1.0,
         name: str | None = None,
     ) -> None:
         """`max_retries` and `retry_for_s` bound the retries of one request (both must allow another);
         backoff doubles from `backoff_s` up to 30 s. `concurrency` is the most requests in flight; with
-        `adaptive` off, exactly that many."""
+        `adaptive` off, exactly that many. An adaptive client reads the server's queue from its /metrics every
+        `queue_probe_s` seconds (0: never; a server without vLLM's figures is judged by latency)."""
         self.model = model
         self.name = name or model
         self.concurrency = concurrency
@@ -99,6 +103,8 @@ class OpenAIChatModel(SubmitsOneByOne):
         self.retry_for_s = retry_for_s
         self.backoff_s = backoff_s
         self.retries = 0
+        self.queue_probe_s = queue_probe_s
+        self._probe: asyncio.Task[None] | None = None
         """Retries so far (all requests): the shard's count of transient failures."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-chat", daemon=True)
@@ -109,7 +115,24 @@ class OpenAIChatModel(SubmitsOneByOne):
         start = 4 if self.adaptive else self.concurrency
         self.limit = AdaptiveConcurrency(self.concurrency, is_overload, start=min(start, self.concurrency),
                                          floor=1 if self.adaptive else self.concurrency)
+        if self.adaptive and self.queue_probe_s > 0:
+            self._probe = asyncio.ensure_future(self._probe_queue(server_root(base_url)))
         return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+
+    async def _probe_queue(self, root: str) -> None:
+        """Feed the server's queue length to the adaptive limit; stop if the server has no such figure."""
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            while True:
+                try:
+                    response = await http.get(f"{root}/metrics")
+                    if response.status_code == 404 or (response.is_success and WAITING not in response.text):
+                        self.limit.observe_queue(None)
+                        return
+                    if response.is_success:
+                        self.limit.observe_queue(parse_metrics(response.text).get(WAITING))
+                except httpx.HTTPError:
+                    pass  # down or restarting: the last reading stands, failed requests speak for themselves
+                await asyncio.sleep(self.queue_probe_s)
 
     def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -168,6 +191,8 @@ class OpenAIChatModel(SubmitsOneByOne):
     def close(self) -> None:
         if self._loop.is_closed():
             return
+        if self._probe is not None:
+            self._loop.call_soon_threadsafe(self._probe.cancel)
         self._call(self.client.close()).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
