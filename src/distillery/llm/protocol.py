@@ -69,6 +69,17 @@ class StreamingChatModel(ChatModel, Protocol):
         ...
 
 
+def answered(compute: Callable[[], Completion], *expected: type[Exception]) -> Future[Completion]:
+    """A future already resolved with `compute()`, or with one of the `expected` errors it raised: the streaming
+    loop's way in for a backend whose answer is known at once (replay, synthetic)."""
+    future: Future[Completion] = Future()
+    try:
+        future.set_result(compute())
+    except expected as error:
+        future.set_exception(error)
+    return future
+
+
 class SubmitsOneByOne:
     """`submit_many` and `set_backlog` for a backend whose requests go out one by one (HTTP, replay)."""
 

@@ -24,7 +24,7 @@ from typing import Any, Self
 from distillery.schema.records import normalise_text
 from distillery.core.store import iter_jsonl
 from distillery.llm.options import check_options
-from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, SubmitsOneByOne, answered
 from distillery.models import EMBEDDED, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -105,13 +105,7 @@ class ReplayChatModel(SubmitsOneByOne):
                 for (answer, info), ids in zip(served_answers, counts)]
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
-        """The streaming loop's way in: the answer is known at once, so the future is already resolved."""
-        future: Future[Completion] = Future()
-        try:
-            future.set_result(self.chat([conversation], sampling)[0])
-        except KeyError as error:
-            future.set_exception(error)
-        return future
+        return answered(lambda: self.chat([conversation], sampling)[0], KeyError)
 
     def engine_stats(self) -> dict[str, float]:
         return {}

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any, Self
 
 from distillery.llm.options import BackendConfigError, check_options
-from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
+from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling, answered
 from distillery.synth.tasks import task_from_prompt
 from distillery.synth.teachers import TeacherProfile, answer, profile
 
@@ -58,13 +58,7 @@ class SyntheticChatModel:
         return [self._complete(c, sampling, s) for c, s in zip(conversations, seeds, strict=True)]
 
     def submit(self, conversation: Conversation, sampling: Sampling, seed: int | None) -> Future[Completion]:
-        """The streaming loop's way in: the answer is computed at once, so the future is already resolved."""
-        future: Future[Completion] = Future()
-        try:
-            future.set_result(self._complete(conversation, sampling, seed))
-        except ValueError as error:
-            future.set_exception(error)
-        return future
+        return answered(lambda: self._complete(conversation, sampling, seed), ValueError)
 
     def engine_stats(self) -> dict[str, float]:
         return {}
