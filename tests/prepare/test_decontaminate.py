@@ -49,7 +49,7 @@ def test_planted_problems_are_caught_clean_queries_survive_and_the_audit_names_e
     for row in rows:
         removed[row.kind].append(math_query_id(row.text) not in kept)
     share = {kind: round(float(np.mean(flags)), 3) for kind, flags in removed.items()}
-    print(f"\nremoved share per kind (all-MiniLM-L6-v2, cascade defaults): {share} "
+    print(f"\nremoved share per kind (bundled embedder, cascade defaults): {share} "
           f"of {({kind: len(flags) for kind, flags in removed.items()})}")
     assert share["formatting"] >= 0.95 and share["edits"] >= 0.95 and share["template"] >= 0.95
     assert share["same_topic"] == 0.0 and share["unrelated"] == 0.0 and share["other_numbers"] == 0.0
