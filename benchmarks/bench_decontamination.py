@@ -14,8 +14,9 @@ Settings, each the stage's own candidates (find_candidates) and rules (cascade.c
   shown both ways: `cluster-oracle` (a judge always right: the recall ceiling) and `cluster-nojudge` (a judge that
   always says different: the floor). `judged` counts the grey-zone pairs the judge would get, `fresh judged` the
   fresh queries among them (which a real judge must reject).
-Also times, in the same run, the decontaminate work of the quickstart (load the embedder, embed its benchmarks,
-scan its 30 queries) with the old and the new default, and prints the ratio.
+Also times, in the same run, the decontaminate work of the quickstart (load the embedder, embed its benchmarks, or
+take the shipped vectors as the stage does for the bundled embedder, scan its 30 queries) with the old and the new
+default, and prints the ratio.
 
     python benchmarks/bench_decontamination.py [--no-packaged] [--skip-timing] [--show-misses] [--cache DIR]
 """
@@ -38,6 +39,7 @@ import yaml
 
 from distillery.data import benchmarks_dir
 from distillery.hardware import cpu_flags, cpu_name, native_bf16_flags
+from distillery.prepare import bundled_vectors
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
 from distillery.prepare.cascade import Rules, classify
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, find_candidates
@@ -173,20 +175,25 @@ def report(split: str, rows: list[public_contamination.Row], settings: dict[str,
 def calibrate(result: dict[str, Any], rows: list[public_contamination.Row]) -> None:
     """Thresholds for the default embedder from the calibration split alone: `threshold` 0.01 above the highest cosine
     of a fresh query to any item; `fingerprint_cosine` 0.01 above the lowest value at which no fresh query is
-    removed by the fingerprint rule (the other rules at their defaults)."""
+    removed by the fingerprint rule's cosine path beyond those its other rules remove (those are printed)."""
     fresh = {p for p, row in enumerate(rows) if row.split == "calibration" and not row.contaminated}
     mine = [c for c in result["found"] if c.query_index in fresh]
     threshold = math.ceil((max(c.similarity for c in mine) + 0.01) * 100) / 100
     base = DecontaminateConfig(threshold=min(threshold, 1.0))
+    def fresh_removed(cosine: float) -> set[int]:
+        rules = DecontaminateConfig(**{**base.model_dump(), "fingerprint_cosine": cosine}).rules()
+        return {query for query, found in decide(mine, rules)[0].items() if found}
+
+    floor = fresh_removed(1.0)
     lowest = 1.0
-    for step in range(100, 49, -1):
-        rules = DecontaminateConfig(**{**base.model_dump(), "fingerprint_cosine": step / 100}).rules()
-        if any(decide(mine, rules)[0].values()):
+    for step in range(99, 49, -1):
+        if fresh_removed(step / 100) != floor:
             break
         lowest = step / 100
     logger.info("\n== calibration split, default embedder: highest fresh cosine %.4f -> threshold %.2f; lowest "
-                "fingerprint_cosine removing no fresh query %.2f -> fingerprint_cosine %.2f",
-                max(c.similarity for c in mine), threshold, lowest, min(lowest + 0.01, 1.0))
+                "fingerprint_cosine removing no more fresh queries %.2f -> fingerprint_cosine %.2f; fresh queries "
+                "removed by rules no cosine decides: %s", max(c.similarity for c in mine), threshold, lowest,
+                min(lowest + 0.01, 1.0), sorted(rows[q].id for q in floor))
 
 
 def time_quickstart(repeats: int) -> None:
@@ -202,8 +209,8 @@ def time_quickstart(repeats: int) -> None:
         for name, model in (("old", minilm()), ("new", None)):
             started = time.perf_counter()
             encoder = load_encoder(model, "cpu")
-            index = BenchmarkIndex(items, embed(encoder, [item.text for item in items], config.batch_size),
-                                   config.index_settings())
+            vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size, model is None)
+            index = BenchmarkIndex(items, vectors, config.index_settings())
             find_candidates(encoder, index, queries, config.batch_size, config.top_k)
             best[name] = min(best[name], time.perf_counter() - started)
     logger.info("\n== quickstart decontaminate work (%d benchmark items, %d queries), best of %d: old default "
@@ -216,6 +223,7 @@ def main() -> None:
     parser.add_argument("--no-packaged", action="store_true", help="index only the set's GSM8K originals")
     parser.add_argument("--skip-timing", action="store_true", help="leave out the quickstart timing")
     parser.add_argument("--timing-repeats", type=int, default=2)
+    parser.add_argument("--skip-old", action="store_true", help="leave out the old default (all-MiniLM-L6-v2)")
     parser.add_argument("--calibrate", action="store_true", help="print thresholds chosen on the calibration split")
     parser.add_argument("--show-misses", action="store_true", help="print every row a setting gets wrong")
     parser.add_argument("--cache", type=Path, default=None, help="folder keeping the index's vectors and the candidates between runs")
@@ -236,8 +244,9 @@ def main() -> None:
     cluster = cluster_config().rules()
     default = outcomes(None, DecontaminateConfig().rules(), args, rows, items, source_of, encoders)
     with_cluster = outcomes(None, cluster, args, rows, items, source_of, encoders)
-    settings = {"old": (outcomes(minilm(), old_rules, args, rows, items, source_of, encoders), None),
-                "default": (default, None),
+    settings = {} if args.skip_old else {"old": (outcomes(minilm(), old_rules, args, rows, items, source_of, encoders),
+                                                 None)}
+    settings |= {"default": (default, None),
                 "cluster-oracle": (with_cluster, "oracle"),
                 "cluster-nojudge": (with_cluster, "never")}
     if args.calibrate:

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from distillery.core.recipe import load_recipe
 from distillery.hardware import dtype_stats
-from distillery.prepare.benchsets import load_benchmarks
+from distillery.prepare import bundled_vectors
+from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
 from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import load_encoder
 from distillery.testing import public_contamination
@@ -67,3 +68,12 @@ def test_a_bf16_bundled_embedder_is_a_recipe_error() -> None:
     with pytest.raises(ValidationError, match="bundled embedder computes in float32"):
         DecontaminateConfig(dtype="bfloat16")
     assert DecontaminateConfig(model="/models/bge-m3", dtype="bfloat16").dtype == "bfloat16"
+
+
+def test_shipped_benchmark_vectors_are_the_ones_the_bundled_embedder_computes() -> None:
+    items = load_benchmarks([BenchmarkSource(name="aime25")], None)[:3]
+    texts = [item.text for item in items] + ["A problem in no packaged benchmark."]
+    shipped = bundled_vectors.lookup(texts)
+    assert sorted(shipped) == [0, 1, 2]
+    computed = load_encoder(None).encode(texts[:3])
+    assert np.array_equal(np.stack([shipped[n] for n in range(3)]), computed)

@@ -21,6 +21,7 @@ import numpy as np
 
 from distillery.core.store import atomic_write
 from distillery.data import BENCHMARK_FILES, PACKAGE_DATA
+from distillery.prepare.embed import Encoder, batch_plan, encode_batches
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,27 @@ def lookup(texts: Sequence[str]) -> dict[int, np.ndarray]:
     return {n: table[key] for n, text in enumerate(texts) if (key := text_key(text)) in table}
 
 
+def embed_items(encoder: Encoder, texts: Sequence[str], batch_size: int, use_shipped: bool,
+                progress: bool = False) -> np.ndarray:
+    """Unit vectors of benchmark `texts`: the shipped ones where `use_shipped` (the bundled embedder) has them, the
+    rest embedded in length-sorted batches."""
+    vectors = np.empty((len(texts), encoder.get_embedding_dimension()), dtype=np.float32)
+    shipped = lookup(texts) if use_shipped else {}
+    for position, vector in shipped.items():
+        vectors[position] = vector
+    todo = np.array([n for n in range(len(texts)) if n not in shipped], dtype=np.int64)
+    logger.info("embedding %d benchmark items (%d shipped with distillery)", len(todo), len(shipped))
+    if len(todo):
+        plan = [todo[batch] for batch in batch_plan([texts[n] for n in todo], batch_size)]
+        vectors[np.concatenate(plan)] = encode_batches(encoder, texts, plan, progress=progress)
+    return vectors
+
+
 def main() -> None:
     import argparse
 
     from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
-    from distillery.prepare.embed import BundledE5, batch_plan, encode_batches
+    from distillery.prepare.embed import BundledE5
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=list(BENCHMARK_FILES), help="packaged benchmarks (default: all)")
@@ -64,9 +81,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     items = load_benchmarks([BenchmarkSource(name=name) for name in args.names], None)
     texts = list(dict.fromkeys(item.text for item in items))
-    plan = batch_plan(texts, 64)
-    vectors = np.empty((len(texts), 384), dtype=np.float32)
-    vectors[np.concatenate(plan)] = encode_batches(BundledE5(), texts, plan, progress=True)
+    vectors = embed_items(BundledE5(), texts, 64, use_shipped=False, progress=True)
     FOLDER.mkdir(parents=True, exist_ok=True)
     with atomic_write(vectors_file(), mode="wb") as out:
         np.savez_compressed(out, keys=np.array([text_key(t) for t in texts]), vectors=vectors)
