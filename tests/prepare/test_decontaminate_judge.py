@@ -92,7 +92,7 @@ def test_same_verdict_drops_and_bad_records_are_quarantined(tmp_path: Path, monk
     judge = ScriptedJudge("square divisors", "2024")
     monkeypatch.setattr(decontaminate, "build_judge", lambda config: judge)
     body: dict[str, Any] = {"benchmarks": [{"name": "tiny", "file": str(bench), "text_field": "problem"}], "device": "cpu",
-                            "threshold": 0.99, "grey_threshold": 0.9, "judge": {"model": "unused"}}  # e5's cosine scale
+                            "grey_threshold": 0.5, "judge": {"model": "unused"}}
     recipe = parse_recipe({"name": "t", "run_dir": str(tmp_path / "run"), "steps": {"decontaminate": body}}, check_paths=False)
     stage = recipe.build_stage("decontaminate")
     records: list[dict[str, Any] | None] = [

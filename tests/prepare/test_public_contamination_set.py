@@ -1,5 +1,6 @@
 """The public labelled contamination set loads and is labelled consistently; the bundled multilingual embedder
-places a human translation of a benchmark item nearer to it than to other benchmark items."""
+(bundled-e5) places a human translation of a benchmark item nearer to it than to other benchmark items, computes in
+float32, and its shipped benchmark vectors are the ones it computes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from distillery.hardware import dtype_stats
 from distillery.prepare import bundled_vectors
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
 from distillery.prepare.decontaminate import DecontaminateConfig
-from distillery.prepare.embed import load_encoder
+from distillery.prepare.embed import BUNDLED_E5, load_encoder
 from distillery.testing import public_contamination
 
 SET = Path(__file__).resolve().parents[1] / "data" / "decontamination"
@@ -46,7 +47,7 @@ def test_bundled_embedder_ranks_a_translation_nearest_its_benchmark_item() -> No
     items = load_benchmarks([public_contamination.index_source(SET)], None)[:40]
     ids = [item.item_id for item in items]
     chosen = [next(row for row in rows if row.lang == lang and row.item_id in ids) for lang in ("de", "zh", "sw")]
-    encoder = load_encoder(None)
+    encoder = load_encoder(BUNDLED_E5)
     bench = encoder.encode([item.text for item in items])
     queries = encoder.encode([row.text for row in chosen])
     assert bench.shape == (40, 384) and np.allclose(np.linalg.norm(bench, axis=1), 1, atol=1e-4)
@@ -55,18 +56,17 @@ def test_bundled_embedder_ranks_a_translation_nearest_its_benchmark_item() -> No
         assert ids[int(np.argmax(scores))] == row.item_id, (row.id, row.lang)
 
 
-def test_quickstart_decontaminate_step_takes_the_bundled_multilingual_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_decontaminate_step_validates_and_bundled_e5_computes_in_float32(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)
     config = load_recipe(repo / "jobs" / "quickstart.yaml").step("decontaminate").config
-    assert config.model is None and config.judge is None
-    assert load_encoder(config.model, config.device, config.dtype).get_embedding_dimension() == 384
+    assert config.model is None and config.judge is None and config.threshold == DecontaminateConfig().threshold
+    e5 = DecontaminateConfig(model=BUNDLED_E5, threshold=0.92, fingerprint_cosine=0.89)
+    assert load_encoder(e5.model, e5.device, e5.dtype).get_embedding_dimension() == 384
     assert dtype_stats()["embeddings"]["dtype"] == "float32"
-
-
-def test_a_bf16_bundled_embedder_is_a_recipe_error() -> None:
     with pytest.raises(ValidationError, match="bundled embedder computes in float32"):
-        DecontaminateConfig(dtype="bfloat16")
+        DecontaminateConfig(model=BUNDLED_E5, dtype="bfloat16")
     assert DecontaminateConfig(model="/models/bge-m3", dtype="bfloat16").dtype == "bfloat16"
 
 
@@ -75,5 +75,5 @@ def test_shipped_benchmark_vectors_are_the_ones_the_bundled_embedder_computes() 
     texts = [item.text for item in items] + ["A problem in no packaged benchmark."]
     shipped = bundled_vectors.lookup(texts)
     assert sorted(shipped) == [0, 1, 2]
-    computed = load_encoder(None).encode(texts[:3])
+    computed = load_encoder(BUNDLED_E5).encode(texts[:3])
     assert np.array_equal(np.stack([shipped[n] for n in range(3)]), computed)

