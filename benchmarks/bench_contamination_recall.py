@@ -108,7 +108,7 @@ def evaluate(model: str, args: argparse.Namespace, rows: list[contamination_set.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["default"],
-                        help="'default' (the bundled multilingual-e5-small) and/or sentence-transformers folders")
+                        help="'default' (bundled all-MiniLM-L6-v2) and/or sentence-transformers folders")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep benchmark embeddings in between runs")

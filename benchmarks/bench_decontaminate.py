@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--model", default=None, help="sentence-transformers model; default the bundled multilingual-e5-small")
+    parser.add_argument("--model", default=None, help="sentence-transformers model; default the bundled all-MiniLM-L6-v2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--benchmarks", type=Path, default=benchmarks_dir())
