@@ -27,7 +27,8 @@ def test_content_in_other_words_needs_enough_rare_evidence_or_agreeing_meaning()
     assert classify(_pair(similarity=0.3, **strong), RULES) == ("fingerprint", "contaminated")
     assert classify(_pair(similarity=0.3, **{**strong, "rare": 1}), RULES) is None
     weak = {**strong, "rare": 1, "info": 7.0}
-    assert classify(_pair(similarity=0.8, **weak), RULES) == ("fingerprint", "contaminated")
+    assert classify(_pair(similarity=RULES.fingerprint_cosine, **weak), RULES) == ("fingerprint", "contaminated")
+    assert classify(_pair(similarity=RULES.grey_threshold - 0.01, **weak), RULES) is None
     assert classify(_pair(similarity=0.3, **{**strong, "reverse": 0.2}), RULES) is None, "a long text holding numbers"
 
 

