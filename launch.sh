@@ -14,7 +14,7 @@ cd "$ROOT"
 VENV="${DISTILLERY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 RUN_EXTRAS="generation,verification,decontamination,training,evaluation"   # what a pipeline run imports
-TEST_EXTRAS="$RUN_EXTRAS,kernels,dev"
+TEST_EXTRAS="$RUN_EXTRAS,multilingual,kernels,dev"
 
 log() { printf '\033[1m[launch]\033[0m %s\n' "$*" >&2; }
 

