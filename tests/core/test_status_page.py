@@ -52,7 +52,7 @@ def _run(tmp_path: Path) -> tuple[RunDir, Recipe]:
     queries = [query.model_dump(mode="json") for query in quickstart_query_records()]
     halves = [queries[:15], queries[15:]]
     for step in ("ingest", "clean", "dedup", "near_dedup", "decontaminate"):
-        if step in ("dedup", "near_dedup", "decontaminate"):
+        if step in ("ingest", "dedup", "near_dedup", "decontaminate"):
             finish_markers(run, step, None, (0, 1))
         for shard_index, half in enumerate(halves):
             dropped = [(half[-1], "matches aime24 item #")] if step == "decontaminate" and shard_index else []
@@ -165,7 +165,7 @@ def test_status_page_renders_every_step_in_headless_chromium(tmp_path: Path) -> 
     assert 'http-equiv="refresh"' not in html
 
     missing, rows = _missing_groups(page, recipe, tmp_path / "profile")
-    assert missing == [] and len(rows.groups) == 49
+    assert missing == [] and len(rows.groups) == 51
     assert rows.svgs == 2, "throughput and acceptance plots"
     assert "../run/logs/generate/smol-warm/shard-00001.process.log" in rows.links
     assert (page.parent / rows.links[rows.links.index("../run/logs/generate/smol-warm/shard-00001.process.log")]
