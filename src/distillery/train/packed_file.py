@@ -61,9 +61,9 @@ class PackedWriter:
         self._atomic = atomic_path(self.path)
         self._file = h5py.File(self._atomic.__enter__(), "w")
         for name, dtype in self._GROWING.items():
-            self._file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))
+            self._file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 14,))
         self._file.create_dataset("doc_ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
-                                  chunks=(1 << 12,))
+                                  chunks=(1 << 10,))
         self._append("cu_seqlens", np.zeros(1, np.int64))
         self._append("bin_docs", np.zeros(1, np.int64))
         return self
