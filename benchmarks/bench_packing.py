@@ -5,10 +5,12 @@ mean (sigma 0.9), clipped at 32k (samples over the cap are dropped, as `pack` do
 into 32k training sequences:
   padding            one document per sequence, padded to the cap
   greedy sequential  documents in arrival order, a new sequence when the next one does not fit
-  best-fit decr.     what `pack` does (distillery.train.binpack.best_fit_decreasing)
+  best-fit decr.     over the whole corpus at once (distillery.train.binpack.best_fit_decreasing)
+  windowed best-fit  what `pack` does: best-fit decreasing per window of --window-bins bins' worth of tokens, so
+                     it holds one window, never the corpus; its cost against whole-corpus best-fit is printed
 Prints one JSON object: efficiency (real tokens / token slots), sequences, seconds, and ratios to padding.
 
-    python benchmarks/bench_packing.py [--docs 200000] [--cap 32768] [--seed 0]
+    python benchmarks/bench_packing.py [--docs 200000] [--cap 32768] [--window-bins 256] [--seed 0]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 
 import numpy as np
 
-from distillery.train.binpack import best_fit_decreasing, greedy_sequential, packing_efficiency
+from distillery.train.binpack import best_fit_decreasing, greedy_sequential, packing_efficiency, windowed_best_fit
 
 
 def paper_lengths(count: int, seed: int = 0, mean: float = 3800.0, sigma: float = 0.9, cap: int = 32768,
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=200_000, help="documents to draw (the paper has ~1.89M)")
     parser.add_argument("--cap", type=int, default=32768, help="sequence capacity in tokens")
+    parser.add_argument("--window-bins", type=int, default=256, help="pack's window_bins (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     lengths = paper_lengths(args.docs, args.seed, cap=args.cap)
@@ -46,7 +49,11 @@ def main() -> None:
     as_list = lengths.tolist()
     padded = [[doc] for doc in range(len(as_list))]
     results = {"padding": (padded, 0.0)}
-    for name, packer in (("greedy_sequential", greedy_sequential), ("best_fit_decreasing", best_fit_decreasing)):
+    def windowed(lengths: list[int], cap: int) -> list[list[int]]:
+        return windowed_best_fit(lengths, cap, args.window_bins * cap)
+
+    for name, packer in (("greedy_sequential", greedy_sequential), ("best_fit_decreasing", best_fit_decreasing),
+                         ("windowed_best_fit", windowed)):
         started = time.perf_counter()
         bins = packer(as_list, args.cap)
         results[name] = (bins, time.perf_counter() - started)
@@ -59,6 +66,10 @@ def main() -> None:
     greedy = report["greedy_sequential"]
     report["speedup_vs_padding"] = round(len(padded) / best["sequences"], 2)  # type: ignore[index]
     report["speedup_vs_greedy"] = round(greedy["sequences"] / best["sequences"], 4)  # type: ignore[index]
+    windowed_report = report["windowed_best_fit"]
+    report["windowed_cost"] = {"window_bins": args.window_bins,  # utilisation lost to packing one window at a time
+                               "efficiency_lost": round(best["efficiency"] - windowed_report["efficiency"], 5),  # type: ignore[index]
+                               "extra_sequences": windowed_report["sequences"] - best["sequences"]}  # type: ignore[index]
     print(json.dumps(report, indent=1))
 
 

@@ -12,6 +12,7 @@ import datetime
 import decimal
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from distillery.core.stage import Outcome, ShardContext, TwoPassStage
+from distillery.core.store import RunDir
 
 BOM = b"\xef\xbb\xbf"
 MISSING = object()
@@ -66,6 +70,15 @@ class Case:
 
     def where(self, path: Path, index: int) -> str:
         return f"{path}:row {index}" if self.rows else f"{path}:{index + 1}"
+
+
+def ingest_by_hand(stage: TwoPassStage, run: Path) -> tuple[list[Outcome], dict[str, Any]]:
+    """One shard's scan, merge and process, in this process and without the runner's per-item journal fsyncs:
+    the outcomes and the stats the shard's manifest would hold."""
+    ctx = ShardContext(RunDir(run), stage.step, None, 0, 1, logging.getLogger("test.ingest"))
+    stage.scan(iter(()), ctx)
+    stage.merge(ctx)
+    return list(stage.process(stage.read_inputs(ctx), ctx)), ctx.stats
 
 
 def dumps(obj: Any) -> bytes:

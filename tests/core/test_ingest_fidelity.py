@@ -5,7 +5,6 @@ the other columns stay numbers of the same type; the same rows as Parquet give t
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillery.core.recipe import parse_recipe
-from distillery.core.stage import ShardContext
-from distillery.core.store import RunDir
+from ingest_cases import ingest_by_hand
 from distillery.data import benchmarks_dir
 
 
@@ -34,13 +32,11 @@ def test_real_benchmark_files_ingest_with_every_field_kept(tmp_path: Path) -> No
               {"path": str(ifeval_ids), "category": "instruction following"},
               {"path": str(lcb_parquet), "category": "coding"}]
     recipe = parse_recipe({"name": "real", "run_dir": str(tmp_path / "run"), "steps": {"ingest": {"inputs": inputs}}})
-    stage = recipe.build_stage("ingest")  # the stage's own reading, without the runner's per-item journal fsyncs
-    ctx = ShardContext(RunDir(tmp_path / "run"), "ingest", None, 0, 1, logging.getLogger("test"))
-    outcomes = list(stage.process(stage.read_inputs(ctx), ctx))
+    outcomes, stats = ingest_by_hand(recipe.build_stage("ingest"), tmp_path / "run")
     kept = [o.record for o in outcomes if o.kind == "kept"]
     rejected = [{"where": o.where, "reason": o.reason} for o in outcomes if o.kind == "rejected"]
     assert not [o for o in outcomes if o.kind == "quarantined"]
-    assert sum(entry["lines"] for entry in ctx.stats["files"]) == len(outcomes)
+    assert sum(entry["lines"] for entry in stats["files"]) == len(outcomes)
     by_source: dict[str, list[dict[str, Any]]] = {}
     for record in kept:
         by_source.setdefault(record["source"], []).append(record)

@@ -60,7 +60,7 @@ def test_a_file_damaged_after_the_recipe_was_loaded_fails_its_shard_naming_the_f
     _no_footer(path)
     ctx = ShardContext(RunDir(tmp_path / "run"), "ingest", None, 0, 1, logging.getLogger("test"))
     with pytest.raises(InputFileError, match=f"^{path}: unreadable Parquet metadata"):
-        list(stage.read_inputs(ctx))
+        stage.scan(iter(()), ctx)
     path.unlink()
     with pytest.raises(InputFileError, match=f"^{path}: cannot open"):
         list(read_rows(path, FileStats(str(path))))

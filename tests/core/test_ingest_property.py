@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distillery.core.recipe import parse_recipe
-from distillery.core.stage import ShardContext
-from distillery.core.store import RunDir
+from ingest_cases import ingest_by_hand
 
 BOM = b"\xef\xbb\xbf"
 
@@ -109,9 +107,7 @@ def parquet_rows(draw: st.DrawFn) -> list[tuple[dict, str, str]]:
 def _ingest(files: list[tuple[Path, dict]], run: Path) -> tuple[list, dict]:
     recipe = parse_recipe({"name": "property", "run_dir": str(run),
                            "steps": {"ingest": {"inputs": [{"path": str(p), **spec} for p, spec in files]}}})
-    stage = recipe.build_stage("ingest")
-    ctx = ShardContext(RunDir(run), "ingest", None, 0, 1, logging.getLogger("property"))
-    return list(stage.process(stage.read_inputs(ctx), ctx)), ctx.stats
+    return ingest_by_hand(recipe.build_stage("ingest"), run)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

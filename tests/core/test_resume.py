@@ -93,7 +93,7 @@ def test_config_or_shard_count_change_is_stale_never_mixed(tmp_path: Path, queri
 
     recipe = write_recipe(tmp_path / "r.yaml", run_dir, queries, num_shards=3, tag="second")
     pending = pending_groups(RunDir(run_dir), load_recipe(recipe))
-    assert [g.key for g in pending] == ["ingest:process", "sleepy:process"]
+    assert [g.key for g in pending] == ["ingest:scan", "ingest:merge", "ingest:process", "sleepy:process"]
     assert main(["run", str(recipe)]) == 0
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0

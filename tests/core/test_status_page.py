@@ -52,7 +52,7 @@ def _run(tmp_path: Path) -> tuple[RunDir, Recipe]:
     queries = [query.model_dump(mode="json") for query in quickstart_query_records()]
     halves = [queries[:15], queries[15:]]
     for step in ("ingest", "clean", "dedup", "near_dedup", "decontaminate"):
-        if step in ("dedup", "near_dedup", "decontaminate"):
+        if step in ("ingest", "dedup", "near_dedup", "decontaminate"):
             finish_markers(run, step, None, (0, 1))
         for shard_index, half in enumerate(halves):
             dropped = [(half[-1], "matches aime24 item #")] if step == "decontaminate" and shard_index else []

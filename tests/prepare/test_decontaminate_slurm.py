@@ -33,7 +33,7 @@ def test_two_ranks_under_slurm_equal_one_local_rank(tmp_path: Path, slurm_cluste
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     try:
         assert main(["submit", str(path)]) == 0
-        states = wait_until_final(run.root, expected_tasks=4, timeout_s=900)
+        states = wait_until_final(run.root, expected_tasks=6, timeout_s=900)  # two three-phase steps
     finally:
         cancel_jobs(run.root)
     assert set(states.values()) == {"COMPLETED"}, states

@@ -64,18 +64,18 @@ def test_four_shard_arrays_with_dependency_complete_and_status_reports_them(
 
     # What was submitted is exactly what `plan` shows (dependencies there are symbolic).
     groups = build_groups(recipe)
-    array_id = job_id_of(run_dir, "ingest:process", 0).split("_")[0]
-    submitted = (run_dir / "_submitit" / "ingest-process" / array_id / f"{array_id}_submission.sh").read_text()
+    array_id = job_id_of(run_dir, "ingest:scan", 0).split("_")[0]
+    submitted = (run_dir / "_submitit" / "ingest-scan" / array_id / f"{array_id}_submission.sh").read_text()
     assert submitted == render_sbatch(recipe, groups[0])
 
-    states = wait_until_final(run_dir, expected_tasks=8)
+    states = wait_until_final(run_dir, expected_tasks=4 + 1 + 4 + 4)  # ingest's scan, merge, process; slow
     assert set(states.values()) == {"COMPLETED"}, states
     ingest_end = max(_sacct_time(job_id_of(run_dir, "ingest:process", s), "End") for s in range(4))
     slow_start = min(_sacct_time(job_id_of(run_dir, "slow:process", s), "Start") for s in range(4))
     assert slow_start >= ingest_end, "afterok: the dependent array started before its input array finished"
 
     status = collect_status(run, recipe, states)
-    assert [dict(g.states) for g in status] == [{"done": 4}, {"done": 4}]
+    assert [dict(g.states) for g in status] == [{"done": 4}, {"done": 1}, {"done": 4}, {"done": 4}]
     assert sum(g.kept for g in status if g.group.step == "slow") == 40
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0
@@ -84,7 +84,7 @@ def test_four_shard_arrays_with_dependency_complete_and_status_reports_them(
 
     # Nothing left to do: resume submits nothing.
     assert main(["resume", str(run_dir)]) == 0
-    assert len(run.jobs_file().read_text().splitlines()) == 2
+    assert len(run.jobs_file().read_text().splitlines()) == 4  # one line per group submitted, none added
 
 
 def _sacct_time(job_id: str, field: str) -> str:
@@ -206,9 +206,9 @@ def test_groups_larger_than_the_array_limit_go_in_chunks_that_all_gate_their_dep
     assert main(["submit", str(recipe)]) == 0
     ledger = [json.loads(line) for line in RunDir(run_dir).jobs_file().read_text().splitlines()]
     assert [(entry["group"], entry["shards"]) for entry in ledger] == [
-        ("ingest:process", [0, 1, 2]), ("ingest:process", [3, 4]), ("slow:process", [0, 1, 2]),
-        ("slow:process", [3, 4])]
-    states = wait_until_final(run_dir, expected_tasks=10)
+        ("ingest:scan", [0, 1, 2]), ("ingest:scan", [3, 4]), ("ingest:merge", [0]),
+        ("ingest:process", [0, 1, 2]), ("ingest:process", [3, 4]), ("slow:process", [0, 1, 2]), ("slow:process", [3, 4])]
+    states = wait_until_final(run_dir, expected_tasks=5 + 1 + 5 + 5)
     assert set(states.values()) == {"COMPLETED"}, states
     ingest_end = max(_sacct_time(job_id_of(run_dir, "ingest:process", s), "End") for s in range(5))
     slow_start = min(_sacct_time(job_id_of(run_dir, "slow:process", s), "Start") for s in range(5))

@@ -63,9 +63,10 @@ def test_submit_wait_shows_the_states_and_exits_nonzero_when_a_task_failed(
     assert main(["submit", str(recipe), "--wait", "1"]) == 1
     out = capsys.readouterr().out
     final = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.endswith(tuple("0123456789"))}
+    ingest = ("ingest:scan", "ingest:merge", "ingest:process")
     ids = {group: job_id_of(tmp_path / "run", group, 0).split("_")[0]
-           for group in ("ingest:process", "noisy:process", "slow:process")}
-    assert final == {"ingest:process": [ids["ingest:process"], "DONE"],
+           for group in (*ingest, "noisy:process", "slow:process")}
+    assert final == {**{group: [ids[group], "DONE"] for group in ingest},
                      "noisy:process": [ids["noisy:process"], "FAILED"],
                      "slow:process": [ids["slow:process"], "CANCELLED"]}, out
     assert "FAILED: noisy:process, slow:process" in out

@@ -44,8 +44,8 @@ def load(tmp_path: Path, profile: Path, num_shards: int = 4) -> Recipe:
 
 def test_dev_array_with_dependency_matches_golden(tmp_path: Path) -> None:
     recipe = load(tmp_path, DEV_PROFILE)
-    ingest, slow = build_groups(recipe)
-    check_golden("dev-ingest-array.sbatch", normalise(render_sbatch(recipe, ingest), recipe.run_dir))
+    ingest_scan, _, _, slow = build_groups(recipe)
+    check_golden("dev-ingest-array.sbatch", normalise(render_sbatch(recipe, ingest_scan), recipe.run_dir))
     check_golden("dev-slow-after-ingest.sbatch", normalise(render_sbatch(recipe, slow), recipe.run_dir))
 
 

@@ -24,6 +24,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, P
 from distillery.core.config import StrictModel
 from distillery.core.lineage import Lineage
 from distillery.core.registry import LazyRegistry
-from distillery.core.store import RunDir, config_digest, jsonl_sink
+from distillery.core.store import JsonlSink, RunDir, config_digest, jsonl_sink
 from distillery.stages import STAGE_CLASSES
 
 if TYPE_CHECKING:
@@ -233,11 +234,18 @@ class ShardContext:
     rescreen: Rescreen | None = None
     """Set by the runner: re-screening through earlier record steps (see `Rescreen`)."""
 
+    @contextmanager
+    def task_output(self) -> Iterator[tuple[JsonlSink, JsonlSink]]:
+        """Sinks for a task stage's dropped and malformed inputs (`Outcome.rejected_row`, `quarantine_row`), written
+        where a record stage's go, for a stage that streams them."""
+        paths = self.run.shard(self.stage, self.lineage, self.shard_index)
+        with jsonl_sink(paths.rejected) as rejected_out, jsonl_sink(paths.quarantine) as quarantine_out:
+            yield rejected_out, quarantine_out
+
     def publish_task_output(self, rejected: Iterable[Outcome], quarantined: Iterable[Outcome]) -> dict[str, int]:
         """A task stage's dropped and malformed inputs, written where a record stage's go; returns their counts
         for the stats (`rejected`, `quarantined`)."""
-        paths = self.run.shard(self.stage, self.lineage, self.shard_index)
-        with jsonl_sink(paths.rejected) as rejected_out, jsonl_sink(paths.quarantine) as quarantine_out:
+        with self.task_output() as (rejected_out, quarantine_out):
             for outcome in rejected:
                 rejected_out.write(outcome.rejected_row())
             for outcome in quarantined:

@@ -4,6 +4,9 @@ A damaged row comes out as a `RawRow` with `problem` set, never as an exception;
 raises `InputFileError` naming it. JSON lines are split on b"\\n" only (U+2028, U+2029 and U+0085 are text, not
 line ends); CRLF endings and a UTF-8 BOM at the start of any line (files joined with `cat`) are accepted. A gzip
 stream cut short, or corrupt part-way, yields every line before the damage and marks the file incomplete.
+A `Part` reads a piece of a file, so that several tasks share one file: plain JSON lines by byte range (every line
+that starts in the range; its lines numbered from 1 within the part), Parquet by row groups (rows numbered as in
+the whole file).
 Parquet values JSON cannot hold are kept losslessly: bytes as `{"$base64": ...}`, NaN and infinities as
 `{"$float": "nan" | "inf" | "-inf"}`, dates and times as ISO 8601 text, decimals as their text.
 """
@@ -45,6 +48,16 @@ class RawRow:
     problem: str = ""
     raw: str = ""
     blank: bool = False
+    number: int = 0
+    """The line number (from 1, within the part read) or the Parquet row (from 0, within the file)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of one file: bytes [start, stop) of plain JSON lines, or row groups [start, stop) of Parquet."""
+
+    start: int
+    stop: int
 
 
 @dataclass
@@ -118,14 +131,20 @@ def check_readable(path: Path) -> None:
 
 
 def read_rows(path: Path, stats: FileStats, limit: int | None = None,
-              max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[RawRow]:
-    """Every non-blank line or row of a file (at most `limit`), counting lines and blanks into `stats`."""
-    stats.format = sniff(path)
+              max_line_bytes: int = MAX_LINE_BYTES, part: Part | None = None,
+              known_format: str | None = None) -> Iterator[RawRow]:
+    """Every non-blank line or row of a file or of a `part` of it (at most `limit`), counting lines and blanks into
+    `stats`. A gzip file is read whole. `known_format`: what `sniff` found earlier (not sniffed again)."""
+    stats.format = known_format or sniff(path)
     if stats.format == "parquet":
-        yield from _counted(_parquet_rows(path, stats), stats, limit)
+        yield from _counted(_parquet_rows(path, stats, part), stats, limit)
         return
     with path.open("rb") as handle:
-        if stats.format == "jsonl.gz":
+        if part is not None:
+            if stats.format == "jsonl.gz":
+                raise ValueError(f"{path}: a gzip file cannot be read in parts")
+            yield from _counted(_json_lines(_LineRange(handle, part), path, max_line_bytes, lambda: ""), stats, limit)
+        elif stats.format == "jsonl.gz":
             gunzip = _Gunzip(handle)
             yield from _counted(_json_lines(io.BufferedReader(gunzip, _CHUNK), path, max_line_bytes,
                                             lambda: gunzip.problem), stats, limit)
@@ -153,7 +172,29 @@ def _preview(data: bytes) -> str:
     return data[: PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
 
 
-def _json_lines(stream: BinaryIO, path: Path, max_line_bytes: int, damage: Callable[[], str]) -> Iterator[RawRow]:
+class _LineRange:
+    """The lines of a file that start in bytes [start, stop): a line begun before `start` belongs to the part
+    before (its rest is skipped), and the part's last line may run past `stop`."""
+
+    def __init__(self, handle: BinaryIO, part: Part) -> None:
+        self._handle = handle
+        self._stop = part.stop
+        self._position = 0
+        if part.start > 0:
+            handle.seek(part.start - 1)
+            self._position = part.start - 1 + _skip_line(handle)
+        self._at_line_start = True
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._at_line_start and self._position >= self._stop:
+            return b""
+        chunk = self._handle.readline(limit)
+        self._position += len(chunk)
+        self._at_line_start = chunk.endswith(b"\n")
+        return chunk
+
+
+def _json_lines(stream: BinaryIO | _LineRange, path: Path, max_line_bytes: int, damage: Callable[[], str]) -> Iterator[RawRow]:
     number = 0
     while raw := stream.readline(max_line_bytes + 1):
         number += 1
@@ -162,21 +203,23 @@ def _json_lines(stream: BinaryIO, path: Path, max_line_bytes: int, damage: Calla
         if not terminated and len(raw) > max_line_bytes:
             size = len(raw) + _skip_line(stream)
             yield RawRow(where, problem=f"line of {size} bytes is longer than max_line_bytes ({max_line_bytes})",
-                         raw=_preview(raw))
+                         raw=_preview(raw), number=number)
             continue
         content = raw[:-1] if terminated else raw
         content = content.removesuffix(b"\r")
         offset = 3 if content.startswith(_BOM) else 0
         content = content[offset:]
         if not content.strip():
-            yield RawRow(where, blank=True)
+            yield RawRow(where, blank=True, number=number)
         elif not terminated and damage():
-            yield RawRow(where, problem=f"last line cut off ({damage()})", raw=_preview(content))
+            yield RawRow(where, problem=f"last line cut off ({damage()})", raw=_preview(content), number=number)
         else:
-            yield _parse_line(where, content, offset)
+            row = _parse_line(where, content, offset)
+            row.number = number
+            yield row
 
 
-def _skip_line(stream: BinaryIO) -> int:
+def _skip_line(stream: BinaryIO | _LineRange) -> int:
     skipped = 0
     while chunk := stream.readline(_CHUNK):
         skipped += len(chunk)
@@ -262,15 +305,16 @@ def _salvage(inflate: Any, data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _parquet_rows(path: Path, stats: FileStats) -> Iterator[RawRow]:
+def _parquet_rows(path: Path, stats: FileStats, part: Part | None) -> Iterator[RawRow]:
     import pyarrow as pa
 
     parquet = open_parquet(path)
     names = parquet.schema_arrow.names
     repeated = sorted({name for name in names if names.count(name) > 1})
     shared_problem = f"column names repeat ({', '.join(repeated)}); expected unique names" if repeated else ""
-    row = 0
-    for group in range(parquet.num_row_groups):
+    groups = range(parquet.num_row_groups) if part is None else range(part.start, part.stop)
+    row = sum(parquet.metadata.row_group(group).num_rows for group in range(groups.start))
+    for group in groups:
         size = parquet.metadata.row_group(group).num_rows
         try:
             table = parquet.read_row_group(group)
@@ -278,7 +322,7 @@ def _parquet_rows(path: Path, stats: FileStats) -> Iterator[RawRow]:
             stats.problem = stats.problem or f"row group {group} is unreadable: {error}"
             for index in range(row, row + size):
                 yield RawRow(f"{path}:row {index}",
-                             problem=f"row group {group} of the Parquet file is unreadable: {error}")
+                             problem=f"row group {group} of the Parquet file is unreadable: {error}", number=index)
             row += size
             continue
         columns = [_column_values(table.column(index)) for index in range(table.num_columns)]
@@ -291,7 +335,7 @@ def _parquet_rows(path: Path, stats: FileStats) -> Iterator[RawRow]:
                     problems.append(f"column {name!r}: {cell.reason}")
                 else:
                     value[name] = cell
-            yield RawRow(f"{path}:row {row}", value=value, problem="; ".join(problems))
+            yield RawRow(f"{path}:row {row}", value=value, problem="; ".join(problems), number=row)
             row += 1
 
 

@@ -5,12 +5,16 @@
 kept sorted by free space, so a placement is a binary search. `greedy_sequential` (fill in input order, start a
 new bin when the next document does not fit) and padding each document to the capacity are the baselines the
 benchmark compares against.
+
+`WindowedPacker` packs a stream in consecutive windows of at least `window_tokens` tokens, so a packer holds one
+window, never the corpus. Its cost: each window's last bins are filled only from that window, about one partly
+empty bin per window (at most 1 / (window_tokens / capacity) of the slots; benchmarks/bench_packing.py measures it).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -59,3 +63,39 @@ def packing_efficiency(lengths: Sequence[int], bins: list[list[int]], capacity: 
     if not bins:
         return 1.0
     return float(np.sum(np.asarray(lengths, dtype=np.int64))) / (len(bins) * capacity)
+
+
+class WindowedPacker:
+    """Best-fit decreasing over consecutive windows of documents: `add` each length in order; a window closes when
+    its documents reach `window_tokens` tokens (then `add` returns its bins, as indices into the window), and
+    `flush` closes the last one."""
+
+    def __init__(self, capacity: int, window_tokens: int) -> None:
+        self.capacity = capacity
+        self.window_tokens = window_tokens
+        self._lengths: list[int] = []
+        self._tokens = 0
+
+    def add(self, length: int) -> list[list[int]] | None:
+        self._lengths.append(length)
+        self._tokens += length
+        return self.flush() if self._tokens >= self.window_tokens else None
+
+    def flush(self) -> list[list[int]]:
+        bins = best_fit_decreasing(self._lengths, self.capacity)
+        self._lengths, self._tokens = [], 0
+        return bins
+
+
+def windowed_best_fit(lengths: Iterable[int], capacity: int, window_tokens: int) -> list[list[int]]:
+    """What `WindowedPacker` makes of a whole sequence of lengths, as bins of indices into it."""
+    packer = WindowedPacker(capacity, window_tokens)
+    bins: list[list[int]] = []
+    start = 0
+    for index, length in enumerate(lengths):
+        window = packer.add(length)
+        if window is not None:
+            bins.extend([start + doc for doc in bin_] for bin_ in window)
+            start = index + 1
+    bins.extend([start + doc for doc in bin_] for bin_ in packer.flush())
+    return bins

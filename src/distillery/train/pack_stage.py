@@ -1,17 +1,24 @@
-"""The `pack` stage: every accepted trace of one teacher, tokenized and packed into fixed-capacity bins."""
+"""The `pack` stage: every accepted trace of one teacher, tokenized and packed into fixed-capacity bins.
+
+Streams: traces are tokenized a batch at a time and packed in windows of `window_tokens` tokens
+(`binpack.WindowedPacker`), each window's bins appended to the packed file as it closes, and dropped traces go
+straight to their files; the task holds one window of tokens, never the corpus (a window's last bins are filled
+from that window only: the utilisation this costs is in the manifest's `efficiency`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 from pydantic import Field, ValidationError
+
 from distillery.core.console import progress_bar
 from distillery.core.pricing import Priced, Pricing
-
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.core.store import file_sha256, ids_digest
-from distillery.train.binpack import best_fit_decreasing, packing_efficiency
+from distillery.train.binpack import WindowedPacker
 from distillery.train.chat_tokens import (
     NO_TRAINED_TOKENS,
     TemplateError,
@@ -20,7 +27,7 @@ from distillery.train.chat_tokens import (
     trace_messages,
 )
 from distillery.train.models import resolve_model_dir
-from distillery.train.packed_file import write_packed
+from distillery.train.packed_file import PackedWriter
 
 
 class PackConfig(StageConfig):
@@ -28,6 +35,10 @@ class PackConfig(StageConfig):
     max_tokens: int = Field(32768, ge=8, description="Samples over this many tokens are dropped (as rejected).")
     bin_tokens: int | None = Field(None, ge=8, description="Bin capacity in tokens; defaults to max_tokens.")
     tokenize_batch: int = Field(512, ge=1, description="Traces tokenized per batch (threaded by the tokenizer).")
+    window_bins: int = Field(256, ge=1, description="Traces are packed in windows of this many bins' worth of "
+                                                    "tokens: the memory the task holds (256 bins of 32k tokens: "
+                                                    "~8M tokens, ~40 MB) against at most one partly empty bin per "
+                                                    "window.")
 
 
 @register
@@ -54,55 +65,62 @@ class PackStage(TaskStage[PackConfig]):
         capacity = config.bin_tokens or config.max_tokens
         if capacity < config.max_tokens:
             raise ValueError(f"bin_tokens ({capacity}) must be >= max_tokens ({config.max_tokens})")
-        source = self.input_step()
-        if source is None:
+        if self.input_step() is None:
             raise ValueError(f"step {self.step!r} needs an input step of traces")
         model_dir = resolve_model_dir(config.student)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        docs: list[tuple[str, np.ndarray, np.ndarray]] = []
-        rejected: list[Outcome] = []
-        quarantined: list[Outcome] = []
-        pending: list[tuple[Item, tuple[str, int]]] = []
-        over_cap = 0
-
-        def tokenize_pending() -> None:
-            nonlocal over_cap
-            for (item, _), sample in zip(pending, tokenize_rendered(tokenizer, [r for _, r in pending])):
-                if len(sample) > config.max_tokens:
-                    over_cap += 1
-                    rejected.append(Outcome.rejected(item, f"{len(sample)} tokens > max_tokens {config.max_tokens}"))
-                elif not sample.loss_mask.any():
-                    rejected.append(Outcome.rejected(item, NO_TRAINED_TOKENS))
-                else:
-                    docs.append((item.key, sample.tokens, sample.loss_mask))
-            pending.clear()
-
-        inputs = 0
-        for item in progress_bar(ctx.upstream.everything(), desc="tokenize", unit="trace"):
-            inputs += 1
-            try:
-                pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))
-            except ValidationError as error:
-                quarantined.append(Outcome.quarantined(item, f"not a trace: {error.errors()[0]['msg']}"))
-            except TemplateError as error:
-                rejected.append(Outcome.rejected(item, str(error)))
-            if len(pending) >= config.tokenize_batch:
-                tokenize_pending()
-        tokenize_pending()
-        lengths = [len(tokens) for _, tokens, _ in docs]
-        bins = best_fit_decreasing(lengths, capacity)
-        efficiency = packing_efficiency(lengths, bins, capacity)
         output = ctx.run.packed(ctx.stage, ctx.lineage)
-        total = write_packed(output, docs, bins, capacity,
-                             {"efficiency": efficiency, "tokenizer": str(model_dir), "max_tokens": config.max_tokens})
-        dropped = ctx.publish_task_output(rejected, quarantined)
+        packer = WindowedPacker(capacity, config.window_bins * capacity)
+        window: list[tuple[str, np.ndarray, np.ndarray]] = []
+        pending: list[tuple[Item, tuple[str, int]]] = []
+        keys = hashlib.sha256()
+        counts = {"inputs": 0, "over_cap": 0, "loss_tokens": 0}
+
+        with PackedWriter(output, capacity) as writer, ctx.task_output() as (rejected, quarantined):
+            def reject(item: Item, reason: str) -> None:
+                rejected.write(Outcome.rejected(item, reason).rejected_row())
+
+            def tokenize_pending() -> None:
+                for (item, _), sample in zip(pending, tokenize_rendered(tokenizer, [r for _, r in pending])):
+                    if len(sample) > config.max_tokens:
+                        counts["over_cap"] += 1
+                        reject(item, f"{len(sample)} tokens > max_tokens {config.max_tokens}")
+                    elif not sample.loss_mask.any():
+                        reject(item, NO_TRAINED_TOKENS)
+                    else:
+                        window.append((item.key, sample.tokens, sample.loss_mask))
+                        keys.update(item.key.encode() + b"\n")
+                        counts["loss_tokens"] += int(sample.loss_mask.sum())
+                        bins = packer.add(len(sample.tokens))
+                        if bins is not None:
+                            writer.add(window, bins)
+                            window.clear()
+                pending.clear()
+
+            for item in progress_bar(ctx.upstream.everything(), desc="tokenize", unit="trace"):
+                counts["inputs"] += 1
+                try:
+                    pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))
+                except ValidationError as error:
+                    quarantined.write(Outcome.quarantined(item, f"not a trace: {error.errors()[0]['msg']}")
+                                      .quarantine_row())
+                except TemplateError as error:
+                    reject(item, str(error))
+                if len(pending) >= config.tokenize_batch:
+                    tokenize_pending()
+            tokenize_pending()
+            writer.add(window, packer.flush())
+            efficiency = writer.tokens / (writer.bins * capacity) if writer.bins else 1.0
+            writer.attrs.update({"efficiency": efficiency, "tokenizer": str(model_dir),
+                                 "max_tokens": config.max_tokens})
         ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
-                        len(docs), inputs, len(bins), capacity, efficiency, over_cap)
+                        writer.documents, counts["inputs"], writer.bins, capacity, efficiency, counts["over_cap"])
         sha = file_sha256(output)
         return TaskResult(
-            inputs=inputs, kept=len(docs), rejected=dropped["rejected"], quarantined=dropped["quarantined"], sha256=sha,
+            inputs=counts["inputs"], kept=writer.documents, rejected=rejected.count, quarantined=quarantined.count,
+            sha256=sha,
             # the bins' content, not only which traces: a new bin size or tokenizer makes the training stale
-            output_ids_digest=ids_digest([ids_digest(key for key, _, _ in docs), sha]),
-            stats={"over_cap": over_cap, "bins": len(bins), "tokens": total,
-                   "loss_tokens": int(sum(int(mask.sum()) for _, _, mask in docs)), "capacity": capacity,
+            output_ids_digest=ids_digest([keys.hexdigest(), sha]),
+            stats={"over_cap": counts["over_cap"], "bins": writer.bins, "tokens": writer.tokens,
+                   "loss_tokens": counts["loss_tokens"], "capacity": capacity, "window_bins": config.window_bins,
                    "efficiency": round(efficiency, 6), "path": str(output)})

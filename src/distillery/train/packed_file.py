@@ -42,31 +42,71 @@ class PackedBin:
         return labels, weights
 
 
+class PackedWriter:
+    """Writes a packed file a window of bins at a time (every dataset grows as windows come), so a packer holds one
+    window of documents, never the corpus. Use as a context manager: the file appears, atomically, on success."""
+
+    _GROWING = {"tokens": np.int32, "loss_mask": np.uint8, "position_ids": np.int32, "cu_seqlens": np.int64,
+                "bin_docs": np.int64}
+
+    def __init__(self, path: Path, capacity: int) -> None:
+        self.path = path
+        self.capacity = capacity
+        self.tokens = 0
+        self.documents = 0
+        self.bins = 0
+        self.attrs: dict[str, Any] = {}
+
+    def __enter__(self) -> PackedWriter:
+        self._atomic = atomic_path(self.path)
+        self._file = h5py.File(self._atomic.__enter__(), "w")
+        for name, dtype in self._GROWING.items():
+            self._file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 14,))
+        self._file.create_dataset("doc_ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
+                                  chunks=(1 << 10,))
+        self._append("cu_seqlens", np.zeros(1, np.int64))
+        self._append("bin_docs", np.zeros(1, np.int64))
+        return self
+
+    def _append(self, name: str, values: np.ndarray) -> None:
+        dataset = self._file[name]
+        size = dataset.shape[0]
+        dataset.resize((size + len(values),))
+        dataset[size:] = values
+
+    def add(self, docs: list[tuple[str, np.ndarray, np.ndarray]], bins: list[list[int]]) -> None:
+        """Append `bins` (lists of indices into `docs`: key, tokens, loss mask), in order."""
+        order = [doc for bin_docs in bins for doc in bin_docs]
+        if not order:
+            return
+        lengths = np.asarray([len(docs[doc][1]) for doc in order], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        self._append("tokens", np.concatenate([docs[doc][1] for doc in order]).astype(np.int32))
+        self._append("loss_mask", np.concatenate([docs[doc][2] for doc in order]).astype(np.uint8))
+        self._append("position_ids", (np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)).astype(np.int32))
+        self._append("cu_seqlens", self.tokens + ends)
+        self._append("bin_docs", self.documents + np.cumsum([len(b) for b in bins]))
+        self._append("doc_ids", np.asarray([docs[doc][0] for doc in order], dtype=object))
+        self.tokens += int(ends[-1])
+        self.documents += len(order)
+        self.bins += len(bins)
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._file.attrs["capacity"] = self.capacity
+            for key, value in self.attrs.items():
+                self._file.attrs[key] = value
+        self._file.close()
+        self._atomic.__exit__(*exc)
+
+
 def write_packed(path: Path, docs: list[tuple[str, np.ndarray, np.ndarray]], bins: list[list[int]],
                  capacity: int, attrs: dict[str, Any]) -> int:
     """Write `docs` (key, tokens, loss mask) in `bins` order to `path` atomically; return the token count."""
-    order = [doc for bin_docs in bins for doc in bin_docs]
-    lengths = np.asarray([len(docs[doc][1]) for doc in order], dtype=np.int64)
-    cu_seqlens = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=cu_seqlens[1:])
-    total = int(cu_seqlens[-1])
-    tokens = np.concatenate([docs[doc][1] for doc in order]).astype(np.int32) if order else np.zeros(0, np.int32)
-    loss_mask = np.concatenate([docs[doc][2] for doc in order]).astype(np.uint8) if order else np.zeros(0, np.uint8)
-    position_ids = (np.arange(total, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)).astype(np.int32)
-    bin_docs = np.zeros(len(bins) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in bins], out=bin_docs[1:])
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
-        out.create_dataset("tokens", data=tokens, chunks=True if total else None)
-        out.create_dataset("loss_mask", data=loss_mask)
-        out.create_dataset("position_ids", data=position_ids)
-        out.create_dataset("cu_seqlens", data=cu_seqlens)
-        out.create_dataset("bin_docs", data=bin_docs)
-        out.create_dataset("doc_ids", data=np.asarray([docs[doc][0] for doc in order], dtype=object),
-                           dtype=h5py.string_dtype())
-        out.attrs["capacity"] = capacity
-        for key, value in attrs.items():
-            out.attrs[key] = value
-    return total
+    with PackedWriter(path, capacity) as writer:
+        writer.add(docs, bins)
+        writer.attrs.update(attrs)
+    return writer.tokens
 
 
 class PackedReader:
