@@ -91,7 +91,8 @@ def test_two_mpi_ranks_give_exactly_the_one_rank_result(tmp_path: Path, benchmar
                                            "steps": {"ingest": {"inputs": [{"path": str(inputs)}]}, **steps}}, sort_keys=False))
     two.root.mkdir()
     two.recipe.write_text(yaml.safe_dump(snapshot(load_recipe(recipe_path)), sort_keys=False))
-    run_task(str(two.root), "ingest", None, "process", 0)
+    for phase in ("scan", "merge", "process"):  # ingest is a shuffle: its three phases
+        run_task(str(two.root), "ingest", None, phase, 0)
     mpiexec = Path(sys.executable).parent / "mpiexec"
     result = subprocess.run([str(mpiexec), "-n", "2", sys.executable, "-m", "distillery.prepare.mpi_task", str(two.root),
                              "decontaminate", "scan", "0"], capture_output=True, text=True, timeout=900)
