@@ -26,7 +26,7 @@ import numpy as np
 
 from distillery.data import benchmarks_dir
 from distillery.prepare.benchsets import BUILTIN, BenchmarkSource, load_benchmarks
-from distillery.prepare.cascade import classify
+from distillery.prepare.cascade import findings_by_query
 from distillery.prepare.contamination import BenchmarkIndex, IndexSettings, find_candidates
 from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import batch_plan, encode_batches, load_encoder
@@ -65,14 +65,8 @@ def evaluate(model: str, args: argparse.Namespace, rows: list[contamination_set.
     plain = BenchmarkIndex(items, vectors, IndexSettings(config.ngram_words, config.boilerplate_words, 10**9, ()))
     old = find_candidates(encoder, plain, texts, config.batch_size, config.top_k)
     rules = config.rules()
-    removed: dict[int, set[int]] = collections.defaultdict(set)
-    reuse: dict[int, set[int]] = collections.defaultdict(set)
-    for candidate in found:
-        decision = classify(candidate, rules)
-        if decision is not None and decision[1] == "contaminated":
-            removed[candidate.query_index].add(candidate.item_index)
-        elif decision is not None and decision[1] == "template_reuse":
-            reuse[candidate.query_index].add(candidate.item_index)
+    table = findings_by_query(found, rules)
+    removed, reuse = table["contaminated"], table["template_reuse"]
     baseline = {c.query_index for c in old if c.ngram_count or c.similarity >= config.threshold}
     nearest = {row: set(items) for row, items in enumerate(cascade.nearest(
         encode_batches(encoder, texts, [np.arange(len(texts))]), config.top_k))}

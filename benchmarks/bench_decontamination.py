@@ -43,7 +43,7 @@ from distillery.data import benchmarks_dir
 from distillery.hardware import cpu_flags, cpu_name, native_bf16_flags
 from distillery.prepare import bundled_vectors
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
-from distillery.prepare.cascade import Rules, classify
+from distillery.prepare.cascade import Rules, findings_by_query
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, find_candidates
 from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import BUNDLED_E5, DEFAULT_MODEL, batch_plan, encode_batches, load_encoder
@@ -81,15 +81,8 @@ def cluster_config() -> DecontaminateConfig:
 
 def decide(found: list[Candidate], rules: Rules) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
     """Per query: the items a rule finds it contaminated by, and the grey-zone items a judge would be asked about."""
-    removed: dict[int, set[int]] = collections.defaultdict(set)
-    grey: dict[int, set[int]] = collections.defaultdict(set)
-    for candidate in found:
-        decision = classify(candidate, rules)
-        if decision is not None and decision[1] == "contaminated":
-            removed[candidate.query_index].add(candidate.item_index)
-        elif decision is not None and decision[1] == "grey":
-            grey[candidate.query_index].add(candidate.item_index)
-    return removed, grey
+    table = findings_by_query(found, rules)
+    return table["contaminated"], table["grey"]
 
 
 def outcomes(model: str | None, rules: Rules, args: argparse.Namespace, rows: list[public_contamination.Row],

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,3 +58,14 @@ def classify(candidate: Candidate, rules: Rules) -> tuple[str, Finding] | None:
     if rules.grey_threshold is not None and candidate.similarity >= rules.grey_threshold:
         return "judge", "grey"
     return None
+
+
+def findings_by_query(found: Iterable[Candidate], rules: Rules) -> dict[Finding, dict[int, set[int]]]:
+    """Finding -> query index -> the benchmark items it was found against: what the rules decide for a list of
+    candidates, grouped the way a recall table counts them."""
+    table: dict[Finding, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for candidate in found:
+        decision = classify(candidate, rules)
+        if decision is not None:
+            table[decision[1]][candidate.query_index].add(candidate.item_index)
+    return table
