@@ -234,7 +234,8 @@ class EvalStage(RecordStage[EvalConfig]):
                     ctx.logger.info("eval: %s (%s %s) on %s", student.name, student.backend, student.model,
                                     ", ".join(f"{s.name} x{s.samples}" for s in config.benchmarks))
                     verifier = build_verifier(config.verify)
-                    verifier.warm_up(Query.model_validate(item.record["query"]) for item in valid)
+                    first_of = {item.record["benchmark"]: item for item in reversed(valid)}  # one query per benchmark
+                    verifier.warm_up(Query.model_validate(item.record["query"]) for item in first_of.values())
                     model = build_chat_model(student)
                 for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
                     yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
