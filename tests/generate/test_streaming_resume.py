@@ -105,7 +105,6 @@ def test_kill_minus_nine_mid_shard_then_resume_gives_the_uninterrupted_output(tm
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.xfail(run=False, reason="timed out (600 s) in the full suite after ingest became a three-phase shuffle, merged in the last minutes of the session; passed on its own branch before that merge: not yet investigated")
 def test_usr2_mid_streaming_shard_requeues_and_gives_exactly_once_output(tmp_path: Path,
                                                                          slurm_cluster: dict[str, str]) -> None:
     """SLURM USR2 (preemption notice) in the middle of a streaming generate shard on the real single-node cluster:
@@ -119,7 +118,7 @@ def test_usr2_mid_streaming_shard_requeues_and_gives_exactly_once_output(tmp_pat
         wait_for_journal(run_dir, 2, lambda: True)
         job_id = job_id_of(run_dir, f"generate/{TEACHER}:process", 0)
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-        states = wait_until_final(run_dir, expected_tasks=2, timeout_s=1200)
+        states = wait_until_final(run_dir, expected_tasks=4, timeout_s=1200)  # ingest's scan, merge, process; generate
     finally:
         cancel_jobs(run_dir)
     assert set(states.values()) == {"COMPLETED"}, states

@@ -90,7 +90,6 @@ def journal_items(run: RunDir) -> int:
     return sum(max(p.read_bytes().count(b"\n") - 1, 0) for p in journals if p.exists())
 
 
-@pytest.mark.xfail(run=False, reason="timed out (600 s) in the full suite after ingest became a three-phase shuffle, merged in the last minutes of the session; passed on its own branch before that merge: not yet investigated")
 def test_two_served_replicas_survive_a_cancelled_replica_and_are_cancelled_with_their_step(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     queries = write_queries(tmp_path / "queries.jsonl", 24)
@@ -115,10 +114,10 @@ def test_two_served_replicas_survive_a_cancelled_replica_and_are_cancelled_with_
     victim = job_id_of(run_dir, f"serve/{TEACHER}:replica", 0)
     subprocess.run(["scancel", victim], check=True)
 
-    # ingest 2 + generate 2 + replica 2 (latest job each) + keeper 1
-    states = wait_until_final(run_dir, expected_tasks=7, timeout_s=1800)
+    # ingest 2 + 1 + 2 (scan, merge, process) + generate 2 + replica 2 (latest job each) + keeper 1
+    states = wait_until_final(run_dir, expected_tasks=10, timeout_s=1800)
     assert all(state == "COMPLETED" for (group, _), state in states.items()
-               if group in ("ingest:process", f"generate/{TEACHER}:process", f"serve/{TEACHER}:keeper")), states
+               if group.startswith("ingest:") or group in (f"generate/{TEACHER}:process", f"serve/{TEACHER}:keeper")), states
 
     # No server job outlives its step: every replica job ever submitted has ended, the cancelled one included.
     jobs = replica_jobs(run, TEACHER)
