@@ -343,6 +343,12 @@ class Stage(ABC, Generic[ConfigT]):
             "seed": self.view.seed,
         })
 
+    def preload(self) -> tuple[str, ...]:
+        """Hook: the modules this step's model phases import before their first record (vLLM, torch,
+        sentence-transformers): a local run imports them once, in the process its model tasks are forked from,
+        instead of once a task (several seconds each on 2 cores). Empty (the default): none."""
+        return ()
+
     def phase_kind(self, phase: str) -> str | None:
         """The job kind of a phase: None for a light one (see `model_phases`), else the stage's `kind`."""
         return self.kind if phase in self.model_phases else None

@@ -29,7 +29,7 @@ from distillery.data import benchmarks_dir
 from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec, load_benchmark
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.prompts import build_conversation
-from distillery.llm.build import build_chat_model
+from distillery.llm.build import HEAVY_IMPORTS, build_chat_model
 from distillery.llm.protocol import ChatModel, Sampling
 from distillery.models import resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
@@ -163,13 +163,21 @@ class EvalStage(RecordStage[EvalConfig]):
             raise ValueError(f"step {self.step!r}: set `from_step` or `model` (no teacher to take it from)")
         return resolve_model(model)
 
+    @property
+    def backend(self) -> str:
+        """The student's generation backend: the step's, else its teacher's."""
+        return self.config.backend or (self.teacher.backend if self.teacher else "vllm")
+
+    def preload(self) -> tuple[str, ...]:
+        return HEAVY_IMPORTS.get(self.backend, ())
+
     def student_config(self, run: RunDir) -> TeacherConfig:
         """The student as a `TeacherConfig`, which is what the backend factory builds a `ChatModel` from."""
         teacher = self.teacher
         return TeacherConfig(
             name=teacher.name if teacher else self.step,
             model=self.model_path(run),
-            backend=self.config.backend or (teacher.backend if teacher else "vllm"),
+            backend=self.backend,
             sampling=self.config.sampling,
             system_prompt=self.config.system_prompt,
             options={**(teacher.options if teacher else {}), **self.config.options},

@@ -77,6 +77,9 @@ class SFTStage(TaskStage[SFTConfig]):
     def num_shards(self) -> int:
         return 1
 
+    def preload(self) -> tuple[str, ...]:
+        return ("distillery.train.trainer", "megatron.core", "transformers")
+
     def price(self, pricing: Pricing) -> Priced:
         """Every packed token `epochs` times at the training rate (the default is 6 x params FLOP a token at a
         stated MFU); on disk `keep_checkpoints` checkpoints of weights and optimizer state, and the bf16 export."""

@@ -40,6 +40,7 @@ from distillery.core.stage import (
     register,
 )
 from distillery.core.store import config_digest, iter_jsonl, read_json, write_json, write_jsonl
+from distillery.filters.perplexity import SCORER_IMPORTS
 from distillery.filters.traces import parse_trace
 from distillery.generate.stage import GenerateConfig
 from distillery.variants.rules import Sized, at_threshold, length_sample
@@ -103,6 +104,9 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     kind = "gpu"
     """A rule that picks attempts the filters never saw scores them with the perplexity filter's reference model."""
     model_phases = ("process",)  # that re-screen; scan and merge read lengths
+
+    def preload(self) -> tuple[str, ...]:
+        return SCORER_IMPORTS
 
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
