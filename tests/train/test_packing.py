@@ -174,7 +174,7 @@ def test_pack_stage_end_to_end(tmp_path, traces, tokenizer, make_run, make_trace
     assert stats["over_cap"] == 1
     rejected = {row["key"]: row["reason"] for row in iter_jsonl(run.shard("pack", "t1", 0).rejected)}
     assert "max_tokens" in rejected[long_trace["query"]["id"]]
-    reader = PackedReader(run.packed("pack", "t1"))
+    reader = PackedReader(run.packed("pack", "t1", 0))
     _check_file_invariants(reader)
     assert sorted(reader.doc_ids) == sorted(t["query"]["id"] for t in traces)
     assert stats["efficiency"] == pytest.approx(reader.total_tokens / (len(reader) * 300))
