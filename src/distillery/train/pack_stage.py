@@ -56,6 +56,7 @@ class PackStage(TaskStage[PackConfig]):
     per_teacher = True
 
     def num_shards(self) -> int:
+        """From the run's shard count, which its input (a per-teacher record step) has."""
         return math.ceil(self.view.num_shards / self.config.input_shards_per_task)
 
     def input_shards(self, ctx: ShardContext) -> range:
