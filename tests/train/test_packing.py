@@ -54,8 +54,9 @@ def test_best_fit_decreasing_places_every_document_once_within_capacity(lengths,
         placed = sorted(doc for b in bins for doc in b)
         assert placed == list(range(len(lengths)))
         assert all(sum(lengths[d] for d in b) <= capacity for b in bins)
-    assert len(best_fit_decreasing(lengths, capacity)) <= len(greedy_sequential(lengths, capacity))
-    assert len(best_fit_decreasing(lengths, capacity)) >= -(-sum(lengths) // capacity)  # no packer beats the area
+    # never fewer bins than the area allows (BFD can lose to arrival order on a lucky instance: [11, 41, 52, 11, 31,
+    # 53] at 104 is 3 bins against greedy's 2; the long-tail test below compares the two where it matters)
+    assert len(best_fit_decreasing(lengths, capacity)) >= -(-sum(lengths) // capacity)
 
 
 @settings(max_examples=60, deadline=None)
