@@ -180,8 +180,12 @@ class StepInputs(Protocol):
         """Kept records of every shard of the input step, positions numbered across shards."""
         ...
 
-    def digest(self, step: str | None = None, shard_index: int | None = None) -> str:
-        """Digest of the output ids of `step` (default: the input step), one shard or all of them."""
+    def digest(self, step: str | None = None, shard_index: int | range | None = None) -> str:
+        """Digest of the output ids of `step` (default: the input step): one shard, a range of them, or all."""
+        ...
+
+    def num_shards(self, step: str | None = None) -> int:
+        """How many shards `step` (default: the input step) has."""
         ...
 
 
