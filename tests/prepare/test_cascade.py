@@ -45,6 +45,8 @@ def test_two_shared_numbers_need_the_embedder_to_agree_and_a_nearest_translation
     assert classify(_pair(similarity=below, rank=1, **common), RULES) != ("fingerprint", "contaminated")
     assert classify(_pair(similarity=below, rank=0, **{**common, "content": 0.64}), RULES) != (
         "fingerprint", "contaminated"), "a fresh problem in its nearest item's template changes part of its content"
+    assert classify(_pair(similarity=below, rank=0, **{**common, "reverse": 0.69}), RULES) != (
+        "fingerprint", "contaminated"), "a fresh problem on its nearest item's topic brings numbers of its own"
     assert classify(_pair(similarity=RULES.fingerprint_nearest - 0.01, rank=0, **common), RULES) is None
 
 

@@ -4,8 +4,9 @@ scan (per shard, optionally as MPI ranks): embed the shard's queries in fixed le
 ranks, propose candidates per query (FAISS top-k, content n-gram hits with boilerplate left out, fingerprint hits)
 with their evidence, gather on rank 0, and there decide each (query, item) pair by the cascade (cascade.py), asking
 the LLM judge about every grey-zone pair. merge: write `<stage>/audit.jsonl` (one row per finding: query id,
-benchmark, item id, rule, finding, cosine, n-gram, fingerprint shares, judge verdict) and `<stage>/summary.json` (per
-benchmark), and the drop list of each shard. process: drop what merge listed.
+benchmark, item id, rule, finding, cosine, n-gram, fingerprint shares, the item's place among the query's nearest,
+judge verdict) and `<stage>/summary.json` (per benchmark), and the drop list of each shard. process: drop what merge
+listed.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class DecontaminateConfig(StageConfig):
     fingerprint_cosine: float = Field(
         0.75, gt=0, le=1, description="Cosine at which a fingerprint match needs only half of fingerprint_info.")
     fingerprint_nearest: float = Field(
-        0.51, gt=0, le=1, description="Cosine at which a query's nearest item, rather than fingerprint_cosine, lets a "
-                                      "fingerprint match need only half of fingerprint_info (translations sit lower).")
+        0.51, gt=0, le=1, description="Cosine at which a query's nearest item, of the same fingerprint, needs only "
+                                      "half of fingerprint_info, as at fingerprint_cosine (translations sit lower).")
     template_share: float = Field(
         0.5, ge=0, le=1, description="Below this share of the item's numbers, a wording match is template reuse, not a copy.")
     template_reuse: Literal["keep", "drop"] = Field(
@@ -199,7 +200,7 @@ class DecontaminateStage(DropListStage):
                 "similarity": candidate.similarity, "ngram": candidate.ngram, "ngram_count": candidate.ngram_count,
                 "numbers_share": None if math.isnan(candidate.numbers) else candidate.numbers,
                 "fingerprint_share": candidate.content, "fingerprint_reverse": candidate.reverse,
-                "fingerprint_info": candidate.info, "judge_verdict": verdict, "judge_reply": reply,
+                "fingerprint_info": candidate.info, "nearest_rank": candidate.rank, "judge_verdict": verdict, "judge_reply": reply,
                 "dropped": self._drops(finding)}
 
     def _evidence(self, row: dict[str, Any]) -> str:
