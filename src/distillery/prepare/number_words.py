@@ -21,7 +21,6 @@ import unicodedata
 from num2words import num2words
 
 SPACED = ("ru", "bn", "te")
-INDIC = ("bn", "te")
 INDIC_TAIL = 2
 _CJK_NUMERAL = re.compile(r"[〇零一二三四五六七八九十百千两兩]+")
 _WORD = re.compile(r"[\w\u0980-\u09ff\u0c00-\u0c7f]+")
