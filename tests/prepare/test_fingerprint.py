@@ -10,6 +10,9 @@ import pytest
 from distillery.prepare.benchsets import BUILTIN, BenchmarkSource, load_benchmarks
 from distillery.prepare.boilerplate import Boilerplate, words
 from distillery.prepare.fingerprint import FingerprintIndex, fingerprint
+from distillery.testing import public_contamination
+
+SET = Path(__file__).resolve().parents[1] / "data" / "decontamination"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,44 @@ def test_a_translation_keeps_the_fingerprint_and_new_numbers_change_it(items: li
     small = FingerprintIndex(["Compute 1 + 1.", "Compute 1 + 3.", "Add 1 and 3."])
     common = small.compare(fingerprint("Compute 1 + 1 twice."), 0)
     assert math.isnan(common.numbers), "common numbers alone tell nothing"
+
+
+@pytest.fixture(scope="module")
+def public() -> tuple[dict[str, str], dict[str, str]]:
+    """The labelled set's queries and its GSM8K originals (MGSM translations of them among the queries)."""
+    originals = load_benchmarks([public_contamination.index_source(SET)], None)
+    return {row.id: row.text for row in public_contamination.load(SET)}, {item.item_id: item.text for item in originals}
+
+
+def _numbers(text: str) -> set[str]:
+    return {token for token in fingerprint(text) if token.startswith("n:")}
+
+
+@pytest.mark.parametrize(("query", "written"), [
+    ("translation-fr-gsm8k-test-0197", "thousands grouped by spaces: 23 786"),
+    ("translation-ja-gsm8k-test-0197", "thousands grouped by commas after a kanji: が23,786"),
+    ("translation-ru-gsm8k-test-0078", "a decimal comma: 2,50 $"),
+    ("translation-de-gsm8k-test-0163", "the dollar sign after the number: 4 $"),
+    ("translation-ru-gsm8k-test-0066", "a Russian number word: четыре"),
+    ("translation-zh-gsm8k-test-0086", "Chinese numerals: 三次, 四次"),
+    ("translation-bn-gsm8k-test-0071", "a Bengali number word: দুই"),
+    ("translation-bn-gsm8k-test-0066", "a Bengali numeral with its classifier: চারটি"),
+    ("translation-te-gsm8k-test-0066", "a Telugu number word: నాలుగు")])
+def test_an_mgsm_translation_carries_every_number_of_its_gsm8k_original(
+        public: tuple[dict[str, str], dict[str, str]], query: str, written: str) -> None:
+    queries, originals = public
+    original = originals[query.split("gsm8k-")[1]]
+    assert _numbers(original) and _numbers(original) <= _numbers(queries[query]), written
+
+
+def test_prices_are_not_math_and_words_that_only_look_like_numbers_are_not_numbers(
+        public: tuple[dict[str, str], dict[str, str]]) -> None:
+    queries, originals = public
+    assert set(fingerprint(originals["test-0163"])) == {"n:3", "n:4", "n:5"}, "`$4. How much ... costs $5?`: prices"
+    bengali = queries["translation-bn-gsm8k-test-0102"]
+    assert "তিনি" in bengali and _numbers(bengali) == _numbers(originals["test-0102"]) == set(), \
+        "তিনি (he) is not তিন (three) with a suffix"
+    assert _numbers("nums = [1,3], (10,20)") == {"n:1", "n:3", "n:10", "n:20"}, "a list is not a decimal comma"
 
 
 def test_stock_and_shared_phrases_are_boilerplate_problem_words_are_not(items: list) -> None:

@@ -15,6 +15,8 @@ from distillery.core.recipe import load_recipe
 from distillery.hardware import dtype_stats
 from distillery.prepare import bundled_vectors
 from distillery.prepare.benchsets import BenchmarkSource, load_benchmarks
+from distillery.prepare.cascade import findings_by_query
+from distillery.prepare.contamination import BenchmarkIndex, find_candidates
 from distillery.prepare.decontaminate import DecontaminateConfig
 from distillery.prepare.embed import BUNDLED_E5, load_encoder
 from distillery.testing import public_contamination
@@ -77,3 +79,24 @@ def test_shipped_benchmark_vectors_are_the_ones_the_bundled_embedder_computes() 
     assert sorted(shipped) == [0, 1, 2]
     computed = load_encoder(BUNDLED_E5).encode(texts[:3])
     assert np.array_equal(np.stack([shipped[n] for n in range(3)]), computed)
+
+
+def test_bundled_e5_finds_a_translation_by_its_common_numbers_and_not_a_fresh_problem_sharing_two() -> None:
+    """MGSM's Chinese translation of GSM8K test-0066 shares only its common numbers with it (four, written 四, and
+    5), at a cosine below fingerprint_cosine, but its item is its nearest; two fresh problems (GSM8K test-0240 and train-1420, not in the
+    index) carry both numbers of MATH-500's number_theory/342 (54 and 6), an item the embedder does not put near."""
+    rows = {row.id: row for row in public_contamination.load(SET)}
+    originals = [item for item in load_benchmarks([public_contamination.index_source(SET)], None)
+                 if item.item_id == "test-0066"]
+    items = load_benchmarks([BenchmarkSource(name="math500")], None) + originals
+    config = DecontaminateConfig(model=BUNDLED_E5, threshold=0.92, fingerprint_cosine=0.89)
+    encoder = load_encoder(config.model)
+    vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size, True)
+    index = BenchmarkIndex(items, vectors, config.index_settings(), use_gpu=False)
+    queries = [rows[name].text for name in (
+        "translation-zh-gsm8k-test-0066", "fresh-en-gsm8k-test-0240", "fresh-en-gsm8k-train-1420")]
+    found = find_candidates(encoder, index, queries, config.batch_size, config.top_k)
+    coincidence = next(n for n, item in enumerate(items) if item.item_id == "test/number_theory/342.json")
+    assert {c.query_index for c in found if c.item_index == coincidence} == {1, 2}, "both fresh ones are proposed"
+    contaminated = findings_by_query(found, config.rules())["contaminated"]
+    assert {query: set(found) for query, found in contaminated.items() if found} == {0: {len(items) - 1}}

@@ -6,10 +6,15 @@
 2. `fingerprint`: the query carries the item's content (numbers, expressions, names) in other words, a paraphrase
    or a translation: share of the item's fingerprint >= `fingerprint_share`, share of the query's own fingerprint
    in the item >= `fingerprint_reverse` (a long text that happens to contain the numbers is not a copy), and
-   enough evidence: either the shared tokens weigh at least `fingerprint_info` with two or more rare tokens (not
-   variable names) among them (content alone suffices, even across languages the encoder does not know), or half
-   that weight with a cosine of at least `fingerprint_cosine` (an item with only common numbers needs the meaning
-   to agree too).
+   enough evidence: either the shared tokens weigh at least `fingerprint_info` with three or more rare tokens (not
+   variable names) among them (content alone suffices, even across languages the encoder does not know), or two
+   when the item is also among the query's nearest by embedding (two numbers a fresh problem shares with one of
+   a thousand items are a coincidence: `54` and `6`, `20` and `30`), or half that weight with the meaning agreeing
+   too (an item with only common numbers): a cosine of at least `fingerprint_cosine`, or the item is the query's
+   nearest at a cosine of at least `fingerprint_nearest` and the two fingerprints are the same (a translation sits
+   further from its item than a fresh problem in the item's own language does, yet nearest to it, with its numbers
+   and no others; a fresh problem on the item's topic is nearest too, but changes some or brings its own: `7
+   divided by 3/4` beside `three plus ... equals 7 divided by that number`).
 3. `judge`: none of the above but a cosine at or above `grey_threshold`, numbers not contradicting: the LLM judge
    decides. Every such candidate of a query goes to the judge, not only its nearest.
 """
@@ -35,6 +40,7 @@ class Rules:
     fingerprint_reverse: float
     fingerprint_info: float
     fingerprint_cosine: float
+    fingerprint_nearest: float
     template_share: float
 
 
@@ -51,9 +57,12 @@ def classify(candidate: Candidate, rules: Rules) -> tuple[str, Finding] | None:
     if differ:
         return None
     share = max(candidate.content, 0.0 if math.isnan(candidate.numbers) else candidate.numbers)
+    agrees = candidate.similarity >= rules.fingerprint_cosine or (
+        candidate.rank == 0 and candidate.similarity >= rules.fingerprint_nearest
+        and candidate.content >= 1.0 and candidate.reverse >= 1.0)
     if share >= rules.fingerprint_share and candidate.reverse >= rules.fingerprint_reverse and (
-            (candidate.info >= rules.fingerprint_info and candidate.rare >= 2)
-            or (candidate.info >= rules.fingerprint_info / 2 and candidate.similarity >= rules.fingerprint_cosine)):
+            (candidate.info >= rules.fingerprint_info and candidate.rare >= (3 if candidate.rank is None else 2))
+            or (candidate.info >= rules.fingerprint_info / 2 and agrees)):
         return "fingerprint", "contaminated"
     if rules.grey_threshold is not None and candidate.similarity >= rules.grey_threshold:
         return "judge", "grey"

@@ -53,6 +53,8 @@ class Candidate:
     """Weight of the shared fingerprint tokens."""
     rare: int = 0
     """Distinct shared tokens (not variable names) that few benchmark items have."""
+    rank: int | None = None
+    """The item's place among the query's FAISS top_k nearest (0: the nearest); None: not among them."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ class BenchmarkIndex:
             count, gram = grams.get(item, (0, None))
             found.append(Candidate(row, item, round(exact[item], 6), gram, count, round(comparison.numbers, 6),
                                    round(comparison.content, 6), round(comparison.reverse, 6),
-                                   round(comparison.info, 4), comparison.rare))
+                                   round(comparison.info, 4), comparison.rare,
+                                   proposed.index(item) if item in proposed else None))
         return found
 
 

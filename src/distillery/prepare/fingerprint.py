@@ -3,7 +3,8 @@
 Two texts with the same fingerprint but different words are the same problem told otherwise (a paraphrase, a
 translation: digits and LaTeX survive both); two texts with the same words but different numbers are one template
 used twice. Tokens are typed strings:
-- `n:<value>`: every number, in digits (`1,000` and `1000.0` are `n:1000`) or as an English number word;
+- `n:<value>`: every number, in digits of any script (`1,000`, `1.000`, `23 786`, `1000.0`; `2,50` is `n:2.5`) or
+  as a number word (English here; Russian, Bengali, Telugu and kanji in number_words.py);
 - `t:<expression>`: a LaTeX math span of 4+ characters, without spaces, `\\left`/`\\right`, spacing commands or
   braces (`\\dfrac{m}{n}` and `\\frac mn` agree);
 - `v:<name>`: a variable name inside math (`x`, `a_i`, `\\omega`; `xy` and `ABC` are letters side by side);
@@ -23,8 +24,19 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
-_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?![\d,])|\d+(?:\.\d+)?")
+from distillery.prepare.number_words import word_numbers
+
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$(?=\S)(.+?)(?<=\S)\$(?!\d)|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
+"""Display and inline math; an inline `$` span opens before a non-space and closes after one, not before a digit
+(pandoc's rule), so that two prices (`costs $4 ... and $5`) are not read as one formula."""
+_NUMBER = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])|\d+(?:\.\d+)?")
+_PROSE_NUMBER = re.compile(
+    r"(?<![\d.,])(?P<grouped>[1-9]\d{0,2}(?P<sep>[ .,])\d{3}(?:(?P=sep)\d{3})*)(?P<fraction>[.,]\d+)?(?!\d)"
+    r"|(?<![\d.,\[(])(?:0,\d+|\d+,\d{1,2})(?![\d,])|\d+(?:\.\d+)?")
+"""A number in prose, written the ways translations write it: thousands grouped by `,`, `.` or a space (`1,000`,
+`1.000`, `23 786`: groups of exactly three digits after a first group of one to three), a decimal point or comma
+(`2.50`, `2,50`, `0,125`; not a list such as `[1,3]`). Inside math, `_NUMBER` reads `(3,4)` as two numbers."""
+_NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")
 _SPACING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)\b|\\[,;:! ]|\s+|[{}]")
 _COMMAND = re.compile(r"\\([A-Za-z]+)")
 _VARIABLE = re.compile(r"[A-Za-z](?:_\w)?")
@@ -48,12 +60,23 @@ def _number(text: str) -> str:
     return "n:" + (whole.lstrip("0") or "0") + (f".{fraction}" if fraction else "")
 
 
+def _prose_number(match: re.Match[str]) -> str:
+    """`_PROSE_NUMBER`'s match as a token: group separators dropped, the decimal mark made a point."""
+    grouped, fraction = match.group("grouped"), match.group("fraction") or ""
+    if grouped is None:
+        return _number(match.group(0).replace(",", "."))
+    decimals = "." + fraction[1:] if fraction and fraction[0] != match.group("sep") else ""
+    return _number(grouped.replace(match.group("sep"), "") + decimals)
+
+
 def fingerprint(text: str) -> Counter[str]:
     """The typed content tokens of `text` with their counts."""
     text = unicodedata.normalize("NFKC", text)
-    tokens: Counter[str] = Counter(_number(m.group(0)) for m in _NUMBER.finditer(text))
+    text = _NON_ASCII_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit.group(0))), text)
+    tokens: Counter[str] = Counter()
     for match in _MATH.finditer(text):
         span = next(group for group in match.groups() if group is not None)
+        tokens.update(_number(number.group(0)) for number in _NUMBER.finditer(span))
         expression = _SPACING.sub("", span).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
         if len(expression) >= 4:
             tokens["t:" + expression] += 1
@@ -61,9 +84,12 @@ def fingerprint(text: str) -> Counter[str]:
         tokens.update("v:" + name for name in _VARIABLE.findall(stripped))
         tokens.update("v:\\" + name for name in _COMMAND.findall(span) if name not in _MATH_COMMANDS_IGNORED)
     outside = _MATH.sub(" ", text)
+    tokens.update(_prose_number(number) for number in _PROSE_NUMBER.finditer(outside))
     for match in _CODE.finditer(outside):
         tokens["c:" + next(group for group in match.groups() if group is not None)] += 1
-    tokens.update(f"n:{_WORD_NUMBERS[word]}" for word in _PLAIN_WORD.findall(outside.lower()) if word in _WORD_NUMBERS)
+    lowered = outside.lower()
+    tokens.update(f"n:{_WORD_NUMBERS[word]}" for word in _PLAIN_WORD.findall(lowered) if word in _WORD_NUMBERS)
+    tokens.update(f"n:{value}" for value in word_numbers(lowered))
     return tokens
 
 
