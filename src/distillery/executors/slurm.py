@@ -30,7 +30,7 @@ from distillery.core.runner import run_task
 from distillery.core.store import RunDir
 from distillery.executors import Executor, SchedulerStates
 from distillery.executors.handles import FINAL_STATES, JobHandle
-from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, submitted_tasks
+from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, squeue_states, submitted_tasks
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile
@@ -83,6 +83,7 @@ class SlurmExecutor(Executor):
         for group in groups:  # a group (or its teacher's servers) that does not fit fails before anything is submitted
             for checked in (group, *server_groups(self.recipe, group)):
                 check_fits(self.profile, checked)
+        wait_for_ending(self.run)
         states = query_states(self.run)
         live = {task: job_id for task, (job_id, _) in submitted_tasks(self.run).items()
                 if states.get(task) in LIVE_STATES}
@@ -167,6 +168,31 @@ def task_state(job: submitit.Job) -> str:
         return "COMPLETED" if job.exception() is None else "FAILED"
     state = job.state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
     return "PENDING" if state == "UNKNOWN" else state
+
+
+ENDING_TIMEOUT_S = 600.0
+"""How long `execute` waits for cancelled tasks to end (the cluster's KillWait, 30 s by default, plus slack)."""
+
+
+def wait_for_ending(run: RunDir, poll_s: float = 2.0, timeout_s: float = ENDING_TIMEOUT_S) -> None:
+    """Wait until no task of the run is COMPLETING. `scancel` sends SIGTERM, which submitit ignores, and SIGKILL
+    KillWait seconds later: meanwhile sacct already says CANCELLED but the task may still append to its shard's
+    journal, and a second task submitted for that shard now would be a second writer of it."""
+    job_ids = [job_id for job_id, _ in submitted_tasks(run).values()]
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        ending = sorted(job_id for job_id, state in squeue_states(job_ids).items() if state == "COMPLETING")
+        if not ending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tasks {', '.join(ending[:10])} still COMPLETING after {timeout_s:.0f}s: their "
+                               "processes may still write their shards; submit again once squeue no longer lists them")
+        if not announced:
+            logger.info("waiting for %d cancelled task(s) to end before submitting: %s", len(ending),
+                        ", ".join(ending[:10]))
+            announced = True
+        time.sleep(poll_s)
 
 
 @functools.cache
