@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillery.core.runner import load_run_recipe
 from distillery.core.store import Manifest, RunDir
 
 FINGERPRINT = ("sha256", "output_ids_digest", "inputs", "kept", "rejected", "quarantined")
@@ -36,12 +37,13 @@ class StepComparison:
     """`lineage shard N: field` for each shard that differs, or that only one run finished."""
 
 
-def compare_runs(first: RunDir | Path, second: RunDir | Path) -> list[StepComparison]:
-    """Per step (in the order the first run's manifests list them), its shards and how many are identical."""
-    a = fingerprints(first if isinstance(first, RunDir) else RunDir(first))
-    b = fingerprints(second if isinstance(second, RunDir) else RunDir(second))
+def compare_runs(first: Path | str, second: Path | str) -> list[StepComparison]:
+    """Per step (in the first run's recipe order), its shards and how many are identical."""
+    first, second = RunDir(first), RunDir(second)
+    a, b = fingerprints(first), fingerprints(second)
+    order = {spec.step: i for i, spec in enumerate(load_run_recipe(first).steps)}
     steps: dict[str, StepComparison] = {}
-    for key in sorted(a.keys() | b.keys(), key=lambda k: (k[0], k[1] or "", k[2])):
+    for key in sorted(a.keys() | b.keys(), key=lambda k: (order.get(k[0], len(order)), k[0], k[1] or "", k[2])):
         step, lineage, shard = key
         row = steps.setdefault(step, StepComparison(step))
         row.shards += 1
