@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{part:<32} {seconds:>8.1f} {seconds / local_s:>8.2f}")
     print(f"\nlocal vs cluster, per step ({'every task completed' if slurm_ok else 'SOME TASKS FAILED'}):")
     print(render_comparison(comparison))
-    print(f"\nkilled {report.group}: " + ", ".join(f"shard {s} ({state})" for s, state in sorted(report.killed.items())))
+    killed = ", ".join(f"shard {shard} ({state})" for shard, state in sorted(report.killed.items()))
+    print(f"\nkilled {report.group}: {killed}")
     print(f"lost (no manifest when the run ended): {sorted(report.lost_in_group)}; "
           f"killed but finished within KillWait: {sorted(report.cancelled - report.lost_in_group)}")
     print(f"resume reran in {report.group}: {sorted(report.rerun.get(report.group, set()))}")

@@ -31,7 +31,14 @@ from distillery.core.runner import run_task
 from distillery.core.store import RunDir
 from distillery.executors import Executor, SchedulerStates
 from distillery.executors.handles import FINAL_STATES, JobHandle
-from distillery.executors.sacct import ACCOUNTING_LAG_S, LIVE_STATES, append_jobs, query_states, squeue_states, submitted_tasks
+from distillery.executors.sacct import (
+    ACCOUNTING_LAG_S,
+    LIVE_STATES,
+    append_jobs,
+    query_states,
+    squeue_states,
+    submitted_tasks,
+)
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile

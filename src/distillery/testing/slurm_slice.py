@@ -114,15 +114,16 @@ def queued(run: RunDir) -> list[str]:
 
 def kill_tasks(run: RunDir, group: str, pending: list[int], running: list[int], poll_s: float = 0.3,
                timeout_s: float = 1800) -> dict[int, str]:
-    """`scancel` array tasks of one group: those of `pending` at once (they wait for their dependencies or a free
-    CPU), those of `running` as soon as squeue shows them RUNNING. Shard -> the state each was cancelled in, or
-    `ended` for one that finished before it could be caught."""
+    """`scancel` array tasks of one group: those of `pending` at once (behind their dependencies, they are still
+    PENDING), those of `running` as soon as squeue shows them RUNNING. Shard -> the state each was cancelled in,
+    or `ended` for one that finished before it could be caught."""
     job_of = {shard: job_id for (key, shard), (job_id, _) in submitted_tasks(run).items() if key == group}
     killed: dict[int, str] = {}
     waiting = set(running)
+    now = squeue_states([job_of[shard] for shard in pending])
     for shard in pending:
         _scancel(job_of[shard])
-        killed[shard] = "PENDING"
+        killed[shard] = now.get(job_of[shard], "ended")
     deadline = time.time() + timeout_s
     while waiting and time.time() < deadline:
         states = squeue_states([job_of[shard] for shard in waiting])
