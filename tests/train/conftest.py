@@ -15,6 +15,7 @@ from distillery.core.runner import load_run_recipe
 from distillery.core.store import RunDir
 from distillery.testing import finish_shard
 from distillery.testing.stages import trace_recipe
+from distillery.train.binpack import share
 
 
 def _make_trace(index: int, rng: random.Random, teacher: str = "t1", multi_turn: bool = False) -> dict[str, Any]:
@@ -37,13 +38,17 @@ def traces() -> list[dict[str, Any]]:
     return [_make_trace(i, rng, multi_turn=i % 4 == 0) for i in range(40)]
 
 
-def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], teacher: str = "t1") -> RunDir:
-    """A run directory whose first step (`traces`) is finished with `records` for `teacher`."""
+def _make_run(root: Path, records: list[dict[str, Any]], steps: dict[str, Any], teacher: str = "t1",
+              num_shards: int = 1) -> RunDir:
+    """A run directory whose first step (`traces`) is finished with `records` for `teacher`, dealt in order into
+    `num_shards` even shards."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(trace_recipe(root, steps, teacher), sort_keys=False),
-                                      encoding="utf-8")
+    recipe = trace_recipe(root, steps, teacher, num_shards=num_shards)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     run = RunDir(root)
-    finish_shard(run, "traces", teacher, 0, records, recipe=load_run_recipe(run))
+    for shard_index in range(num_shards):
+        part = share(len(records), num_shards, shard_index)
+        finish_shard(run, "traces", teacher, shard_index, records[part.start:part.stop], recipe=load_run_recipe(run))
     return run
 
 

@@ -93,7 +93,7 @@ def main(spec_path: str, rank: int, world: int) -> None:
     settings = TrainSettings(**{**DEFAULTS, **spec.get("settings", {})}, tensor_parallel=tp, pipeline_parallel=pp,
                              dtype=torch.float32)
     initial = Path(spec["initial"]) if spec.get("initial") else None
-    trainer = Trainer(settings, shape, initial, Path(spec["data"]), Path(spec["work"]), out / "metrics.jsonl", device,
+    trainer = Trainer(settings, shape, initial, [Path(spec["data"])], Path(spec["work"]), out / "metrics.jsonl", device,
                       logging.getLogger("worker"), fingerprint="test")
     groups = trainer.groups
     tag = f"tp{groups.tp_rank}-pp{groups.pp_rank}-dp{groups.dp_rank}"

@@ -10,16 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from distillery.core.runner import run_task
-from distillery.core.store import iter_jsonl
+from distillery.cli import main
+from distillery.core.runner import load_run_recipe, run_task
+from distillery.core.store import Manifest, iter_jsonl
+from distillery.testing import finish_shard
 from distillery.train.binpack import (
     best_fit_decreasing,
     greedy_sequential,
     packing_efficiency,
+    share,
+    sharded_best_fit,
     windowed_best_fit,
 )
 from distillery.train.chat_tokens import render_conversation, tokenize_conversation, tokenize_rendered, trace_messages
-from distillery.train.packed_file import PackedReader, write_packed
+from distillery.train.packed_file import PackedDataset, PackedReader, write_packed
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +54,9 @@ def test_best_fit_decreasing_places_every_document_once_within_capacity(lengths,
         placed = sorted(doc for b in bins for doc in b)
         assert placed == list(range(len(lengths)))
         assert all(sum(lengths[d] for d in b) <= capacity for b in bins)
-    assert len(best_fit_decreasing(lengths, capacity)) <= len(greedy_sequential(lengths, capacity))
-    assert len(best_fit_decreasing(lengths, capacity)) >= -(-sum(lengths) // capacity)  # no packer beats the area
+    # never fewer bins than the area allows (BFD can lose to arrival order on a lucky instance: [11, 41, 52, 11, 31,
+    # 53] at 104 is 3 bins against greedy's 2; the long-tail test below compares the two where it matters)
+    assert len(best_fit_decreasing(lengths, capacity)) >= -(-sum(lengths) // capacity)
 
 
 @settings(max_examples=60, deadline=None)
@@ -115,6 +120,20 @@ def test_windowed_packing_keeps_bins_inside_their_window_and_costs_under_one_per
     windowed = packing_efficiency(lengths, bins, capacity)
     whole = packing_efficiency(lengths, best_fit_decreasing(lengths, capacity), capacity)
     assert windowed >= 0.99 and whole - windowed < 0.01, (windowed, whole)
+    # eight pack tasks, each over its own share: every document once, no bin across two tasks, still >= 99%
+    sharded = sharded_best_fit(lengths, capacity, window_bins * capacity, 8)
+    assert sorted(doc for bin_ in sharded for doc in bin_) == list(range(len(lengths)))
+    task_of = {doc: task for task in range(8) for doc in share(len(lengths), 8, task)}
+    assert all(len({task_of[doc] for doc in bin_}) == 1 for bin_ in sharded)
+    assert packing_efficiency(lengths, sharded, capacity) >= 0.99
+    assert abs(packing_efficiency(lengths, sharded, capacity) - windowed) < 0.005
+
+
+def test_shares_split_evenly_and_cover_everything_once() -> None:
+    for total, parts in ((40, 5), (1000, 63), (3, 3), (7, 2)):
+        shares = [share(total, parts, index) for index in range(parts)]
+        assert [i for part in shares for i in part] == list(range(total))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
 def _check_file_invariants(reader: PackedReader) -> None:
@@ -174,7 +193,7 @@ def test_pack_stage_end_to_end(tmp_path, traces, tokenizer, make_run, make_trace
     assert stats["over_cap"] == 1
     rejected = {row["key"]: row["reason"] for row in iter_jsonl(run.shard("pack", "t1", 0).rejected)}
     assert "max_tokens" in rejected[long_trace["query"]["id"]]
-    reader = PackedReader(run.packed("pack", "t1"))
+    reader = PackedReader(run.packed("pack", "t1", 0))
     _check_file_invariants(reader)
     assert sorted(reader.doc_ids) == sorted(t["query"]["id"] for t in traces)
     assert stats["efficiency"] == pytest.approx(reader.total_tokens / (len(reader) * 300))
@@ -197,3 +216,46 @@ def test_batched_tokenization_equals_one_by_one(tokenizer, traces) -> None:
         single = tokenize_conversation(tokenizer, conversation)
         assert sample.tokens.tolist() == single.tokens.tolist()
         assert sample.loss_mask.tolist() == single.loss_mask.tolist()
+
+
+def test_sharded_pack_holds_every_trace_once_and_reruns_only_a_lost_shard(tmp_path, traces, make_run) -> None:
+    records = traces + [{"query": {"id": "broken"}}]  # the last input shard's: quarantined by the second pack task
+    run = make_run(tmp_path / "run", records, {"pack": {"max_tokens": 300, "input_shards_per_task": 2}},
+                   num_shards=4)
+    assert main(["run", str(run.root / "recipe.yaml")]) == 0
+    manifests = [Manifest.load(run.shard("pack", "t1", shard).manifest) for shard in (0, 1)]
+    assert not run.shard("pack", "t1", 2).manifest.exists()  # four input shards, two per task: two tasks
+    assert [m.stats["input_shards"] for m in manifests] == [[0, 2], [2, 4]]
+    assert [m.quarantined for m in manifests] == [0, 1]
+    readers = [PackedReader(run.packed("pack", "t1", shard)) for shard in (0, 1)]
+    for reader in readers:
+        _check_file_invariants(reader)
+    # each task holds exactly the traces of its own input shards; together every kept trace exactly once
+    halves = [traces[:share(len(records), 4, 2).start], traces[share(len(records), 4, 2).start:]]
+    assert [sorted(r.doc_ids) for r in readers] == [sorted(t["query"]["id"] for t in half) for half in halves]
+    assert [m.kept for m in manifests] == [len(half) for half in halves]
+    # sft's view: the files one after the other, each in its bin order
+    dataset = PackedDataset([run.packed("pack", "t1", shard) for shard in (0, 1)])
+    assert len(dataset) == sum(map(len, readers)) and dataset.document_count == len(traces)
+    assert [dataset.documents(b) for b in range(len(dataset))] == \
+        [r.documents(b) for r in readers for b in range(len(r))]
+    last = dataset[len(dataset) - 1]
+    assert last.tokens.tolist() == readers[1][len(readers[1]) - 1].tokens.tolist()
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+    for reader in (*readers, dataset):
+        reader.close()
+    # a lost task: resume packs that one again, the same bytes, and leaves the other alone
+    kept_mtime = run.shard("pack", "t1", 0).manifest.stat().st_mtime_ns
+    run.shard("pack", "t1", 1).manifest.unlink()
+    run.packed("pack", "t1", 1).unlink()
+    assert main(["resume", str(run.root)]) == 0
+    assert run.shard("pack", "t1", 0).manifest.stat().st_mtime_ns == kept_mtime
+    again = Manifest.load(run.shard("pack", "t1", 1).manifest)
+    assert (again.sha256, again.output_ids_digest) == (manifests[1].sha256, manifests[1].output_ids_digest)
+    # an input shard that changed makes only the task that packs it stale
+    last = share(len(records), 4, 3)
+    finish_shard(run, "traces", "t1", 3, records[last.start:last.stop - 3], recipe=load_run_recipe(run))
+    assert main(["resume", str(run.root)]) == 0
+    assert run.shard("pack", "t1", 0).manifest.stat().st_mtime_ns == kept_mtime
+    assert Manifest.load(run.shard("pack", "t1", 1).manifest).kept == manifests[1].kept - 2  # 2 traces + broken

@@ -67,7 +67,7 @@ def setup(tmp_path_factory, traces_module, smollm2_dir, make_run, tiny_model) ->
     for tp, pp in ((1, 1), (2, 1), (1, 2)):
         initial[(tp, pp)] = root / f"initial-tp{tp}-pp{pp}"
         save_shards(hf_to_megatron(hf, shape, tp, pp), initial[(tp, pp)], shape)
-    return {"student": str(student), "data": str(RunDir(run.root).packed("pack", "t1")), "shape": shape,
+    return {"student": str(student), "data": str(RunDir(run.root).packed("pack", "t1", 0)), "shape": shape,
             "initial": initial, "root": root}
 
 

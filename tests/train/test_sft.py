@@ -19,7 +19,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from distillery.core.runner import run_task
-from distillery.core.store import RunDir
+from distillery.core.store import RunDir, ids_digest
 from distillery.train.checkpoint import read_meta, saved_names
 
 
@@ -188,3 +188,18 @@ def test_finished_training_checkpoint_holds_weights_only_and_still_exports(tmp_p
     (middle / "meta.json").write_text(json.dumps({**read_meta(middle), "moments": False}))
     with pytest.raises(ValueError, match="holds no optimizer state"):
         run_task(str(root), "sft", "t1", "task", 0)
+
+
+def test_sft_trains_on_every_pack_shard(tmp_path, traces, make_run, tiny_model, smollm2_dir, megatron_single) -> None:
+    """Two pack tasks: sft reads both files as one dataset, and its input digest is both pack shards' output."""
+    student = tiny_model(tmp_path, "llama", tie=True, tokenizer_from=smollm2_dir)
+    run = make_run(tmp_path / "run", traces, {
+        "pack": {"student": str(student), "max_tokens": 384, "input_shards_per_task": 1},
+        "sft": {"student": str(student), "global_batch": 4, "epochs": 1, "max_steps": 2, "save_every": 2,
+                "precision": "fp32", "export_hf": False}}, num_shards=2)
+    packs = [run_task(str(run.root), "pack", "t1", "task", shard) for shard in (0, 1)]
+    assert all(pack["kept"] for pack in packs)
+    result = run_task(str(run.root), "sft", "t1", "task", 0)
+    assert result["kept"] == sum(pack["kept"] for pack in packs) == len(traces)
+    assert result["stats"]["bins"] == sum(pack["stats"]["bins"] for pack in packs)
+    assert result["input_ids_digest"] == ids_digest([pack["output_ids_digest"] for pack in packs])

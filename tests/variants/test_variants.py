@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import quantiles
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +26,7 @@ from distillery.data import benchmarks_dir
 from distillery.executors import build_executor
 from distillery.executors.handles import all_done
 from distillery.testing import finish_shard
+from distillery.variants.rules import length_sample, sample_size, tie_break
 
 MAX_ATTEMPTS = 3
 RUN_THRESHOLD = 0.9
@@ -175,3 +177,26 @@ def test_variants_from_the_attempt_log(tmp_path: Path, smollm2_dir: Path) -> Non
     assert [(g.key, g.shards) for g in pending] == [
         (f"variants/t1+t0.8:{phase}", [0] if phase == "merge" else list(range(SHARDS)))
         for phase in ("scan", "merge", "process")]
+
+
+@pytest.mark.parametrize("shape", ["uniform", "diverse"])
+def test_the_compact_length_sample_picks_what_sorting_the_traces_picks(shape: str) -> None:
+    """The merge draws from 20 bytes a trace; the same sample as ranking the traces themselves, lengths with many
+    ties included."""
+    rng = random.Random(7)
+    rows = [(f"q{i}", rng.choice("abc"), rng.choice([5, 50, 51, 52, 300, rng.randrange(1, 4000)])) for i in range(900)]
+    categories = np.array(["abc".index(c) for _, c, _ in rows], dtype=np.int32)
+    tokens = np.array([t for *_, t in rows], dtype=np.int64)
+    ties = np.array([tie_break(key, 3) for key, *_ in rows], dtype=np.uint64)
+    mask = length_sample(categories, tokens, ties, shape, 0.3)
+    expected: set[str] = set()
+    for category in "abc":
+        ranked = sorted((t, tie_break(k, 3), k) for k, c, t in rows if c == category)
+        take = sample_size(len(ranked), 0.3)
+        if shape == "uniform":
+            median = ranked[len(ranked) // 2][0]
+            expected |= {k for _, _, k in sorted((abs(t - median), h, k) for t, h, k in ranked)[:take]}
+        else:
+            step = (len(ranked) - 1) / (take - 1)
+            expected |= {ranked[round(i * step)][2] for i in range(take)}
+    assert {rows[i][0] for i in np.flatnonzero(mask)} == expected

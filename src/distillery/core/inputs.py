@@ -42,7 +42,8 @@ class RunInputs:
         """The lineage of `step` that holds this lineage's data (a variant reads its teacher's earlier steps)."""
         return self.recipe.source_lineage(step, self.lineage)
 
-    def _num_shards(self, step: str) -> int:
+    def num_shards(self, step: str | None = None) -> int:
+        step = step or self._source()
         return self.recipe.build_stage(step, self._lineage_of(step)).num_shards()
 
     def _source(self) -> str:
@@ -99,15 +100,16 @@ class RunInputs:
 
     def everything(self) -> Iterator[Item]:
         position = 0
-        for shard_index in range(self._num_shards(self._source())):
+        for shard_index in range(self.num_shards()):
             for item in self.shard(shard_index):
                 yield Item(position, item.key, item.record, item.where)
                 position += 1
 
-    def digest(self, step: str | None = None, shard_index: int | None = None) -> str:
+    def digest(self, step: str | None = None, shard_index: int | range | None = None) -> str:
         step = step or self._source()
         lineage = self._lineage_of(step)
-        shards = range(self._num_shards(step)) if shard_index is None else [shard_index]
+        shards = (range(self.num_shards(step)) if shard_index is None
+                  else [shard_index] if isinstance(shard_index, int) else shard_index)
         digests = []
         for index in shards:
             known = self.known_digests.get((step, lineage, index))
@@ -117,7 +119,7 @@ class RunInputs:
                     raise InputNotReady(f"input {manifest} is missing: step {step!r} shard {index} has not finished")
                 known = self.known_digests[(step, lineage, index)] = read_json(manifest)["output_ids_digest"]
             digests.append(known)
-        return ids_digest(digests) if len(digests) > 1 else digests[0]
+        return digests[0] if len(digests) == 1 else ids_digest(digests)
 
 
 class RunRescreen:

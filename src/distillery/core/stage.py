@@ -180,8 +180,12 @@ class StepInputs(Protocol):
         """Kept records of every shard of the input step, positions numbered across shards."""
         ...
 
-    def digest(self, step: str | None = None, shard_index: int | None = None) -> str:
-        """Digest of the output ids of `step` (default: the input step), one shard or all of them."""
+    def digest(self, step: str | None = None, shard_index: int | range | None = None) -> str:
+        """Digest of the output ids of `step` (default: the input step): one shard, a range of them, or all."""
+        ...
+
+    def num_shards(self, step: str | None = None) -> int:
+        """How many shards `step` (default: the input step) has."""
         ...
 
 
@@ -342,6 +346,12 @@ class Stage(ABC, Generic[ConfigT]):
             "teacher": self.teacher.model_dump(mode="json") if self.teacher else None,
             "seed": self.view.seed,
         })
+
+    def preload(self) -> tuple[str, ...]:
+        """Hook: the modules this step's model phases import before their first record (vLLM, torch,
+        sentence-transformers): a local run imports them once, in the process its model tasks are forked from,
+        instead of once a task (several seconds each on 2 cores). Empty (the default): none."""
+        return ()
 
     def phase_kind(self, phase: str) -> str | None:
         """The job kind of a phase: None for a light one (see `model_phases`), else the stage's `kind`."""

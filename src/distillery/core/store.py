@@ -10,7 +10,7 @@ Layout (DESIGN.md):
     <run>/<stage>[/<lineage>]/_global/                       markers and step files of two-pass stages
     <run>/<stage>[/<lineage>]/_global/<kind>/shard-00042.*   their per-shard summaries (counts, matches, drops)
     <run>/<stage>[/<lineage>]/_work/shard-00042/             scratch and checkpoints of one shard, kept across requeues
-    <run>/<stage>[/<lineage>]/shard-00000.h5                 packed token bins (pack)
+    <run>/<stage>[/<lineage>]/shard-00042.h5                 packed token bins of one pack shard
     <run>/<stage>[/<lineage>]/hf/                            a training step's Hugging Face export (sft)
     <run>/<stage>[/<lineage>]/metrics.jsonl                  a training step's loss curve (sft)
     <run>/<stage>[/<lineage>]/audit.jsonl, summary.json      a decontamination step's matches and its summary
@@ -303,9 +303,9 @@ class RunDir:
         """Scratch and checkpoint space of one shard, kept across requeues."""
         return self.stage_dir(stage, lineage) / "_work" / shard_name(shard_index)
 
-    def packed(self, stage: str, lineage: str | None) -> Path:
-        """The packed token bins of a `pack` step (one file per lineage)."""
-        return self.stage_dir(stage, lineage) / f"{shard_name(0)}.h5"
+    def packed(self, stage: str, lineage: str | None, shard_index: int) -> Path:
+        """The packed token bins of one shard of a `pack` step."""
+        return self.stage_dir(stage, lineage) / f"{shard_name(shard_index)}.h5"
 
     def stray_files(self, stage: str, lineage: str | None = None) -> dict[int, list[Path]]:
         """Journals and `atomic_write` temporary files of a step's shards, by shard index: one directory listing

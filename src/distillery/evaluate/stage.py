@@ -15,7 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Iterator
-from itertools import groupby, islice
+from itertools import islice
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -29,7 +29,7 @@ from distillery.data import benchmarks_dir
 from distillery.evaluate.benchmarks import BUILTIN, BenchmarkRow, BenchmarkSpec, load_benchmark
 from distillery.evaluate.samples import VERIFIER_ERRORS, EvalSample
 from distillery.generate.prompts import build_conversation
-from distillery.llm.build import build_chat_model
+from distillery.llm.build import HEAVY_IMPORTS, build_chat_model
 from distillery.llm.protocol import ChatModel, Sampling
 from distillery.models import resolve_model
 from distillery.verify import Verifier, VerifyConfig, build_verifier
@@ -163,13 +163,21 @@ class EvalStage(RecordStage[EvalConfig]):
             raise ValueError(f"step {self.step!r}: set `from_step` or `model` (no teacher to take it from)")
         return resolve_model(model)
 
+    @property
+    def backend(self) -> str:
+        """The student's generation backend: the step's, else its teacher's."""
+        return self.config.backend or (self.teacher.backend if self.teacher else "vllm")
+
+    def preload(self) -> tuple[str, ...]:
+        return HEAVY_IMPORTS.get(self.backend, ())
+
     def student_config(self, run: RunDir) -> TeacherConfig:
         """The student as a `TeacherConfig`, which is what the backend factory builds a `ChatModel` from."""
         teacher = self.teacher
         return TeacherConfig(
             name=teacher.name if teacher else self.step,
             model=self.model_path(run),
-            backend=self.config.backend or (teacher.backend if teacher else "vllm"),
+            backend=self.backend,
             sampling=self.config.sampling,
             system_prompt=self.config.system_prompt,
             options={**(teacher.options if teacher else {}), **self.config.options},
@@ -237,8 +245,13 @@ class EvalStage(RecordStage[EvalConfig]):
                     first_of = {item.record["benchmark"]: item for item in reversed(valid)}  # one query per benchmark
                     verifier.warm_up(Query.model_validate(item.record["query"]) for item in first_of.values())
                     model = build_chat_model(student)
-                for benchmark, group in groupby(valid, key=lambda item: item.record["benchmark"]):
-                    yield from self._score(list(group), specs[benchmark], model, verifier, totals, ctx)
+                # One engine call per token budget, not per benchmark: a small benchmark after a large one would
+                # otherwise decode alone, a few sequences a step, for as many steps as the large one.
+                by_budget: dict[int | None, list[Item]] = {}
+                for item in valid:
+                    by_budget.setdefault(specs[item.record["benchmark"]].max_tokens, []).append(item)
+                for budget, group in by_budget.items():
+                    yield from self._score(group, budget, model, verifier, totals, ctx)
                 ctx.stats.update(totals)
                 scored = max(totals["samples"], 1)
                 ctx.logger.info("eval: %d samples scored, %.1f%% correct, %.1f%% with no final answer, %.0f generated "
@@ -251,16 +264,17 @@ class EvalStage(RecordStage[EvalConfig]):
             if verifier is not None:
                 verifier.close()
 
-    def _score(self, group: list[Item], spec: BenchmarkSpec, model: ChatModel, verifier: Verifier,
+    def _score(self, group: list[Item], max_tokens: int | None, model: ChatModel, verifier: Verifier,
                totals: dict[str, Any], ctx: ShardContext) -> Iterator[Outcome]:
-        """Generate, verify and yield one benchmark's part of a batch."""
+        """Generate, verify and yield the part of a batch whose benchmarks share a token budget (`max_tokens`, None:
+        the step's sampling)."""
         config = self.config
         sampling = config.sampling
-        if spec.max_tokens:
-            sampling = sampling.model_copy(update={"max_tokens": spec.max_tokens})
+        if max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": max_tokens})
         records: list[dict[str, Any]] = [item.record for item in group if item.record is not None]
         queries = [Query.model_validate(record["query"]) for record in records]
-        seeds = [sample_seed(self.view.seed, spec.name, r["problem_id"], r["sample"]) for r in records]
+        seeds = [sample_seed(self.view.seed, r["benchmark"], r["problem_id"], r["sample"]) for r in records]
         started = time.perf_counter()
         completions = model.chat([build_conversation(q, config.system_prompt) for q in queries], sampling, seeds)
         totals["generate_s"] += time.perf_counter() - started
@@ -277,7 +291,7 @@ class EvalStage(RecordStage[EvalConfig]):
             totals["correct"] += passed
             totals["completion_tokens"] += completion.completion_tokens
             sample = EvalSample(
-                benchmark=spec.name, problem_id=record["problem_id"], query_id=query.id, sample=record["sample"],
+                benchmark=record["benchmark"], problem_id=record["problem_id"], query_id=query.id, sample=record["sample"],
                 seed=seed, model=model.name, response=completion.text, completion_tokens=completion.completion_tokens,
                 prompt_tokens=completion.prompt_tokens, finish_reason=completion.finish_reason,
                 latency_s=round(completion.latency_s, 4), score=verdict.score, passed=passed,

@@ -50,6 +50,10 @@ def _threshold_path(ctx: ShardContext) -> Path:
     return ctx.step_file("threshold.json")
 
 
+SCORER_IMPORTS = ("distillery.filters.scoring", "transformers")
+"""What scoring traces under the reference model imports (torch, the kernels, transformers)."""
+
+
 @register
 class PerplexityStage(TwoPassStage[PerplexityConfig]):
     name = "perplexity"
@@ -58,6 +62,9 @@ class PerplexityStage(TwoPassStage[PerplexityConfig]):
     kind = "gpu"
     model_phases = ("scan",)  # process looks scores up (it scores only what a scan missed, a re-screen's attempts)
     config: PerplexityConfig
+
+    def preload(self) -> tuple[str, ...]:
+        return SCORER_IMPORTS
 
     @cached_property
     def model_dir(self) -> str:

@@ -41,7 +41,7 @@ from distillery.generate.strategy import check_strategy_table, strategy_for
 from distillery.generate.streaming import StreamingLoop, StreamingSettings
 from distillery.generate.token_count import with_counting_tokenizer
 from distillery.generate.verification import VerificationLanes
-from distillery.llm.build import build_chat_model
+from distillery.llm.build import HEAVY_IMPORTS, build_chat_model
 from distillery.llm.protocol import ChatModel, StreamingChatModel
 from distillery.serve.cost import server_gpu_hours, serving_gpus
 from distillery.verify import VerifyConfig, build_verifier
@@ -81,6 +81,10 @@ class GenerateStage(RecordStage[GenerateConfig]):
     per_teacher = True
     kind = "gpu"
     serves_teacher = True
+
+    def preload(self) -> tuple[str, ...]:
+        assert self.teacher is not None
+        return HEAVY_IMPORTS.get(self.teacher.backend, ())
 
     def price(self, pricing: Pricing) -> Priced:
         """Generated tokens: a query is retried until an attempt passes, at most `max_attempts` times; with

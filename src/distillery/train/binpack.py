@@ -9,6 +9,8 @@ benchmark compares against.
 `WindowedPacker` packs a stream in consecutive windows of at least `window_tokens` tokens, so a packer holds one
 window, never the corpus. Its cost: each window's last bins are filled only from that window, about one partly
 empty bin per window (at most 1 / (window_tokens / capacity) of the slots; benchmarks/bench_packing.py measures it).
+`pack` runs several tasks per lineage, each over a contiguous `share` of its input's shards: each task's last
+window is partly empty too, about one more such bin per task (`sharded_best_fit`; the benchmark measures it).
 """
 
 from __future__ import annotations
@@ -98,4 +100,20 @@ def windowed_best_fit(lengths: Iterable[int], capacity: int, window_tokens: int)
             bins.extend([start + doc for doc in bin_] for bin_ in window)
             start = index + 1
     bins.extend([start + doc for doc in bin_] for bin_ in packer.flush())
+    return bins
+
+
+def share(total: int, parts: int, index: int) -> range:
+    """The contiguous share of `total` items that part `index` of `parts` takes: shares differ by at most one."""
+    return range(index * total // parts, (index + 1) * total // parts)
+
+
+def sharded_best_fit(lengths: Sequence[int], capacity: int, window_tokens: int, shards: int) -> list[list[int]]:
+    """What `shards` pack tasks make of `lengths`, each packing its contiguous `share` with a `WindowedPacker`:
+    their bins, as indices into `lengths`."""
+    bins: list[list[int]] = []
+    for index in range(shards):
+        part = share(len(lengths), shards, index)
+        bins.extend([part.start + doc for doc in bin_]
+                    for bin_ in windowed_best_fit(lengths[part.start:part.stop], capacity, window_tokens))
     return bins

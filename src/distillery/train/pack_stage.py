@@ -1,6 +1,12 @@
-"""The `pack` stage: every accepted trace of one teacher, tokenized and packed into fixed-capacity bins.
+"""The `pack` stage: every accepted trace of one lineage, tokenized and packed into fixed-capacity bins.
 
-Streams: traces are tokenized a batch at a time and packed in windows of `window_tokens` tokens
+Sharded: a lineage packs in ceil(input shards / `input_shards_per_task`) tasks, task i over a contiguous share
+of its input step's shards (`binpack.share`), each writing its own packed file (`RunDir.packed`), so the paper's
+corpus packs in parallel and a lost task is all that reruns; `sft` reads the files as one dataset in shard order.
+Each task's last window is partly empty: the utilisation this costs is in each manifest's `efficiency`
+(benchmarks/bench_packing.py compares whole-corpus, one-task and sharded packing on the same lengths).
+
+Each task streams: traces are tokenized a batch at a time and packed in windows of `window_tokens` tokens
 (`binpack.WindowedPacker`), each window's bins appended to the packed file as it closes, and dropped traces go
 straight to their files; the task holds one window of tokens, never the corpus (a window's last bins are filled
 from that window only: the utilisation this costs is in the manifest's `efficiency`).
@@ -18,7 +24,7 @@ from distillery.core.console import progress_bar
 from distillery.core.pricing import Priced, Pricing
 from distillery.core.stage import Item, Outcome, ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.core.store import file_sha256, ids_digest
-from distillery.train.binpack import WindowedPacker
+from distillery.train.binpack import WindowedPacker, share
 from distillery.train.chat_tokens import (
     NO_TRAINED_TOKENS,
     TemplateError,
@@ -39,6 +45,8 @@ class PackConfig(StageConfig):
                                                     "tokens: the memory the task holds (256 bins of 32k tokens: "
                                                     "~8M tokens, ~40 MB) against at most one partly empty bin per "
                                                     "window.")
+    input_shards_per_task: int = Field(16, ge=1, description="Input shards packed per task: a lineage packs in "
+                                                             "ceil(input shards / this) tasks, each its own file.")
 
 
 @register
@@ -48,7 +56,16 @@ class PackStage(TaskStage[PackConfig]):
     per_teacher = True
 
     def num_shards(self) -> int:
-        return 1
+        """From the run's shard count, which its input (a per-teacher record step) has."""
+        return math.ceil(self.view.num_shards / self.config.input_shards_per_task)
+
+    def input_shards(self, ctx: ShardContext) -> range:
+        """The input step's shards this task packs."""
+        return share(ctx.upstream.num_shards(), ctx.num_shards, ctx.shard_index)
+
+    def input_digest(self, ctx: ShardContext) -> str:
+        """The output ids of this task's input shards only: a rerun upstream shard reruns only its pack task."""
+        return ctx.upstream.digest(shard_index=self.input_shards(ctx))
 
     def price(self, pricing: Pricing) -> Priced:
         """The kept traces' tokens at the tokenizer's rate, into bins filled to `pack_fill` of their capacity; the
@@ -69,7 +86,8 @@ class PackStage(TaskStage[PackConfig]):
             raise ValueError(f"step {self.step!r} needs an input step of traces")
         model_dir = resolve_model_dir(config.student)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        output = ctx.run.packed(ctx.stage, ctx.lineage)
+        output = ctx.run.packed(ctx.stage, ctx.lineage, ctx.shard_index)
+        shards = self.input_shards(ctx)
         packer = WindowedPacker(capacity, config.window_bins * capacity)
         window: list[tuple[str, np.ndarray, np.ndarray]] = []
         pending: list[tuple[Item, tuple[str, int]]] = []
@@ -97,7 +115,8 @@ class PackStage(TaskStage[PackConfig]):
                             window.clear()
                 pending.clear()
 
-            for item in progress_bar(ctx.upstream.everything(), desc="tokenize", unit="trace"):
+            items = (item for shard in shards for item in ctx.upstream.shard(shard))
+            for item in progress_bar(items, desc="tokenize", unit="trace"):
                 counts["inputs"] += 1
                 try:
                     pending.append((item, render_conversation(tokenizer, trace_messages(item.record or {}))))
@@ -113,8 +132,9 @@ class PackStage(TaskStage[PackConfig]):
             efficiency = writer.tokens / (writer.bins * capacity) if writer.bins else 1.0
             writer.attrs.update({"efficiency": efficiency, "tokenizer": str(model_dir),
                                  "max_tokens": config.max_tokens})
-        ctx.logger.info("packed %d of %d traces into %d bins of %d tokens: efficiency %.4f, %d over the cap",
-                        writer.documents, counts["inputs"], writer.bins, capacity, efficiency, counts["over_cap"])
+        ctx.logger.info("packed %d of %d traces of input shards %d-%d into %d bins of %d tokens: efficiency %.4f, "
+                        "%d over the cap", writer.documents, counts["inputs"], shards.start, shards.stop - 1,
+                        writer.bins, capacity, efficiency, counts["over_cap"])
         sha = file_sha256(output)
         return TaskResult(
             inputs=counts["inputs"], kept=writer.documents, rejected=rejected.count, quarantined=quarantined.count,
@@ -123,4 +143,5 @@ class PackStage(TaskStage[PackConfig]):
             output_ids_digest=ids_digest([keys.hexdigest(), sha]),
             stats={"over_cap": counts["over_cap"], "bins": writer.bins, "tokens": writer.tokens,
                    "loss_tokens": counts["loss_tokens"], "capacity": capacity, "window_bins": config.window_bins,
-                   "efficiency": round(efficiency, 6), "path": str(output)})
+                   "input_shards": [shards.start, shards.stop], "efficiency": round(efficiency, 6),
+                   "path": str(output)})

@@ -8,10 +8,13 @@ Datasets (flat over the whole file; one bin = one training sequence):
     bin_docs      int64  [B+1]    bin b holds documents bin_docs[b] .. bin_docs[b+1]-1
     doc_ids       str    [D]      record key of each document
 Attributes: capacity, efficiency, tokenizer.
+
+A sharded `pack` step writes one such file per task; `PackedDataset` reads them as one sequence of bins.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,14 @@ class PackedReader:
     def total_tokens(self) -> int:
         return int(self.cu_seqlens[-1])
 
+    @property
+    def capacity(self) -> int:
+        return int(self.attrs["capacity"])
+
+    @property
+    def document_count(self) -> int:
+        return len(self.cu_seqlens) - 1
+
     def __len__(self) -> int:
         return len(self.bin_docs) - 1
 
@@ -149,3 +160,48 @@ class PackedReader:
 
     def close(self) -> None:
         self._file.close()
+
+
+class PackedDataset:
+    """The bins of several packed files (a sharded pack step's) as one sequence: file after file, each in its bin
+    order. Holds each file's handle and index arrays (what one file of the same bins would hold), never tokens."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            raise ValueError("no packed files to read")
+        self.readers = [PackedReader(path) for path in paths]
+        capacities = {reader.capacity for reader in self.readers}
+        if len(capacities) > 1:
+            raise ValueError(f"packed files of different bin capacities {sorted(capacities)}: {list(paths)}")
+        self.capacity = capacities.pop()
+        self._starts = np.cumsum([0] + [len(reader) for reader in self.readers])
+        """Global index of each file's first bin, and the total last."""
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, bin_index: int) -> tuple[PackedReader, int]:
+        if not 0 <= bin_index < len(self):
+            raise IndexError(f"bin {bin_index} of {len(self)}")
+        file_index = int(np.searchsorted(self._starts, bin_index, side="right")) - 1
+        return self.readers[file_index], bin_index - int(self._starts[file_index])
+
+    def __getitem__(self, bin_index: int) -> PackedBin:
+        reader, local = self._locate(bin_index)
+        return reader[local]
+
+    def documents(self, bin_index: int) -> list[str]:
+        reader, local = self._locate(bin_index)
+        return reader.documents(local)
+
+    @property
+    def document_count(self) -> int:
+        return sum(reader.document_count for reader in self.readers)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(reader.total_tokens for reader in self.readers)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()

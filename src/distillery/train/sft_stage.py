@@ -1,4 +1,6 @@
-"""The `sft` stage: fine-tune the student on one teacher's packed traces with Megatron-core, then export.
+"""The `sft` stage: fine-tune the student on one lineage's packed traces with Megatron-core, then export.
+
+Its data is every shard file of its pack step, read as one dataset: shard after shard, each in bin order.
 
 Runs as one task of `world_size` ranks (a multi-task SLURM job, one rank per task; or spawned processes
 locally); tensor parallel size `tensor_parallel`, `pipeline_parallel` stages, data parallel over the remaining
@@ -20,7 +22,7 @@ from pydantic import Field
 from distillery.core.pricing import Priced, Pricing
 from distillery.core.stage import ShardContext, StageConfig, TaskResult, TaskStage, register
 from distillery.hardware import AUTO, choose_dtype
-from distillery.core.store import Manifest, config_digest
+from distillery.core.store import config_digest
 from distillery.core.teachers import Resources
 from distillery.train.pack_stage import PackConfig
 
@@ -76,6 +78,9 @@ class SFTStage(TaskStage[SFTConfig]):
 
     def num_shards(self) -> int:
         return 1
+
+    def preload(self) -> tuple[str, ...]:
+        return ("distillery.train.trainer", "megatron.core", "transformers")
 
     def price(self, pricing: Pricing) -> Priced:
         """Every packed token `epochs` times at the training rate (the default is 6 x params FLOP a token at a
@@ -163,14 +168,15 @@ class SFTStage(TaskStage[SFTConfig]):
             dist.barrier()
             metrics = ctx.run.train_metrics(ctx.stage, ctx.lineage)
             metrics.parent.mkdir(parents=True, exist_ok=True)
-            data = ctx.run.packed(source, ctx.lineage)
-            # the layout is left out: a checkpoint resumes under any TP, PP or DP size
+            data = [ctx.run.packed(source, ctx.lineage, shard) for shard in range(ctx.upstream.num_shards())]
+            # the layout is left out: a checkpoint resumes under any TP, PP or DP size; the data is every pack
+            # shard's output digest (its traces and its file's bytes)
             fingerprint = config_digest({"config": config.model_dump(mode="json", exclude=LAYOUT_FIELDS),
-                                         "data": Manifest.load(ctx.run.shard(source, ctx.lineage, 0).manifest).sha256})
+                                         "data": ctx.upstream.digest()})
             trainer = Trainer(self._settings(device), shape, initial, data, ctx.work_dir, metrics,
                               device, ctx.logger, fingerprint)
             summary = trainer.train()
-            documents = len(trainer.data.cu_seqlens) - 1
+            documents = trainer.data.document_count
             trainer.data.close()
             if config.export_hf and ctx.rank == 0:
                 self._export(trainer, model_dir, ctx.run.hf_export(ctx.stage, ctx.lineage))

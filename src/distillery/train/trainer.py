@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from distillery.train.flops import peak_flops
 from distillery.train.gpt import ModelShape, build_model
 from distillery.train.metrics import MetricsLog, step_throughput, throughput_summary
 from distillery.train.optimizer import build_optimizer
-from distillery.train.packed_file import PackedBin, PackedReader
+from distillery.train.packed_file import PackedBin, PackedDataset
 from distillery.train.pipeline import megatron_1f1b, run_1f1b
 from distillery.train.schedule import warmup_cosine
 
@@ -78,16 +79,17 @@ def step_plan(num_bins: int, settings: TrainSettings) -> list[np.ndarray]:
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Path,
+    def __init__(self, settings: TrainSettings, shape: ModelShape, initial_shards: Path | None, data: Sequence[Path],
                  work_dir: Path, metrics_path: Path, device: torch.device, logger: logging.Logger,
                  fingerprint: str = "") -> None:
-        """`fingerprint` names the config and data; checkpoints made under another one are not resumed."""
+        """`data`: the packed files, read as one dataset in their order (`PackedDataset`). `fingerprint` names the
+        config and data; checkpoints made under another one are not resumed."""
         self.settings = settings
         self.shape = shape
         self.device = device
         self.logger = logger
         self.groups = ParallelGroups.from_megatron()
-        self.data = PackedReader(data)
+        self.data = PackedDataset(data)
         self.plan = step_plan(len(self.data), settings)
         self.model = build_model(shape, settings.tensor_parallel, settings.pipeline_parallel, torch.float32, device,
                                  settings.recompute, settings.recompute_num_layers)
@@ -112,7 +114,7 @@ class Trainer:
         return math.ceil(len(self.data) / self.settings.global_batch)
 
     def _bin_inputs(self, packed_bin: PackedBin, document_mask: bool) -> Any:
-        capacity = int(self.data.attrs["capacity"]) if self.settings.pad_bins else None
+        capacity = self.data.capacity if self.settings.pad_bins else None
         inputs = packed_inputs(packed_bin, self.device, pad_to=capacity)
         if not document_mask:
             inputs.packed = None
@@ -190,7 +192,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         docs = [np.diff(b.cu_seqlens).tolist() if document_mask else [len(b.tokens)] for b in step_bins]
         return {"step": self.step + 1, "loss": float(loss_sum) / scale, "lr": lr, "grad_norm": grad_norm,
-                **step_throughput(self.shape, docs, loss_tokens, int(self.data.attrs["capacity"]),
+                **step_throughput(self.shape, docs, loss_tokens, self.data.capacity,
                                   time.perf_counter() - started, dist.get_world_size(), self.peak)}
 
     def _save(self) -> None:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from distillery.core.config import StrictModel
@@ -40,9 +42,10 @@ from distillery.core.stage import (
     register,
 )
 from distillery.core.store import config_digest, iter_jsonl, read_json, write_json, write_jsonl
+from distillery.filters.perplexity import SCORER_IMPORTS
 from distillery.filters.traces import parse_trace
 from distillery.generate.stage import GenerateConfig
-from distillery.variants.rules import Sized, at_threshold, length_sample
+from distillery.variants.rules import at_threshold, length_sample, tie_break
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -103,6 +106,9 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
     kind = "gpu"
     """A rule that picks attempts the filters never saw scores them with the perplexity filter's reference model."""
     model_phases = ("process",)  # that re-screen; scan and merge read lengths
+
+    def preload(self) -> tuple[str, ...]:
+        return SCORER_IMPORTS
 
     @classmethod
     def derived_lineages(cls, config: StageConfig, teachers: list[str]) -> list[str]:
@@ -178,28 +184,41 @@ class VariantsStage(TwoPassStage[VariantsConfig]):
         """Length variants: each final trace's category and length (other rules read nothing here)."""
         if self.rule.length is None:
             return
-        rows = []
-        for item in items:
-            trace = parse_trace(item)
-            if isinstance(trace, Trace):
-                rows.append({"key": item.key, "category": trace.query.category, "tokens": _tokens(trace)})
-        write_jsonl(ctx.summary_file("lengths", ctx.shard_index, ".jsonl"), rows)
+        traces = ((item, parse_trace(item)) for item in items)
+        write_jsonl(ctx.summary_file("lengths", ctx.shard_index, ".jsonl"),
+                    ({"key": item.key, "category": trace.query.category, "tokens": _tokens(trace)}
+                     for item, trace in traces if isinstance(trace, Trace)))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
-        """Length variants: draw the sample over every shard at once; its size, category mix and spread."""
+        """Length variants: draw the sample over every shard at once, from 20 bytes a trace (category code, length,
+        tie-break hash), then write each shard's chosen keys in a second pass over its lengths file."""
         rule = self.rule
         if rule.length is None:
             return {"variant": self.view.variant, "rule": rule.describe()}
-        rows_by_shard = {index: list(iter_jsonl(ctx.summary_file("lengths", index, ".jsonl")))
-                         for index in range(ctx.num_shards)}
-        rows = [Sized(r["key"], r["category"], int(r["tokens"])) for shard in rows_by_shard.values() for r in shard]
-        chosen = length_sample(rows, rule.length, rule.fraction, self.view.seed)
-        for index, shard_rows in rows_by_shard.items():
-            write_json(ctx.summary_file("selected", index), sorted(r["key"] for r in shard_rows if r["key"] in chosen))
-        kept = sorted(r.tokens for r in rows if r.key in chosen)
-        return {"variant": self.view.variant, "rule": rule.describe(), "size": len(chosen), "of": len(rows),
-                "categories": dict(Counter(r.category for r in rows if r.key in chosen)),
-                "tokens": {"min": kept[0], "median": kept[len(kept) // 2], "max": kept[-1]} if kept else {}}
+        names: dict[str, int] = {}
+        codes, lengths, ties = array("i"), array("q"), array("Q")
+        for index in range(ctx.num_shards):
+            for row in iter_jsonl(ctx.summary_file("lengths", index, ".jsonl")):
+                codes.append(names.setdefault(row["category"], len(names)))
+                lengths.append(int(row["tokens"]))
+                ties.append(tie_break(row["key"], self.view.seed))
+        tokens = np.frombuffer(lengths, dtype=np.int64)
+        chosen = length_sample(np.frombuffer(codes, dtype=np.int32), tokens, np.frombuffer(ties, dtype=np.uint64),
+                               rule.length, rule.fraction)
+        position = 0
+        for index in range(ctx.num_shards):
+            keys = []
+            for row in iter_jsonl(ctx.summary_file("lengths", index, ".jsonl")):
+                if chosen[position]:
+                    keys.append(row["key"])
+                position += 1
+            write_json(ctx.summary_file("selected", index), sorted(keys))
+        kept = np.sort(tokens[chosen])
+        picked = Counter(np.frombuffer(codes, dtype=np.int32)[chosen].tolist())
+        return {"variant": self.view.variant, "rule": rule.describe(), "size": int(chosen.sum()), "of": len(tokens),
+                "categories": {name: picked[code] for name, code in names.items() if picked[code]},
+                "tokens": {"min": int(kept[0]), "median": int(kept[len(kept) // 2]), "max": int(kept[-1])}
+                if len(kept) else {}}
 
     def process(self, items: Iterable[Item], ctx: ShardContext) -> Iterator[Outcome]:
         rule = self.rule
