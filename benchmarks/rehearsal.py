@@ -35,20 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distillery import cli
-from distillery.core.plan import pending_groups
-from distillery.core.recipe import load_recipe
-from distillery.core.runner import load_run_recipe
-from distillery.core.store import RunDir, iter_jsonl, read_json
+from distillery.core.store import iter_jsonl, read_json
 from distillery.core.task_usage import start_task, task_usage
-from distillery.executors import build_executor
-from distillery.executors.handles import all_done
 from distillery.synth.write import write_queries
+from distillery.testing.slurm_slice import rehearsal_recipe, run_local
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "jobs" / "rehearsal.yaml"
 QUERY_STAGES = ("ingest", "clean", "dedup", "near_dedup", "decontaminate", "generate")
 COMMANDS = ("export", "status", "report")
 CPU_GROWTH_LIMIT = 12.0
@@ -72,28 +65,14 @@ def cpu_description() -> str:
 
 def recipe_for(work: Path, n: int, shard_size: int, data: Path) -> Path:
     """jobs/rehearsal.yaml pointed at this size's data and run folder, one shard per `shard_size` queries."""
-    recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["run_dir"] = str(work / "run")
-    recipe["num_shards"] = max(1, round(n / shard_size))
-    for spec in recipe["steps"]["ingest"]["inputs"]:
-        spec["path"] = str(data / Path(spec["path"]).name)
-    recipe["steps"]["decontaminate"]["cache_dir"] = str(work.parent / "benchmark-embeddings")
-    path = work / "rehearsal.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+    return rehearsal_recipe(work / "rehearsal.yaml", work / "run", data, max(1, round(n / shard_size)),
+                            cache_dir=work.parent / "benchmark-embeddings")
 
 
 def run_recipe(path: Path) -> dict[str, float]:
     """Run every step with the recipe's executor; wall seconds per step (summed over its teachers and phases)."""
-    recipe = load_recipe(path, [])
-    run = RunDir(recipe.run_dir)
-    cli._write_snapshot(recipe, run)
-    recipe = load_run_recipe(run)
-    executor = build_executor(recipe, run, None)
-    if not all_done(executor.execute(pending_groups(run, recipe, sweep=True, exclusive=executor.exclusive))):
-        raise SystemExit(f"the rehearsal run failed; logs: {run.root / 'logs'}")
     walls: dict[str, float] = {}
-    for key, seconds in executor.timings.items():
+    for key, seconds in run_local(path).items():
         step = key.split("/")[0].split(":")[0]
         walls[step] = walls.get(step, 0.0) + seconds
     return walls

@@ -18,6 +18,7 @@ from distillery.core.recipe import load_recipe
 from distillery.core.runner import load_run_recipe
 from distillery.ops.status import collect_status
 from distillery.core.store import Manifest, RunDir
+from distillery.executors.sacct import squeue_states
 from distillery.executors.sbatch import render_sbatch
 from distillery.testing import write_queries
 from distillery.testing.slurm import (
@@ -214,3 +215,25 @@ def test_groups_larger_than_the_array_limit_go_in_chunks_that_all_gate_their_dep
     slow_start = min(_sacct_time(job_id_of(run_dir, "slow:process", s), "Start") for s in range(5))
     assert slow_start >= ingest_end, "a dependent array started before every chunk of its input finished"
     assert kept_outputs(run_dir, "slow") == reference_outputs(tmp_path, steps, 5, "slow")
+
+
+@pytest.mark.slow
+def test_resume_right_after_scancel_waits_until_the_cancelled_task_has_ended(tmp_path: Path) -> None:
+    # 40 s of work: the cancelled task works on until KillWait's SIGKILL (30 s; submitit ignores the SIGTERM).
+    steps = {"slow": {"type": "test_slurm_slow", "delay_s": 0.5, "items_per_shard": 80,
+                      "resources": {"mem_gb": 1, "time_min": 30}}}
+    run_dir = submit(tmp_path, steps, num_shards=1)
+    wait_for_journal(run_dir, "slow", 0, items=2)
+    first = job_id_of(run_dir, "slow:process", 0)
+    subprocess.run(["scancel", first], check=True)
+    wait_until_final(run_dir, expected_tasks=1)  # sacct says CANCELLED at once
+    assert squeue_states([first]).get(first) == "COMPLETING", "the cancelled task should still be ending"
+    assert main(["resume", str(run_dir)]) == 0
+    assert first not in squeue_states([first]), "resume submitted a second writer while the first still ran"
+    second = job_id_of(run_dir, "slow:process", 0)
+    assert second != first
+    assert wait_until_final(run_dir, expected_tasks=1) == {("slow:process", 0): "COMPLETED"}
+    manifest = Manifest.load(RunDir(run_dir).shard("slow", None, 0).manifest)
+    assert 0 < manifest.resumed_items < 80 and manifest.kept == 80
+    assert kept_outputs(run_dir, "slow") == {"shard-00000.jsonl": [{"id": f"s0-{i}", "square": i * i, "shard": 0}
+                                                                    for i in range(80)]}

@@ -1,4 +1,5 @@
-"""The ledger of submitted SLURM jobs (<run>/_jobs.jsonl) and their states from one sacct call."""
+"""The ledger of submitted SLURM jobs (<run>/_jobs.jsonl) and their states from one sacct call (or squeue's, for
+what the controller still lists)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,16 @@ def query_states(run: RunDir | str | Path) -> dict[tuple[str, int], str]:
         elif time.time() - when < ACCOUNTING_LAG_S:
             result[task] = "PENDING"
     return result
+
+
+def squeue_states(job_ids: list[str]) -> dict[str, str]:
+    """Array task id (`123_4`) -> its state in squeue, one line per task; tasks the controller no longer lists
+    are absent. Unlike sacct, it shows COMPLETING: a cancelled task whose processes have not ended yet."""
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    if not arrays:
+        return {}
+    command = ["squeue", "--noheader", "--array", "--format=%i|%T", "--jobs", ",".join(arrays)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0 and "Invalid job id" not in done.stderr:  # every array already purged
+        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return dict(line.split("|", 1) for line in done.stdout.split())

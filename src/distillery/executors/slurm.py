@@ -24,13 +24,21 @@ from typing import Any
 
 import submitit
 
+from distillery.core.console import CONSOLE
 from distillery.core.plan import TaskGroup
 from distillery.core.recipe import Recipe
 from distillery.core.runner import run_task
 from distillery.core.store import RunDir
 from distillery.executors import Executor, SchedulerStates
 from distillery.executors.handles import FINAL_STATES, JobHandle
-from distillery.executors.sacct import LIVE_STATES, append_jobs, query_states, submitted_tasks
+from distillery.executors.sacct import (
+    ACCOUNTING_LAG_S,
+    LIVE_STATES,
+    append_jobs,
+    query_states,
+    squeue_states,
+    submitted_tasks,
+)
 from distillery.executors.sbatch import distributed_env, render_sbatch, sbatch_parameters, submitit_folder
 from distillery.executors.slurm_detect import parse_config
 from distillery.executors.slurm_profile import check_fits, load_profile
@@ -83,6 +91,7 @@ class SlurmExecutor(Executor):
         for group in groups:  # a group (or its teacher's servers) that does not fit fails before anything is submitted
             for checked in (group, *server_groups(self.recipe, group)):
                 check_fits(self.profile, checked)
+        wait_for_ending(self.run)
         states = query_states(self.run)
         live = {task: job_id for task, (job_id, _) in submitted_tasks(self.run).items()
                 if states.get(task) in LIVE_STATES}
@@ -141,6 +150,7 @@ class SubmititHandle(JobHandle):
         self.jobs = jobs
         """One per shard, in `shards` order."""
         self._final: dict[int, str] = {}
+        self._since = time.time()
 
     @property
     def job_id(self) -> str:
@@ -151,22 +161,51 @@ class SubmititHandle(JobHandle):
         submitit.SlurmJob.watcher.update()
 
     def shard_states(self) -> dict[int, str]:
-        states = {}
-        for shard, job in zip(self.shards, self.jobs):
-            state = self._final.get(shard) or task_state(job)
+        states = {shard: self._final.get(shard) or task_state(job) for shard, job in zip(self.shards, self.jobs)}
+        unknown = {shard for shard, state in states.items() if state == "UNKNOWN"}
+        if unknown and time.time() - self._since > ACCOUNTING_LAG_S:
+            # A pending array task cancelled before it ever ran may never reach accounting (slurmctld drops it
+            # from the array): once the controller does not list it either, it is over.
+            queued = squeue_states([job.job_id for shard, job in zip(self.shards, self.jobs) if shard in unknown])
+            states.update({shard: "CANCELLED" for shard, job in zip(self.shards, self.jobs)
+                           if shard in unknown and job.job_id not in queued})
+        for shard, state in states.items():
             if state in FINAL_STATES:
-                self._final[shard] = state  # its result file is not read again
-            states[shard] = state
-        return states
+                self._final[shard] = state  # its result file and sacct are not read again
+        return {shard: "PENDING" if state == "UNKNOWN" else state for shard, state in states.items()}
 
 
 def task_state(job: submitit.Job) -> str:
-    """One array task's state: from its result files once every rank wrote one, else from sacct (a task sacct
-    does not list yet reads PENDING)."""
+    """One array task's state: from its result files once every rank wrote one, else from sacct (UNKNOWN: sacct
+    does not list it, yet or at all)."""
     if all(job.task(rank).paths.result_pickle.exists() for rank in range(job.num_tasks)):
         return "COMPLETED" if job.exception() is None else "FAILED"
-    state = job.state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
-    return "PENDING" if state == "UNKNOWN" else state
+    return job.state.split(" ")[0]  # "CANCELLED by 0" -> CANCELLED
+
+
+ENDING_TIMEOUT_S = 600.0
+"""How long `execute` waits for cancelled tasks to end (the cluster's KillWait, 30 s by default, plus slack)."""
+
+
+def wait_for_ending(run: RunDir, poll_s: float = 2.0, timeout_s: float = ENDING_TIMEOUT_S) -> None:
+    """Wait until no task of the run is COMPLETING. `scancel` sends SIGTERM, which submitit ignores, and SIGKILL
+    KillWait seconds later: meanwhile sacct already says CANCELLED but the task may still append to its shard's
+    journal, and a second task submitted for that shard now would be a second writer of it."""
+    job_ids = [job_id for job_id, _ in submitted_tasks(run).values()]
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        ending = sorted(job_id for job_id, state in squeue_states(job_ids).items() if state == "COMPLETING")
+        if not ending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tasks {', '.join(ending[:10])} still COMPLETING after {timeout_s:.0f}s: their "
+                               "processes may still write their shards; submit again once squeue no longer lists them")
+        if not announced:
+            logger.info("waiting for %d cancelled task(s) to end before submitting: %s", len(ending),
+                        ", ".join(ending[:10]), extra=CONSOLE)
+            announced = True
+        time.sleep(poll_s)
 
 
 @functools.cache
