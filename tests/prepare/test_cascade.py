@@ -37,7 +37,7 @@ def test_two_shared_numbers_need_the_embedder_to_agree_and_a_nearest_translation
     assert classify(_pair(similarity=0.3, rank=None, **two), RULES) is None, \
         "a fresh problem sharing 54 and 6 with an item FAISS did not propose: a coincidence"
     assert classify(_pair(similarity=0.3, rank=4, **two), RULES) == ("fingerprint", "contaminated")
-    common = {**two, "rare": 1, "info": 7.0}
+    common = {**two, "rare": 1, "info": 7.0, "shared": 3}
     below = RULES.fingerprint_cosine - 0.01
     assert below >= RULES.fingerprint_nearest
     assert classify(_pair(similarity=below, rank=0, **common), RULES) == ("fingerprint", "contaminated"), \
@@ -48,6 +48,8 @@ def test_two_shared_numbers_need_the_embedder_to_agree_and_a_nearest_translation
     assert classify(_pair(similarity=below, rank=0, **{**common, "reverse": 0.69}), RULES) != (
         "fingerprint", "contaminated"), "a fresh problem on its nearest item's topic brings numbers of its own"
     assert classify(_pair(similarity=RULES.fingerprint_nearest - 0.01, rank=0, **common), RULES) is None
+    assert classify(_pair(similarity=0.548, rank=0, **{**common, "rare": 1, "info": 6.85, "shared": 1}), RULES) is None, \
+        "one shared number is no identity: 'fewer than 20 words' nearest to IFEval's 'at least 20 sentences'"
 
 
 def test_grey_zone_goes_to_the_judge_only_when_the_numbers_do_not_contradict() -> None:

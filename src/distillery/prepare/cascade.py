@@ -11,10 +11,11 @@
    when the item is also among the query's nearest by embedding (two numbers a fresh problem shares with one of
    a thousand items are a coincidence: `54` and `6`, `20` and `30`), or half that weight with the meaning agreeing
    too (an item with only common numbers): a cosine of at least `fingerprint_cosine`, or the item is the query's
-   nearest at a cosine of at least `fingerprint_nearest` and the two fingerprints are the same (a translation sits
-   further from its item than a fresh problem in the item's own language does, yet nearest to it, with its numbers
-   and no others; a fresh problem on the item's topic is nearest too, but changes some or brings its own: `7
-   divided by 3/4` beside `three plus ... equals 7 divided by that number`).
+   nearest at a cosine of at least `fingerprint_nearest` and the two fingerprints are the same, two tokens or more
+   (a translation sits further from its item than a fresh problem in the item's own language does, yet nearest to
+   it, with its numbers and no others; a fresh problem on the item's topic is nearest too, but changes some or
+   brings its own: `7 divided by 3/4` beside `three plus ... equals 7 divided by that number`; and one number is no
+   identity: `fewer than 20 words` beside IFEval's `at least 20 sentences`).
 3. `judge`: none of the above but a cosine at or above `grey_threshold`, numbers not contradicting: the LLM judge
    decides. Every such candidate of a query goes to the judge, not only its nearest.
 """
@@ -59,7 +60,7 @@ def classify(candidate: Candidate, rules: Rules) -> tuple[str, Finding] | None:
     share = max(candidate.content, 0.0 if math.isnan(candidate.numbers) else candidate.numbers)
     agrees = candidate.similarity >= rules.fingerprint_cosine or (
         candidate.rank == 0 and candidate.similarity >= rules.fingerprint_nearest
-        and candidate.content >= 1.0 and candidate.reverse >= 1.0)
+        and candidate.content >= 1.0 and candidate.reverse >= 1.0 and candidate.shared >= 2)
     if share >= rules.fingerprint_share and candidate.reverse >= rules.fingerprint_reverse and (
             (candidate.info >= rules.fingerprint_info and candidate.rare >= (3 if candidate.rank is None else 2))
             or (candidate.info >= rules.fingerprint_info / 2 and agrees)):

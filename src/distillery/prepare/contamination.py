@@ -55,6 +55,8 @@ class Candidate:
     """Distinct shared tokens (not variable names) that few benchmark items have."""
     rank: int | None = None
     """The item's place among the query's FAISS top_k nearest (0: the nearest); None: not among them."""
+    shared: int = 0
+    """Distinct fingerprint tokens the two share."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class BenchmarkIndex:
             found.append(Candidate(row, item, round(exact[item], 6), gram, count, round(comparison.numbers, 6),
                                    round(comparison.content, 6), round(comparison.reverse, 6),
                                    round(comparison.info, 4), comparison.rare,
-                                   proposed.index(item) if item in proposed else None))
+                                   proposed.index(item) if item in proposed else None, comparison.shared))
         return found
 
 

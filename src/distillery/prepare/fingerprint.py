@@ -108,6 +108,8 @@ class Comparison:
     rare: int
     """Distinct shared numbers, expressions and code names of weight >= RARE (not 1, 2, 10, `m+n`, which many
     items have; variable names never count)."""
+    shared: int
+    """Distinct shared tokens of any kind."""
 
 
 class FingerprintIndex:
@@ -153,7 +155,8 @@ class FingerprintIndex:
         query_total = sum(self.weight(t) for t in tokens)
         return Comparison(numbers=number_share, content=shared_weight / self.totals[item] if self.totals[item] else 0.0,
                           reverse=shared_weight / query_total if query_total else 0.0, info=shared_weight,
-                          rare=sum(not t.startswith("v:") and self.weights[t] >= self.RARE for t in shared))
+                          rare=sum(not t.startswith("v:") and self.weights[t] >= self.RARE for t in shared),
+                          shared=len(shared))
 
     def matches(self, query: Iterable[str], min_content: float) -> list[int]:
         """Items whose rarer (indexed) tokens the query carries for at least `min_content` of their weight."""
