@@ -75,10 +75,23 @@ def test_quickstart_decontaminate_step_validates_and_bundled_e5_computes_in_floa
 def test_shipped_benchmark_vectors_are_the_ones_the_bundled_embedder_computes() -> None:
     items = load_benchmarks([BenchmarkSource(name="aime25")], None)[:3]
     texts = [item.text for item in items] + ["A problem in no packaged benchmark."]
-    shipped = bundled_vectors.lookup(texts)
+    e5 = load_encoder(BUNDLED_E5)
+    shipped = bundled_vectors.lookup(texts, bundled_vectors.shipped_for(BUNDLED_E5, e5))
     assert sorted(shipped) == [0, 1, 2]
-    computed = load_encoder(BUNDLED_E5).encode(texts[:3])
-    assert np.array_equal(np.stack([shipped[n] for n in range(3)]), computed)
+    assert np.array_equal(np.stack([shipped[n] for n in range(3)]), e5.encode(texts[:3]))
+
+
+def test_the_default_embedder_uses_shipped_vectors_in_float32_on_the_cpu_only() -> None:
+    items = load_benchmarks([BenchmarkSource(name="aime25")], None)[:3]
+    texts = [item.text for item in items]
+    assert bundled_vectors.shipped_for(None, load_encoder(None, "cpu", "bfloat16")) is None
+    assert bundled_vectors.shipped_for("/models/bge-m3", load_encoder(BUNDLED_E5)) is None
+    minilm = load_encoder(None, "cpu", "float32")
+    path = bundled_vectors.shipped_for(None, minilm)
+    shipped = bundled_vectors.lookup(texts, path)
+    assert sorted(shipped) == [0, 1, 2]
+    computed = minilm.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(np.stack([shipped[n] for n in range(3)]) - computed).max() < 1e-5
 
 
 def test_bundled_e5_finds_a_translation_by_its_common_numbers_and_not_a_fresh_problem_sharing_two() -> None:
@@ -91,7 +104,8 @@ def test_bundled_e5_finds_a_translation_by_its_common_numbers_and_not_a_fresh_pr
     items = load_benchmarks([BenchmarkSource(name="math500")], None) + originals
     config = DecontaminateConfig(model=BUNDLED_E5, threshold=0.92, fingerprint_cosine=0.89)
     encoder = load_encoder(config.model)
-    vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size, True)
+    vectors = bundled_vectors.embed_items(encoder, [item.text for item in items], config.batch_size,
+                                          bundled_vectors.shipped_for(config.model, encoder))
     index = BenchmarkIndex(items, vectors, config.index_settings(), use_gpu=False)
     queries = [rows[name].text for name in (
         "translation-zh-gsm8k-test-0066", "fresh-en-gsm8k-test-0240", "fresh-en-gsm8k-train-1420")]

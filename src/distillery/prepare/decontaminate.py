@@ -31,7 +31,7 @@ from distillery.prepare.boilerplate import STOCK_PHRASES
 from distillery.prepare.cascade import Finding, Rules, classify
 from distillery.prepare.contamination import BenchmarkIndex, Candidate, IndexSettings, find_candidates
 from distillery.prepare.dedup import DropListStage, parse_items
-from distillery.prepare.embed import BUNDLED_DTYPE, BUNDLED_E5, DEFAULT_MODEL, load_encoder
+from distillery.prepare.embed import BUNDLED_DTYPE, BUNDLED_E5, DEFAULT_MODEL, encoder_dtype, load_encoder
 from distillery.prepare.judge import JudgeConfig, build_judge, judge_pairs
 from distillery.prepare.ranks import communicator
 
@@ -130,16 +130,15 @@ class DecontaminateStage(DropListStage):
         embeddings = None
         if ctx.rank == 0:
             texts = [item.text for item in items]
-            key = hashlib.sha256(json.dumps([self.cfg.model or DEFAULT_MODEL, self.cfg.batch_size,
+            shipped = bundled_vectors.shipped_for(self.cfg.model, encoder)
+            key = hashlib.sha256(json.dumps([self.cfg.model or DEFAULT_MODEL, self.cfg.batch_size, encoder_dtype(encoder),
                                              [(i.benchmark, i.item_id, i.text) for i in items]]).encode()).hexdigest()[:16]
             name = f"benchmarks-{key}.npy"
             cache = self.cfg.cache_dir / name if self.cfg.cache_dir else ctx.step_file(name)
             if cache.exists():
                 embeddings = np.load(cache)
             else:
-                embeddings = bundled_vectors.embed_items(encoder, texts, self.cfg.batch_size,
-                                                         self.cfg.model == BUNDLED_E5,
-                                                         progress=True)
+                embeddings = bundled_vectors.embed_items(encoder, texts, self.cfg.batch_size, shipped, progress=True)
                 with atomic_write(cache, mode="wb") as out:
                     np.save(out, embeddings)
         if comm is not None:

@@ -83,6 +83,13 @@ def load_encoder(model: str | None, device: str = "auto", dtype: str = "auto") -
     return SentenceTransformer(model, device=device, model_kwargs={"dtype": getattr(torch, choice.dtype)})
 
 
+def encoder_dtype(encoder: Encoder) -> str:
+    """The dtype an encoder computes in: float32 for the bundled e5, else its weights' (a SentenceTransformer)."""
+    if isinstance(encoder, BundledE5):
+        return BUNDLED_DTYPE
+    return str(next(encoder.parameters()).dtype).removeprefix("torch.")  # type: ignore[attr-defined]
+
+
 def batch_plan(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
     """Indices of `texts` in length-sorted batches (longest first; ties by position): the same for any rank count."""
     order = sorted(range(len(texts)), key=lambda index: (-len(texts[index]), index))
