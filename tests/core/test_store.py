@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from distillery.core.store import Journal, atomic_write, iter_jsonl, write_jsonl
+from distillery.core.store import Journal, atomic_dir, atomic_write, iter_jsonl, write_jsonl
 
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
@@ -45,3 +47,15 @@ def test_journal_with_another_header_is_discarded(tmp_path: Path) -> None:
     journal.append({"key": "a"})
     journal.close()
     assert list(Journal(path, {"config": "new"}).entries()) == []
+
+
+def test_outputs_get_the_modes_the_umask_gives_not_private_staging_modes(tmp_path: Path) -> None:
+    """Teammates on a shared file system read a run: a staged file or folder is not left 0600/0700."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_write(tmp_path / "out.json") as out:
+        out.write("{}")
+    with atomic_dir(tmp_path / "folder") as staging:
+        (staging / "x").write_text("x")
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask

@@ -56,12 +56,24 @@ def atomic_write(path: Path, mode: str = "w", compress: bool = False) -> Iterato
             yield _TextOut(raw)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+"""Read once, at import: outputs get the modes a plain `open` or `mkdir` would give them (teammates on a shared
+file system read a run), not the private 0600/0700 of `tempfile`'s staging names."""
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` for a library that writes by file name (h5py, torch.save): fsynced and
     renamed into place when the block succeeds, removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -80,6 +92,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     at `path` is replaced), removed when it fails: readers see the old folder or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    staging.chmod(0o777 & ~_UMASK)
     try:
         yield staging
         for child in staging.rglob("*"):
