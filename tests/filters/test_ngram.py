@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from distillery.schema.records import Trace
+from distillery.filters import ngram_counts
 from distillery.filters.ngram import NgramConfig, NgramStage
 from distillery.filters.ngram_counts import (
     SpillingCounter,
@@ -119,8 +120,12 @@ def test_token_unit_uses_the_tokenizer(recipe, run, smollm2_dir: Path) -> None:
     assert hit_text in f". {phrase} Done"
 
 
-@pytest.mark.parametrize("num_buckets", [1, 8, 256])
-def test_merge_of_spilled_runs_matches_exact_counts(tmp_path: Path, num_buckets: int) -> None:
+@pytest.mark.parametrize(("num_buckets", "bucket_entries"), [(1, None), (8, None), (256, None), (1, 64)])
+def test_merge_of_spilled_runs_matches_exact_counts(tmp_path: Path, num_buckets: int, bucket_entries: int | None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """(1, 64): runs holding more than 64 entries a bucket are merged in more buckets than asked for."""
+    if bucket_entries:
+        monkeypatch.setattr(ngram_counts, "MAX_BUCKET_ENTRIES", bucket_entries)
     rng = np.random.default_rng(num_buckets)
     batches = [rng.integers(0, 2**64 - 1, size=rng.integers(1, 400), dtype=np.uint64, endpoint=True) for _ in range(30)]
     pool = np.concatenate(batches)

@@ -42,7 +42,8 @@ class NgramConfig(StageConfig):
     unit: Literal["word", "token"] = Field("word", description="word: letter/digit runs of the normalised text; token: tokenizer ids.")
     tokenizer: str = Field("smollm2", description="Tokenizer for unit=token: a model folder or hub id, or 'smollm2' (the embedded model).")
     count: Literal["occurrences", "traces"] = Field("occurrences", description="Count every occurrence, or each n-gram once per trace.")
-    num_buckets: int = Field(256, ge=1, description="Hash ranges merged one at a time (a power of two); memory ~ total/buckets.")
+    num_buckets: int = Field(256, ge=1, description="Hash ranges merged one at a time (a power of two); more when a bucket "
+                                                    "would hold over 4M entries, so a merge holds at most ~64 MiB.")
     spill_at: int = Field(16_000_000, ge=1, description="N-gram hashes a scan holds in memory before spilling a sorted run to disk.")
     show_ngrams: int = Field(5, ge=1, description="Offending n-grams named per rejected trace.")
 

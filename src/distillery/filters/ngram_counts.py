@@ -120,19 +120,36 @@ def _sum_by_hash(parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+MAX_BUCKET_ENTRIES = 1 << 22
+"""At most this many (hash, count) entries of all runs together in one bucket (64 MiB): a larger corpus is merged in
+more buckets than asked for, so the merge's memory does not grow with it."""
+
+
+def _read_slice(path: Path, part: slice) -> np.ndarray:
+    """Entries `part` of a run file, read into memory: a memory map's touched pages would stay resident (and count
+    in the task's peak RSS) until the merge ends, one bucket of every run after another."""
+    count = part.stop - part.start
+    if count == 0:
+        return np.empty(0, dtype=COUNT_DTYPE)
+    return np.fromfile(path, dtype=COUNT_DTYPE, count=count, offset=part.start * COUNT_DTYPE.itemsize)
+
+
 def merge_counts(runs: Sequence[Path], out_path: Path, num_buckets: int = 256, min_count: int = 1) -> tuple[int, int]:
     """Sum the counts of sorted runs into one sorted run holding hashes counted at least `min_count` times.
 
-    Memory holds one bucket of every run at a time. Returns (distinct hashes seen, hashes written).
+    Memory holds one bucket of every run at a time: `num_buckets` of them, or more when the runs hold over
+    `MAX_BUCKET_ENTRIES` entries a bucket. Returns (distinct hashes seen, hashes written).
     """
     if num_buckets < 1 or num_buckets & (num_buckets - 1):
         raise ValueError(f"num_buckets must be a power of two, got {num_buckets}")
-    maps = [read_counts(path) for path in runs]
-    slices = [_bucket_slices(m["hash"], num_buckets) for m in maps]
+    total = sum(path.stat().st_size for path in runs) // COUNT_DTYPE.itemsize
+    while total > num_buckets * MAX_BUCKET_ENTRIES:
+        num_buckets *= 2
+    slices = [_bucket_slices(read_counts(path)["hash"], num_buckets) for path in runs]
     distinct = written = 0
     with atomic_write(out_path, "wb") as out:
         for bucket in range(num_buckets):
-            summed = _sum_by_hash([np.asarray(m[s[bucket]]) for m, s in zip(maps, slices)])
+            summed = _sum_by_hash([_read_slice(path, s[bucket]) for path, s in zip(runs, slices)])
             distinct += summed.size
             kept = summed[summed["count"] >= min_count]
             written += kept.size
