@@ -112,8 +112,8 @@ def test_pack_bins_and_sft_checkpoints_by_hand(tmp_path: Path) -> None:
     assert pack.cpu_hours == pytest.approx(637.5 / 3600)  # 637,500 tokens at 1000/s on one core
     # sft: 1275 bins x 500 tokens x 2 epochs = 1.275M tokens at 100 tokens/s/GPU = 12,750 GPU-s.
     assert sft.gpu_hours == pytest.approx(12_750 / 3600)
-    # two checkpoints of 1e9 params x 14 bytes, plus the exported bf16 student.
-    assert sft.disk_bytes == pytest.approx(2 * 14e9 + 2e9)
+    # two checkpoints of 1e9 params x 12 bytes (fp32 weights, two moments), plus the exported bf16 student.
+    assert sft.disk_bytes == pytest.approx(2 * 12e9 + 2e9)
     # a two-node job does not fit on one node; on two it runs once: 12,750 / 16 GPUs.
     assert math.isinf(sft.wall_s) and "needs 2 nodes" in sft.notes
     two = next(r for r in estimate(recipe, _inputs(), nodes=2) if r.key == "sft/t1")

@@ -106,7 +106,8 @@ class CostInputs(StrictModel):
     pack_fill: float = Field(0.95, gt=0, le=1, description="Fraction of a packed bin filled with tokens.")
     pack_bytes_per_token: float = Field(9, gt=0, description="Bytes per packed token (token id, label, mask).")
     student_params_b: float = Field(32, gt=0, description="Student parameters, billions.")
-    checkpoint_bytes_per_param: float = Field(14, gt=0, description="bf16 weights + fp32 master + two Adam moments.")
+    checkpoint_bytes_per_param: float = Field(12, gt=0, description=(
+        "A mid-plan checkpoint: fp32 weights and two fp32 AdamW moments (bf16 runs under autocast; no second copy)."))
     eval_items: dict[str, int] = Field(
         default_factory=lambda: {"aime24": 30, "aime25": 30, "math500": 500, "livecodebench": 279},
         description="Problems per benchmark (the packaged copies).")
