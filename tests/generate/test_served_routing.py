@@ -55,7 +55,7 @@ def test_plan_cost_prices_the_paper_recipes_served_r1_on_its_replica_gpus(monkey
 
     from distillery.core.pricing import CostInputs
     from distillery.core.recipe import load_recipe
-    from distillery.ops.cost import estimate
+    from distillery.ops.cost import estimate, render_estimate
 
     monkeypatch.setenv("DISTILLERY_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("DISTILLERY_DATA", str(tmp_path / "data"))
@@ -63,6 +63,10 @@ def test_plan_cost_prices_the_paper_recipes_served_r1_on_its_replica_gpus(monkey
     row = next(r for r in estimate(recipe, CostInputs(), 32) if r.key == "generate/deepseek-r1")
     # 4 replicas x 2 nodes x 8 GPUs decode together; every GPU is charged from its load to the step's end.
     assert "served here: 64 GPUs in 4 replica jobs" in row.notes
+    assert row.kind == "served", "the replica jobs' GPU-hours are this cluster's, not a remote server's"
+    table = render_estimate(estimate(recipe, CostInputs(), 32), 32)
+    cluster_hours = float(table.splitlines()[-1].split()[1])
+    assert cluster_hours >= row.gpu_hours
     busy = row.gpu_hours - 64 * CostInputs().teacher("deepseek-r1").startup_s / 3600
     # The clients share the servers, so the step lasts the servers' busy GPU-hours over their 64 GPUs (the array's
     # last round of 1000 shards at 128 a time adds 2.4%).

@@ -151,7 +151,8 @@ class Priced:
     records_out: float
     tokens_per_record: float
     kind: str = "cpu"
-    """gpu, cpu, or remote (a client of a server elsewhere: its GPU-hours are the server's)."""
+    """gpu, cpu, remote (a client of a server elsewhere: its GPU-hours are not this cluster's) or served (a client
+    of distillery's own replica jobs on this cluster: their GPU-hours are)."""
     gpu_hours: float = 0.0
     cpu_hours: float = 0.0
     shard_s: float = 0.0

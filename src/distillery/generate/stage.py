@@ -106,7 +106,7 @@ class GenerateStage(RecordStage[GenerateConfig]):
         priced = Priced(pricing.records_in, kept, tokens, "gpu" if pricing.gpus else "cpu",
                         cpu_hours=verify_s * resources.cpus_per_task / 3600)
         if self.teacher.backend == "openai":
-            priced.kind = "remote"
+            priced.kind = "served" if self.teacher.serve is not None else "remote"
             gpus = serving_gpus(self.teacher) or cost.serving_gpus or 0
             if not gpus:
                 priced.notes.append("set serving_gpus for a remote teacher")

@@ -156,7 +156,7 @@ def _schedule(row: StepEstimate, resources: Resources, nodes: int, hardware: Har
         row.notes.append(f"needs {resources.nodes} nodes")
         row.wall_s = math.inf
         return
-    if row.kind == "remote":
+    if row.kind in ("remote", "served"):
         row.shard_s *= row.concurrency  # each client gets 1/concurrency of the server
     if row.verify_shard_s > row.shard_s:
         row.notes.append("verification is the bottleneck")
