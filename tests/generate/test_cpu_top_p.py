@@ -1,20 +1,31 @@
-"""Top-p on vLLM's CPU sampler without the full-vocabulary sort: the same tokens kept as vLLM's own function."""
+"""Top-p on vLLM's CPU sampler without the full-vocabulary sort: the same tokens kept as vLLM's own function.
+
+vLLM is imported inside the tests, not at collection: importing it (and with it Triton) while pytest collects this
+folder would come before tests/kernels/conftest.py asks Triton for its interpreter, and break those tests.
+"""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-sampler = pytest.importorskip("vllm.v1.sample.ops.topk_topp_sampler")
-
-from distillery.llm import cpu_top_p  # noqa: E402
+from distillery.llm import cpu_top_p
 
 VOCAB = 49_152
 
 
+@pytest.fixture(scope="module")
+def sampler() -> ModuleType:
+    return pytest.importorskip("vllm.v1.sample.ops.topk_topp_sampler")
+
+
 def vllm_top_k_top_p(logits, k, p):
     """vLLM's own sort-based function, whatever `install` did to the module attribute."""
-    return sampler.apply_top_k_top_p_pytorch(logits, k, p, allow_cpu_sync=True)
+    from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
+
+    return apply_top_k_top_p_pytorch(logits, k, p, allow_cpu_sync=True)
 
 
 def language_model_like_logits(rows: int, seed: int) -> torch.Tensor:
@@ -25,7 +36,7 @@ def language_model_like_logits(rows: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("with_top_k", [False, True])
-def test_the_same_tokens_survive_as_under_vllms_sort(with_top_k: bool) -> None:
+def test_the_same_tokens_survive_as_under_vllms_sort(sampler: ModuleType, with_top_k: bool) -> None:
     logits = language_model_like_logits(16, seed=3)
     p = torch.tensor([0.95, 0.5, 0.9, 0.95, 1.0, 0.7, 0.95, 0.99] * 2)
     k = torch.tensor([40, 1000, 5, VOCAB] * 4) if with_top_k else None
@@ -39,7 +50,7 @@ def test_the_same_tokens_survive_as_under_vllms_sort(with_top_k: bool) -> None:
     assert narrow >= 8 and wide >= 2, "the rows no longer exercise both the candidates and the fallback"
 
 
-def test_a_batch_without_top_p_is_vllms_own_path() -> None:
+def test_a_batch_without_top_p_is_vllms_own_path(sampler: ModuleType) -> None:
     logits = language_model_like_logits(4, seed=5)
     k = torch.tensor([3, 10, VOCAB, 1])
     expected = vllm_top_k_top_p(logits.clone(), k.clone(), None)
@@ -48,7 +59,7 @@ def test_a_batch_without_top_p_is_vllms_own_path() -> None:
     assert cpu_top_p.nucleus_top_p(logits.clone(), None, torch.ones(4), vllm_top_k_top_p).isinf().sum() == 0
 
 
-def test_install_routes_the_cpu_sampler_once() -> None:
+def test_install_routes_the_cpu_sampler_once(sampler: ModuleType) -> None:
     assert cpu_top_p.install()
     installed = sampler.apply_top_k_top_p
     assert getattr(installed, "_distillery_nucleus", False)
