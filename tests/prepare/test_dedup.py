@@ -119,3 +119,34 @@ def test_bad_records_are_quarantined_and_counts_reconcile(tmp_path: Path, stage_
     assert kinds.count("kept") == 2 and kinds.count("rejected") == 1 and kinds[3:] == ["quarantined"] * 3
     survivor = min(records[0]["id"], records[1]["id"])  # type: ignore[index]
     assert next(o for o in outcomes if o.kind == "rejected").reason.split()[-1 if stage_type == "dedup" else 2] == survivor
+
+
+def test_near_dedup_merge_drops_what_clustering_the_whole_corpus_in_memory_drops(tmp_path: Path) -> None:
+    """The merge pairs one band column at a time and reads signatures back only for queries that pair: the same
+    drops as `cluster` over every signature at once, across shards."""
+    from distillery.prepare.dedup import NearDedupConfig, dedup_text
+
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(400)]
+    texts = []
+    for family in range(60):
+        base = " ".join(rng.choice(words, 30))
+        texts.append(f"Problem {family}: {base}")
+        for copy in range(int(rng.integers(0, 4))):
+            edited = base.split()
+            edited[int(rng.integers(0, 30))] = f"x{copy}"
+            texts.append(f"Problem {family}: {' '.join(edited)}")
+    rng.shuffle(texts)
+    run = run_recipe(tmp_path, "bands", write_rows(tmp_path / "q.jsonl", (query_row(t) for t in texts)),
+                     {"near_dedup": {}}, num_shards=4)
+
+    queries = [make_query("math", [{"role": "user", "content": t}]) for t in texts]
+    config = NearDedupConfig()
+    signatures = config.hasher().signatures([dedup_text(q) for q in queries])
+    labels, _, _ = cluster(signatures, band_keys(signatures, config.bands, config.rows), config.jaccard_threshold)
+    families: dict[int, list[str]] = collections.defaultdict(list)
+    for query, label in zip(queries, labels):
+        families[int(label)].append(query.id)
+    expected = {query_id for members in families.values() for query_id in members if query_id != min(members)}
+    assert len(expected) > 30, "too few near duplicates to compare the merges"
+    assert set(rejected(run, "near_dedup")) == expected

@@ -8,7 +8,9 @@ drops exactly those. The result depends only on the corpus, never on the shard c
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +21,8 @@ from pydantic import Field, ValidationError, model_validator
 from distillery.schema.records import Query, normalise_text
 from distillery.core.stage import ConfigT, Item, Outcome, ShardContext, StageConfig, TwoPassStage, register
 from distillery.core.store import atomic_write, read_json, write_json
-from distillery.prepare.minhash import MinHasher, band_keys, cluster, estimated_jaccard
+from distillery.prepare.minhash import (MinHasher, band_keys, bucket_pairs, components, estimated_jaccard,
+                                       unique_pairs, valid_rows)
 
 
 def dedup_text(query: Query) -> str:
@@ -147,17 +150,65 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
                   signatures=signatures, shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
+        """Holds a few bytes per query, not its signature: each band's keys are written to a column file shard by
+        shard and paired one band at a time; signatures and ids are read back only for queries that pair."""
         config = self.config
-        scans = _load_scans(ctx, "minhash")
-        keys, signatures, shards = scans["keys"], scans["signatures"], scans["shards"]
-        labels, left, _ = cluster(signatures, band_keys(signatures, config.bands, config.rows), config.jaccard_threshold)
-        order = np.lexsort((shards, keys, labels))
-        first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+        paths = [ctx.summary_file("minhash", index, ".npz") for index in range(ctx.num_shards)]
+        with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".bands-") as scratch:
+            columns = [Path(scratch) / f"band-{band:03d}.u64" for band in range(config.bands)]
+            sizes, valid = _write_band_columns(paths, columns, config.bands, config.rows)
+            found = [bucket_pairs(np.fromfile(column, dtype=np.uint64), valid) for column in columns]
+        offsets = np.r_[0, np.cumsum(sizes)]
+        left, right = unique_pairs([pair[0] for pair in found], [pair[1] for pair in found])
+        members = np.unique(np.r_[left, right])
+        signatures = _scan_rows(paths, offsets, members, "signatures")  # row i is the signature of members[i]
+        at = functools.partial(np.searchsorted, members)
+        similar = estimated_jaccard(signatures, at(left), at(right)) >= config.jaccard_threshold
+        left, right = left[similar], right[similar]
+        labels = components(int(offsets[-1]), left, right)
+        grouped = np.flatnonzero(np.bincount(labels)[labels] > 1)
+        keys = _scan_rows(paths, offsets, grouped, "keys")
+        shards = np.searchsorted(offsets, grouped, side="right") - 1
+        order = np.lexsort((shards, keys, labels[grouped]))
+        sorted_labels = labels[grouped][order]
+        first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
         survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
         losers, their_survivors = order[~first], survivor[~first]
-        similarity = estimated_jaccard(signatures, losers, their_survivors)
+        similarity = estimated_jaccard(signatures, at(grouped[losers]), at(grouped[their_survivors]))
         reasons = [f"near_duplicate: of {keys[s]} (estimated Jaccard {j:.2f})" for s, j in zip(their_survivors, similarity)]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
-        ctx.logger.info("near dedup: %d queries, %d verified pairs, %d dropped", len(keys), len(left), len(losers))
-        return {"queries": len(keys), "verified_pairs": len(left), "duplicates": len(losers),
-                "clusters_with_duplicates": len(np.unique(labels[losers]))}
+        ctx.logger.info("near dedup: %d queries, %d verified pairs, %d dropped", offsets[-1], len(left), len(losers))
+        return {"queries": int(offsets[-1]), "verified_pairs": len(left), "duplicates": len(losers),
+                "clusters_with_duplicates": len(np.unique(sorted_labels[~first]))}
+
+
+def _write_band_columns(paths: list[Path], columns: list[Path], bands: int, rows: int) -> tuple[list[int], np.ndarray]:
+    """Each shard's band keys appended to one file per band; (queries per shard, whether each has shingles)."""
+    sizes, valid = [], []
+    outs = [column.open("wb") for column in columns]
+    try:
+        for path in paths:
+            with np.load(path) as part:
+                signatures = part["signatures"]
+            sizes.append(len(signatures))
+            valid.append(valid_rows(signatures))
+            keys = band_keys(signatures, bands, rows)
+            for band, out in enumerate(outs):
+                np.ascontiguousarray(keys[:, band]).tofile(out)
+    finally:
+        for out in outs:
+            out.close()
+    return sizes, np.concatenate(valid) if valid else np.zeros(0, bool)
+
+
+def _scan_rows(paths: list[Path], offsets: np.ndarray, index: np.ndarray, name: str) -> np.ndarray:
+    """Array `name` of the scans at the sorted global row numbers `index`, reading only the shards that hold them."""
+    shard_of = np.searchsorted(offsets, index, side="right") - 1
+    parts = []
+    for shard in np.unique(shard_of):
+        with np.load(paths[shard]) as part:
+            parts.append(part[name][index[shard_of == shard] - offsets[shard]])
+    if parts:
+        return np.concatenate(parts)
+    with np.load(paths[0]) as part:
+        return part[name][:0]

@@ -117,42 +117,52 @@ def estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarra
     return (signatures[left] == signatures[right]).mean(axis=1)
 
 
-def candidate_pairs(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of texts sharing an LSH bucket, over all bands: each member with the bucket's first member and with
-    the member before it (every pair of a bucket of up to three; linear in the bucket size beyond)."""
-    lefts, rights = [], []
+def valid_rows(signatures: np.ndarray) -> np.ndarray:
+    """Texts that had shingles (an empty text's signature is all sentinel values and never pairs)."""
+    return ~(signatures == _EMPTY).all(axis=1)
+
+
+def bucket_pairs(column: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of texts sharing a bucket of one band (`column`: that band's key per text): each member with the
+    bucket's first member and with the member before it (every pair of a bucket of up to three; linear beyond)."""
     index = np.flatnonzero(valid)
-    for band in range(keys.shape[1]):
-        column = keys[index, band]
-        order = np.argsort(column, kind="stable")
-        sorted_keys = column[order]
-        new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
-        group_first = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
-        members = np.flatnonzero(~new_group)
-        lefts += [index[order[group_first[members]]], index[order[members - 1]]]
-        rights += [index[order[members]], index[order[members]]]
+    column = column[index]
+    order = np.argsort(column, kind="stable")
+    sorted_keys = column[order]
+    new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    group_first = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+    members = np.flatnonzero(~new_group)
+    return (np.concatenate([index[order[group_first[members]]], index[order[members - 1]]]),
+            np.concatenate([index[order[members]], index[order[members]]]))
+
+
+def unique_pairs(lefts: list[np.ndarray], rights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every unordered pair once, as (smaller index, larger index)."""
     if not lefts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(lefts), np.concatenate(rights)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
 
 
-def cluster(signatures: np.ndarray, keys: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of LSH candidate pairs whose estimated Jaccard is >= threshold.
-
-    Returns (component label per text, verified pair lefts, verified pair rights). Texts without shingles never
-    join a component.
-    """
-    valid = ~(signatures == _EMPTY).all(axis=1)
-    left, right = candidate_pairs(keys, valid)
-    if len(left):
-        pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
-        left, right = pairs[:, 0], pairs[:, 1]
-        similar = estimated_jaccard(signatures, left, right) >= threshold
-        left, right = left[similar], right[similar]
-    n = signatures.shape[0]
+def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of `n` texts under the pairs (left[i], right[i])."""
     from scipy.sparse import coo_matrix  # scipy is loaded by the merge that clusters, not by every recipe load
     from scipy.sparse.csgraph import connected_components
 
     graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels, left, right
+    return connected_components(graph, directed=False)[1]
+
+
+def cluster(signatures: np.ndarray, keys: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of LSH candidate pairs whose estimated Jaccard is >= threshold, all in memory.
+
+    Returns (component label per text, verified pair lefts, verified pair rights). Texts without shingles never
+    join a component.
+    """
+    valid = valid_rows(signatures)
+    found = [bucket_pairs(keys[:, band], valid) for band in range(keys.shape[1])]
+    left, right = unique_pairs([pair[0] for pair in found], [pair[1] for pair in found])
+    similar = estimated_jaccard(signatures, left, right) >= threshold
+    left, right = left[similar], right[similar]
+    return components(signatures.shape[0], left, right), left, right
