@@ -150,3 +150,11 @@ def test_near_dedup_merge_drops_what_clustering_the_whole_corpus_in_memory_drops
     expected = {query_id for members in families.values() for query_id in members if query_id != min(members)}
     assert len(expected) > 30, "too few near duplicates to compare the merges"
     assert set(rejected(run, "near_dedup")) == expected
+
+
+def test_a_corpus_without_duplicates_keeps_everything(tmp_path: Path) -> None:
+    texts = [f"Problem {n}: how many ways are there to arrange {n} distinct books on {n + 3} shelves?" for n in range(12)]
+    run = run_recipe(tmp_path, "distinct", write_rows(tmp_path / "q.jsonl", (query_row(t) for t in texts)),
+                     {"dedup": {}, "near_dedup": {"jaccard_threshold": 0.99}}, num_shards=2)
+    assert len(kept_ids(run, "near_dedup")) == len(texts)
+    assert not rejected(run, "dedup") and not rejected(run, "near_dedup")

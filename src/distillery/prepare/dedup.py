@@ -59,11 +59,6 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(out, **arrays)
 
 
-def _load_scans(ctx: ShardContext, kind: str) -> dict[str, np.ndarray]:
-    parts = [np.load(ctx.summary_file(kind, index, ".npz")) for index in range(ctx.num_shards)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0].files}
-
-
 class DropListStage(TwoPassStage[ConfigT]):
     """Shared `process`: drop the keys that `merge` listed for this shard, keep the rest."""
 
@@ -103,17 +98,27 @@ class ExactDedupStage(DropListStage[ExactDedupConfig]):
                   digests=np.array(digests, dtype="S16"), shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
-        scans = _load_scans(ctx, "exact")
-        keys, digests, shards = scans["keys"], scans["digests"], scans["shards"]
-        order = np.lexsort((shards, keys, digests))
-        sorted_digests = digests[order]
-        first = np.r_[True, sorted_digests[1:] != sorted_digests[:-1]]
+        """Holds each query's 16-byte digest; ids are read back only for digests that repeat."""
+        paths = [ctx.summary_file("exact", index, ".npz") for index in range(ctx.num_shards)]
+        parts = []
+        for path in paths:
+            with np.load(path) as part:
+                parts.append(part["digests"])
+        digests = np.concatenate(parts)
+        offsets = np.r_[0, np.cumsum([len(part) for part in parts])]
+        _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
+        repeated = np.flatnonzero(counts[inverse] > 1)
+        keys = _scan_rows(paths, offsets, repeated, "keys")
+        shards = np.searchsorted(offsets, repeated, side="right") - 1
+        order = np.lexsort((shards, keys, digests[repeated]))
+        sorted_digests = digests[repeated][order]
+        first = np.r_[True, sorted_digests[1:] != sorted_digests[:-1]][:len(order)]  # none when nothing repeats
         survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
         losers = order[~first]
         reasons = [f"exact_duplicate: same normalised text as {keys[s]}" for s in survivor[~first]]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
-        ctx.logger.info("exact dedup: %d queries, %d duplicates dropped", len(keys), len(losers))
-        return {"queries": len(keys), "duplicates": len(losers), "groups": int(first.sum())}
+        ctx.logger.info("exact dedup: %d queries, %d duplicates dropped", offsets[-1], len(losers))
+        return {"queries": int(offsets[-1]), "duplicates": len(losers), "groups": len(counts)}
 
 
 class NearDedupConfig(StageConfig):
@@ -171,7 +176,7 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
         shards = np.searchsorted(offsets, grouped, side="right") - 1
         order = np.lexsort((shards, keys, labels[grouped]))
         sorted_labels = labels[grouped][order]
-        first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
+        first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]][:len(order)]  # none when nothing pairs
         survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
         losers, their_survivors = order[~first], survivor[~first]
         similarity = estimated_jaccard(signatures, at(grouped[losers]), at(grouped[their_survivors]))
