@@ -159,7 +159,7 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
         shard and paired one band at a time; signatures and ids are read back only for queries that pair."""
         config = self.config
         paths = [ctx.summary_file("minhash", index, ".npz") for index in range(ctx.num_shards)]
-        with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".bands-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="distillery-bands-") as scratch:  # TMPDIR: node-local scratch
             columns = [Path(scratch) / f"band-{band:03d}.u64" for band in range(config.bands)]
             sizes, valid = _write_band_columns(paths, columns, config.bands, config.rows)
             found = [bucket_pairs(np.fromfile(column, dtype=np.uint64), valid) for column in columns]
