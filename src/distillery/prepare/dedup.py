@@ -95,7 +95,7 @@ class ExactDedupStage(DropListStage[ExactDedupConfig]):
             keys.append(item.key)
             digests.append(hashlib.sha256(dedup_text(query).encode()).digest()[:16])
         _save_npz(ctx.summary_file("exact", ctx.shard_index, ".npz"), keys=np.array(keys, dtype=str),
-                  digests=np.array(digests, dtype="S16"), shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
+                  digests=np.array(digests, dtype="S16"))
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         """Holds each query's 16-byte digest; ids are read back only for digests that repeat."""
@@ -109,11 +109,8 @@ class ExactDedupStage(DropListStage[ExactDedupConfig]):
         _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
         repeated = np.flatnonzero(counts[inverse] > 1)
         keys = _scan_rows(paths, offsets, repeated, "keys")
-        shards = np.searchsorted(offsets, repeated, side="right") - 1
-        order = np.lexsort((shards, keys, digests[repeated]))
-        sorted_digests = digests[repeated][order]
-        first = np.r_[True, sorted_digests[1:] != sorted_digests[:-1]][:len(order)]  # none when nothing repeats
-        survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+        shards = _shard_of(offsets, repeated)
+        order, first, survivor = _survivors(digests[repeated], keys, shards)
         losers = order[~first]
         reasons = [f"exact_duplicate: same normalised text as {keys[s]}" for s in survivor[~first]]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
@@ -152,7 +149,7 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
             texts.append(dedup_text(query))
         signatures = config.hasher().signatures(texts)
         _save_npz(ctx.summary_file("minhash", ctx.shard_index, ".npz"), keys=np.array(keys, dtype=str),
-                  signatures=signatures, shards=np.full(len(keys), ctx.shard_index, dtype=np.int32))
+                  signatures=signatures)
 
     def merge(self, ctx: ShardContext) -> dict[str, Any]:
         """Holds a few bytes per query, not its signature: each band's keys are written to a column file shard by
@@ -173,18 +170,15 @@ class NearDedupStage(DropListStage[NearDedupConfig]):
         labels = components(int(offsets[-1]), left, right)
         grouped = np.flatnonzero(np.bincount(labels)[labels] > 1)
         keys = _scan_rows(paths, offsets, grouped, "keys")
-        shards = np.searchsorted(offsets, grouped, side="right") - 1
-        order = np.lexsort((shards, keys, labels[grouped]))
-        sorted_labels = labels[grouped][order]
-        first = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]][:len(order)]  # none when nothing pairs
-        survivor = order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+        shards = _shard_of(offsets, grouped)
+        order, first, survivor = _survivors(labels[grouped], keys, shards)
         losers, their_survivors = order[~first], survivor[~first]
         similarity = estimated_jaccard(signatures, at(grouped[losers]), at(grouped[their_survivors]))
         reasons = [f"near_duplicate: of {keys[s]} (estimated Jaccard {j:.2f})" for s, j in zip(their_survivors, similarity)]
         self.write_drops(ctx, shards[losers], keys[losers], reasons)
         ctx.logger.info("near dedup: %d queries, %d verified pairs, %d dropped", offsets[-1], len(left), len(losers))
         return {"queries": int(offsets[-1]), "verified_pairs": len(left), "duplicates": len(losers),
-                "clusters_with_duplicates": len(np.unique(sorted_labels[~first]))}
+                "clusters_with_duplicates": len(np.unique(labels[grouped][losers]))}
 
 
 def _write_band_columns(paths: list[Path], columns: list[Path], bands: int, rows: int) -> tuple[list[int], np.ndarray]:
@@ -206,9 +200,23 @@ def _write_band_columns(paths: list[Path], columns: list[Path], bands: int, rows
     return sizes, np.concatenate(valid) if valid else np.zeros(0, bool)
 
 
+def _shard_of(offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The shard holding each global row number (`offsets`: each shard's first row, then the total)."""
+    return np.searchsorted(offsets, index, side="right") - 1
+
+
+def _survivors(group: np.ndarray, keys: np.ndarray, shards: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ordered by (group, id, shard); whether each is its group's first (the survivor: the smallest id); and
+    each row's survivor."""
+    order = np.lexsort((shards, keys, group))
+    ordered = group[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]][:len(order)]  # none when nothing repeats
+    return order, first, order[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+
+
 def _scan_rows(paths: list[Path], offsets: np.ndarray, index: np.ndarray, name: str) -> np.ndarray:
     """Array `name` of the scans at the sorted global row numbers `index`, reading only the shards that hold them."""
-    shard_of = np.searchsorted(offsets, index, side="right") - 1
+    shard_of = _shard_of(offsets, index)
     parts = []
     for shard in np.unique(shard_of):
         with np.load(paths[shard]) as part:
